@@ -1,0 +1,271 @@
+//! The one table of resources skiff serves.
+//!
+//! Discovery (aggregated and legacy), OpenAPI, routing, field selectors and validation all read
+//! this table, so a resource is added in exactly one place.
+
+/// Everything the API server needs to know about one served resource type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceInfo {
+    /// API group; `""` is the core group (`/api/v1`).
+    pub group: &'static str,
+    pub version: &'static str,
+    /// Plural, lower-case name used in URL paths (`deployments`).
+    pub resource: &'static str,
+    /// Singular name shown by discovery (`deployment`).
+    pub singular: &'static str,
+    pub kind: &'static str,
+    pub list_kind: &'static str,
+    /// Whether objects live inside a namespace.
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    /// Categories such as `all`, which `kubectl get all` expands.
+    pub categories: &'static [&'static str],
+    /// Subresources served besides the object itself (`status`).
+    pub subresources: &'static [&'static str],
+    /// Field selector labels beyond `metadata.name` and `metadata.namespace`.
+    pub field_selectors: &'static [&'static str],
+}
+
+impl ResourceInfo {
+    /// `v1` for the core group, `apps/v1` otherwise: the value of an object's `apiVersion`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// `pods` or `deployments.apps`: how Kubernetes names a resource in error messages.
+    pub fn qualified_resource(&self) -> String {
+        if self.group.is_empty() {
+            self.resource.to_string()
+        } else {
+            format!("{}.{}", self.resource, self.group)
+        }
+    }
+
+    /// `Deployment.apps` or `Pod`: how Kubernetes names a kind in `Invalid` messages.
+    pub fn qualified_kind(&self) -> String {
+        if self.group.is_empty() {
+            self.kind.to_string()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        }
+    }
+
+    /// Field labels a field selector may use on this resource.
+    pub fn supports_field(&self, field: &str) -> bool {
+        field == "metadata.name"
+            || (self.namespaced && field == "metadata.namespace")
+            || self.field_selectors.contains(&field)
+    }
+}
+
+const CORE: &str = "";
+const APPS: &str = "apps";
+
+/// Every resource skiff serves, core group first.
+pub static RESOURCES: &[ResourceInfo] = &[
+    ResourceInfo {
+        group: CORE,
+        version: "v1",
+        resource: "namespaces",
+        singular: "namespace",
+        kind: "Namespace",
+        list_kind: "NamespaceList",
+        namespaced: false,
+        short_names: &["ns"],
+        categories: &[],
+        subresources: &["status"],
+        field_selectors: &["status.phase"],
+    },
+    ResourceInfo {
+        group: CORE,
+        version: "v1",
+        resource: "pods",
+        singular: "pod",
+        kind: "Pod",
+        list_kind: "PodList",
+        namespaced: true,
+        short_names: &["po"],
+        categories: &["all"],
+        subresources: &["status"],
+        field_selectors: &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+    },
+    ResourceInfo {
+        group: CORE,
+        version: "v1",
+        resource: "services",
+        singular: "service",
+        kind: "Service",
+        list_kind: "ServiceList",
+        namespaced: true,
+        short_names: &["svc"],
+        categories: &["all"],
+        subresources: &["status"],
+        field_selectors: &["spec.clusterIP", "spec.type"],
+    },
+    ResourceInfo {
+        group: CORE,
+        version: "v1",
+        resource: "endpoints",
+        singular: "endpoints",
+        kind: "Endpoints",
+        list_kind: "EndpointsList",
+        namespaced: true,
+        short_names: &["ep"],
+        categories: &[],
+        subresources: &[],
+        field_selectors: &[],
+    },
+    ResourceInfo {
+        group: CORE,
+        version: "v1",
+        resource: "nodes",
+        singular: "node",
+        kind: "Node",
+        list_kind: "NodeList",
+        namespaced: false,
+        short_names: &["no"],
+        categories: &[],
+        subresources: &["status"],
+        field_selectors: &["spec.unschedulable"],
+    },
+    ResourceInfo {
+        group: CORE,
+        version: "v1",
+        resource: "configmaps",
+        singular: "configmap",
+        kind: "ConfigMap",
+        list_kind: "ConfigMapList",
+        namespaced: true,
+        short_names: &["cm"],
+        categories: &[],
+        subresources: &[],
+        field_selectors: &[],
+    },
+    ResourceInfo {
+        group: CORE,
+        version: "v1",
+        resource: "secrets",
+        singular: "secret",
+        kind: "Secret",
+        list_kind: "SecretList",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        field_selectors: &["type"],
+    },
+    ResourceInfo {
+        group: CORE,
+        version: "v1",
+        resource: "events",
+        singular: "event",
+        kind: "Event",
+        list_kind: "EventList",
+        namespaced: true,
+        short_names: &["ev"],
+        categories: &[],
+        subresources: &[],
+        field_selectors: &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+    },
+    ResourceInfo {
+        group: APPS,
+        version: "v1",
+        resource: "deployments",
+        singular: "deployment",
+        kind: "Deployment",
+        list_kind: "DeploymentList",
+        namespaced: true,
+        short_names: &["deploy"],
+        categories: &["all"],
+        subresources: &["status"],
+        field_selectors: &[],
+    },
+    ResourceInfo {
+        group: APPS,
+        version: "v1",
+        resource: "replicasets",
+        singular: "replicaset",
+        kind: "ReplicaSet",
+        list_kind: "ReplicaSetList",
+        namespaced: true,
+        short_names: &["rs"],
+        categories: &["all"],
+        subresources: &["status"],
+        field_selectors: &["status.replicas"],
+    },
+];
+
+/// The resource served at `/{group}/{version}/{resource}`, if any.
+pub fn find(group: &str, version: &str, resource: &str) -> Option<&'static ResourceInfo> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.resource == resource)
+}
+
+/// The resource whose objects have this `apiVersion` and `kind`.
+pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
+    RESOURCES
+        .iter()
+        .find(|r| r.kind == kind && r.api_version() == api_version)
+}
+
+/// The API groups served besides core, in discovery order, each with its versions.
+pub fn groups() -> Vec<&'static str> {
+    let mut groups: Vec<&'static str> = Vec::new();
+    for r in RESOURCES {
+        if !r.group.is_empty() && !groups.contains(&r.group) {
+            groups.push(r.group);
+        }
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_agree_with_the_table() {
+        let deploy = find("apps", "v1", "deployments").expect("deployments served");
+        assert_eq!(deploy.api_version(), "apps/v1");
+        assert_eq!(deploy.qualified_kind(), "Deployment.apps");
+        assert_eq!(by_kind("v1", "Pod").map(|r| r.resource), Some("pods"));
+        assert!(find("apps", "v1", "pods").is_none());
+        assert_eq!(groups(), vec!["apps"]);
+    }
+
+    #[test]
+    fn field_selectors_are_per_resource() {
+        let pods = find("", "v1", "pods").expect("pods served");
+        assert!(pods.supports_field("spec.nodeName"));
+        assert!(pods.supports_field("metadata.namespace"));
+        let nodes = find("", "v1", "nodes").expect("nodes served");
+        assert!(!nodes.supports_field("metadata.namespace"));
+        assert!(!nodes.supports_field("spec.nodeName"));
+    }
+}

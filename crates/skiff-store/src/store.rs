@@ -1,0 +1,408 @@
+//! [`Store`]: the handle the rest of skiff uses — propose writes, read, watch, manage members.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::command::{key_resource, Op, Proposal, ProposalResult};
+use crate::durable::DurableDb;
+use crate::log_store::LogStore;
+use crate::network::{PeerTransport, MAX_MESSAGE_BYTES};
+use crate::proposer::Proposer;
+use crate::service::{ForwardError, RaftService};
+use crate::state_machine::{Shared, StateMachine};
+use crate::watch::{Subscription, WatchError, DEFAULT_HISTORY};
+use crate::{Member, NodeId, StoreError, TypeConfig};
+
+/// How to open a member of the store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// This member's Raft id, unique in the cluster for its whole life.
+    pub id: NodeId,
+    /// A name people recognise (the host name by default), shown by `skiff members`.
+    pub name: String,
+    /// The URL peers reach this member's Raft service at (`https://10.0.0.5:6443`).
+    pub addr: String,
+    /// Where the sled database and snapshots live.
+    pub dir: PathBuf,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot (and compact the log) after this many entries.
+    pub snapshot_every: u64,
+    /// Events kept per resource for watches that resume.
+    pub watch_history: usize,
+}
+
+impl StoreConfig {
+    /// The defaults DESIGN.md sets: 100 ms heartbeats and a 400–500 ms election timeout, which
+    /// with openraft's leader lease gives about one second of failover.
+    pub fn new(id: NodeId, name: &str, addr: &str, dir: PathBuf) -> StoreConfig {
+        StoreConfig {
+            id,
+            name: name.into(),
+            addr: addr.into(),
+            dir,
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 500,
+            snapshot_every: 5000,
+            watch_history: DEFAULT_HISTORY,
+        }
+    }
+}
+
+/// One member of the cluster as `skiff members` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberInfo {
+    pub id: NodeId,
+    pub name: String,
+    pub addr: String,
+    /// `voter` or `learner`.
+    pub role: &'static str,
+    pub leader: bool,
+}
+
+/// The numbers `/metrics` and `/readyz` report.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RaftStatus {
+    pub id: NodeId,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub is_leader: bool,
+    pub commit_index: u64,
+    pub last_applied: u64,
+    pub last_log_index: u64,
+    pub revision: u64,
+    pub watchers: usize,
+}
+
+/// Opens the log store and state machine in `dir` without starting Raft (the storage
+/// conformance suite drives them directly; [`Store::open`] uses it too).
+pub fn open_storage(dir: &std::path::Path, watch_history: usize) -> Result<(LogStore, StateMachine), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::Storage(e.to_string()))?;
+    let durable = Arc::new(DurableDb::open(&dir.join("db")).map_err(|e| StoreError::Storage(e.to_string()))?);
+    let log = LogStore::open(durable.clone())?;
+    let state_machine = StateMachine::open(durable, dir, watch_history)?;
+    Ok((log, state_machine))
+}
+
+/// A handle on this member's store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: StoreConfig,
+    raft: Raft<TypeConfig>,
+    shared: Arc<Shared>,
+    log: LogStore,
+    proposer: Proposer,
+    transport: PeerTransport,
+    /// Whether this member had never been part of a cluster when it was opened.
+    pristine: bool,
+}
+
+impl Store {
+    /// Opens the member's storage and starts its Raft node. A pristine member does nothing until
+    /// [`Store::initialize`] (first server) or a leader adds it (joining server).
+    pub async fn open(config: StoreConfig, transport: PeerTransport) -> Result<Store, StoreError> {
+        let (log, state_machine) = open_storage(&config.dir, config.watch_history)?;
+        let pristine = log.is_pristine()?;
+        let shared = state_machine.shared();
+        let raft_config = Config {
+            cluster_name: "skiff".into(),
+            heartbeat_interval: config.heartbeat_ms,
+            election_timeout_min: config.election_timeout_min_ms,
+            election_timeout_max: config.election_timeout_max_ms,
+            // Entries can be big (a coalesced batch); keep AppendEntries well under the gRPC cap.
+            max_payload_entries: 64,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: (config.snapshot_every / 5).max(10),
+            snapshot_max_chunk_size: (MAX_MESSAGE_BYTES / 4) as u64,
+            install_snapshot_timeout: 2000,
+            ..Default::default()
+        };
+        let raft_config = Arc::new(raft_config.validate().map_err(|e| StoreError::Raft(e.to_string()))?);
+        let raft = Raft::new(config.id, raft_config, transport.clone(), log.clone(), state_machine)
+            .await
+            .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let proposer = Proposer::spawn(raft.clone(), transport.clone(), config.id);
+        Ok(Store {
+            inner: Arc::new(Inner {
+                config,
+                raft,
+                shared,
+                log,
+                proposer,
+                transport,
+                pristine,
+            }),
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.config.id
+    }
+
+    /// Whether this member had no Raft state at all when opened.
+    pub fn is_pristine(&self) -> bool {
+        self.inner.pristine
+    }
+
+    /// Makes this member a one-member cluster. Only for the very first server.
+    pub async fn initialize(&self) -> Result<(), StoreError> {
+        let me = Member {
+            addr: self.inner.config.addr.clone(),
+            name: self.inner.config.name.clone(),
+        };
+        let members = BTreeMap::from([(self.id(), me)]);
+        self.inner
+            .raft
+            .initialize(members)
+            .await
+            .map_err(|e| StoreError::Raft(e.to_string()))
+    }
+
+    /// The gRPC service peers call; the API server mounts it on its HTTPS port.
+    pub fn raft_service(&self) -> crate::pb::raft_transport_server::RaftTransportServer<RaftService> {
+        crate::pb::raft_transport_server::RaftTransportServer::new(RaftService::new(
+            self.inner.raft.clone(),
+            self.inner.transport.secret(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// Commits a proposal. The outer error is about the store (no leader, shutting down); the
+    /// inner result is `apply`'s verdict (not found, conflict, ...).
+    pub async fn propose(&self, proposal: Proposal) -> Result<ProposalResult, StoreError> {
+        self.inner.proposer.propose(proposal).await
+    }
+
+    /// Commits one op and returns the object it produced.
+    pub async fn propose_one(&self, op: Op) -> Result<Result<Value, crate::OpError>, StoreError> {
+        let result = self.propose(Proposal::One(op)).await?;
+        Ok(result.map(|mut objects| objects.pop().unwrap_or(Value::Null)))
+    }
+
+    /// Waits until this member has applied everything committed before the call: a read after
+    /// this sees every write acknowledged before it (Raft's read index).
+    pub async fn linearize(&self) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let metrics = self.inner.raft.metrics().borrow().clone();
+            match metrics.current_leader {
+                Some(leader) if leader == self.id() => {
+                    match self.inner.raft.ensure_linearizable().await {
+                        Ok(_) => return Ok(()),
+                        Err(e) if tokio::time::Instant::now() >= deadline => {
+                            return Err(StoreError::Unavailable(e.to_string()))
+                        }
+                        Err(_) => {}
+                    }
+                }
+                Some(leader) => {
+                    let addr = metrics
+                        .membership_config
+                        .membership()
+                        .get_node(&leader)
+                        .map(|n| n.addr.clone());
+                    if let Some(addr) = addr {
+                        match self.inner.transport.read_index(&addr, Duration::from_secs(5)).await {
+                            Ok(Ok(index)) => {
+                                self.inner
+                                    .raft
+                                    .wait(Some(Duration::from_secs(5)))
+                                    .applied_index_at_least(Some(index), "read index")
+                                    .await
+                                    .map_err(|e| StoreError::Timeout(e.to_string()))?;
+                                return Ok(());
+                            }
+                            Ok(Err(ForwardError::NotLeader { .. })) => {}
+                            Ok(Err(ForwardError::Failed(m))) => return Err(StoreError::Unavailable(m)),
+                            Err(e) => return Err(StoreError::Unavailable(e.to_string())),
+                        }
+                    }
+                }
+                None => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::Unavailable("no Raft leader elected".into()));
+            }
+            let mut changes = self.inner.raft.metrics();
+            let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
+        }
+    }
+
+    /// The object at `key` in this member's applied state.
+    pub fn get(&self, key: &str) -> Option<Arc<Value>> {
+        self.inner.shared.read().objects.get(key).cloned()
+    }
+
+    /// Every object under `prefix` and the revision the list is consistent at.
+    pub fn list(&self, prefix: &str) -> (Vec<Arc<Value>>, u64) {
+        let state = self.inner.shared.read();
+        let items = state.objects.scan(prefix).map(|(_, v)| v.clone()).collect();
+        (items, state.objects.revision())
+    }
+
+    /// Lists `prefix` and subscribes to changes of its resource after that list, with no gap.
+    pub fn list_and_watch(&self, prefix: &str) -> Result<(Vec<Arc<Value>>, u64, Subscription), WatchError> {
+        let state = self.inner.shared.read();
+        let revision = state.objects.revision();
+        let items = state.objects.scan(prefix).map(|(_, v)| v.clone()).collect();
+        let subscription = self.inner.shared.hub.subscribe(key_resource(prefix), revision)?;
+        Ok((items, revision, subscription))
+    }
+
+    /// Subscribes to changes of `resource` after revision `after`.
+    pub fn watch(&self, resource: &str, after: u64) -> Result<Subscription, WatchError> {
+        let _state = self.inner.shared.read();
+        self.inner.shared.hub.subscribe(resource, after)
+    }
+
+    /// The current revision of this member's applied state.
+    pub fn revision(&self) -> u64 {
+        self.inner.shared.read().objects.revision()
+    }
+
+    pub fn status(&self) -> RaftStatus {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        RaftStatus {
+            id: self.id(),
+            term: metrics.current_term,
+            leader: metrics.current_leader,
+            is_leader: metrics.state == ServerState::Leader,
+            commit_index: self.inner.log.committed_index(),
+            last_applied: metrics.last_applied.map(|l| l.index).unwrap_or(0),
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            revision: self.revision(),
+            watchers: self.inner.shared.hub.watcher_count(),
+        }
+    }
+
+    /// Ready to serve: a leader is known and this member has applied what it knows is committed.
+    pub fn is_ready(&self) -> bool {
+        let status = self.status();
+        status.leader.is_some() && status.last_applied >= status.commit_index
+    }
+
+    /// The current members, voters first.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut members: Vec<MemberInfo> = membership
+            .nodes()
+            .map(|(id, node)| MemberInfo {
+                id: *id,
+                name: node.name.clone(),
+                addr: node.addr.clone(),
+                role: if voters.contains(id) { "voter" } else { "learner" },
+                leader: metrics.current_leader == Some(*id),
+            })
+            .collect();
+        members.sort_by_key(|m| (m.role != "voter", m.id));
+        members
+    }
+
+    /// The leader's id and address, if one is known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        let addr = metrics.membership_config.membership().get_node(&leader)?.addr.clone();
+        Some((leader, addr))
+    }
+
+    /// The id the next joining member gets: one more than any id ever in the membership.
+    pub fn next_member_id(&self) -> NodeId {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let max = metrics.membership_config.membership().nodes().map(|(id, _)| *id).max();
+        max.unwrap_or(0) + 1
+    }
+
+    /// Adds a member: first as a learner, which waits until it has caught up (by log or
+    /// snapshot), then as a voter. Must run on the leader.
+    pub async fn add_member(&self, id: NodeId, name: &str, addr: &str) -> Result<(), StoreError> {
+        let node = Member {
+            addr: addr.into(),
+            name: name.into(),
+        };
+        self.inner
+            .raft
+            .add_learner(id, node, true)
+            .await
+            .map_err(|e| StoreError::Membership(e.to_string()))?;
+        self.inner
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| StoreError::Membership(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Removes a member from the cluster (voter or learner). Must run on the leader.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), StoreError> {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(StoreError::Membership(format!("member {id} is not in the cluster")));
+        }
+        let ids = BTreeSet::from([id]);
+        if membership.voter_ids().any(|v| v == id) {
+            self.inner
+                .raft
+                .change_membership(ChangeMembers::RemoveVoters(ids.clone()), false)
+                .await
+                .map_err(|e| StoreError::Membership(e.to_string()))?;
+        }
+        self.inner
+            .raft
+            .change_membership(ChangeMembers::RemoveNodes(ids), false)
+            .await
+            .map_err(|e| StoreError::Membership(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Waits until some member is known to lead, or `timeout` passes.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, StoreError> {
+        let metrics = self
+            .inner
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        metrics
+            .current_leader
+            .ok_or_else(|| StoreError::Unavailable("no leader".into()))
+    }
+
+    /// Asks openraft to build a snapshot now (tests and operators; normally it is automatic).
+    pub async fn trigger_snapshot(&self) -> Result<(), StoreError> {
+        self.inner
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| StoreError::Raft(e.to_string()))
+    }
+
+    /// Stops the Raft node. In-flight writes fail with `ShuttingDown`.
+    pub async fn shutdown(&self) -> Result<(), StoreError> {
+        self.inner
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| StoreError::Raft(e.to_string()))
+    }
+}
