@@ -18,6 +18,8 @@
 //! | [`store`] | [`Store`], the handle the API server uses | `Raft` |
 //! | `durable` | fdatasync for sled, whose `flush()` is not one | durability of append/vote |
 
+#![allow(clippy::result_large_err)] // openraft's error types are large by design; they are its API.
+
 pub mod command;
 mod durable;
 pub mod log_store;
@@ -38,7 +40,9 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-pub use command::{key_prefix, key_resource, object_key, revision_of, Op, OpError, Proposal, ProposalResult};
+pub use command::{
+    key_prefix, key_resource, object_key, revision_of, Op, OpError, Proposal, ProposalResult,
+};
 pub use network::PeerTransport;
 pub use objects::{ChangeEvent, EventKind};
 pub use store::{open_storage, MemberInfo, RaftStatus, Store, StoreConfig};

@@ -77,14 +77,21 @@ impl LogStore {
             && self.meta.get(LAST_PURGED).map_err(read_error)?.is_none())
     }
 
-    fn get_json<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError<NodeId>> {
+    fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError<NodeId>> {
         match self.meta.get(key).map_err(read_error)? {
             Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(read_error),
             None => Ok(None),
         }
     }
 
-    fn put_json<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError<NodeId>> {
+    fn put_json<T: serde::Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), StorageError<NodeId>> {
         let bytes = serde_json::to_vec(value).map_err(io_error)?;
         self.meta.insert(key, bytes).map_err(io_error)?;
         Ok(())
@@ -96,7 +103,11 @@ impl LogStore {
 
     fn remove_range(&self, from: u64, to_inclusive: u64) -> Result<(), StorageError<NodeId>> {
         let mut batch = sled::Batch::default();
-        for key in self.log.range(index_key(from)..=index_key(to_inclusive)).keys() {
+        for key in self
+            .log
+            .range(index_key(from)..=index_key(to_inclusive))
+            .keys()
+        {
             batch.remove(key.map_err(io_error)?);
         }
         self.log.apply_batch(batch).map_err(io_error)
@@ -140,7 +151,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_purged_log_id: Option<LogId<NodeId>> = self.get_json(LAST_PURGED)?;
         let last_log_id = match self.log.last().map_err(read_error)? {
             Some((_, bytes)) => {
-                let entry: Entry<TypeConfig> = serde_json::from_slice(&bytes).map_err(read_error)?;
+                let entry: Entry<TypeConfig> =
+                    serde_json::from_slice(&bytes).map_err(read_error)?;
                 Some(entry.log_id)
             }
             None => last_purged_log_id,
@@ -164,7 +176,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.get_json(VOTE)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
         // Not synced: openraft re-learns the commit index from the leader after a crash; keeping
         // it only lets a restarted member apply its own log sooner.
         self.put_json(COMMITTED, &committed)?;
@@ -177,7 +192,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.get_json(COMMITTED)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,

@@ -10,11 +10,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -52,11 +54,29 @@ pub enum TransportError {
     Decode(#[from] serde_json::Error),
 }
 
+impl TransportError {
+    /// Whether the peer refused the connection, so nothing was sent to it.
+    pub fn is_connection_refused(&self) -> bool {
+        let TransportError::Status(status) = self else {
+            return false;
+        };
+        let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+        while let Some(error) = source {
+            if let Some(io) = error.downcast_ref::<std::io::Error>() {
+                return io.kind() == std::io::ErrorKind::ConnectionRefused;
+            }
+            source = error.source();
+        }
+        false
+    }
+}
+
 impl PeerTransport {
     /// `ca_pem` is the cluster CA that signs every server certificate; `None` means plain-text
     /// gRPC, which only in-process tests use.
     pub fn new(ca_pem: Option<&str>, secret: &str) -> PeerTransport {
-        let tls = ca_pem.map(|pem| ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)));
+        let tls =
+            ca_pem.map(|pem| ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)));
         PeerTransport {
             tls,
             secret: secret.into(),
@@ -114,13 +134,23 @@ impl PeerTransport {
         timeout: Duration,
     ) -> Result<Result<Response, ForwardError>, TransportError> {
         let payload = encode(request)?;
-        let reply = self.client(addr)?.forward(self.request(payload, timeout)).await?;
+        let reply = self
+            .client(addr)?
+            .forward(self.request(payload, timeout))
+            .await?;
         Ok(serde_json::from_slice(&reply.into_inner().json)?)
     }
 
     /// Asks the leader at `addr` for the log index a linearizable read must wait for.
-    pub async fn read_index(&self, addr: &str, timeout: Duration) -> Result<Result<u64, ForwardError>, TransportError> {
-        let reply = self.client(addr)?.read_index(self.request(Empty {}, timeout)).await?;
+    pub async fn read_index(
+        &self,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<Result<u64, ForwardError>, TransportError> {
+        let reply = self
+            .client(addr)?
+            .read_index(self.request(Empty {}, timeout))
+            .await?;
         Ok(serde_json::from_slice(&reply.into_inner().json)?)
     }
 }
@@ -154,7 +184,10 @@ type RpcResult<T, E> = Result<T, RPCError<NodeId, Member, E>>;
 
 impl PeerClient {
     /// Turns a gRPC reply carrying `Result<T, E>` into what openraft expects.
-    fn unpack<T, E>(&self, reply: Result<tonic::Response<Payload>, TransportError>) -> RpcResult<T, E>
+    fn unpack<T, E>(
+        &self,
+        reply: Result<tonic::Response<Payload>, TransportError>,
+    ) -> RpcResult<T, E>
     where
         T: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
@@ -167,8 +200,8 @@ impl PeerClient {
             }
             Err(e) => return Err(RPCError::Network(NetworkError::new(&e))),
         };
-        let result: Result<T, E> =
-            serde_json::from_slice(&payload.json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let result: Result<T, E> = serde_json::from_slice(&payload.json)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 

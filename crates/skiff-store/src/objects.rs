@@ -92,7 +92,10 @@ impl Objects {
     }
 
     /// Every object whose key starts with `prefix`, in key order.
-    pub fn scan<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a Arc<Value>)> + 'a {
+    pub fn scan<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a Arc<Value>)> + 'a {
         self.map
             .range(prefix.to_string()..)
             .take_while(move |(k, _)| k.starts_with(prefix))
@@ -276,7 +279,10 @@ fn check_revision(key: &str, current: &Value, expected: Option<u64>) -> Result<(
     Ok(())
 }
 
-fn metadata_mut<'a>(object: &'a mut Value, key: &str) -> Result<&'a mut serde_json::Map<String, Value>, OpError> {
+fn metadata_mut<'a>(
+    object: &'a mut Value,
+    key: &str,
+) -> Result<&'a mut serde_json::Map<String, Value>, OpError> {
     let malformed = |reason: &str| OpError::Malformed {
         key: key.into(),
         reason: reason.into(),
@@ -338,7 +344,11 @@ mod tests {
         assert_eq!(revision_of(&a.expect("create a")[0]), Some(1));
         assert_eq!(revision_of(&b.expect("create b")[0]), Some(2));
         assert_eq!(objects.revision(), 2);
-        let kinds: Vec<_> = changes.events.iter().map(|e| (e.kind, e.revision)).collect();
+        let kinds: Vec<_> = changes
+            .events
+            .iter()
+            .map(|e| (e.kind, e.revision))
+            .collect();
         assert_eq!(kinds, vec![(EventKind::Added, 1), (EventKind::Added, 2)]);
     }
 
@@ -379,7 +389,10 @@ mod tests {
             Err(OpError::AlreadyExists { .. })
         ));
         assert!(matches!(
-            objects.apply_proposal(&update("configmaps/default/zz", cm("zz", "1"), None), &mut changes),
+            objects.apply_proposal(
+                &update("configmaps/default/zz", cm("zz", "1"), None),
+                &mut changes
+            ),
             Err(OpError::NotFound { .. })
         ));
     }
@@ -390,7 +403,9 @@ mod tests {
         let mut changes = Changes::default();
         let key = "deployments.apps/default/web";
         let v1 = json!({"metadata": {"name": "web"}, "spec": {"replicas": 1}});
-        let created = objects.apply_proposal(&create(key, v1), &mut changes).expect("create");
+        let created = objects
+            .apply_proposal(&create(key, v1), &mut changes)
+            .expect("create");
         assert_eq!(created[0]["metadata"]["generation"], 1);
 
         let status_only = json!({"metadata": {"name": "web"}, "spec": {"replicas": 1}, "status": {"replicas": 1}});
@@ -400,7 +415,9 @@ mod tests {
         assert_eq!(same[0]["metadata"]["generation"], 1);
 
         let scaled = json!({"metadata": {"name": "web"}, "spec": {"replicas": 3}});
-        let scaled = objects.apply_proposal(&update(key, scaled, None), &mut changes).expect("scale");
+        let scaled = objects
+            .apply_proposal(&update(key, scaled, None), &mut changes)
+            .expect("scale");
         assert_eq!(scaled[0]["metadata"]["generation"], 2);
     }
 
@@ -411,13 +428,20 @@ mod tests {
         let key = "configmaps/default/a";
         let mut original = cm("a", "1");
         original["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
-        objects.apply_proposal(&create(key, original), &mut changes).expect("create");
+        objects
+            .apply_proposal(&create(key, original), &mut changes)
+            .expect("create");
         let mut forged = cm("a", "2");
         forged["metadata"]["uid"] = json!("other");
         forged["metadata"]["creationTimestamp"] = json!("2000-01-01T00:00:00Z");
-        let stored = objects.apply_proposal(&update(key, forged, None), &mut changes).expect("update");
+        let stored = objects
+            .apply_proposal(&update(key, forged, None), &mut changes)
+            .expect("update");
         assert_eq!(stored[0]["metadata"]["uid"], "uid-a");
-        assert_eq!(stored[0]["metadata"]["creationTimestamp"], "2026-01-01T00:00:00Z");
+        assert_eq!(
+            stored[0]["metadata"]["creationTimestamp"],
+            "2026-01-01T00:00:00Z"
+        );
     }
 
     #[test]
@@ -425,7 +449,10 @@ mod tests {
         let mut objects = Objects::default();
         let mut changes = Changes::default();
         objects
-            .apply_proposal(&create("configmaps/default/taken", cm("taken", "1")), &mut changes)
+            .apply_proposal(
+                &create("configmaps/default/taken", cm("taken", "1")),
+                &mut changes,
+            )
             .expect("create");
         let failing = Proposal::Atomic(vec![
             Op::Create {
@@ -438,8 +465,14 @@ mod tests {
             },
         ]);
         let result = objects.apply_proposal(&failing, &mut changes);
-        assert!(matches!(result, Err(OpError::AtomicAborted { index: 1, .. })));
-        assert!(objects.get("configmaps/default/x").is_none(), "first op rolled back");
+        assert!(matches!(
+            result,
+            Err(OpError::AtomicAborted { index: 1, .. })
+        ));
+        assert!(
+            objects.get("configmaps/default/x").is_none(),
+            "first op rolled back"
+        );
         assert_eq!(objects.revision(), 1);
 
         // Later ops see earlier ones: create then update the same key inside one group.
@@ -454,10 +487,15 @@ mod tests {
                 expected_revision: Some(2),
             },
         ]);
-        let stored = objects.apply_proposal(&chained, &mut changes).expect("chained group");
+        let stored = objects
+            .apply_proposal(&chained, &mut changes)
+            .expect("chained group");
         assert_eq!(revision_of(&stored[0]), Some(2));
         assert_eq!(revision_of(&stored[1]), Some(3));
-        assert_eq!(objects.get("configmaps/default/y").expect("y")["data"]["k"], "2");
+        assert_eq!(
+            objects.get("configmaps/default/y").expect("y")["data"]["k"],
+            "2"
+        );
     }
 
     #[test]
@@ -465,7 +503,9 @@ mod tests {
         let mut objects = Objects::default();
         let mut changes = Changes::default();
         let key = "configmaps/default/a";
-        objects.apply_proposal(&create(key, cm("a", "1")), &mut changes).expect("create");
+        objects
+            .apply_proposal(&create(key, cm("a", "1")), &mut changes)
+            .expect("create");
         let wrong_uid = Proposal::One(Op::Delete {
             key: key.into(),
             expected_uid: Some("nope".into()),
@@ -481,14 +521,21 @@ mod tests {
             expected_revision: Some(1),
         });
         let deleted = objects.apply_proposal(&ok, &mut changes).expect("delete");
-        assert_eq!(revision_of(&deleted[0]), Some(2), "the deleted object carries the delete's revision");
+        assert_eq!(
+            revision_of(&deleted[0]),
+            Some(2),
+            "the deleted object carries the delete's revision"
+        );
         assert!(objects.get(key).is_none());
-        assert_eq!(changes.events.last().map(|e| e.kind), Some(EventKind::Deleted));
+        assert_eq!(
+            changes.events.last().map(|e| e.kind),
+            Some(EventKind::Deleted)
+        );
     }
 
     #[test]
     fn same_proposals_give_same_state_on_every_member() {
-        let proposals = vec![
+        let proposals = [
             create("configmaps/default/a", cm("a", "1")),
             create("configmaps/default/b", cm("b", "1")),
             update("configmaps/default/a", cm("a", "2"), Some(1)),
@@ -506,7 +553,10 @@ mod tests {
                 .iter()
                 .map(|p| objects.apply_proposal(p, &mut changes))
                 .collect();
-            let state: Vec<_> = objects.iter().map(|(k, v)| (k.clone(), (**v).clone())).collect();
+            let state: Vec<_> = objects
+                .iter()
+                .map(|(k, v)| (k.clone(), (**v).clone()))
+                .collect();
             (results, state, objects.revision())
         };
         assert_eq!(run(), run());

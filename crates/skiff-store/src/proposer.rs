@@ -15,8 +15,8 @@
 //!
 //! ## Caveats
 //! If the leader changes while a write is in flight, openraft answers `ForwardToLeader` and the
-//! batch is retried on the new leader. A transport failure after the batch was sent is *not*
-//! retried — the write may or may not have committed — and the callers get `Timeout`, as a
+//! batch is retried on the new leader; so is a batch whose forward could not even connect (a
+//! dead leader's port refuses). A transport failure after the batch was sent is *not* retried — the write may or may not have committed — and the callers get `Timeout`, as a
 //! Kubernetes API server answers when etcd's outcome is unknown.
 
 use std::time::Duration;
@@ -64,7 +64,12 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft<TypeConfig>, transport: PeerTransport, id: NodeId, mut queue: mpsc::Receiver<Pending>) {
+async fn run(
+    raft: Raft<TypeConfig>,
+    transport: PeerTransport,
+    id: NodeId,
+    mut queue: mpsc::Receiver<Pending>,
+) {
     while let Some(first) = queue.recv().await {
         let mut proposals = vec![first.proposal];
         let mut replies = vec![first.reply];
@@ -124,6 +129,9 @@ async fn submit(
                         Ok(Ok(response)) => return Ok(response),
                         Ok(Err(ForwardError::NotLeader { .. })) => {}
                         Ok(Err(ForwardError::Failed(message))) => return Err(StoreError::Raft(message)),
+                        // The leader's port refused the connection: the batch never left, so
+                        // retrying it (on the next leader) cannot apply it twice.
+                        Err(e) if e.is_connection_refused() => {}
                         Err(e) => {
                             return Err(StoreError::Timeout(format!(
                                 "forwarding the write to leader {leader} at {addr} failed; it may or may not have been applied: {e}"

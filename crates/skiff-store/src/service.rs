@@ -64,7 +64,9 @@ impl RaftService {
         if constant_time_eq(presented.as_bytes(), self.secret.as_bytes()) {
             Ok(())
         } else {
-            Err(Status::unauthenticated("a cluster member's secret is required"))
+            Err(Status::unauthenticated(
+                "a cluster member's secret is required",
+            ))
         }
     }
 }
@@ -75,7 +77,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
-    serde_json::from_slice(bytes).map_err(|e| Status::invalid_argument(format!("undecodable payload: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| Status::invalid_argument(format!("undecodable payload: {e}")))
 }
 
 fn reply<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
@@ -98,7 +101,10 @@ impl RaftTransport for RaftService {
         reply(&self.raft.vote(rpc).await)
     }
 
-    async fn install_snapshot(&self, request: Request<SnapshotChunk>) -> Result<Response<Payload>, Status> {
+    async fn install_snapshot(
+        &self,
+        request: Request<SnapshotChunk>,
+    ) -> Result<Response<Payload>, Status> {
         self.authorize(&request)?;
         let chunk = request.into_inner();
         let mut rpc: InstallSnapshotRequest<TypeConfig> = decode(&chunk.header_json)?;
@@ -109,11 +115,14 @@ impl RaftTransport for RaftService {
     async fn forward(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         self.authorize(&request)?;
         let proposals: command::Request = decode(&request.into_inner().json)?;
-        let result: Result<command::Response, ForwardError> = match self.raft.client_write(proposals).await {
-            Ok(written) => Ok(written.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ForwardError::from_forward(&f)),
-            Err(e) => Err(ForwardError::Failed(e.to_string())),
-        };
+        let result: Result<command::Response, ForwardError> =
+            match self.raft.client_write(proposals).await {
+                Ok(written) => Ok(written.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    Err(ForwardError::from_forward(&f))
+                }
+                Err(e) => Err(ForwardError::Failed(e.to_string())),
+            };
         reply(&result)
     }
 
@@ -121,7 +130,9 @@ impl RaftTransport for RaftService {
         self.authorize(&request)?;
         let result: Result<u64, ForwardError> = match self.raft.ensure_linearizable().await {
             Ok(read_log_id) => Ok(read_log_id.map(|l| l.index).unwrap_or(0)),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(ForwardError::from_forward(&f)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(ForwardError::from_forward(&f))
+            }
             Err(e) => Err(ForwardError::Failed(e.to_string())),
         };
         reply(&result)

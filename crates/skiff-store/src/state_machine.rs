@@ -80,7 +80,11 @@ pub struct StateMachine {
 
 impl StateMachine {
     /// Loads the state machine from sled (empty on first start).
-    pub fn open(durable: Arc<DurableDb>, dir: &Path, history: usize) -> Result<StateMachine, StorageError<NodeId>> {
+    pub fn open(
+        durable: Arc<DurableDb>,
+        dir: &Path,
+        history: usize,
+    ) -> Result<StateMachine, StorageError<NodeId>> {
         let tree = durable.db.open_tree("state").map_err(io_error)?;
         let mut map = BTreeMap::new();
         for item in tree.scan_prefix(OBJECT_PREFIX) {
@@ -89,7 +93,9 @@ impl StateMachine {
             let value: Value = serde_json::from_slice(&bytes).map_err(io_error)?;
             map.insert(key, Arc::new(value));
         }
-        let get = |k: &[u8]| -> Result<Option<sled::IVec>, StorageError<NodeId>> { tree.get(k).map_err(io_error) };
+        let get = |k: &[u8]| -> Result<Option<sled::IVec>, StorageError<NodeId>> {
+            tree.get(k).map_err(io_error)
+        };
         let revision: u64 = match get(REVISION)? {
             Some(b) => serde_json::from_slice(&b).map_err(io_error)?,
             None => 0,
@@ -129,7 +135,10 @@ impl StateMachine {
         self.tree.clear().map_err(io_error)?;
         let mut batch = sled::Batch::default();
         for (key, object) in state.objects.iter() {
-            batch.insert(format!("{OBJECT_PREFIX}{key}").as_bytes(), serde_json::to_vec(&**object).map_err(io_error)?);
+            batch.insert(
+                format!("{OBJECT_PREFIX}{key}").as_bytes(),
+                serde_json::to_vec(&**object).map_err(io_error)?,
+            );
         }
         put_meta(&mut batch, state)?;
         self.tree.apply_batch(batch).map_err(io_error)?;
@@ -138,9 +147,18 @@ impl StateMachine {
 }
 
 fn put_meta(batch: &mut sled::Batch, state: &AppliedState) -> Result<(), StorageError<NodeId>> {
-    batch.insert(LAST_APPLIED, serde_json::to_vec(&state.last_applied).map_err(io_error)?);
-    batch.insert(MEMBERSHIP, serde_json::to_vec(&state.membership).map_err(io_error)?);
-    batch.insert(REVISION, serde_json::to_vec(&state.objects.revision()).map_err(io_error)?);
+    batch.insert(
+        LAST_APPLIED,
+        serde_json::to_vec(&state.last_applied).map_err(io_error)?,
+    );
+    batch.insert(
+        MEMBERSHIP,
+        serde_json::to_vec(&state.membership).map_err(io_error)?,
+    );
+    batch.insert(
+        REVISION,
+        serde_json::to_vec(&state.objects.revision()).map_err(io_error)?,
+    );
     Ok(())
 }
 
@@ -149,7 +167,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Member>), StorageError<NodeId>> {
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Member>), StorageError<NodeId>>
+    {
         let state = self.shared.read();
         Ok((state.last_applied, state.membership.clone()))
     }
@@ -187,7 +206,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let key = format!("{OBJECT_PREFIX}{}", event.key);
             match event.kind {
                 crate::EventKind::Deleted => batch.remove(key.as_bytes()),
-                _ => batch.insert(key.as_bytes(), serde_json::to_vec(&*event.object).map_err(io_error)?),
+                _ => batch.insert(
+                    key.as_bytes(),
+                    serde_json::to_vec(&*event.object).map_err(io_error)?,
+                ),
             }
         }
         put_meta(&mut batch, &state)?;
@@ -207,7 +229,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -218,7 +242,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError<NodeId>> {
         let bytes = snapshot.into_inner();
         let data: SnapshotData = serde_json::from_slice(&bytes).map_err(io_error)?;
-        let map = data.objects.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        let map = data
+            .objects
+            .into_iter()
+            .map(|(k, v)| (k, Arc::new(v)))
+            .collect();
         let new_state = AppliedState {
             objects: Objects::from_parts(map, data.revision),
             last_applied: meta.last_log_id,
@@ -232,7 +260,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         load_snapshot(&self.snapshot_dir)
     }
 }
@@ -286,13 +316,19 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageE
     std::fs::rename(&tmp, dir.join(name)).map_err(io_error)
 }
 
-fn save_snapshot(dir: &Path, meta: &SnapshotMeta<NodeId, Member>, bytes: &[u8]) -> Result<(), StorageError<NodeId>> {
+fn save_snapshot(
+    dir: &Path,
+    meta: &SnapshotMeta<NodeId, Member>,
+    bytes: &[u8],
+) -> Result<(), StorageError<NodeId>> {
     // One file, one rename: the meta line and the data it describes can never disagree.
     let mut file = serde_json::to_vec(meta).map_err(io_error)?;
     file.push(b'\n');
     file.extend_from_slice(bytes);
     write_atomically(dir, SNAPSHOT_FILE, &file)?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_error)
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error)
 }
 
 fn load_snapshot(dir: &Path) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
@@ -302,7 +338,8 @@ fn load_snapshot(dir: &Path) -> Result<Option<Snapshot<TypeConfig>>, StorageErro
     }
     let file = std::fs::read(path).map_err(io_error)?;
     let newline = file.iter().position(|&b| b == b'\n').unwrap_or(file.len());
-    let meta: SnapshotMeta<NodeId, Member> = serde_json::from_slice(&file[..newline]).map_err(io_error)?;
+    let meta: SnapshotMeta<NodeId, Member> =
+        serde_json::from_slice(&file[..newline]).map_err(io_error)?;
     let bytes = file.get(newline + 1..).unwrap_or_default().to_vec();
     Ok(Some(Snapshot {
         meta,

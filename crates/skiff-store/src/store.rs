@@ -86,9 +86,13 @@ pub struct RaftStatus {
 
 /// Opens the log store and state machine in `dir` without starting Raft (the storage
 /// conformance suite drives them directly; [`Store::open`] uses it too).
-pub fn open_storage(dir: &std::path::Path, watch_history: usize) -> Result<(LogStore, StateMachine), StoreError> {
+pub fn open_storage(
+    dir: &std::path::Path,
+    watch_history: usize,
+) -> Result<(LogStore, StateMachine), StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| StoreError::Storage(e.to_string()))?;
-    let durable = Arc::new(DurableDb::open(&dir.join("db")).map_err(|e| StoreError::Storage(e.to_string()))?);
+    let durable =
+        Arc::new(DurableDb::open(&dir.join("db")).map_err(|e| StoreError::Storage(e.to_string()))?);
     let log = LogStore::open(durable.clone())?;
     let state_machine = StateMachine::open(durable, dir, watch_history)?;
     Ok((log, state_machine))
@@ -131,10 +135,20 @@ impl Store {
             install_snapshot_timeout: 2000,
             ..Default::default()
         };
-        let raft_config = Arc::new(raft_config.validate().map_err(|e| StoreError::Raft(e.to_string()))?);
-        let raft = Raft::new(config.id, raft_config, transport.clone(), log.clone(), state_machine)
-            .await
-            .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let raft_config = Arc::new(
+            raft_config
+                .validate()
+                .map_err(|e| StoreError::Raft(e.to_string()))?,
+        );
+        let raft = Raft::new(
+            config.id,
+            raft_config,
+            transport.clone(),
+            log.clone(),
+            state_machine,
+        )
+        .await
+        .map_err(|e| StoreError::Raft(e.to_string()))?;
         let proposer = Proposer::spawn(raft.clone(), transport.clone(), config.id);
         Ok(Store {
             inner: Arc::new(Inner {
@@ -173,7 +187,9 @@ impl Store {
     }
 
     /// The gRPC service peers call; the API server mounts it on its HTTPS port.
-    pub fn raft_service(&self) -> crate::pb::raft_transport_server::RaftTransportServer<RaftService> {
+    pub fn raft_service(
+        &self,
+    ) -> crate::pb::raft_transport_server::RaftTransportServer<RaftService> {
         crate::pb::raft_transport_server::RaftTransportServer::new(RaftService::new(
             self.inner.raft.clone(),
             self.inner.transport.secret(),
@@ -217,7 +233,12 @@ impl Store {
                         .get_node(&leader)
                         .map(|n| n.addr.clone());
                     if let Some(addr) = addr {
-                        match self.inner.transport.read_index(&addr, Duration::from_secs(5)).await {
+                        match self
+                            .inner
+                            .transport
+                            .read_index(&addr, Duration::from_secs(5))
+                            .await
+                        {
                             Ok(Ok(index)) => {
                                 self.inner
                                     .raft
@@ -228,8 +249,15 @@ impl Store {
                                 return Ok(());
                             }
                             Ok(Err(ForwardError::NotLeader { .. })) => {}
-                            Ok(Err(ForwardError::Failed(m))) => return Err(StoreError::Unavailable(m)),
-                            Err(e) => return Err(StoreError::Unavailable(e.to_string())),
+                            Ok(Err(ForwardError::Failed(m))) => {
+                                return Err(StoreError::Unavailable(m))
+                            }
+                            // A read index changes nothing, so asking again (perhaps a new
+                            // leader) is always safe.
+                            Err(e) if tokio::time::Instant::now() >= deadline => {
+                                return Err(StoreError::Unavailable(e.to_string()))
+                            }
+                            Err(_) => {}
                         }
                     }
                 }
@@ -256,11 +284,18 @@ impl Store {
     }
 
     /// Lists `prefix` and subscribes to changes of its resource after that list, with no gap.
-    pub fn list_and_watch(&self, prefix: &str) -> Result<(Vec<Arc<Value>>, u64, Subscription), WatchError> {
+    pub fn list_and_watch(
+        &self,
+        prefix: &str,
+    ) -> Result<(Vec<Arc<Value>>, u64, Subscription), WatchError> {
         let state = self.inner.shared.read();
         let revision = state.objects.revision();
         let items = state.objects.scan(prefix).map(|(_, v)| v.clone()).collect();
-        let subscription = self.inner.shared.hub.subscribe(key_resource(prefix), revision)?;
+        let subscription = self
+            .inner
+            .shared
+            .hub
+            .subscribe(key_resource(prefix), revision)?;
         Ok((items, revision, subscription))
     }
 
@@ -307,7 +342,11 @@ impl Store {
                 id: *id,
                 name: node.name.clone(),
                 addr: node.addr.clone(),
-                role: if voters.contains(id) { "voter" } else { "learner" },
+                role: if voters.contains(id) {
+                    "voter"
+                } else {
+                    "learner"
+                },
                 leader: metrics.current_leader == Some(*id),
             })
             .collect();
@@ -319,14 +358,24 @@ impl Store {
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let metrics = self.inner.raft.metrics().borrow().clone();
         let leader = metrics.current_leader?;
-        let addr = metrics.membership_config.membership().get_node(&leader)?.addr.clone();
+        let addr = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)?
+            .addr
+            .clone();
         Some((leader, addr))
     }
 
     /// The id the next joining member gets: one more than any id ever in the membership.
     pub fn next_member_id(&self) -> NodeId {
         let metrics = self.inner.raft.metrics().borrow().clone();
-        let max = metrics.membership_config.membership().nodes().map(|(id, _)| *id).max();
+        let max = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .max();
         max.unwrap_or(0) + 1
     }
 
@@ -355,7 +404,9 @@ impl Store {
         let metrics = self.inner.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         if membership.get_node(&id).is_none() {
-            return Err(StoreError::Membership(format!("member {id} is not in the cluster")));
+            return Err(StoreError::Membership(format!(
+                "member {id} is not in the cluster"
+            )));
         }
         let ids = BTreeSet::from([id]);
         if membership.voter_ids().any(|v| v == id) {

@@ -29,7 +29,10 @@ pub const DEFAULT_HISTORY: usize = 4096;
 pub enum WatchError {
     /// The requested revision is older than the retained history.
     #[error("too old resource version: {requested} ({oldest_available})")]
-    Expired { requested: u64, oldest_available: u64 },
+    Expired {
+        requested: u64,
+        oldest_available: u64,
+    },
 }
 
 /// Recent events of one resource and the channel live watchers listen on.
@@ -75,7 +78,9 @@ impl WatchHub {
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
         // A panic while holding this lock can only come from a bug in this file; the state is a
         // cache of recent events, so carrying on with it is safe.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Records applied changes and wakes their watchers.
@@ -137,7 +142,11 @@ impl WatchHub {
 
     /// How many watchers are connected, over all resources.
     pub fn watcher_count(&self) -> usize {
-        self.lock().logs.values().map(|l| l.live.receiver_count()).sum()
+        self.lock()
+            .logs
+            .values()
+            .map(|l| l.live.receiver_count())
+            .sum()
     }
 }
 

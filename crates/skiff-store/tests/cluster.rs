@@ -22,9 +22,16 @@ async fn start_member(id: u64, snapshot_every: u64) -> (Member, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = StoreConfig::new(id, &format!("m{id}"), &format!("http://{addr}"), dir.path().join("store"));
+    let mut config = StoreConfig::new(
+        id,
+        &format!("m{id}"),
+        &format!("http://{addr}"),
+        dir.path().join("store"),
+    );
     config.snapshot_every = snapshot_every;
-    let store = Store::open(config, PeerTransport::new(None, SECRET)).await.expect("open store");
+    let store = Store::open(config, PeerTransport::new(None, SECRET))
+        .await
+        .expect("open store");
     let service = store.raft_service();
     let server = tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -33,7 +40,14 @@ async fn start_member(id: u64, snapshot_every: u64) -> (Member, SocketAddr) {
             .serve_with_incoming(incoming)
             .await;
     });
-    (Member { store, server, _dir: dir }, addr)
+    (
+        Member {
+            store,
+            server,
+            _dir: dir,
+        },
+        addr,
+    )
 }
 
 fn configmap(name: &str, value: &str) -> Op {
@@ -60,41 +74,87 @@ async fn three_members_replicate_forward_and_survive_leader_loss() {
     let (b, b_addr) = start_member(2, 5000).await;
     let (c, c_addr) = start_member(3, 5000).await;
     a.store.initialize().await.expect("initialize");
-    a.store.wait_for_leader(Duration::from_secs(5)).await.expect("leader");
-    a.store.add_member(2, "m2", &format!("http://{b_addr}")).await.expect("add b");
-    a.store.add_member(3, "m3", &format!("http://{c_addr}")).await.expect("add c");
-    assert_eq!(a.store.members().iter().filter(|m| m.role == "voter").count(), 3);
+    a.store
+        .wait_for_leader(Duration::from_secs(5))
+        .await
+        .expect("leader");
+    a.store
+        .add_member(2, "m2", &format!("http://{b_addr}"))
+        .await
+        .expect("add b");
+    a.store
+        .add_member(3, "m3", &format!("http://{c_addr}"))
+        .await
+        .expect("add c");
+    assert_eq!(
+        a.store
+            .members()
+            .iter()
+            .filter(|m| m.role == "voter")
+            .count(),
+        3
+    );
 
     // 2. Writes through a follower are forwarded to the leader and visible everywhere.
-    let created = b.store.propose_one(configmap("from-b", "1")).await.expect("store up").expect("created");
+    let created = b
+        .store
+        .propose_one(configmap("from-b", "1"))
+        .await
+        .expect("store up")
+        .expect("created");
     assert_eq!(created["metadata"]["name"], "from-b");
     c.store.linearize().await.expect("read index on a follower");
-    assert!(c.store.get("configmaps/default/from-b").is_some(), "linearizable read sees the write");
+    assert!(
+        c.store.get("configmaps/default/from-b").is_some(),
+        "linearizable read sees the write"
+    );
 
     // 3. Concurrent writes are coalesced but each gets its own revision.
     let mut writes = Vec::new();
     for i in 0..50 {
         let store = a.store.clone();
-        writes.push(tokio::spawn(async move { store.propose_one(configmap(&format!("cm-{i}"), "x")).await }));
+        writes.push(tokio::spawn(async move {
+            store.propose_one(configmap(&format!("cm-{i}"), "x")).await
+        }));
     }
     let mut revisions = Vec::new();
     for w in writes {
         let object = w.await.expect("task").expect("store up").expect("created");
-        revisions.push(object["metadata"]["resourceVersion"].as_str().expect("rv").to_string());
+        revisions.push(
+            object["metadata"]["resourceVersion"]
+                .as_str()
+                .expect("rv")
+                .to_string(),
+        );
     }
     revisions.sort();
     revisions.dedup();
-    assert_eq!(revisions.len(), 50, "every operation has a distinct resourceVersion");
+    assert_eq!(
+        revisions.len(),
+        50,
+        "every operation has a distinct resourceVersion"
+    );
 
     // 4. Kill the leader: the other two elect a new one and writes go on.
     a.server.abort();
     a.store.shutdown().await.expect("shutdown a");
-    wait_until("a new leader", || matches!(b.store.status().leader, Some(l) if l != 1)).await;
-    let after = c.store.propose_one(configmap("after-failover", "1")).await.expect("store up");
+    wait_until(
+        "a new leader",
+        || matches!(b.store.status().leader, Some(l) if l != 1),
+    )
+    .await;
+    let after = c
+        .store
+        .propose_one(configmap("after-failover", "1"))
+        .await
+        .expect("store up");
     assert!(after.is_ok(), "write after failover: {after:?}");
     b.store.linearize().await.expect("linearize");
     for i in 0..50 {
-        assert!(b.store.get(&format!("configmaps/default/cm-{i}")).is_some(), "acknowledged write cm-{i} kept");
+        assert!(
+            b.store.get(&format!("configmaps/default/cm-{i}")).is_some(),
+            "acknowledged write cm-{i} kept"
+        );
     }
     for m in [b, c] {
         m.store.shutdown().await.expect("shutdown");
@@ -107,17 +167,30 @@ async fn a_new_member_catches_up_from_a_snapshot() {
     // 1. A one-member cluster that snapshots every 20 entries and purges its log.
     let (a, _) = start_member(1, 20).await;
     a.store.initialize().await.expect("initialize");
-    a.store.wait_for_leader(Duration::from_secs(5)).await.expect("leader");
+    a.store
+        .wait_for_leader(Duration::from_secs(5))
+        .await
+        .expect("leader");
     for i in 0..100 {
-        a.store.propose_one(configmap(&format!("cm-{i}"), "x")).await.expect("store up").expect("created");
+        a.store
+            .propose_one(configmap(&format!("cm-{i}"), "x"))
+            .await
+            .expect("store up")
+            .expect("created");
     }
     a.store.trigger_snapshot().await.expect("snapshot");
     wait_until("the log to be purged", || a.store.status().last_applied > 0).await;
 
     // 2. A new member joins; the entries it lacks are gone from the log, so it needs the snapshot.
     let (b, b_addr) = start_member(2, 20).await;
-    a.store.add_member(2, "m2", &format!("http://{b_addr}")).await.expect("add b");
-    wait_until("b to hold all objects", || b.store.list("configmaps/").0.len() == 100).await;
+    a.store
+        .add_member(2, "m2", &format!("http://{b_addr}"))
+        .await
+        .expect("add b");
+    wait_until("b to hold all objects", || {
+        b.store.list("configmaps/").0.len() == 100
+    })
+    .await;
     assert_eq!(b.store.revision(), a.store.revision());
     for m in [a, b] {
         m.store.shutdown().await.expect("shutdown");
@@ -133,11 +206,20 @@ async fn acknowledged_writes_survive_a_restart() {
     drop(listener);
     let config = StoreConfig::new(1, "m1", &addr, dir.path().to_path_buf());
     {
-        let store = Store::open(config.clone(), PeerTransport::new(None, SECRET)).await.expect("open");
+        let store = Store::open(config.clone(), PeerTransport::new(None, SECRET))
+            .await
+            .expect("open");
         store.initialize().await.expect("initialize");
-        store.wait_for_leader(Duration::from_secs(5)).await.expect("leader");
+        store
+            .wait_for_leader(Duration::from_secs(5))
+            .await
+            .expect("leader");
         for i in 0..20 {
-            store.propose_one(configmap(&format!("cm-{i}"), "x")).await.expect("up").expect("created");
+            store
+                .propose_one(configmap(&format!("cm-{i}"), "x"))
+                .await
+                .expect("up")
+                .expect("created");
         }
         store.shutdown().await.expect("shutdown");
     }
@@ -155,7 +237,10 @@ async fn acknowledged_writes_survive_a_restart() {
     }
     let store = reopened.expect("reopen");
     assert!(!store.is_pristine());
-    store.wait_for_leader(Duration::from_secs(5)).await.expect("leader after restart");
+    store
+        .wait_for_leader(Duration::from_secs(5))
+        .await
+        .expect("leader after restart");
     store.linearize().await.expect("linearize");
     assert_eq!(store.list("configmaps/default/").0.len(), 20);
     let again = store.propose_one(configmap("cm-0", "y")).await.expect("up");

@@ -21,6 +21,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
 }
 
 #[test]
-fn sled_store_passes_openraft_conformance_suite() -> Result<(), StorageError<NodeId>> {
-    Suite::test_all(SledBuilder)
+fn sled_store_passes_openraft_conformance_suite() {
+    if let Err(e) = Suite::test_all(SledBuilder) {
+        panic!("storage conformance: {e}");
+    }
 }
