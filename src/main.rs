@@ -1,1 +1,66 @@
-fn main() {}
+//! `skiff`: one binary for the control plane and its tools.
+//!
+//! The commands live in `cmd/`; this file only parses the command line and sets up logging.
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+#[derive(Parser)]
+#[command(
+    name = "skiff",
+    version,
+    about = "A small container orchestrator that speaks the Kubernetes API"
+)]
+struct Cli {
+    /// Log format: `text` for people, `json` for log collectors.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a control-plane server (the first one, or one joining a cluster).
+    Server(cmd::server::ServerArgs),
+    /// List or remove the servers of the Raft cluster.
+    Members(cmd::members::MembersArgs),
+    /// Print the token other servers join this cluster with.
+    Token(cmd::members::TokenArgs),
+    /// Measure write throughput and latency (see docs/benchmarks.md).
+    Bench(cmd::bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    // rustls needs one crypto provider per process; skiff uses ring (aws-lc-rs costs a minute
+    // more of build time on every cold build, see shared/reference/crates.md).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Server(args) => cmd::server::run(args).await,
+            Command::Members(args) => cmd::members::run(args).await,
+            Command::Token(args) => cmd::members::token(args),
+            Command::Bench(args) => cmd::bench::run(args).await,
+        }
+    })
+}
+
+fn init_logging(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SKIFF_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,sled=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

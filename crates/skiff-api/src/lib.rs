@@ -2,4 +2,19 @@
 //!
 //! ## Layout
 //! - [`resources`]: the one table of served resources (group, version, kind, scope, short names).
+//! - [`status`]: [`ApiError`], the crate's one error type, and the Kubernetes `Status` it becomes.
+//! - [`names`]: syntax of object names, label keys and values, port names, config keys.
+//! - [`selector`]: label and field selectors, parsed and matched.
+//! - [`decode`]: request bodies (JSON or YAML) to `serde_json::Value`.
+//! - [`admission`]: a body to the object to store: type checks, unknown fields, defaults,
+//!   validation ([`admission::admit`]), and immutable fields on update.
+//! - [`patch`]: PATCH bodies (merge patch, JSON patch) applied to stored objects.
+pub mod admission;
+pub mod decode;
+pub mod names;
+pub mod patch;
 pub mod resources;
+pub mod selector;
+pub mod status;
+
+pub use status::{ApiError, Cause};

@@ -60,7 +60,8 @@ impl TransportError {
         let TransportError::Status(status) = self else {
             return false;
         };
-        let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+        let mut source: Option<&(dyn std::error::Error + 'static)> =
+            std::error::Error::source(status);
         while let Some(error) = source {
             if let Some(io) = error.downcast_ref::<std::io::Error>() {
                 return io.kind() == std::io::ErrorKind::ConnectionRefused;

@@ -1,0 +1,158 @@
+//! The typed form of each served kind, and the per-kind dispatch of defaulting and validation.
+//!
+//! A request body is JSON of unknown shape; a `Typed` is that body read into k8s-openapi's
+//! struct for its kind, which is where type errors surface (`spec.replicas: invalid type:
+//! string "two", expected i32`) and what defaulting and validation work on.
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{defaults, validation};
+use crate::names::NameRule;
+use crate::resources::ResourceInfo;
+use crate::status::{ApiError, Cause};
+
+/// One object of a served kind.
+#[derive(Debug, Clone)]
+pub(super) enum Typed {
+    Namespace(Namespace),
+    Pod(Pod),
+    Service(Service),
+    Endpoints(Endpoints),
+    Node(Node),
+    ConfigMap(ConfigMap),
+    Secret(Secret),
+    Event(Event),
+    Deployment(Deployment),
+    ReplicaSet(ReplicaSet),
+}
+
+/// Calls `$body` with the inner object bound to `$obj`, whatever the kind.
+macro_rules! each_kind {
+    ($typed:expr, $obj:ident => $body:expr) => {
+        match $typed {
+            Typed::Namespace($obj) => $body,
+            Typed::Pod($obj) => $body,
+            Typed::Service($obj) => $body,
+            Typed::Endpoints($obj) => $body,
+            Typed::Node($obj) => $body,
+            Typed::ConfigMap($obj) => $body,
+            Typed::Secret($obj) => $body,
+            Typed::Event($obj) => $body,
+            Typed::Deployment($obj) => $body,
+            Typed::ReplicaSet($obj) => $body,
+        }
+    };
+}
+
+impl Typed {
+    /// Reads a JSON body into the type for `info.kind`.
+    pub(super) fn decode(info: &ResourceInfo, body: &Value) -> Result<Self, ApiError> {
+        Ok(match info.kind {
+            "Namespace" => Typed::Namespace(decode(info, body)?),
+            "Pod" => Typed::Pod(decode(info, body)?),
+            "Service" => Typed::Service(decode(info, body)?),
+            "Endpoints" => Typed::Endpoints(decode(info, body)?),
+            "Node" => Typed::Node(decode(info, body)?),
+            "ConfigMap" => Typed::ConfigMap(decode(info, body)?),
+            "Secret" => Typed::Secret(decode(info, body)?),
+            "Event" => Typed::Event(decode(info, body)?),
+            "Deployment" => Typed::Deployment(decode(info, body)?),
+            "ReplicaSet" => Typed::ReplicaSet(decode(info, body)?),
+            other => {
+                return Err(ApiError::Internal(format!(
+                    "skiff-api has no type for served kind {other}; add it to admission::typed"
+                )))
+            }
+        })
+    }
+
+    /// The canonical JSON form: what k8s-openapi writes back, `apiVersion` and `kind` included.
+    pub(super) fn to_json(&self) -> Result<Value, ApiError> {
+        each_kind!(self, obj => to_json(obj))
+    }
+
+    pub(super) fn metadata(&self) -> &ObjectMeta {
+        each_kind!(self, obj => &obj.metadata)
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        each_kind!(self, obj => &mut obj.metadata)
+    }
+
+    /// Fills in what Kubernetes fills in (see [`defaults`]).
+    pub(super) fn apply_defaults(&mut self, info: &ResourceInfo) {
+        // Kubernetes silently drops a namespace sent for a cluster-scoped object.
+        if !info.namespaced {
+            self.metadata_mut().namespace = None;
+        }
+        match self {
+            Typed::Namespace(ns) => defaults::namespace(ns),
+            Typed::Pod(pod) => defaults::pod(pod),
+            Typed::Service(svc) => defaults::service(svc),
+            Typed::Endpoints(eps) => defaults::endpoints(eps),
+            Typed::Node(node) => defaults::node(node),
+            Typed::Secret(secret) => defaults::secret(secret),
+            Typed::Deployment(d) => defaults::deployment(d),
+            Typed::ReplicaSet(rs) => defaults::replica_set(rs),
+            Typed::ConfigMap(_) | Typed::Event(_) => {}
+        }
+    }
+
+    /// Every problem with the (defaulted) object. `selector_given`: whether the client sent
+    /// `spec.selector`, which the typed form cannot tell (see [`validation::apps`]).
+    pub(super) fn validate(&self, selector_given: bool) -> Vec<Cause> {
+        let name_rule = match self {
+            Typed::Namespace(_) => NameRule::Dns1123Label,
+            // Service names become DNS labels and environment variable prefixes
+            // (`MY_SVC_SERVICE_HOST`), so they must start with a letter.
+            Typed::Service(_) => NameRule::Dns1035Label,
+            _ => NameRule::Dns1123Subdomain,
+        };
+        let mut causes = validation::object_meta(self.metadata(), name_rule);
+        causes.extend(match self {
+            Typed::Pod(pod) => {
+                validation::pod::pod_spec(&pod.spec.clone().unwrap_or_default(), "spec")
+            }
+            Typed::Service(svc) => validation::service::service(svc),
+            Typed::Endpoints(eps) => validation::service::endpoints(eps),
+            Typed::ConfigMap(cm) => validation::config::config_map(cm),
+            Typed::Secret(secret) => validation::config::secret(secret),
+            Typed::Deployment(d) => validation::apps::deployment(d, selector_given),
+            Typed::ReplicaSet(rs) => validation::apps::replica_set(rs, selector_given),
+            Typed::Namespace(_) | Typed::Node(_) | Typed::Event(_) => Vec::new(),
+        });
+        causes
+    }
+}
+
+/// Deserialises with the failing field's path in the error, worded as Kubernetes words a
+/// decode failure.
+fn decode<T: DeserializeOwned>(info: &ResourceInfo, body: &Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!("{path}: ")
+        };
+        ApiError::BadRequest(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: {at}{error}",
+            kind = info.kind,
+            version = info.version,
+            error = e.inner(),
+        ))
+    })
+}
+
+fn to_json<T: Serialize>(object: &T) -> Result<Value, ApiError> {
+    // k8s-openapi's types always serialise; failing here would be a bug in that crate.
+    serde_json::to_value(object)
+        .map_err(|e| ApiError::Internal(format!("serialising a typed object: {e}")))
+}

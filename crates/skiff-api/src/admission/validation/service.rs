@@ -1,0 +1,274 @@
+//! Services and Endpoints: ports, types and addresses.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::pod::PROTOCOLS;
+use super::{labels, one_of};
+use crate::names;
+use crate::status::{go_quote, Cause};
+
+/// Sorted, as Kubernetes lists them.
+const SERVICE_TYPES: &[&str] = &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
+const SESSION_AFFINITIES: &[&str] = &["ClientIP", "None"];
+const TRAFFIC_POLICIES: &[&str] = &["Cluster", "Local"];
+/// Kubernetes' default `--service-node-port-range`.
+const NODE_PORTS: std::ops::RangeInclusive<i32> = 30000..=32767;
+const IP_DETAIL: &str = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)";
+
+pub(in crate::admission) fn service(svc: &Service) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let spec = svc.spec.clone().unwrap_or_default();
+    let service_type = spec.type_.as_deref().unwrap_or("");
+    causes.extend(one_of(spec.type_.as_deref(), "spec.type", SERVICE_TYPES));
+
+    let cluster_ip = spec.cluster_ip.as_deref().unwrap_or("");
+    let headless = cluster_ip == "None";
+    if !headless && !cluster_ip.is_empty() && cluster_ip.parse::<IpAddr>().is_err() {
+        causes.push(Cause::invalid(
+            "spec.clusterIP",
+            &go_quote(cluster_ip),
+            IP_DETAIL,
+        ));
+    }
+
+    let ports = spec.ports.as_deref().unwrap_or_default();
+    if ports.is_empty() && !headless && service_type != "ExternalName" {
+        causes.push(Cause::required("spec.ports"));
+    }
+    if service_type == "ExternalName" {
+        match spec.external_name.as_deref().unwrap_or("") {
+            "" => causes.push(Cause::required("spec.externalName")),
+            name => {
+                let trimmed = name.strip_suffix('.').unwrap_or(name);
+                for msg in names::dns1123_subdomain(trimmed) {
+                    causes.push(Cause::invalid("spec.externalName", &go_quote(name), &msg));
+                }
+            }
+        }
+    }
+
+    // With several ports each needs a name: Endpoints and SRV records tell them apart by it.
+    let require_names = ports.len() > 1;
+    let mut port_names = BTreeSet::new();
+    let mut node_ports = BTreeSet::new();
+    for (i, port) in ports.iter().enumerate() {
+        let path = format!("spec.ports[{i}]");
+        match port.name.as_deref().unwrap_or("") {
+            "" if require_names => causes.push(Cause::required(format!("{path}.name"))),
+            "" => {}
+            name => {
+                for msg in names::dns1123_label(name) {
+                    causes.push(Cause::invalid(
+                        format!("{path}.name"),
+                        &go_quote(name),
+                        &msg,
+                    ));
+                }
+                if !port_names.insert(name) {
+                    causes.push(Cause::duplicate(format!("{path}.name"), name));
+                }
+            }
+        }
+        for msg in names::port_number(port.port.into()) {
+            causes.push(Cause::invalid(
+                format!("{path}.port"),
+                &port.port.to_string(),
+                &msg,
+            ));
+        }
+        causes.extend(one_of(
+            port.protocol.as_deref(),
+            &format!("{path}.protocol"),
+            PROTOCOLS,
+        ));
+        match &port.target_port {
+            Some(IntOrString::Int(n)) => {
+                for msg in names::port_number((*n).into()) {
+                    causes.push(Cause::invalid(
+                        format!("{path}.targetPort"),
+                        &n.to_string(),
+                        &msg,
+                    ));
+                }
+            }
+            Some(IntOrString::String(name)) => {
+                for msg in names::port_name(name) {
+                    causes.push(Cause::invalid(
+                        format!("{path}.targetPort"),
+                        &go_quote(name),
+                        &msg,
+                    ));
+                }
+            }
+            None => {}
+        }
+        if let Some(node_port) = port.node_port.filter(|p| *p != 0) {
+            let node_port_path = format!("{path}.nodePort");
+            if service_type == "ClusterIP" {
+                causes.push(Cause::forbidden(
+                    node_port_path,
+                    "may not be used when `type` is 'ClusterIP'",
+                ));
+            } else if !NODE_PORTS.contains(&node_port) {
+                causes.push(Cause::invalid(
+                    node_port_path,
+                    &node_port.to_string(),
+                    "provided port is not in the valid range. The range of valid ports is 30000-32767",
+                ));
+            } else if !node_ports.insert((node_port, port.protocol.clone())) {
+                causes.push(Cause {
+                    reason: "FieldValueDuplicate".to_string(),
+                    message: format!("Duplicate value: {node_port}"),
+                    field: node_port_path,
+                });
+            }
+        }
+    }
+
+    causes.extend(one_of(
+        spec.session_affinity.as_deref(),
+        "spec.sessionAffinity",
+        SESSION_AFFINITIES,
+    ));
+    for (field, value) in [
+        ("spec.externalTrafficPolicy", &spec.external_traffic_policy),
+        ("spec.internalTrafficPolicy", &spec.internal_traffic_policy),
+    ] {
+        if value.is_some() {
+            causes.extend(one_of(value.as_deref(), field, TRAFFIC_POLICIES));
+        }
+    }
+    causes.extend(labels(spec.selector.as_ref(), "spec.selector"));
+    causes
+}
+
+pub(in crate::admission) fn endpoints(endpoints: &Endpoints) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    for (i, subset) in endpoints.subsets.iter().flatten().enumerate() {
+        let subset_path = format!("subsets[{i}]");
+        for (list, addresses) in [
+            ("addresses", &subset.addresses),
+            ("notReadyAddresses", &subset.not_ready_addresses),
+        ] {
+            for (j, address) in addresses.iter().flatten().enumerate() {
+                if address.ip.parse::<IpAddr>().is_err() {
+                    causes.push(Cause::invalid(
+                        format!("{subset_path}.{list}[{j}].ip"),
+                        &go_quote(&address.ip),
+                        IP_DETAIL,
+                    ));
+                }
+            }
+        }
+        let ports = subset.ports.as_deref().unwrap_or_default();
+        for (j, port) in ports.iter().enumerate() {
+            let path = format!("{subset_path}.ports[{j}]");
+            match port.name.as_deref().unwrap_or("") {
+                "" if ports.len() > 1 => causes.push(Cause::required(format!("{path}.name"))),
+                "" => {}
+                name => {
+                    for msg in names::dns1123_label(name) {
+                        causes.push(Cause::invalid(
+                            format!("{path}.name"),
+                            &go_quote(name),
+                            &msg,
+                        ));
+                    }
+                }
+            }
+            for msg in names::port_number(port.port.into()) {
+                causes.push(Cause::invalid(
+                    format!("{path}.port"),
+                    &port.port.to_string(),
+                    &msg,
+                ));
+            }
+            causes.extend(one_of(
+                port.protocol.as_deref(),
+                &format!("{path}.protocol"),
+                PROTOCOLS,
+            ));
+        }
+    }
+    causes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn problems(spec: serde_json::Value) -> Vec<String> {
+        let mut svc: Service =
+            serde_json::from_value(json!({"metadata": {"name": "s"}, "spec": spec}))
+                .expect("Service");
+        crate::admission::defaults::service(&mut svc);
+        service(&svc).iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn service_problems() {
+        let cases: Vec<(serde_json::Value, Vec<&str>)> = vec![
+            (json!({"ports": [{"port": 80}]}), vec![]),
+            (json!({"ports": [{"port": 80, "targetPort": "http"}], "type": "NodePort"}), vec![]),
+            (json!({}), vec!["spec.ports: Required value"]),
+            (json!({"clusterIP": "None"}), vec![]),
+            (json!({"type": "ExternalName", "externalName": "db.example.com"}), vec![]),
+            (json!({"type": "ExternalName"}), vec!["spec.externalName: Required value"]),
+            (
+                json!({"ports": [{"port": 80}, {"port": 443, "name": "https"}]}),
+                vec!["spec.ports[0].name: Required value"],
+            ),
+            (
+                json!({"ports": [{"port": 80, "name": "web"}, {"port": 81, "name": "web"}]}),
+                vec![r#"spec.ports[1].name: Duplicate value: "web""#],
+            ),
+            (
+                json!({"ports": [{"port": 0}]}),
+                vec![
+                    "spec.ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive",
+                    "spec.ports[0].targetPort: Invalid value: 0: must be between 1 and 65535, inclusive",
+                ],
+            ),
+            (
+                json!({"ports": [{"port": 80}], "type": "Headless"}),
+                vec![r#"spec.type: Unsupported value: "Headless": supported values: "ClusterIP", "ExternalName", "LoadBalancer", "NodePort""#],
+            ),
+            (
+                json!({"ports": [{"port": 80, "nodePort": 80}], "type": "NodePort"}),
+                vec!["spec.ports[0].nodePort: Invalid value: 80: provided port is not in the valid range. The range of valid ports is 30000-32767"],
+            ),
+            (
+                json!({"ports": [{"port": 80, "nodePort": 30080}]}),
+                vec!["spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"],
+            ),
+            (
+                json!({"ports": [{"port": 80}], "clusterIP": "10.0.0"}),
+                vec![r#"spec.clusterIP: Invalid value: "10.0.0": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"#],
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(problems(input.clone()), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn endpoints_problems() {
+        let eps: Endpoints = serde_json::from_value(json!({
+            "metadata": {"name": "s"},
+            "subsets": [{"addresses": [{"ip": "10.1.0.5"}, {"ip": "pod-a"}], "ports": [{"port": 8080, "protocol": "TCP"}]}]
+        }))
+        .expect("Endpoints");
+        let got: Vec<String> = endpoints(&eps).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            vec![
+                r#"subsets[0].addresses[1].ip: Invalid value: "pod-a": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"#
+            ]
+        );
+    }
+}

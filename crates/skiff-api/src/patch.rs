@@ -1,0 +1,302 @@
+//! PATCH bodies applied to stored objects.
+//!
+//! The Content-Type says which patch language the body speaks:
+//! - `application/merge-patch+json` (RFC 7386): `kubectl label`, `annotate`, `scale`.
+//! - `application/json-patch+json` (RFC 6902): `kubectl patch --type=json`.
+//! - `application/strategic-merge-patch+json`: `kubectl apply`, `set image`, the Python
+//!   client's `patch_*`. Not implemented yet; see [`PatchType::Strategic`].
+//! - `application/apply-patch+yaml`: server-side apply. Not implemented yet.
+//!
+//! The result is a whole object again; the caller runs it through
+//! [`admit`](crate::admission::admit) and [`validate_update`](crate::admission::validate_update)
+//! like any update.
+
+use serde_json::Value;
+
+use crate::decode::json_type;
+use crate::status::{ApiError, Cause};
+
+/// The patch languages a PATCH request can speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchType {
+    /// RFC 7386 JSON merge patch: objects merge, everything else (lists too) replaces, `null`
+    /// deletes.
+    Merge,
+    /// RFC 6902 JSON patch: a list of `add`/`remove`/`replace`/`move`/`copy`/`test` operations.
+    Json,
+    /// Kubernetes' strategic merge patch: like a merge patch, but lists of named things
+    /// (containers, ports, env) merge by key. It needs a table of merge keys per type and is
+    /// not written yet. Until it is, it is refused with 415, on which `kubectl apply` falls back
+    /// to a merge patch by itself. Treating it as a merge patch instead would corrupt objects
+    /// (`kubectl set image` would drop every other container).
+    Strategic,
+    /// Server-side apply. Not written yet; refused with 415.
+    Apply,
+}
+
+/// Patch types we apply, for the 415 message.
+const ACCEPTED: &str = "application/json-patch+json, application/merge-patch+json";
+
+impl PatchType {
+    /// The patch type of a PATCH request's Content-Type (parameters ignored).
+    pub fn from_content_type(content_type: &str) -> Result<Self, ApiError> {
+        let media_type = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match media_type.as_str() {
+            "application/merge-patch+json" => Ok(PatchType::Merge),
+            "application/json-patch+json" => Ok(PatchType::Json),
+            "application/strategic-merge-patch+json" => Ok(PatchType::Strategic),
+            "application/apply-patch+yaml" => Ok(PatchType::Apply),
+            other => Err(ApiError::UnsupportedMediaType(format!(
+                "the body of the request was in an unknown format ({other}) - accepted media types include: {ACCEPTED}"
+            ))),
+        }
+    }
+}
+
+/// Applies a PATCH body of the given Content-Type to the current object.
+///
+/// A body that is not a valid patch is a `400`; a JSON patch operation that cannot apply
+/// (missing path, failed `test`) is a `422 Invalid` naming the operation, as Kubernetes answers
+/// a failed JSON patch with 422.
+pub fn apply_patch(
+    current: &Value,
+    patch_bytes: &[u8],
+    content_type: &str,
+) -> Result<Value, ApiError> {
+    let patched = match PatchType::from_content_type(content_type)? {
+        PatchType::Merge => {
+            let patch: Value = serde_json::from_slice(patch_bytes)
+                .map_err(|e| ApiError::BadRequest(format!("error decoding merge patch: {e}")))?;
+            let mut doc = current.clone();
+            json_patch::merge(&mut doc, &patch);
+            doc
+        }
+        PatchType::Json => {
+            let patch: json_patch::Patch = serde_json::from_slice(patch_bytes)
+                .map_err(|e| ApiError::BadRequest(format!("error decoding json patch: {e}")))?;
+            let mut doc = current.clone();
+            if let Err(e) = json_patch::patch(&mut doc, &patch) {
+                return Err(failed_operation(current, &patch, &e));
+            }
+            doc
+        }
+        PatchType::Strategic => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+            "strategic merge patch (application/strategic-merge-patch+json) is not supported yet \
+                 - accepted media types include: {ACCEPTED}"
+        )))
+        }
+        PatchType::Apply => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "server-side apply (application/apply-patch+yaml) is not supported yet \
+                 - accepted media types include: {ACCEPTED}"
+            )))
+        }
+    };
+    if !patched.is_object() {
+        return Err(ApiError::BadRequest(format!(
+            "the patched object must be an object, not {}",
+            json_type(&patched)
+        )));
+    }
+    Ok(patched)
+}
+
+/// The `422` for a JSON patch operation that could not apply, naming the object (from its own
+/// `apiVersion`, `kind` and name), the operation and the field.
+fn failed_operation(
+    current: &Value,
+    patch: &json_patch::Patch,
+    error: &json_patch::PatchError,
+) -> ApiError {
+    let text = |pointer: &str| {
+        current
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    };
+    let group = text("/apiVersion")
+        .split_once('/')
+        .map(|(group, _)| group)
+        .unwrap_or("");
+    let kind = match group {
+        "" => text("/kind").to_string(),
+        group => format!("{}.{group}", text("/kind")),
+    };
+    let op = match patch.0.get(error.operation) {
+        Some(json_patch::PatchOperation::Add(_)) => "add",
+        Some(json_patch::PatchOperation::Remove(_)) => "remove",
+        Some(json_patch::PatchOperation::Replace(_)) => "replace",
+        Some(json_patch::PatchOperation::Move(_)) => "move",
+        Some(json_patch::PatchOperation::Copy(_)) => "copy",
+        Some(json_patch::PatchOperation::Test(_)) => "test",
+        None => "unknown",
+    };
+    // `/spec/containers/0/image` → `spec.containers[0].image`, the way every other error
+    // names fields.
+    let mut field = String::new();
+    for token in error.path.tokens() {
+        let token = token.decoded();
+        if !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit()) {
+            field.push_str(&format!("[{token}]"));
+        } else {
+            if !field.is_empty() {
+                field.push('.');
+            }
+            field.push_str(&token);
+        }
+    }
+    ApiError::Invalid {
+        kind,
+        name: text("/metadata/name").to_string(),
+        causes: vec![Cause {
+            reason: "FieldValueInvalid".to_string(),
+            message: format!(
+                "json patch operation {} ({op} {}) failed: {}",
+                error.operation, error.path, error.kind
+            ),
+            field,
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn deployment() -> Value {
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "labels": {"app": "web", "tier": "front"}},
+            "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]}}}
+        })
+    }
+
+    #[test]
+    fn merge_patches() {
+        let cases = [
+            (r#"{"spec": {"replicas": 3}}"#, "/spec/replicas", json!(3)),
+            (
+                r#"{"metadata": {"labels": {"tier": null, "env": "prod"}}}"#,
+                "/metadata/labels",
+                json!({"app": "web", "env": "prod"}),
+            ),
+            // Lists replace: this is why strategic merge patch exists.
+            (
+                r#"{"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "a:2"}]}}}}"#,
+                "/spec/template/spec/containers",
+                json!([{"name": "a", "image": "a:2"}]),
+            ),
+        ];
+        for (patch, pointer, want) in cases {
+            let patched = apply_patch(
+                &deployment(),
+                patch.as_bytes(),
+                "application/merge-patch+json; charset=utf-8",
+            )
+            .expect(patch);
+            assert_eq!(patched.pointer(pointer), Some(&want), "{patch}");
+        }
+    }
+
+    #[test]
+    fn json_patches() {
+        let patch = r#"[
+            {"op": "replace", "path": "/spec/template/spec/containers/1/image", "value": "b:2"},
+            {"op": "add", "path": "/metadata/labels/env", "value": "prod"},
+            {"op": "test", "path": "/spec/replicas", "value": 1}
+        ]"#;
+        let patched = apply_patch(
+            &deployment(),
+            patch.as_bytes(),
+            "application/json-patch+json",
+        )
+        .expect("applies");
+        assert_eq!(
+            patched.pointer("/spec/template/spec/containers/1/image"),
+            Some(&json!("b:2"))
+        );
+        assert_eq!(
+            patched.pointer("/spec/template/spec/containers/0/image"),
+            Some(&json!("a:1"))
+        );
+        assert_eq!(
+            patched.pointer("/metadata/labels/env"),
+            Some(&json!("prod"))
+        );
+    }
+
+    #[test]
+    fn failed_json_patch_operations_are_invalid() {
+        let patch = r#"[
+            {"op": "add", "path": "/metadata/labels/env", "value": "prod"},
+            {"op": "replace", "path": "/spec/template/spec/containers/5/image", "value": "x"}
+        ]"#;
+        let error = apply_patch(
+            &deployment(),
+            patch.as_bytes(),
+            "application/json-patch+json",
+        )
+        .expect_err("fails");
+        assert_eq!(error.code(), 422);
+        let ApiError::Invalid { kind, name, causes } = &error else {
+            panic!("{error:?}")
+        };
+        assert_eq!((kind.as_str(), name.as_str()), ("Deployment.apps", "web"));
+        assert_eq!(causes[0].field, "spec.template.spec.containers[5].image");
+        assert_eq!(
+            causes[0].message,
+            "json patch operation 1 (replace /spec/template/spec/containers/5/image) failed: path is invalid"
+        );
+
+        let failed_test = r#"[{"op": "test", "path": "/spec/replicas", "value": 2}]"#;
+        let error = apply_patch(
+            &deployment(),
+            failed_test.as_bytes(),
+            "application/json-patch+json",
+        )
+        .expect_err("fails");
+        assert!(
+            error
+                .to_string()
+                .contains("(test /spec/replicas) failed: value did not match"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bad_patches_and_types() {
+        let cases: &[(&str, &str, u16)] = &[
+            ("{not json", "application/merge-patch+json", 400),
+            (r#"{"op": "add"}"#, "application/json-patch+json", 400),
+            (
+                r#"[{"op": "frobnicate", "path": "/a"}]"#,
+                "application/json-patch+json",
+                400,
+            ),
+            ("[]", "application/merge-patch+json", 400),
+            ("{}", "application/strategic-merge-patch+json", 415),
+            ("{}", "application/apply-patch+yaml", 415),
+            ("{}", "text/plain", 415),
+        ];
+        for (patch, content_type, code) in cases {
+            let result = apply_patch(&deployment(), patch.as_bytes(), content_type);
+            assert_eq!(
+                result.map_err(|e| e.code()),
+                Err(*code),
+                "{content_type} {patch}"
+            );
+        }
+        assert!(matches!(
+            apply_patch(&deployment(), b"{}", "text/plain"),
+            Err(ApiError::UnsupportedMediaType(m)) if m.contains("(text/plain)")
+        ));
+    }
+}

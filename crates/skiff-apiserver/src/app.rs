@@ -1,0 +1,418 @@
+//! The application: shared state, the router, authentication, and serving over TLS.
+//!
+//! One HTTPS port carries everything a skiff server answers: the Kubernetes API, discovery and
+//! OpenAPI, health and metrics, cluster membership, and (as gRPC over HTTP/2) the Raft traffic
+//! between servers.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use serde_json::json;
+use skiff_api::status::ApiError;
+use skiff_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{Metrics, RaftGauges};
+use crate::query::Params;
+use crate::target::{self, Target};
+use crate::{cluster, discovery, objects, openapi, respond, watch};
+
+/// Requests bigger than this are refused with 413, as Kubernetes' 3 MiB limit does.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// The Kubernetes minor version skiff's types come from (k8s-openapi's `v1_33` feature).
+/// kubectl's dispatcher runs the kubectl matching this minor version.
+pub const KUBERNETES_MINOR: &str = "33";
+
+/// Secrets that let another server join this cluster.
+pub struct ClusterSecrets {
+    /// The shared secret in the join token; servers present it to each other.
+    pub secret: String,
+    pub ca_cert_pem: String,
+    /// Handed to a joining server (over TLS pinned to the CA, after it proved the secret) so it
+    /// can issue its own serving certificate.
+    pub ca_key_pem: String,
+}
+
+/// Everything request handlers share.
+pub struct App {
+    pub store: Store,
+    pub metrics: Metrics,
+    /// The bearer token of the cluster administrator (in the kubeconfig).
+    pub admin_token: String,
+    pub cluster: ClusterSecrets,
+    /// Cancelled when the server shuts down; long-running responses (watches) end on it.
+    pub shutdown: CancellationToken,
+    /// Member ids handed out by `/skiff/v1/join` but not yet in the membership, so two servers
+    /// joining at once do not get the same id.
+    pub reserved_ids: Mutex<u64>,
+}
+
+impl App {
+    pub fn new(store: Store, admin_token: String, cluster: ClusterSecrets) -> App {
+        App {
+            store,
+            metrics: Metrics::new(),
+            admin_token,
+            cluster,
+            shutdown: CancellationToken::new(),
+            reserved_ids: Mutex::new(0),
+        }
+    }
+}
+
+/// The whole HTTP surface of a skiff server.
+pub fn router(app: Arc<App>) -> Router {
+    let api = Router::new()
+        .route("/version", get(version))
+        .route("/version/", get(version))
+        .route("/healthz", get(live))
+        .route("/livez", get(live))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/cacerts", get(cacerts))
+        .route("/api", get(api_root))
+        .route("/api/v1", get(core_resources))
+        .route("/apis", get(apis_root))
+        .route("/apis/{group}", get(api_group))
+        .route("/apis/{group}/{version}", get(group_resources))
+        .route("/openapi/v3", get(openapi_index))
+        .route("/openapi/v3/{*path}", get(openapi_document))
+        .route("/skiff/v1/join", post(cluster::join))
+        .route("/skiff/v1/members", get(cluster::list).post(cluster::add))
+        .route("/skiff/v1/members/{id}", delete(cluster::remove))
+        .fallback(resource_request)
+        .layer(middleware::from_fn_with_state(app.clone(), authenticate))
+        .with_state(app.clone());
+    // Raft traffic authenticates with the cluster secret inside the service itself.
+    let raft = app.store.raft_service();
+    api.route_service("/skiff.raft.v1.RaftTransport/{*method}", raft)
+}
+
+/// Paths anyone may read, as Kubernetes' default `system:public-info-viewer` role allows
+/// (`/cacerts` is k3s's: a joining server fetches the CA and checks it against its token).
+fn is_public(path: &str) -> bool {
+    matches!(
+        path,
+        "/version" | "/version/" | "/healthz" | "/livez" | "/readyz" | "/cacerts"
+    )
+}
+
+async fn authenticate(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if is_public(path) {
+        return next.run(request).await;
+    }
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let eq =
+        |secret: &str| skiff_store::service::constant_time_eq(token.as_bytes(), secret.as_bytes());
+    let allowed =
+        eq(&app.admin_token) || (path.starts_with("/skiff/v1/") && eq(&app.cluster.secret));
+    if allowed {
+        next.run(request).await
+    } else {
+        respond::error(ApiError::Unauthorized)
+    }
+}
+
+async fn version() -> Response {
+    respond::json(
+        StatusCode::OK,
+        &json!({
+            "major": "1",
+            "minor": KUBERNETES_MINOR,
+            "gitVersion": format!("v1.{KUBERNETES_MINOR}.0-skiff.{}", env!("CARGO_PKG_VERSION")),
+            "gitCommit": "",
+            "gitTreeState": "clean",
+            "buildDate": "",
+            "goVersion": "",
+            "compiler": "rustc",
+            "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+        }),
+    )
+}
+
+async fn live() -> &'static str {
+    "ok"
+}
+
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    if app.store.is_ready() {
+        "ok".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "[-]store: no leader or not caught up\nreadyz check failed\n",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let status = app.store.status();
+    app.metrics.set_raft(RaftGauges {
+        term: status.term,
+        is_leader: status.is_leader,
+        leader_id: status.leader,
+        commit_index: status.commit_index,
+        last_applied: status.last_applied,
+        revision: status.revision,
+    });
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn cacerts(State(app): State<Arc<App>>) -> String {
+    app.cluster.ca_cert_pem.clone()
+}
+
+async fn api_root(request: Request) -> Response {
+    let accept = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    if discovery::wants_aggregated(accept) {
+        aggregated(discovery::aggregated_core())
+    } else {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        respond::json(StatusCode::OK, &discovery::api_versions(host))
+    }
+}
+
+async fn apis_root(request: Request) -> Response {
+    let accept = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    if discovery::wants_aggregated(accept) {
+        aggregated(discovery::aggregated_groups())
+    } else {
+        respond::json(StatusCode::OK, &discovery::api_group_list())
+    }
+}
+
+fn aggregated(body: serde_json::Value) -> Response {
+    let mut response = respond::json(StatusCode::OK, &body);
+    if let Ok(value) = discovery::AGGREGATED_CONTENT_TYPE.parse() {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+async fn core_resources() -> Response {
+    discovery_or_404(discovery::api_resource_list("", "v1"), "/api/v1")
+}
+
+async fn api_group(axum::extract::Path(group): axum::extract::Path<String>) -> Response {
+    discovery_or_404(discovery::api_group(&group), &format!("/apis/{group}"))
+}
+
+async fn group_resources(
+    axum::extract::Path((group, version)): axum::extract::Path<(String, String)>,
+) -> Response {
+    discovery_or_404(
+        discovery::api_resource_list(&group, &version),
+        &format!("/apis/{group}/{version}"),
+    )
+}
+
+fn discovery_or_404(body: Option<serde_json::Value>, path: &str) -> Response {
+    match body {
+        Some(body) => respond::json(StatusCode::OK, &body),
+        None => respond::error(page_not_found(path)),
+    }
+}
+
+fn page_not_found(path: &str) -> ApiError {
+    ApiError::NoSuchPath(path.to_string())
+}
+
+async fn openapi_index() -> Response {
+    respond::json(StatusCode::OK, &openapi::index())
+}
+
+async fn openapi_document(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
+    match openapi::served_document(&path) {
+        Some(document) => {
+            let mut response = (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, respond::JSON)],
+                document.json.clone(),
+            )
+                .into_response();
+            // The URL carries the document's hash, so clients may cache it for good.
+            if let Ok(value) = "public, immutable".parse() {
+                response.headers_mut().insert(header::CACHE_CONTROL, value);
+            }
+            response
+        }
+        None => respond::error(page_not_found(&format!("/openapi/v3/{path}"))),
+    }
+}
+
+/// Every `/api/...` and `/apis/...` request for objects ends here.
+async fn resource_request(State(app): State<Arc<App>>, request: Request) -> Response {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let mut target = match target::parse(parts.uri.path()) {
+        Ok(Some(target)) => target,
+        Ok(None) => return respond::error(page_not_found(parts.uri.path())),
+        Err(e) => return respond::error(e),
+    };
+    let mut params = match Params::parse(parts.uri.query()) {
+        Ok(params) => params,
+        Err(e) => return respond::error(e),
+    };
+    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return respond::error(ApiError::RequestEntityTooLarge(format!(
+                "Request entity too large: limit is {MAX_BODY_BYTES}"
+            )))
+        }
+    };
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let verb = verb_of(&parts.method, &target, &params);
+    let result = match verb {
+        "WATCH" => {
+            single_object_watch(&mut target, &mut params);
+            watch::watch(app.clone(), &target, &params)
+        }
+        "LIST" => objects::list(&app, &target, &params).await,
+        "GET" => objects::get(&app, &target, &params).await,
+        "CREATE" => objects::create(&app, &target, &params, content_type, &body).await,
+        "UPDATE" => objects::update(&app, &target, &params, content_type, &body).await,
+        "PATCH" => objects::patch(&app, &target, &params, content_type, &body).await,
+        "DELETE" => objects::delete(&app, &target, &params, &body).await,
+        _ => Err(ApiError::MethodNotAllowed(format!(
+            "the server does not allow this method on the requested resource: {}",
+            parts.method
+        ))),
+    };
+    let response = result.unwrap_or_else(respond::error);
+    app.metrics.observe_request(
+        verb,
+        target.info.resource,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+fn verb_of(method: &Method, target: &Target, params: &Params) -> &'static str {
+    match *method {
+        Method::GET if params.is_watch() => "WATCH",
+        Method::GET if target.name.is_none() => "LIST",
+        Method::GET => "GET",
+        Method::POST => "CREATE",
+        Method::PUT => "UPDATE",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        _ => "UNSUPPORTED",
+    }
+}
+
+/// `GET .../pods/web?watch=true` (the old form) watches one object: the same as a watch on the
+/// collection with `fieldSelector=metadata.name=web`.
+fn single_object_watch(target: &mut Target, params: &mut Params) {
+    if let Some(name) = target.name.take() {
+        let by_name = format!("metadata.name={name}");
+        params.field_selector = Some(match params.field_selector.take() {
+            Some(existing) if !existing.is_empty() => format!("{existing},{by_name}"),
+            _ => by_name,
+        });
+        target.subresource = None;
+    }
+}
+
+/// Serves `router` over TLS on `listen` until `app.shutdown` is cancelled, then lets in-flight
+/// requests finish for up to `grace`.
+pub async fn serve(
+    app: Arc<App>,
+    listener: std::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    let shutdown = app.shutdown.clone();
+    let signal = handle.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        signal.graceful_shutdown(Some(grace));
+    });
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+    axum_server::from_tcp_rustls(listener, config)?
+        .handle(handle)
+        .serve(router(app).into_make_service())
+        .await
+}
+
+/// Binds `addr` (port 0 picks a free port) without starting to serve.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// A body-less response with just a status code (used by cluster redirects).
+pub fn empty(status: StatusCode) -> Response {
+    (status, Body::empty()).into_response()
+}
+
+/// Creates the namespaces every Kubernetes cluster has, if missing. Runs on the leader at start.
+pub async fn ensure_system_namespaces(app: &App) -> Result<(), ApiError> {
+    for name in objects::SYSTEM_NAMESPACES {
+        let key = skiff_store::object_key("namespaces", "", name);
+        if app.store.get(&key).is_some() {
+            continue;
+        }
+        let namespace = json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": name,
+                "uid": uuid::Uuid::new_v4().to_string(),
+                "creationTimestamp": objects::now(),
+                "labels": {"kubernetes.io/metadata.name": name},
+            },
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"},
+        });
+        let result = app
+            .store
+            .propose_one(skiff_store::Op::Create {
+                key,
+                object: namespace,
+            })
+            .await
+            .map_err(respond::store_error)?;
+        match result {
+            Ok(_) | Err(skiff_store::OpError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(ApiError::Internal(e.to_string())),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! skiff-apiserver: skiff's Kubernetes-shaped HTTPS API.
+//!
+//! kubectl and the Python client talk to this crate as they would to a real kube-apiserver:
+//! discovery tells them which resources exist, OpenAPI lets `kubectl apply` leave validation to
+//! the server, and everything is served over TLS so that bearer tokens are sent at all.
+//!
+//! ## Layout
+//! - [`pki`]: the cluster CA, serving certificates, secrets, join tokens and kubeconfigs on disk.
+//! - [`discovery`]: `/api`, `/apis` and the per-group-version resource lists, aggregated and
+//!   legacy, generated from `skiff_api::resources::RESOURCES`.
+//! - [`openapi`]: the `/openapi/v3` index and per-group-version documents.
+//! - [`metrics`]: Prometheus metrics for requests, Raft and watches.
+//! - [`app`]: shared state, the router, authentication, serving over TLS (API and Raft on one port).
+//! - [`target`]: parsing a resource path into resource, namespace, name and subresource.
+//! - [`query`]: the query parameters of resource requests.
+//! - [`objects`]: the verbs on objects — get, list, create, update, patch, delete.
+//! - [`watch`]: `?watch=true` streams with resume, bookmarks and 410.
+//! - [`cluster`]: joining servers, listing and removing members.
+//! - [`respond`]: JSON responses, `Status` errors, and store errors as Kubernetes errors.
+pub mod app;
+pub mod cluster;
+pub mod discovery;
+pub mod metrics;
+pub mod objects;
+pub mod openapi;
+pub mod pki;
+pub mod query;
+pub mod respond;
+pub mod target;
+pub mod watch;

@@ -1,0 +1,506 @@
+//! The generic verbs on objects: get, list, create, update, patch, delete.
+//!
+//! Every resource goes through these same functions; what differs per resource (its type,
+//! defaults, validation, field selectors) comes from skiff-api. The life of a write:
+//!
+//! 1. decode the body (JSON or YAML) and *admit* it: typed decode, unknown-field check,
+//!    defaulting, validation (skiff_api::admission);
+//! 2. fill in what the server decides: namespace, name from generateName, uid, creationTimestamp;
+//! 3. propose the operation to the store; `apply` decides the revision and the compare-and-set;
+//! 4. answer with the object as stored (its resourceVersion is the revision).
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{Map, Value};
+use skiff_api::admission::{self, FieldValidation};
+use skiff_api::decode;
+use skiff_api::patch;
+use skiff_api::selector::{FieldSelector, LabelSelector};
+use skiff_api::status::{self, ApiError};
+use skiff_store::{object_key, revision_of, Op, OpError, Proposal};
+
+use crate::app::App;
+use crate::query::Params;
+use crate::respond;
+use crate::target::Target;
+
+/// Namespaces that always exist and may not be deleted.
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// How many times a patch or update without a client precondition retries after losing a race.
+const CONFLICT_RETRIES: usize = 5;
+
+pub type Result<T> = std::result::Result<T, ApiError>;
+
+fn name_of(target: &Target) -> Result<&str> {
+    target.name.as_deref().ok_or_else(|| {
+        ApiError::MethodNotAllowed("this operation needs an object name in the path".into())
+    })
+}
+
+fn check_subresource(target: &Target) -> Result<()> {
+    match target.subresource.as_deref() {
+        None => Ok(()),
+        Some(sub) if target.info.subresources.contains(&sub) => Ok(()),
+        Some(sub) => Err(ApiError::NotFound {
+            resource: format!("{}/{sub}", target.info.qualified_resource()),
+            name: target.name.clone().unwrap_or_default(),
+        }),
+    }
+}
+
+/// GET of one object (or its status subresource, which is the whole object in Kubernetes).
+pub async fn get(app: &App, target: &Target, params: &Params) -> Result<Response> {
+    check_subresource(target)?;
+    let name = name_of(target)?;
+    if !params.any_version_ok() {
+        app.store.linearize().await.map_err(respond::store_error)?;
+    }
+    match app.store.get(&target.key()) {
+        Some(object) => Ok(respond::json(StatusCode::OK, &object)),
+        None => Err(not_found(target, name)),
+    }
+}
+
+fn not_found(target: &Target, name: &str) -> ApiError {
+    ApiError::NotFound {
+        resource: target.info.qualified_resource(),
+        name: name.into(),
+    }
+}
+
+/// The selectors of a list or watch request, checked against the resource.
+pub struct Filter {
+    labels: Option<LabelSelector>,
+    fields: Option<FieldSelector>,
+}
+
+impl Filter {
+    pub fn from_params(target: &Target, params: &Params) -> Result<Filter> {
+        let labels = match params.label_selector.as_deref() {
+            Some(s) if !s.trim().is_empty() => Some(LabelSelector::parse(s)?),
+            _ => None,
+        };
+        let fields = match params.field_selector.as_deref() {
+            Some(s) if !s.trim().is_empty() => {
+                let selector = FieldSelector::parse(s)?;
+                selector.validate(target.info)?;
+                Some(selector)
+            }
+            _ => None,
+        };
+        Ok(Filter { labels, fields })
+    }
+
+    pub fn matches(&self, object: &Value) -> bool {
+        if let Some(labels) = &self.labels {
+            if !labels.matches(&skiff_api::selector::labels_of(object)) {
+                return false;
+            }
+        }
+        match &self.fields {
+            Some(fields) => fields.matches(object),
+            None => true,
+        }
+    }
+}
+
+/// GET of a collection (not a watch).
+pub async fn list(app: &App, target: &Target, params: &Params) -> Result<Response> {
+    let filter = Filter::from_params(target, params)?;
+    if !params.any_version_ok() {
+        app.store.linearize().await.map_err(respond::store_error)?;
+    }
+    let (items, revision) = app.store.list(&target.prefix());
+    let items: Vec<Arc<Value>> = items.into_iter().filter(|o| filter.matches(o)).collect();
+    Ok(respond::list(target.info, revision, &items))
+}
+
+/// POST to a collection.
+pub async fn create(
+    app: &App,
+    target: &Target,
+    params: &Params,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Response> {
+    if target.name.is_some() {
+        return Err(ApiError::MethodNotAllowed(format!(
+            "POST is not supported on a single {}",
+            target.info.singular
+        )));
+    }
+    let info = target.info;
+    if info.namespaced && target.namespace.is_none() {
+        return Err(ApiError::MethodNotAllowed(format!(
+            "create {} in a namespace: POST to .../namespaces/NAMESPACE/{}",
+            info.resource, info.resource
+        )));
+    }
+    let validation = FieldValidation::parse(params.field_validation.as_deref())?;
+    let dry_run = params.is_dry_run()?;
+    let body = decode::decode_object(body, content_type)?;
+    let admitted = admission::admit(info, body, validation)?;
+    let mut object = admitted.object;
+    let meta = metadata_of(&mut object)?;
+
+    // The namespace comes from the path; a different one in the body is a client mistake.
+    if info.namespaced {
+        let ns = target.namespace.clone().unwrap_or_default();
+        match meta.get("namespace").and_then(Value::as_str) {
+            Some(given) if !given.is_empty() && given != ns => {
+                return Err(ApiError::BadRequest(
+                    "the namespace of the provided object does not match the namespace sent on the request".into(),
+                ))
+            }
+            _ => {
+                meta.insert("namespace".into(), Value::from(ns));
+            }
+        }
+    } else {
+        meta.remove("namespace");
+    }
+    if meta
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .is_empty()
+    {
+        let prefix = meta
+            .get("generateName")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        meta.insert(
+            "name".into(),
+            Value::from(format!("{prefix}{}", random_suffix())),
+        );
+    }
+    // What only the server decides. resourceVersion and generation are set by the store's apply.
+    meta.insert("uid".into(), Value::from(uuid::Uuid::new_v4().to_string()));
+    meta.insert("creationTimestamp".into(), Value::from(now()));
+    for server_owned in [
+        "resourceVersion",
+        "generation",
+        "deletionTimestamp",
+        "selfLink",
+    ] {
+        meta.remove(server_owned);
+    }
+    let name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+
+    if let Some(ns) = &target.namespace {
+        let ns_key = object_key("namespaces", "", ns);
+        if app.store.get(&ns_key).is_none() {
+            return Err(ApiError::NotFound {
+                resource: "namespaces".into(),
+                name: ns.clone(),
+            });
+        }
+    }
+    if dry_run {
+        return Ok(respond::json_with_warnings(
+            StatusCode::CREATED,
+            &object,
+            &admitted.warnings,
+        ));
+    }
+    let key = object_key(
+        &info.qualified_resource(),
+        target.namespace.as_deref().unwrap_or(""),
+        &name,
+    );
+    let stored = app
+        .store
+        .propose_one(Op::Create { key, object })
+        .await
+        .map_err(respond::store_error)?
+        .map_err(|e| respond::op_error(info, &name, e))?;
+    Ok(respond::json_with_warnings(
+        StatusCode::CREATED,
+        &stored,
+        &admitted.warnings,
+    ))
+}
+
+/// PUT of an object or its status.
+pub async fn update(
+    app: &App,
+    target: &Target,
+    params: &Params,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Response> {
+    check_subresource(target)?;
+    let name = name_of(target)?.to_string();
+    let validation = FieldValidation::parse(params.field_validation.as_deref())?;
+    let body = decode::decode_object(body, content_type)?;
+    let body_name = body
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if body_name != name {
+        return Err(ApiError::BadRequest(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    if let (Some(ns), Some(given)) = (
+        &target.namespace,
+        body.pointer("/metadata/namespace").and_then(Value::as_str),
+    ) {
+        if !given.is_empty() && given != ns {
+            return Err(ApiError::BadRequest(
+                "the namespace of the provided object does not match the namespace sent on the request".into(),
+            ));
+        }
+    }
+    // A resourceVersion in the body is the client's precondition; without one the update is
+    // unconditional and we retry internally if someone else wrote in between.
+    let precondition = revision_of(&body);
+    write_with_retries(app, target, params, &name, precondition, |_current| {
+        admission::admit(target.info, body.clone(), validation)
+    })
+    .await
+}
+
+/// PATCH of an object or its status.
+pub async fn patch(
+    app: &App,
+    target: &Target,
+    params: &Params,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Response> {
+    check_subresource(target)?;
+    let name = name_of(target)?.to_string();
+    let validation = FieldValidation::parse(params.field_validation.as_deref())?;
+    let content_type = content_type
+        .map(|ct| ct.split(';').next().unwrap_or(ct).trim().to_string())
+        .ok_or_else(|| {
+            ApiError::UnsupportedMediaType(
+                "PATCH needs a Content-Type naming the patch type".into(),
+            )
+        })?;
+    write_with_retries(app, target, params, &name, None, |current| {
+        let patched = patch::apply_patch(current, body, &content_type)?;
+        admission::admit(target.info, patched, validation)
+    })
+    .await
+}
+
+/// The shared tail of update and patch: build the new object from the current one, keep what
+/// the verb may not change, compare-and-set, and retry a lost race when the client set no
+/// precondition.
+async fn write_with_retries(
+    app: &App,
+    target: &Target,
+    params: &Params,
+    name: &str,
+    precondition: Option<u64>,
+    build: impl Fn(&Value) -> Result<admission::Admitted>,
+) -> Result<Response> {
+    let info = target.info;
+    let dry_run = params.is_dry_run()?;
+    let key = target.key();
+    let has_status = info.subresources.contains(&"status");
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let current = app.store.get(&key).ok_or_else(|| not_found(target, name))?;
+        let admitted = build(&current)?;
+        let mut object = admitted.object;
+        // A patch may carry a resourceVersion; then it is a precondition like a PUT's.
+        let precondition = precondition
+            .or_else(|| revision_of(&object).filter(|rv| Some(*rv) != revision_of(&current)));
+        let object = match target.subresource.as_deref() {
+            // The status subresource changes status and nothing else.
+            Some("status") => {
+                let mut merged = (*current).clone();
+                merged["status"] = object.get("status").cloned().unwrap_or(Value::Null);
+                if merged["status"].is_null() {
+                    if let Some(m) = merged.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+                merged
+            }
+            // The main resource cannot change status when status has its own endpoint.
+            _ if has_status => {
+                match current.get("status") {
+                    Some(status) => object["status"] = status.clone(),
+                    None => {
+                        if let Some(m) = object.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+                object
+            }
+            _ => object,
+        };
+        admission::validate_update(info, &current, &object)?;
+        if dry_run {
+            return Ok(respond::json_with_warnings(
+                StatusCode::OK,
+                &object,
+                &admitted.warnings,
+            ));
+        }
+        let expected = precondition.or_else(|| revision_of(&current));
+        let result = app
+            .store
+            .propose_one(Op::Update {
+                key: key.clone(),
+                object,
+                expected_revision: expected,
+            })
+            .await
+            .map_err(respond::store_error)?;
+        match result {
+            Ok(stored) => {
+                return Ok(respond::json_with_warnings(
+                    StatusCode::OK,
+                    &stored,
+                    &admitted.warnings,
+                ))
+            }
+            Err(OpError::Conflict { .. })
+                if precondition.is_none() && attempt < CONFLICT_RETRIES =>
+            {
+                continue
+            }
+            Err(e) => return Err(respond::op_error(info, name, e)),
+        }
+    }
+}
+
+/// DELETE of an object. Namespaces take everything inside them along, atomically.
+pub async fn delete(app: &App, target: &Target, params: &Params, body: &[u8]) -> Result<Response> {
+    if target.subresource.is_some() {
+        return Err(ApiError::MethodNotAllowed(
+            "DELETE is not supported on subresources".into(),
+        ));
+    }
+    let info = target.info;
+    let name = name_of(target)?.to_string();
+    let options: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        decode::decode_object(body, None)?
+    };
+    let expected_uid = options
+        .pointer("/preconditions/uid")
+        .and_then(Value::as_str)
+        .map(String::from);
+    let expected_revision = match options
+        .pointer("/preconditions/resourceVersion")
+        .and_then(Value::as_str)
+    {
+        Some(rv) => Some(rv.parse::<u64>().map_err(|_| {
+            ApiError::BadRequest(format!("invalid resourceVersion precondition: {rv}"))
+        })?),
+        None => None,
+    };
+    let dry_run = params.is_dry_run()?
+        || options
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
+    let key = target.key();
+    let current = app
+        .store
+        .get(&key)
+        .ok_or_else(|| not_found(target, &name))?;
+
+    let mut ops = vec![Op::Delete {
+        key: key.clone(),
+        expected_uid: expected_uid.clone(),
+        expected_revision,
+    }];
+    if info.resource == "namespaces" {
+        if SYSTEM_NAMESPACES.contains(&name.as_str()) {
+            return Err(ApiError::Forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            )));
+        }
+        ops.extend(contents_of_namespace(app, &name));
+    }
+    let uid = current
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if !dry_run {
+        let proposal = if ops.len() == 1 {
+            Proposal::One(ops.remove(0))
+        } else {
+            Proposal::Atomic(ops)
+        };
+        app.store
+            .propose(proposal)
+            .await
+            .map_err(respond::store_error)?
+            .map_err(|e| respond::op_error(info, &name, e))?;
+    }
+    Ok(respond::json(
+        StatusCode::OK,
+        &status::success_status(info, &name, &uid),
+    ))
+}
+
+/// Delete operations for every object inside namespace `ns`.
+fn contents_of_namespace(app: &App, ns: &str) -> Vec<Op> {
+    skiff_api::resources::RESOURCES
+        .iter()
+        .filter(|r| r.namespaced)
+        .flat_map(|r| {
+            let (items, _) = app
+                .store
+                .list(&skiff_store::key_prefix(&r.qualified_resource(), Some(ns)));
+            items.into_iter().filter_map(move |o| {
+                let name = o.pointer("/metadata/name")?.as_str()?.to_string();
+                Some(Op::Delete {
+                    key: object_key(&r.qualified_resource(), ns, &name),
+                    expected_uid: None,
+                    expected_revision: None,
+                })
+            })
+        })
+        .collect()
+}
+
+fn metadata_of(object: &mut Value) -> Result<&mut Map<String, Value>> {
+    object
+        .as_object_mut()
+        .and_then(|o| {
+            o.entry("metadata")
+                .or_insert_with(|| Value::Object(Map::new()))
+                .as_object_mut()
+        })
+        .ok_or_else(|| ApiError::BadRequest("metadata must be an object".into()))
+}
+
+/// Kubernetes' `Time`: RFC 3339 in UTC with whole seconds.
+pub fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Five characters from Kubernetes' generateName alphabet (no vowels, no look-alikes).
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    uuid::Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .take(5)
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}

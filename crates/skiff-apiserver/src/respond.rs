@@ -1,0 +1,100 @@
+//! Building HTTP responses: JSON bodies, `Status` errors, `Warning` headers, and how store
+//! failures become Kubernetes errors.
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use skiff_api::resources::ResourceInfo;
+use skiff_api::status::ApiError;
+use skiff_store::{OpError, StoreError};
+
+pub const JSON: &str = "application/json";
+
+pub fn json(status: StatusCode, body: &Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    (status, [(header::CONTENT_TYPE, JSON)], bytes).into_response()
+}
+
+/// A JSON body with `Warning` headers (RFC 7234 form, as Kubernetes sends them).
+pub fn json_with_warnings(status: StatusCode, body: &Value, warnings: &[String]) -> Response {
+    let mut response = json(status, body);
+    for warning in warnings {
+        let text = format!(
+            "299 - \"{}\"",
+            warning.replace('\\', "\\\\").replace('"', "\\\"")
+        );
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
+}
+
+pub fn error(e: ApiError) -> Response {
+    let status = StatusCode::from_u16(e.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json(status, &e.to_status())
+}
+
+/// A list body written item by item, without deep-copying the stored objects into one `Value`.
+pub fn list(info: &ResourceInfo, revision: u64, items: &[Arc<Value>]) -> Response {
+    let mut out = Vec::with_capacity(256 + items.len() * 512);
+    out.extend_from_slice(
+        format!(
+            r#"{{"kind":"{}","apiVersion":"{}","metadata":{{"resourceVersion":"{}"}},"items":["#,
+            info.list_kind,
+            info.api_version(),
+            revision
+        )
+        .as_bytes(),
+    );
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Serialising a Value into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, &**item);
+    }
+    out.extend_from_slice(b"]}");
+    (StatusCode::OK, [(header::CONTENT_TYPE, JSON)], out).into_response()
+}
+
+/// How a refused store operation reads to a Kubernetes client.
+pub fn op_error(info: &ResourceInfo, name: &str, e: OpError) -> ApiError {
+    let resource = info.qualified_resource();
+    match e {
+        OpError::NotFound { .. } => ApiError::NotFound {
+            resource,
+            name: name.into(),
+        },
+        OpError::AlreadyExists { .. } => ApiError::AlreadyExists {
+            resource,
+            name: name.into(),
+        },
+        OpError::Conflict { .. } => ApiError::Conflict {
+            resource,
+            name: name.into(),
+            message: "the object has been modified; please apply your changes to the latest version and try again"
+                .into(),
+        },
+        OpError::UidMismatch { expected, current, .. } => ApiError::Conflict {
+            resource,
+            name: name.into(),
+            message: format!("Precondition failed: UID in precondition: {expected}, UID in object meta: {current}"),
+        },
+        OpError::AtomicAborted { cause, .. } => op_error(info, name, *cause),
+        OpError::Malformed { reason, .. } => ApiError::BadRequest(reason),
+    }
+}
+
+pub fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Unavailable(m) => ApiError::ServiceUnavailable(m),
+        StoreError::Timeout(m) => ApiError::Timeout(m),
+        StoreError::ShuttingDown => {
+            ApiError::ServiceUnavailable("the server is shutting down".into())
+        }
+        other => ApiError::Internal(other.to_string()),
+    }
+}

@@ -1,0 +1,452 @@
+//! `skiff bench store`: write throughput and latency of small objects, side by side.
+//!
+//! Three targets, each as a one-member and a three-member cluster on this machine:
+//! - `api`: real `skiff server` processes; clients POST ~256-byte ConfigMaps over HTTPS with the
+//!   admin token, round-robin across members (followers forward to the leader);
+//! - `store`: skiff's store in this process (members talk Raft over plain-text gRPC on
+//!   loopback); clients call `Store::propose` directly — no HTTP, JSON decoding or admission;
+//! - `etcd`: when an `etcd` binary is on PATH, the same puts through etcd's gRPC KV API.
+//!
+//! Every write is acknowledged before the client sends its next one, so throughput comes from
+//! concurrency, as with etcd's own benchmark tool.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use skiff_store::{object_key, Op, PeerTransport, Store, StoreConfig};
+
+use super::client::ClusterClient;
+use super::members::Kubeconfig;
+
+mod etcd_pb {
+    tonic::include_proto!("etcdserverpb");
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchWhat,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchWhat {
+    /// Create small objects as fast as N concurrent clients can.
+    Store(StoreBench),
+}
+
+#[derive(Args, Debug, Clone)]
+struct StoreBench {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Writes per run (split evenly between clients).
+    #[arg(long, default_value_t = 10_000)]
+    writes: usize,
+    /// Cluster sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,3")]
+    members: Vec<usize>,
+    /// Targets to measure: api, store, etcd (etcd only when installed).
+    #[arg(long, value_delimiter = ',', default_value = "api,store,etcd")]
+    targets: Vec<String>,
+}
+
+/// One measured run.
+struct Run {
+    target: &'static str,
+    members: usize,
+    clients: usize,
+    writes: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Run {
+    fn throughput(&self) -> f64 {
+        self.writes as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, p: usize) -> f64 {
+        let index = (self.latencies.len() * p / 100).min(self.latencies.len().saturating_sub(1));
+        self.latencies
+            .get(index)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0)
+    }
+
+    fn print(&self) {
+        println!(
+            "{:<6} {:>7} {:>7} {:>7} {:>10.0} {:>8.2} {:>8.2}",
+            self.target,
+            self.members,
+            self.clients,
+            self.writes,
+            self.throughput(),
+            self.percentile(50),
+            self.percentile(99)
+        );
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let BenchWhat::Store(bench) = args.what;
+    let etcd_installed = which("etcd").is_some();
+    println!(
+        "# skiff bench store: {} clients, {} writes of ~256 B per run",
+        bench.clients, bench.writes
+    );
+    println!(
+        "{:<6} {:>7} {:>7} {:>7} {:>10} {:>8} {:>8}",
+        "target", "members", "clients", "writes", "writes/s", "p50 ms", "p99 ms"
+    );
+    let mut runs = Vec::new();
+    for &members in &bench.members {
+        for target in &bench.targets {
+            let run = match target.as_str() {
+                "store" => bench_store(&bench, members).await?,
+                "api" => bench_api(&bench, members).await?,
+                "etcd" if etcd_installed => bench_etcd(&bench, members).await?,
+                "etcd" => {
+                    println!("etcd   (not installed: apt-get install etcd-server)");
+                    continue;
+                }
+                other => bail!("unknown target {other}: use api, store or etcd"),
+            };
+            run.print();
+            runs.push(run);
+        }
+    }
+    for &members in &bench.members {
+        let find = |t: &str| runs.iter().find(|r| r.target == t && r.members == members);
+        if let Some(etcd) = find("etcd") {
+            for target in ["store", "api"] {
+                if let Some(run) = find(target) {
+                    println!(
+                        "{members} member(s): skiff {target} / etcd = {:.2}x throughput, p99 {:.2} ms vs {:.2} ms",
+                        run.throughput() / etcd.throughput(),
+                        run.percentile(99),
+                        etcd.percentile(99)
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A ConfigMap of about 256 bytes as JSON.
+fn small_object(name: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "default"},
+        "data": {"value": "x".repeat(150)},
+    })
+}
+
+/// Runs `clients` tasks that each perform `per_client` writes with `write(client, i)`.
+async fn drive<F, Fut>(
+    target: &'static str,
+    members: usize,
+    bench: &StoreBench,
+    write: F,
+) -> anyhow::Result<Run>
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let per_client = bench.writes / bench.clients.max(1);
+    let write = Arc::new(write);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..bench.clients {
+        let write = write.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_client);
+            for i in 0..per_client {
+                let t = Instant::now();
+                write(client, i).await?;
+                latencies.push(t.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    Ok(Run {
+        target,
+        members,
+        clients: bench.clients,
+        writes: latencies.len(),
+        elapsed,
+        latencies,
+    })
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| p.is_file())
+}
+
+async fn bench_store(bench: &StoreBench, members: usize) -> anyhow::Result<Run> {
+    let dir = tempfile::tempdir()?;
+    let secret = "bench";
+    let mut stores = Vec::new();
+    let mut servers = Vec::new();
+    for id in 1..=members as u64 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = format!("http://{}", listener.local_addr()?);
+        let config = StoreConfig::new(
+            id,
+            &format!("bench-{id}"),
+            &addr,
+            dir.path().join(id.to_string()),
+        );
+        let store = Store::open(config, PeerTransport::new(None, secret)).await?;
+        let service = store.raft_service();
+        servers.push(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await;
+        }));
+        stores.push((store, addr));
+    }
+    let leader = stores[0].0.clone();
+    leader.initialize().await?;
+    leader.wait_for_leader(Duration::from_secs(10)).await?;
+    for (id, (_, addr)) in stores.iter().enumerate().skip(1) {
+        leader
+            .add_member(id as u64 + 1, &format!("bench-{}", id + 1), addr)
+            .await?;
+    }
+    let handles: Arc<Vec<Store>> = Arc::new(stores.iter().map(|(s, _)| s.clone()).collect());
+    let run = drive("store", members, bench, move |client, i| {
+        let store = handles[client % handles.len()].clone();
+        async move {
+            let name = format!("bench-{client}-{i}");
+            let op = Op::Create {
+                key: object_key("configmaps", "default", &name),
+                object: small_object(&name),
+            };
+            store
+                .propose_one(op)
+                .await?
+                .map_err(|e| anyhow::anyhow!(e))?;
+            Ok(())
+        }
+    })
+    .await?;
+    for (store, _) in &stores {
+        store.shutdown().await?;
+    }
+    for server in servers {
+        server.abort();
+    }
+    Ok(run)
+}
+
+/// Child processes killed when dropped.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn wait_ready(kubeconfig: &Path, url: &str) -> anyhow::Result<ClusterClient> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(config) = Kubeconfig::read(kubeconfig) {
+            let client = ClusterClient::new(&config.ca_pem, &config.token)?;
+            let ready = client
+                .http()
+                .get(format!("{url}/api/v1/namespaces/default"))
+                .bearer_auth(&config.token)
+                .send()
+                .await;
+            if matches!(ready, Ok(r) if r.status().is_success()) {
+                return Ok(client);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("skiff server at {url} did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn bench_api(bench: &StoreBench, members: usize) -> anyhow::Result<Run> {
+    let dir = tempfile::tempdir()?;
+    let exe = std::env::current_exe()?;
+    let mut children = Children(Vec::new());
+    let mut urls: Vec<String> = Vec::new();
+    let mut token = String::new();
+    let mut ca = String::new();
+    for n in 0..members {
+        let port = free_port()?;
+        let url = format!("https://127.0.0.1:{port}");
+        let data = dir.path().join(format!("s{n}"));
+        let mut command = Command::new(&exe);
+        command
+            .args([
+                "server",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if n > 0 {
+            let join = std::fs::read_to_string(dir.path().join("s0").join("token"))?;
+            command.args(["--join", urls[0].as_str(), "--token", join.trim()]);
+        }
+        children
+            .0
+            .push(command.spawn().context("starting skiff server")?);
+        wait_ready(&data.join("kubeconfig.yaml"), &url).await?;
+        if n == 0 {
+            let config = Kubeconfig::read(&data.join("kubeconfig.yaml"))?;
+            token = config.token;
+            ca = config.ca_pem;
+        }
+        urls.push(url);
+    }
+    // One HTTP client per benchmark client, as independent clients would have.
+    let clients: Vec<ClusterClient> = (0..bench.clients)
+        .map(|_| ClusterClient::new(&ca, &token))
+        .collect::<anyhow::Result<_>>()?;
+    let clients = Arc::new(clients);
+    let urls = Arc::new(urls);
+    let token = Arc::new(token);
+    let run = drive("api", members, bench, move |client, i| {
+        let http = clients[client].http().clone();
+        let url = format!(
+            "{}/api/v1/namespaces/default/configmaps",
+            urls[client % urls.len()]
+        );
+        let token = token.clone();
+        async move {
+            let name = format!("bench-{client}-{i}");
+            let response = http
+                .post(url)
+                .bearer_auth(&*token)
+                .json(&small_object(&name))
+                .send()
+                .await?;
+            if response.status().as_u16() != 201 {
+                bail!("create {name}: {}", response.status());
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    drop(children);
+    Ok(run)
+}
+
+async fn bench_etcd(bench: &StoreBench, members: usize) -> anyhow::Result<Run> {
+    let dir = tempfile::tempdir()?;
+    let mut ports = Vec::new();
+    for _ in 0..members {
+        ports.push((free_port()?, free_port()?));
+    }
+    let cluster: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(n, (_, peer))| format!("e{n}=http://127.0.0.1:{peer}"))
+        .collect();
+    let mut children = Children(Vec::new());
+    for (n, (client, peer)) in ports.iter().enumerate() {
+        let child = Command::new("etcd")
+            .args(["--name", &format!("e{n}"), "--data-dir"])
+            .arg(dir.path().join(format!("e{n}")))
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+            ])
+            .args([
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+            ])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+            ])
+            .args(["--initial-cluster", &cluster.join(",")])
+            .args([
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                "skiff-bench",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting etcd")?;
+        children.0.push(child);
+    }
+    let mut kv_clients = Vec::new();
+    for (client, _) in &ports {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{client}"))?
+                .connect_lazy();
+        kv_clients.push(etcd_pb::kv_client::KvClient::new(channel));
+    }
+    // Wait until the cluster takes writes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let put = etcd_pb::PutRequest {
+            key: b"/bench/ready".to_vec(),
+            value: b"1".to_vec(),
+        };
+        if kv_clients[0].clone().put(put).await.is_ok() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("etcd did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kv_clients = Arc::new(kv_clients);
+    let run = drive("etcd", members, bench, move |client, i| {
+        let mut kv = kv_clients[client % kv_clients.len()].clone();
+        async move {
+            let name = format!("bench-{client}-{i}");
+            let value = serde_json::to_vec(&small_object(&name))?;
+            kv.put(etcd_pb::PutRequest {
+                key: format!("/registry/configmaps/default/{name}").into_bytes(),
+                value,
+            })
+            .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    drop(children);
+    Ok(run)
+}

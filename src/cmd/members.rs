@@ -1,0 +1,127 @@
+//! `skiff members` and `skiff token`: look at and change the Raft cluster's membership.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::Value;
+
+use super::client::ClusterClient;
+
+#[derive(Args, Debug)]
+pub struct MembersArgs {
+    /// The data dir of a server of the cluster (its kubeconfig is used).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// A kubeconfig to use instead of the data dir's.
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    #[command(subcommand)]
+    pub action: MembersAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MembersAction {
+    /// List the members: id, name, address, role, leader.
+    List,
+    /// Remove a member by id (it stops receiving Raft traffic; stop its process afterwards).
+    Remove { id: u64 },
+}
+
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+pub fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let dir = args.data_dir.unwrap_or_else(super::default_data_dir);
+    let path = dir.join("token");
+    let token =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    println!("{}", token.trim());
+    Ok(())
+}
+
+/// The server URL, CA and token of a kubeconfig written by `skiff server`.
+pub struct Kubeconfig {
+    pub server: String,
+    pub ca_pem: String,
+    pub token: String,
+}
+
+impl Kubeconfig {
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Kubeconfig> {
+        use base64::Engine as _;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        // skiff writes one cluster and one user, each field on its own line as a JSON string.
+        let field = |name: &str| -> anyhow::Result<String> {
+            let line = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(&format!("{name}:")))
+                .with_context(|| format!("{} has no {name}", path.display()))?;
+            let value: Value =
+                serde_json::from_str(line.trim()).unwrap_or_else(|_| Value::from(line.trim()));
+            Ok(value.as_str().unwrap_or_default().to_string())
+        };
+        let ca = base64::engine::general_purpose::STANDARD
+            .decode(field("certificate-authority-data")?)
+            .context("decoding certificate-authority-data")?;
+        Ok(Kubeconfig {
+            server: field("server")?,
+            ca_pem: String::from_utf8(ca)?,
+            token: field("token")?,
+        })
+    }
+}
+
+pub async fn run(args: MembersArgs) -> anyhow::Result<()> {
+    let path = args.kubeconfig.unwrap_or_else(|| {
+        args.data_dir
+            .unwrap_or_else(super::default_data_dir)
+            .join("kubeconfig.yaml")
+    });
+    let config = Kubeconfig::read(&path)?;
+    let client = ClusterClient::new(&config.ca_pem, &config.token)?;
+    let answer: Value = match args.action {
+        MembersAction::List => {
+            client
+                .call(
+                    Method::GET,
+                    &format!("{}/skiff/v1/members", config.server),
+                    None::<&()>,
+                )
+                .await?
+        }
+        MembersAction::Remove { id } => {
+            client
+                .call(
+                    Method::DELETE,
+                    &format!("{}/skiff/v1/members/{id}", config.server),
+                    None::<&()>,
+                )
+                .await?
+        }
+    };
+    println!(
+        "{:<4} {:<20} {:<28} {:<8} LEADER",
+        "ID", "NAME", "ADDRESS", "ROLE"
+    );
+    for m in answer["members"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "{:<4} {:<20} {:<28} {:<8} {}",
+            m["id"],
+            m["name"].as_str().unwrap_or(""),
+            m["addr"].as_str().unwrap_or(""),
+            m["role"].as_str().unwrap_or(""),
+            if m["leader"].as_bool().unwrap_or(false) {
+                "*"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! The subcommands of `skiff`.
+
+pub mod bench;
+pub mod client;
+pub mod members;
+pub mod server;
+
+use std::path::PathBuf;
+
+/// `/var/lib/skiff` for root (as k3s uses /var/lib/rancher/k3s), `./.skiff` otherwise.
+pub fn default_data_dir() -> PathBuf {
+    if is_root() {
+        PathBuf::from("/var/lib/skiff")
+    } else {
+        PathBuf::from(".skiff")
+    }
+}
+
+fn is_root() -> bool {
+    // The effective uid is the owner of /proc/self; no libc call (and no unsafe) needed.
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}

@@ -1,0 +1,354 @@
+//! `skiff server`: start (or join) a control-plane server.
+//!
+//! ## Expected flow
+//! 1. Secrets: the first server creates a CA, a cluster secret and an admin token in its data
+//!    dir; a joining server gets them from the cluster (see skiff_apiserver::cluster).
+//! 2. A serving certificate for every address the server is reached at.
+//! 3. The store opens; the HTTPS listener (API + Raft) starts.
+//! 4. The first server initialises a one-member cluster; a joining one asks the leader to add it.
+//! 5. `kubeconfig.yaml` and the join token are written; the leader creates the system namespaces.
+//! 6. On SIGINT/SIGTERM: stop accepting, finish in-flight requests, stop Raft.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use reqwest::Method;
+use skiff_apiserver::app::{self, App, ClusterSecrets};
+use skiff_apiserver::cluster::{AddMember, JoinGrant, JoinRequest};
+use skiff_apiserver::pki::{self, ClusterCa, JoinToken};
+use skiff_store::{PeerTransport, Store, StoreConfig};
+
+use super::client::{fetch_ca_unverified, ClusterClient};
+
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Where this server keeps its state (default: /var/lib/skiff as root, ./.skiff otherwise).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The address to serve HTTPS (Kubernetes API and Raft) on.
+    #[arg(long, default_value = "0.0.0.0:6443")]
+    pub listen: SocketAddr,
+    /// The address other servers and agents reach this one at (default: the listen address,
+    /// or this machine's primary address when listening on all interfaces).
+    #[arg(long)]
+    pub advertise_address: Option<IpAddr>,
+    /// Extra names or addresses for the serving certificate.
+    #[arg(long = "tls-san")]
+    pub tls_san: Vec<String>,
+    /// Join the cluster served at this URL instead of starting a new one.
+    #[arg(long, requires = "token")]
+    pub join: Option<String>,
+    /// The join token printed by the first server (`skiff token`).
+    #[arg(long, env = "SKIFF_TOKEN")]
+    pub token: Option<String>,
+    /// This server's name in `skiff members` (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Snapshot the store and compact the Raft log every this many entries.
+    #[arg(long, default_value_t = 5000)]
+    pub snapshot_every: u64,
+}
+
+/// Files inside the data dir.
+struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    fn tls(&self) -> PathBuf {
+        self.root.join("tls")
+    }
+    fn secret(&self) -> PathBuf {
+        self.root.join("server").join("cluster-secret")
+    }
+    fn admin_token(&self) -> PathBuf {
+        self.root.join("server").join("admin-token")
+    }
+    fn member_id(&self) -> PathBuf {
+        self.root.join("server").join("member-id")
+    }
+    fn store(&self) -> PathBuf {
+        self.root.join("store")
+    }
+    fn kubeconfig(&self) -> PathBuf {
+        self.root.join("kubeconfig.yaml")
+    }
+    fn join_token(&self) -> PathBuf {
+        self.root.join("token")
+    }
+}
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let layout = Layout {
+        root: args
+            .data_dir
+            .clone()
+            .unwrap_or_else(super::default_data_dir),
+    };
+    std::fs::create_dir_all(layout.root.join("server"))
+        .with_context(|| format!("creating {}", layout.root.display()))?;
+    let listener =
+        app::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
+    let port = listener.local_addr()?.port();
+    let advertise = args
+        .advertise_address
+        .unwrap_or_else(|| advertise_default(args.listen.ip()));
+    let url = format!("https://{}", SocketAddr::new(advertise, port));
+    let name = args.name.clone().unwrap_or_else(hostname);
+
+    // 1. Secrets, and the member id.
+    let joining = args.join.is_some() && !layout.member_id().exists();
+    let (ca, secret, admin_token, member_id) = match (&args.join, joining) {
+        (Some(join_url), true) => {
+            join_secrets(
+                &layout,
+                join_url,
+                args.token.as_deref().unwrap_or(""),
+                &name,
+                &url,
+            )
+            .await?
+        }
+        _ => local_secrets(&layout, args.join.is_some())?,
+    };
+
+    // 2. A serving certificate for every address we are reached at.
+    let sans = subject_alt_names(&args, advertise, &name);
+    let (cert, key) = pki::ensure_server_cert(&layout.tls(), &ca, &sans)?;
+    let tls = Arc::new(pki::server_tls_config(&cert, &key)?);
+
+    // 3. The store and the HTTPS listener.
+    let mut config = StoreConfig::new(member_id, &name, &url, layout.store());
+    config.snapshot_every = args.snapshot_every;
+    let store = Store::open(config, PeerTransport::new(Some(&ca.cert_pem), &secret)).await?;
+    let app = Arc::new(App::new(
+        store.clone(),
+        admin_token.clone(),
+        ClusterSecrets {
+            secret: secret.clone(),
+            ca_cert_pem: ca.cert_pem.clone(),
+            ca_key_pem: ca.key_pem.clone(),
+        },
+    ));
+    let server = tokio::spawn(app::serve(
+        app.clone(),
+        listener,
+        tls,
+        Duration::from_secs(5),
+    ));
+    tracing::info!(%url, member = member_id, "serving HTTPS (Kubernetes API and Raft)");
+
+    // 4. Become a cluster: initialise, or be added by the leader.
+    if store.is_pristine() {
+        match &args.join {
+            None => store.initialize().await?,
+            Some(join_url) => {
+                let client = ClusterClient::new(&ca.cert_pem, &secret)?;
+                let request = AddMember {
+                    id: member_id,
+                    name: name.clone(),
+                    addr: url.clone(),
+                };
+                let endpoint = format!("{}/skiff/v1/members", join_url.trim_end_matches('/'));
+                let _: serde_json::Value = client
+                    .call(Method::POST, &endpoint, Some(&request))
+                    .await
+                    .context("asking the leader to add this server")?;
+                tracing::info!("joined the cluster");
+            }
+        }
+    }
+
+    // 5. Credentials for people and for more servers; system namespaces on the leader.
+    let local_url = format!(
+        "https://{}",
+        SocketAddr::new(kubeconfig_host(args.listen.ip()), port)
+    );
+    pki::write_kubeconfig(
+        &layout.kubeconfig(),
+        &local_url,
+        &ca.cert_pem,
+        &admin_token,
+        "skiff",
+    )?;
+    let join_token = JoinToken::new(&ca.cert_pem, secret.clone()).format();
+    pki::write_secret(&layout.join_token(), join_token.as_bytes())?;
+    tokio::spawn(keep_system_namespaces(app.clone()));
+    tracing::info!(
+        kubeconfig = %layout.kubeconfig().display(),
+        token_file = %layout.join_token().display(),
+        "skiff server ready; use: kubectl --kubeconfig {}",
+        layout.kubeconfig().display()
+    );
+
+    // 6. Run until told to stop.
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    app.shutdown.cancel();
+    match server.await {
+        Ok(result) => result.context("serving HTTPS")?,
+        Err(e) => bail!("server task failed: {e}"),
+    }
+    store.shutdown().await?;
+    Ok(())
+}
+
+/// Secrets kept in the data dir: created by the first server, or left by an earlier join.
+fn local_secrets(
+    layout: &Layout,
+    joined: bool,
+) -> anyhow::Result<(ClusterCa, String, String, u64)> {
+    if joined {
+        let ca = ClusterCa::from_pem(
+            std::fs::read_to_string(layout.tls().join("ca.crt"))?,
+            std::fs::read_to_string(layout.tls().join("ca.key"))?,
+        )?;
+        let secret = std::fs::read_to_string(layout.secret())?.trim().to_string();
+        let admin = std::fs::read_to_string(layout.admin_token())?
+            .trim()
+            .to_string();
+        let id = std::fs::read_to_string(layout.member_id())?
+            .trim()
+            .parse()?;
+        return Ok((ca, secret, admin, id));
+    }
+    std::fs::create_dir_all(layout.tls())?;
+    let ca = ClusterCa::load_or_create(&layout.tls())?;
+    let secret = pki::load_or_create_token(&layout.secret())?;
+    let admin = pki::load_or_create_token(&layout.admin_token())?;
+    let id = match std::fs::read_to_string(layout.member_id()) {
+        Ok(text) => text.trim().parse().context("reading the member id")?,
+        Err(_) => {
+            pki::write_secret(&layout.member_id(), b"1")?;
+            1
+        }
+    };
+    Ok((ca, secret, admin, id))
+}
+
+/// Steps 1–2 of a join (see skiff_apiserver::cluster): trust the CA the token pins, then
+/// receive the cluster's secrets and a member id.
+async fn join_secrets(
+    layout: &Layout,
+    join_url: &str,
+    token: &str,
+    name: &str,
+    url: &str,
+) -> anyhow::Result<(ClusterCa, String, String, u64)> {
+    let token = JoinToken::parse(token).context("reading --token")?;
+    let ca_pem = fetch_ca_unverified(join_url).await?;
+    token.verify_ca(&ca_pem).with_context(|| {
+        format!("the server at {join_url} does not hold the CA this token was issued for")
+    })?;
+    let client = ClusterClient::new(&ca_pem, &token.secret)?;
+    let request = JoinRequest {
+        name: name.to_string(),
+        addr: url.to_string(),
+    };
+    let grant: JoinGrant = client
+        .call(
+            Method::POST,
+            &format!("{}/skiff/v1/join", join_url.trim_end_matches('/')),
+            Some(&request),
+        )
+        .await
+        .context("asking to join")?;
+    if grant.ca_cert != ca_pem {
+        bail!("the leader's CA differs from the one the join token pins");
+    }
+    let ca = ClusterCa::from_pem(grant.ca_cert, grant.ca_key)?;
+    std::fs::create_dir_all(layout.tls())?;
+    pki::write_secret(&layout.tls().join("ca.key"), ca.key_pem.as_bytes())?;
+    pki::write_secret(&layout.tls().join("ca.crt"), ca.cert_pem.as_bytes())?;
+    pki::write_secret(&layout.secret(), token.secret.as_bytes())?;
+    pki::write_secret(&layout.admin_token(), grant.admin_token.as_bytes())?;
+    // Written last: its presence means "joined", and a restart skips the join.
+    pki::write_secret(&layout.member_id(), grant.id.to_string().as_bytes())?;
+    Ok((ca, token.secret, grant.admin_token, grant.id))
+}
+
+fn subject_alt_names(args: &ServerArgs, advertise: IpAddr, name: &str) -> Vec<String> {
+    let mut sans = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        name.to_string(),
+        advertise.to_string(),
+    ];
+    if !args.listen.ip().is_unspecified() {
+        sans.push(args.listen.ip().to_string());
+    }
+    sans.extend(args.tls_san.iter().cloned());
+    sans.sort();
+    sans.dedup();
+    sans
+}
+
+/// The address to advertise when none is given: the listen address, or, for 0.0.0.0, the
+/// address of the interface the default route leaves by. Connecting a UDP socket only selects
+/// a route; it sends nothing.
+fn advertise_default(listen: IpAddr) -> IpAddr {
+    if !listen.is_unspecified() {
+        return listen;
+    }
+    let routed = UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
+        .and_then(|s| s.local_addr());
+    match routed {
+        Ok(addr) if !addr.ip().is_unspecified() => addr.ip(),
+        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    }
+}
+
+/// The kubeconfig of this machine points at loopback when the server listens everywhere.
+fn kubeconfig_host(listen: IpAddr) -> IpAddr {
+    if listen.is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        listen
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "skiff".to_string())
+}
+
+/// Whichever server leads makes sure the system namespaces exist (retrying while there is no
+/// leader yet). Followers leave it to the leader.
+async fn keep_system_namespaces(app: Arc<App>) {
+    loop {
+        if app.shutdown.is_cancelled() {
+            return;
+        }
+        if app.store.status().is_leader {
+            match app::ensure_system_namespaces(&app).await {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(error = %e, "creating system namespaces"),
+            }
+        } else if app.store.status().leader.is_some()
+            && app.store.get("namespaces//default").is_some()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
