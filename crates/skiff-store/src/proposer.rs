@@ -31,13 +31,18 @@ use crate::network::PeerTransport;
 use crate::service::ForwardError;
 use crate::{NodeId, StoreError, TypeConfig};
 
-/// At most this many proposals share one Raft entry.
+/// At most this many proposals share one Raft entry...
 const MAX_BATCH: usize = 512;
+/// ...and at most about this many bytes (one proposal may exceed it alone): big entries slow
+/// every follower's append and hold up the writes queued behind them.
+const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// How long a write waits for a leader to exist before the caller is told the store is unavailable.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 
 struct Pending {
     proposal: Proposal,
+    /// The proposal's encoded size, for [`MAX_BATCH_BYTES`].
+    bytes: usize,
     reply: oneshot::Sender<Result<ProposalResult, StoreError>>,
 }
 
@@ -56,8 +61,13 @@ impl Proposer {
 
     pub async fn propose(&self, proposal: Proposal) -> Result<ProposalResult, StoreError> {
         let (reply, result) = oneshot::channel();
+        let bytes = serde_json::to_vec(&proposal).map(|v| v.len()).unwrap_or(0);
         self.queue
-            .send(Pending { proposal, reply })
+            .send(Pending {
+                proposal,
+                bytes,
+                reply,
+            })
             .await
             .map_err(|_| StoreError::ShuttingDown)?;
         result.await.map_err(|_| StoreError::ShuttingDown)?
@@ -70,12 +80,27 @@ async fn run(
     id: NodeId,
     mut queue: mpsc::Receiver<Pending>,
 ) {
-    while let Some(first) = queue.recv().await {
+    // A proposal that did not fit the previous batch starts the next one.
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(pending) => pending,
+            None => match queue.recv().await {
+                Some(pending) => pending,
+                None => return,
+            },
+        };
+        let mut bytes = first.bytes;
         let mut proposals = vec![first.proposal];
         let mut replies = vec![first.reply];
         while proposals.len() < MAX_BATCH {
             match queue.try_recv() {
+                Ok(next) if bytes + next.bytes > MAX_BATCH_BYTES => {
+                    carried = Some(next);
+                    break;
+                }
                 Ok(next) => {
+                    bytes += next.bytes;
                     proposals.push(next.proposal);
                     replies.push(next.reply);
                 }
@@ -113,10 +138,17 @@ async fn submit(
             return Err(StoreError::Raft(fatal.to_string()));
         }
         match metrics.current_leader {
-            Some(leader) if leader == id => match raft.client_write(request.clone()).await {
-                Ok(written) => return Ok(written.data),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
-                Err(e) => return Err(StoreError::Raft(e.to_string())),
+            // openraft 0.9 has no check-quorum: a leader cut off from the majority stays leader
+            // and its write never commits, so bound the wait (the outcome is then unknown).
+            Some(leader) if leader == id => match tokio::time::timeout(LEADER_WAIT, raft.client_write(request.clone())).await {
+                Ok(Ok(written)) => return Ok(written.data),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {}
+                Ok(Err(e)) => return Err(StoreError::Raft(e.to_string())),
+                Err(_) => {
+                    return Err(StoreError::Timeout(
+                        "the write was not committed in time (no quorum?); it may or may not be applied".into(),
+                    ))
+                }
             },
             Some(leader) => {
                 let addr = metrics

@@ -34,6 +34,7 @@ use crate::{Member, NodeId, TypeConfig};
 const LAST_APPLIED: &[u8] = b"m/last_applied";
 const MEMBERSHIP: &[u8] = b"m/membership";
 const REVISION: &[u8] = b"m/revision";
+const MAX_MEMBER_ID: &[u8] = b"m/max_member_id";
 const OBJECT_PREFIX: &str = "o/";
 /// `<meta JSON>\n<data JSON>` (compact JSON has no newline, so the first one separates them).
 const SNAPSHOT_FILE: &str = "snapshot.json";
@@ -44,6 +45,8 @@ pub struct AppliedState {
     pub objects: Objects,
     pub last_applied: Option<LogId<NodeId>>,
     pub membership: StoredMembership<NodeId, Member>,
+    /// The highest member id the cluster ever had; new members get higher ones.
+    pub max_member_id: NodeId,
 }
 
 /// What the state machine shares with readers (the API server) and watchers.
@@ -68,6 +71,8 @@ impl Shared {
 #[derive(Serialize, Deserialize)]
 struct SnapshotData {
     revision: u64,
+    #[serde(default)]
+    max_member_id: NodeId,
     objects: Vec<(String, Value)>,
 }
 
@@ -75,7 +80,15 @@ pub struct StateMachine {
     shared: Arc<Shared>,
     durable: Arc<DurableDb>,
     tree: sled::Tree,
-    snapshot_dir: PathBuf,
+    snapshots: Arc<SnapshotFiles>,
+}
+
+/// The snapshot file, guarded: openraft builds snapshots in their own task while the state
+/// machine may install one received from the leader, and only the newest may end up on disk.
+pub struct SnapshotFiles {
+    dir: PathBuf,
+    /// The last log id of the snapshot on disk.
+    saved: std::sync::Mutex<Option<LogId<NodeId>>>,
 }
 
 impl StateMachine {
@@ -108,13 +121,19 @@ impl StateMachine {
             Some(b) => serde_json::from_slice(&b).map_err(io_error)?,
             None => StoredMembership::default(),
         };
+        let max_member_id = match get(MAX_MEMBER_ID)? {
+            Some(b) => serde_json::from_slice(&b).map_err(io_error)?,
+            None => 0,
+        };
         let state = AppliedState {
             objects: Objects::from_parts(map, revision),
             last_applied,
             membership,
+            max_member_id,
         };
         let snapshot_dir = dir.join("snapshot");
         std::fs::create_dir_all(&snapshot_dir).map_err(io_error)?;
+        let saved = load_snapshot(&snapshot_dir)?.and_then(|s| s.meta.last_log_id);
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 state: RwLock::new(state),
@@ -122,7 +141,10 @@ impl StateMachine {
             }),
             durable,
             tree,
-            snapshot_dir,
+            snapshots: Arc::new(SnapshotFiles {
+                dir: snapshot_dir,
+                saved: std::sync::Mutex::new(saved),
+            }),
         })
     }
 
@@ -130,10 +152,20 @@ impl StateMachine {
         self.shared.clone()
     }
 
-    /// Replaces the durable copy of the state with `state` (after a snapshot install).
+    /// Replaces the durable copy of the state with `state` (after a snapshot install), in one
+    /// atomic sled batch: a crash leaves the old state or the new one, never a mix.
     fn rewrite_tree(&self, state: &AppliedState) -> Result<(), StorageError<NodeId>> {
-        self.tree.clear().map_err(io_error)?;
         let mut batch = sled::Batch::default();
+        for key in self.tree.iter().keys() {
+            let key = key.map_err(io_error)?;
+            let keep = key
+                .strip_prefix(OBJECT_PREFIX.as_bytes())
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .is_some_and(|k| state.objects.get(k).is_some());
+            if !keep {
+                batch.remove(key);
+            }
+        }
         for (key, object) in state.objects.iter() {
             batch.insert(
                 format!("{OBJECT_PREFIX}{key}").as_bytes(),
@@ -197,6 +229,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     responses.push(Response { results });
                 }
                 EntryPayload::Membership(membership) => {
+                    let highest = membership.nodes().map(|(id, _)| *id).max().unwrap_or(0);
+                    state.max_member_id = state.max_member_id.max(highest);
                     state.membership = StoredMembership::new(Some(entry.log_id), membership);
                     responses.push(Response::default());
                 }
@@ -225,7 +259,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             view: self.shared.read().clone(),
             durable: self.durable.clone(),
-            dir: self.snapshot_dir.clone(),
+            snapshots: self.snapshots.clone(),
         }
     }
 
@@ -251,9 +285,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             objects: Objects::from_parts(map, data.revision),
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
+            max_member_id: data.max_member_id,
         };
+        // The snapshot file first: if we crash before the state is rewritten, a restart finds
+        // an older state and a newer snapshot, which openraft installs again.
+        self.snapshots.save(meta, &bytes)?;
         self.rewrite_tree(&new_state)?;
-        save_snapshot(&self.snapshot_dir, meta, &bytes)?;
         let mut state = self.shared.write();
         *state = new_state;
         self.shared.hub.reset(data.revision);
@@ -263,7 +300,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        load_snapshot(&self.snapshot_dir)
+        load_snapshot(&self.snapshots.dir)
     }
 }
 
@@ -271,13 +308,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 pub struct SnapshotBuilder {
     view: AppliedState,
     durable: Arc<DurableDb>,
-    dir: PathBuf,
+    snapshots: Arc<SnapshotFiles>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let data = SnapshotData {
             revision: self.view.objects.revision(),
+            max_member_id: self.view.max_member_id,
             objects: self
                 .view
                 .objects
@@ -300,7 +338,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         // openraft purges the log up to this snapshot next; make the state machine's own copy
         // durable first so a restart never finds both the log and the state short.
         self.durable.sync().map_err(io_error)?;
-        save_snapshot(&self.dir, &meta, &bytes)?;
+        self.snapshots.save(&meta, &bytes)?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -308,27 +346,34 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError<NodeId>> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut file = std::fs::File::create(&tmp).map_err(io_error)?;
-    file.write_all(bytes).map_err(io_error)?;
-    file.sync_all().map_err(io_error)?;
-    std::fs::rename(&tmp, dir.join(name)).map_err(io_error)
-}
-
-fn save_snapshot(
-    dir: &Path,
-    meta: &SnapshotMeta<NodeId, Member>,
-    bytes: &[u8],
-) -> Result<(), StorageError<NodeId>> {
-    // One file, one rename: the meta line and the data it describes can never disagree.
-    let mut file = serde_json::to_vec(meta).map_err(io_error)?;
-    file.push(b'\n');
-    file.extend_from_slice(bytes);
-    write_atomically(dir, SNAPSHOT_FILE, &file)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error)
+impl SnapshotFiles {
+    /// Saves a snapshot unless a newer one is already on disk.
+    fn save(
+        &self,
+        meta: &SnapshotMeta<NodeId, Member>,
+        bytes: &[u8],
+    ) -> Result<(), StorageError<NodeId>> {
+        let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+        if saved.is_some() && *saved >= meta.last_log_id {
+            return Ok(());
+        }
+        // One file, one rename: the meta line and the data it describes can never disagree.
+        let mut file = serde_json::to_vec(meta).map_err(io_error)?;
+        file.push(b'\n');
+        file.extend_from_slice(bytes);
+        let tmp = self
+            .dir
+            .join(format!("{SNAPSHOT_FILE}.{}.tmp", meta.snapshot_id));
+        let mut out = std::fs::File::create(&tmp).map_err(io_error)?;
+        out.write_all(&file).map_err(io_error)?;
+        out.sync_all().map_err(io_error)?;
+        std::fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE)).map_err(io_error)?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error)?;
+        *saved = meta.last_log_id;
+        Ok(())
+    }
 }
 
 fn load_snapshot(dir: &Path) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {

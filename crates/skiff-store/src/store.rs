@@ -127,8 +127,9 @@ impl Store {
             heartbeat_interval: config.heartbeat_ms,
             election_timeout_min: config.election_timeout_min_ms,
             election_timeout_max: config.election_timeout_max_ms,
-            // Entries can be big (a coalesced batch); keep AppendEntries well under the gRPC cap.
-            max_payload_entries: 64,
+            // An entry is at most ~1 MiB of coalesced proposals plus one object (≤ 1.5 MiB), so
+            // 16 of them stay well under the 64 MiB gRPC message cap.
+            max_payload_entries: 16,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             max_in_snapshot_log_to_keep: (config.snapshot_every / 5).max(10),
             snapshot_max_chunk_size: (MAX_MESSAGE_BYTES / 4) as u64,
@@ -367,16 +368,10 @@ impl Store {
         Some((leader, addr))
     }
 
-    /// The id the next joining member gets: one more than any id ever in the membership.
+    /// The id the next joining member gets: one more than any id the cluster ever had (kept in
+    /// the replicated state, so a removed member's id is never handed out again).
     pub fn next_member_id(&self) -> NodeId {
-        let metrics = self.inner.raft.metrics().borrow().clone();
-        let max = metrics
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(id, _)| *id)
-            .max();
-        max.unwrap_or(0) + 1
+        self.inner.shared.read().max_member_id + 1
     }
 
     /// Adds a member: first as a learner, which waits until it has caught up (by log or
@@ -401,24 +396,33 @@ impl Store {
 
     /// Removes a member from the cluster (voter or learner). Must run on the leader.
     pub async fn remove_member(&self, id: NodeId) -> Result<(), StoreError> {
-        let metrics = self.inner.raft.metrics().borrow().clone();
-        let membership = metrics.membership_config.membership();
+        let membership_of = |store: &Store| {
+            store
+                .inner
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .clone()
+        };
+        let current = membership_of(self);
+        let membership = current.membership();
         if membership.get_node(&id).is_none() {
             return Err(StoreError::Membership(format!(
                 "member {id} is not in the cluster"
             )));
         }
         let ids = BTreeSet::from([id]);
-        if membership.voter_ids().any(|v| v == id) {
-            self.inner
-                .raft
-                .change_membership(ChangeMembers::RemoveVoters(ids.clone()), false)
-                .await
-                .map_err(|e| StoreError::Membership(e.to_string()))?;
-        }
+        let change = if membership.voter_ids().any(|v| v == id) {
+            // Without `retain`, removing a voter removes the node too; a leader removing itself
+            // steps down once this commits.
+            ChangeMembers::RemoveVoters(ids)
+        } else {
+            ChangeMembers::RemoveNodes(ids)
+        };
         self.inner
             .raft
-            .change_membership(ChangeMembers::RemoveNodes(ids), false)
+            .change_membership(change, false)
             .await
             .map_err(|e| StoreError::Membership(e.to_string()))?;
         Ok(())
