@@ -3,8 +3,11 @@
 //! Three targets, each as a one-member and a three-member cluster on this machine:
 //! - `api`: real `skiff server` processes; clients POST ~256-byte ConfigMaps over HTTPS with the
 //!   admin token, round-robin across members (followers forward to the leader);
-//! - `store`: skiff's store in this process (members talk Raft over plain-text gRPC on
-//!   loopback); clients call `Store::propose` directly — no HTTP, JSON decoding or admission;
+//! - `store`: the leader's store runs in this process and clients call `Store::propose` on it
+//!   directly — no HTTP, JSON decoding or admission; the other members are `skiff bench
+//!   store-peer` processes (Raft over plain-text gRPC on loopback). Members run in processes of
+//!   their own because several sled databases in one process share sled's I/O threads, which
+//!   measured 5× slower than the real deployment;
 //! - `etcd`: when an `etcd` binary is on PATH, the same puts through etcd's gRPC KV API.
 //!
 //! Every write is acknowledged before the client sends its next one, so throughput comes from
@@ -37,7 +40,23 @@ pub struct BenchArgs {
 enum BenchWhat {
     /// Create small objects as fast as N concurrent clients can.
     Store(StoreBench),
+    /// (Used by `bench store`.) Run one bare store member serving Raft on `--listen`.
+    #[command(hide = true)]
+    StorePeer(StorePeer),
 }
+
+#[derive(Args, Debug, Clone)]
+struct StorePeer {
+    #[arg(long)]
+    id: u64,
+    #[arg(long)]
+    listen: std::net::SocketAddr,
+    #[arg(long)]
+    data_dir: PathBuf,
+}
+
+/// The secret the benchmark's store members share (they only listen on loopback).
+const BENCH_SECRET: &str = "skiff-bench";
 
 #[derive(Args, Debug, Clone)]
 struct StoreBench {
@@ -93,7 +112,10 @@ impl Run {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let BenchWhat::Store(bench) = args.what;
+    let bench = match args.what {
+        BenchWhat::Store(bench) => bench,
+        BenchWhat::StorePeer(peer) => return run_store_peer(peer).await,
+    };
     let etcd_installed = which("etcd").is_some();
     println!(
         "# skiff bench store: {} clients, {} writes of ~256 B per run",
@@ -205,42 +227,64 @@ fn which(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Serves one store member until killed.
+async fn run_store_peer(peer: StorePeer) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(peer.listen).await?;
+    let addr = format!("http://{}", listener.local_addr()?);
+    let config = StoreConfig::new(peer.id, &format!("bench-{}", peer.id), &addr, peer.data_dir);
+    let store = Store::open(config, PeerTransport::new(None, BENCH_SECRET)).await?;
+    serve_raft(&store, listener).await;
+    Ok(())
+}
+
+async fn serve_raft(store: &Store, listener: tokio::net::TcpListener) {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let _ = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(store.raft_service())
+        .serve_with_incoming(incoming)
+        .await;
+}
+
 async fn bench_store(bench: &StoreBench, members: usize) -> anyhow::Result<Run> {
     let dir = tempfile::tempdir()?;
-    let secret = "bench";
-    let mut stores = Vec::new();
-    let mut servers = Vec::new();
-    for id in 1..=members as u64 {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = format!("http://{}", listener.local_addr()?);
-        let config = StoreConfig::new(
-            id,
-            &format!("bench-{id}"),
-            &addr,
-            dir.path().join(id.to_string()),
-        );
-        let store = Store::open(config, PeerTransport::new(None, secret)).await?;
-        let service = store.raft_service();
-        servers.push(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            let _ = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(incoming)
-                .await;
-        }));
-        stores.push((store, addr));
+    let exe = std::env::current_exe()?;
+    let mut children = Children(Vec::new());
+    let mut peers = Vec::new();
+    for id in 2..=members as u64 {
+        let port = free_port()?;
+        let child = Command::new(&exe)
+            .args(["bench", "store-peer", "--id", &id.to_string()])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(dir.path().join(id.to_string()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting a store peer")?;
+        children.0.push(child);
+        peers.push((id, format!("http://127.0.0.1:{port}")));
     }
-    let leader = stores[0].0.clone();
-    leader.initialize().await?;
-    leader.wait_for_leader(Duration::from_secs(10)).await?;
-    for (id, (_, addr)) in stores.iter().enumerate().skip(1) {
-        leader
-            .add_member(id as u64 + 1, &format!("bench-{}", id + 1), addr)
-            .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = format!("http://{}", listener.local_addr()?);
+    let config = StoreConfig::new(1, "bench-1", &addr, dir.path().join("1"));
+    let store = Store::open(config, PeerTransport::new(None, BENCH_SECRET)).await?;
+    let serving = store.clone();
+    let server = tokio::spawn(async move { serve_raft(&serving, listener).await });
+    store.initialize().await?;
+    store.wait_for_leader(Duration::from_secs(10)).await?;
+    for (id, addr) in &peers {
+        // The peer may still be starting: adding retries until it answers.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(e) = store.add_member(*id, &format!("bench-{id}"), addr).await {
+            if Instant::now() > deadline {
+                bail!("adding store peer {id}: {e}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
-    let handles: Arc<Vec<Store>> = Arc::new(stores.iter().map(|(s, _)| s.clone()).collect());
+    let leader = store.clone();
     let run = drive("store", members, bench, move |client, i| {
-        let store = handles[client % handles.len()].clone();
+        let store = leader.clone();
         async move {
             let name = format!("bench-{client}-{i}");
             let op = Op::Create {
@@ -255,12 +299,9 @@ async fn bench_store(bench: &StoreBench, members: usize) -> anyhow::Result<Run> 
         }
     })
     .await?;
-    for (store, _) in &stores {
-        store.shutdown().await?;
-    }
-    for server in servers {
-        server.abort();
-    }
+    store.shutdown().await?;
+    server.abort();
+    drop(children);
     Ok(run)
 }
 

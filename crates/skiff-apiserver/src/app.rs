@@ -364,7 +364,12 @@ pub async fn serve(
         signal.graceful_shutdown(Some(grace));
     });
     let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
-    axum_server::from_tcp_rustls(listener, config)?
+    // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs stall small Raft messages and
+    // API replies by tens of milliseconds (measured: ~90 ms per write in a three-member cluster).
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+        .acceptor(axum_server::accept::NoDelayAcceptor::new());
+    axum_server::from_tcp(listener)?
+        .acceptor(acceptor)
         .handle(handle)
         .serve(router(app).into_make_service())
         .await

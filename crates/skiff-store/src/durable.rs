@@ -34,8 +34,9 @@ impl DurableDb {
     pub fn open(dir: &Path) -> io::Result<DurableDb> {
         let db = sled::Config::new()
             .path(dir)
-            // Nothing relies on sled's own periodic flush for correctness; keep it as a backstop.
-            .flush_every_ms(Some(1000))
+            // Every log append already flushes and syncs (which also carries the state machine's
+            // writes to disk); sled's own periodic flush would only compete with those.
+            .flush_every_ms(None)
             .open()
             .map_err(io::Error::other)?;
         let file = File::open(dir.join("db"))?;
@@ -102,12 +103,24 @@ mod tests {
         let durable = DurableDb::open(dir.path()).expect("open");
         durable.db.insert(b"small", vec![1u8; 100]).expect("insert");
         durable.sync().expect("sync");
-        assert_eq!(*durable.synced_blob.lock().expect("lock"), 0, "small values need no blob");
+        assert_eq!(
+            *durable.synced_blob.lock().expect("lock"),
+            0,
+            "small values need no blob"
+        );
         // Over a quarter of sled's 512 KiB segment: sled writes this value as a blob file.
-        durable.db.insert(b"large", vec![2u8; 300 * 1024]).expect("insert");
+        durable
+            .db
+            .insert(b"large", vec![2u8; 300 * 1024])
+            .expect("insert");
         durable.sync().expect("sync");
-        let blobs = std::fs::read_dir(dir.path().join("blobs")).expect("blobs dir").count();
+        let blobs = std::fs::read_dir(dir.path().join("blobs"))
+            .expect("blobs dir")
+            .count();
         assert!(blobs > 0, "sled wrote a blob file");
-        assert!(*durable.synced_blob.lock().expect("lock") > 0, "the blob was synced");
+        assert!(
+            *durable.synced_blob.lock().expect("lock") > 0,
+            "the blob was synced"
+        );
     }
 }

@@ -36,6 +36,7 @@ async fn start_member(id: u64, snapshot_every: u64) -> (Member, SocketAddr) {
     let server = tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let _ = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
             .add_service(service)
             .serve_with_incoming(incoming)
             .await;
