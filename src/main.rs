@@ -34,7 +34,12 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    // The benchmark prints a table; Raft's warnings about peers it tears down would clutter it.
+    let default_filter = match cli.command {
+        Command::Bench(_) => "error,openraft=off",
+        _ => "info,openraft=warn,sled=warn",
+    };
+    init_logging(&cli.log_format, default_filter);
     // rustls needs one crypto provider per process; skiff uses ring (aws-lc-rs costs a minute
     // more of build time on every cold build, see shared/reference/crates.md).
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -51,10 +56,10 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-fn init_logging(format: &str) {
+fn init_logging(format: &str, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SKIFF_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,sled=warn"));
+    let filter =
+        EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

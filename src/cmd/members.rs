@@ -112,7 +112,7 @@ pub async fn run(args: MembersArgs) -> anyhow::Result<()> {
     for m in answer["members"].as_array().cloned().unwrap_or_default() {
         println!(
             "{:<4} {:<20} {:<28} {:<8} {}",
-            m["id"],
+            m["id"].as_u64().unwrap_or(0),
             m["name"].as_str().unwrap_or(""),
             m["addr"].as_str().unwrap_or(""),
             m["role"].as_str().unwrap_or(""),
