@@ -62,6 +62,17 @@ fn crud_over_https_with_the_admin_token() {
     assert_eq!(status, 409, "{stale}");
     assert_eq!(stale["reason"], "Conflict");
 
+    // A PUT body may leave out the namespace; the stored object keeps the path's.
+    let mut without_namespace = updated.clone();
+    without_namespace["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("namespace");
+    let (status, replaced) =
+        client.call(Method::PUT, &format!("{CM}/app"), Some(&without_namespace));
+    assert_eq!(status, 200, "{replaced}");
+    assert_eq!(replaced["metadata"]["namespace"], "default");
+
     // Merge patch and JSON patch.
     let patched = client
         .request(Method::PATCH, &format!("{CM}/app"))

@@ -316,6 +316,16 @@ async fn write_with_retries(
         let current = app.store.get(&key).ok_or_else(|| not_found(target, name))?;
         let admitted = build(&current)?;
         let mut object = admitted.object;
+        // The namespace is the path's, whether or not the body repeats it.
+        let meta = metadata_of(&mut object)?;
+        match &target.namespace {
+            Some(ns) => {
+                meta.insert("namespace".into(), Value::from(ns.clone()));
+            }
+            None => {
+                meta.remove("namespace");
+            }
+        }
         // A patch may carry a resourceVersion; then it is a precondition like a PUT's.
         let precondition = precondition
             .or_else(|| revision_of(&object).filter(|rv| Some(*rv) != revision_of(&current)));
