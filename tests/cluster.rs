@@ -50,6 +50,28 @@ fn three_servers_replicate_survive_leader_loss_and_admit_a_fourth() {
             acknowledged.push(name);
         }
     }
+    // A namespace created through one follower is usable at once through another, and a
+    // follower reads its own write straight after it.
+    let (via_a, via_b) = (c1.at(&servers[1].url()), c1.at(&servers[2].url()));
+    for n in 0..5 {
+        let ns = format!("team-{n}");
+        let body =
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        let (status, created) = via_a.post("/api/v1/namespaces", &body);
+        assert_eq!(status, 201, "{created}");
+        let (status, cm) = via_b.post(
+            &format!("/api/v1/namespaces/{ns}/configmaps"),
+            &configmap("c", "x"),
+        );
+        assert_eq!(status, 201, "{cm}");
+        let (status, _) = via_b.get(&format!(
+            "/api/v1/namespaces/{ns}/configmaps/c?resourceVersion=0"
+        ));
+        assert_eq!(
+            status, 200,
+            "read-your-writes on the follower that took the write"
+        );
+    }
     for server in &servers {
         let (_, list) = c1.at(&server.url()).get(CM);
         assert_eq!(

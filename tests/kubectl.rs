@@ -86,6 +86,52 @@ fn kubectl_gets_applies_watches_and_deletes() {
     ));
     assert_eq!(by_short_name, "hello from skiff");
 
+    // apply of a changed manifest: kubectl sends a strategic merge patch.
+    let changed = dir.path().join("web-changed.yaml");
+    let text = std::fs::read_to_string(&deploy).expect("manifest");
+    std::fs::write(
+        &changed,
+        text.replace("replicas: 3", "replicas: 4")
+            .replace("web:1.0", "web:1.1"),
+    )
+    .expect("write");
+    let reapplied = ok(&kubectl(
+        &kc,
+        &cache,
+        &["apply", "-f", changed.to_str().expect("path")],
+    ));
+    assert!(
+        reapplied.contains("deployment.apps/web configured"),
+        "{reapplied}"
+    );
+    let fields = ok(&kubectl(
+        &kc,
+        &cache,
+        &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].ports[0].containerPort} {.metadata.generation}"],
+    ));
+    assert_eq!(fields, "4 skiff.local/web:1.1 8080 2");
+    // Applying the same manifest again changes nothing. (kubectl still sends
+    // `{"spec":{"strategy":{"$retainKeys":["type"]}}}` — the live object has the defaulted
+    // rollingUpdate the manifest lacks — and prints "configured", as it does against
+    // Kubernetes; the defaults come back and the spec, hence the generation, stays the same.)
+    ok(&kubectl(
+        &kc,
+        &cache,
+        &["apply", "-f", changed.to_str().expect("path")],
+    ));
+    let again = ok(&kubectl(
+        &kc,
+        &cache,
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.metadata.generation} {.spec.strategy.rollingUpdate.maxSurge}",
+        ],
+    ));
+    assert_eq!(again, "2 25%");
+
     // get -w sees a change made by someone else.
     let mut watch = Command::new("kubectl")
         .arg("--kubeconfig")

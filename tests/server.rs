@@ -101,6 +101,27 @@ fn crud_over_https_with_the_admin_token() {
     let (_, by_name) = client.get(&format!("{CM}?fieldSelector=metadata.name%3Dother"));
     assert_eq!(by_name["items"][0]["metadata"]["name"], "other");
 
+    // A client cannot create observed state: a new Pod starts Pending whatever it claims.
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}, "status": {"phase": "Running"}});
+    let (status, created_pod) = client.post("/api/v1/namespaces/default/pods", &pod);
+    assert_eq!(status, 201, "{created_pod}");
+    assert_eq!(created_pod["status"]["phase"], "Pending");
+
+    // dryRun=All validates against what exists and stores nothing.
+    let (status, _) = client.post(&format!("{CM}?dryRun=All"), &configmap("app", "v1"));
+    assert_eq!(
+        status, 409,
+        "a dry-run create of an existing name conflicts"
+    );
+    let (status, _) = client.post(&format!("{CM}?dryRun=All"), &configmap("dry", "v1"));
+    assert_eq!(status, 201);
+    assert_eq!(
+        client.get(&format!("{CM}/dry")).0,
+        404,
+        "dry run stored nothing"
+    );
+
     // Delete, then 404.
     let (status, deleted) = client.call(Method::DELETE, &format!("{CM}/app"), None);
     assert_eq!(status, 200, "{deleted}");

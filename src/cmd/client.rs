@@ -23,6 +23,8 @@ impl ClusterClient {
             // Redirects to the leader are followed by hand, keeping the token (reqwest drops
             // credentials when a redirect changes host or port).
             .redirect(reqwest::redirect::Policy::none())
+            // The token must never travel in clear text, not even after a redirect.
+            .https_only(true)
             .build()?;
         Ok(ClusterClient {
             http,
@@ -81,6 +83,7 @@ pub async fn fetch_ca_unverified(server: &str) -> anyhow::Result<String> {
     let http = reqwest::Client::builder()
         .use_rustls_tls()
         .danger_accept_invalid_certs(true)
+        .timeout(std::time::Duration::from_secs(10))
         .build()?;
     let url = format!("{}/cacerts", server.trim_end_matches('/'));
     let response = http
@@ -91,5 +94,10 @@ pub async fn fetch_ca_unverified(server: &str) -> anyhow::Result<String> {
     if !response.status().is_success() {
         bail!("GET {url}: {}", response.status());
     }
-    Ok(response.text().await?)
+    // A CA certificate is a few KiB; anything much bigger is not one.
+    let body = response.bytes().await?;
+    if body.len() > 64 * 1024 {
+        bail!("GET {url}: answer too large for a CA certificate");
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }

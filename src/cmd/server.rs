@@ -185,15 +185,24 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         layout.kubeconfig().display()
     );
 
-    // 6. Run until told to stop.
-    shutdown_signal().await;
+    // 6. Run until told to stop, or until serving fails. Raft stops first: a leader that keeps
+    //    heartbeating while its listener drains would hold off the election its followers need.
+    let mut server = server;
+    let served_early = tokio::select! {
+        _ = shutdown_signal() => None,
+        result = &mut server => Some(result),
+    };
     tracing::info!("shutting down");
+    store.shutdown().await?;
     app.shutdown.cancel();
-    match server.await {
+    let result = match served_early {
+        Some(result) => result,
+        None => server.await,
+    };
+    match result {
         Ok(result) => result.context("serving HTTPS")?,
         Err(e) => bail!("server task failed: {e}"),
     }
-    store.shutdown().await?;
     Ok(())
 }
 

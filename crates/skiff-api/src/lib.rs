@@ -8,7 +8,8 @@
 //! - [`decode`]: request bodies (JSON or YAML) to `serde_json::Value`.
 //! - [`admission`]: a body to the object to store: type checks, unknown fields, defaults,
 //!   validation ([`admission::admit`]), and immutable fields on update.
-//! - [`patch`]: PATCH bodies (merge patch, JSON patch) applied to stored objects.
+//! - [`patch`]: PATCH bodies (merge patch, JSON patch, strategic merge patch) applied to
+//!   stored objects.
 pub mod admission;
 pub mod decode;
 pub mod names;

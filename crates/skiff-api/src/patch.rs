@@ -4,12 +4,14 @@
 //! - `application/merge-patch+json` (RFC 7386): `kubectl label`, `annotate`, `scale`.
 //! - `application/json-patch+json` (RFC 6902): `kubectl patch --type=json`.
 //! - `application/strategic-merge-patch+json`: `kubectl apply`, `set image`, the Python
-//!   client's `patch_*`. Not implemented yet; see [`PatchType::Strategic`].
+//!   client's `patch_*`. Lists of named things merge by key; see [`strategic`].
 //! - `application/apply-patch+yaml`: server-side apply. Not implemented yet.
 //!
 //! The result is a whole object again; the caller runs it through
 //! [`admit`](crate::admission::admit) and [`validate_update`](crate::admission::validate_update)
 //! like any update.
+
+pub mod strategic;
 
 use serde_json::Value;
 
@@ -25,17 +27,17 @@ pub enum PatchType {
     /// RFC 6902 JSON patch: a list of `add`/`remove`/`replace`/`move`/`copy`/`test` operations.
     Json,
     /// Kubernetes' strategic merge patch: like a merge patch, but lists of named things
-    /// (containers, ports, env) merge by key. It needs a table of merge keys per type and is
-    /// not written yet. Until it is, it is refused with 415, on which `kubectl apply` falls back
-    /// to a merge patch by itself. Treating it as a merge patch instead would corrupt objects
-    /// (`kubectl set image` would drop every other container).
+    /// (containers, ports, env) merge by key, from the table in [`strategic::RULES`]. Treating
+    /// it as a plain merge patch would corrupt objects (`kubectl set image` would drop every
+    /// other container).
     Strategic,
     /// Server-side apply. Not written yet; refused with 415.
     Apply,
 }
 
 /// Patch types we apply, for the 415 message.
-const ACCEPTED: &str = "application/json-patch+json, application/merge-patch+json";
+const ACCEPTED: &str = "application/json-patch+json, application/merge-patch+json, \
+                        application/strategic-merge-patch+json";
 
 impl PatchType {
     /// The patch type of a PATCH request's Content-Type (parameters ignored).
@@ -86,10 +88,10 @@ pub fn apply_patch(
             doc
         }
         PatchType::Strategic => {
-            return Err(ApiError::UnsupportedMediaType(format!(
-            "strategic merge patch (application/strategic-merge-patch+json) is not supported yet \
-                 - accepted media types include: {ACCEPTED}"
-        )))
+            let patch: Value = serde_json::from_slice(patch_bytes).map_err(|e| {
+                ApiError::BadRequest(format!("error decoding strategic merge patch: {e}"))
+            })?;
+            strategic::strategic_merge(current, &patch)?
         }
         PatchType::Apply => {
             return Err(ApiError::UnsupportedMediaType(format!(
@@ -282,7 +284,8 @@ mod tests {
                 400,
             ),
             ("[]", "application/merge-patch+json", 400),
-            ("{}", "application/strategic-merge-patch+json", 415),
+            ("{not json", "application/strategic-merge-patch+json", 400),
+            ("[]", "application/strategic-merge-patch+json", 400),
             ("{}", "application/apply-patch+yaml", 415),
             ("{}", "text/plain", 415),
         ];

@@ -72,9 +72,7 @@ pub async fn join(State(app): State<Arc<App>>, Json(request): Json<JoinRequest>)
     if let Some(redirect) = redirect_to_leader(&app, "/skiff/v1/join") {
         return redirect;
     }
-    if request.name.is_empty()
-        || !(request.addr.starts_with("https://") || request.addr.starts_with("http://"))
-    {
+    if request.name.is_empty() || !request.addr.starts_with("https://") {
         return respond::error(ApiError::BadRequest(
             "join needs a name and an addr URL (https://HOST:PORT)".into(),
         ));

@@ -65,6 +65,17 @@ pub async fn get(app: &App, target: &Target, params: &Params) -> Result<Response
     }
 }
 
+/// The object at `key`, re-read after a read index if this member does not have it: a write
+/// checks what it depends on against local state (fast), and only a miss pays for the round
+/// trip that tells "does not exist" from "not applied here yet".
+async fn get_fresh(app: &App, key: &str) -> Result<Option<Arc<Value>>> {
+    if let Some(object) = app.store.get(key) {
+        return Ok(Some(object));
+    }
+    app.store.linearize().await.map_err(respond::store_error)?;
+    Ok(app.store.get(key))
+}
+
 fn not_found(target: &Target, name: &str) -> ApiError {
     ApiError::NotFound {
         resource: target.info.qualified_resource(),
@@ -142,9 +153,27 @@ pub async fn create(
     }
     let validation = FieldValidation::parse(params.field_validation.as_deref())?;
     let dry_run = params.is_dry_run()?;
-    let body = decode::decode_object(body, content_type)?;
+    let mut body = decode::decode_object(body, content_type)?;
+    // generateName first, so admission validates (and defaults from) the final name.
+    let body_meta = metadata_of(&mut body)?;
+    if body_meta
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .is_empty()
+    {
+        if let Some(prefix) = body_meta.get("generateName").and_then(Value::as_str) {
+            // Kubernetes cuts the prefix so that prefix + 5 random characters fit in 63.
+            let prefix: String = prefix.chars().take(58).collect();
+            body_meta.insert(
+                "name".into(),
+                Value::from(format!("{prefix}{}", random_suffix())),
+            );
+        }
+    }
     let admitted = admission::admit(info, body, validation)?;
     let mut object = admitted.object;
+    reset_status_on_create(info.resource, &mut object);
     let meta = metadata_of(&mut object)?;
 
     // The namespace comes from the path; a different one in the body is a client mistake.
@@ -162,22 +191,6 @@ pub async fn create(
         }
     } else {
         meta.remove("namespace");
-    }
-    if meta
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .is_empty()
-    {
-        let prefix = meta
-            .get("generateName")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        meta.insert(
-            "name".into(),
-            Value::from(format!("{prefix}{}", random_suffix())),
-        );
     }
     // What only the server decides. resourceVersion and generation are set by the store's apply.
     meta.insert("uid".into(), Value::from(uuid::Uuid::new_v4().to_string()));
@@ -198,25 +211,32 @@ pub async fn create(
 
     if let Some(ns) = &target.namespace {
         let ns_key = object_key("namespaces", "", ns);
-        if app.store.get(&ns_key).is_none() {
+        if get_fresh(app, &ns_key).await?.is_none() {
             return Err(ApiError::NotFound {
                 resource: "namespaces".into(),
                 name: ns.clone(),
             });
         }
     }
+    let key = object_key(
+        &info.qualified_resource(),
+        target.namespace.as_deref().unwrap_or(""),
+        &name,
+    );
     if dry_run {
+        if app.store.get(&key).is_some() {
+            return Err(respond::op_error(
+                info,
+                &name,
+                OpError::AlreadyExists { key },
+            ));
+        }
         return Ok(respond::json_with_warnings(
             StatusCode::CREATED,
             &object,
             &admitted.warnings,
         ));
     }
-    let key = object_key(
-        &info.qualified_resource(),
-        target.namespace.as_deref().unwrap_or(""),
-        &name,
-    );
     let stored = app
         .store
         .propose_one(Op::Create { key, object })
@@ -313,7 +333,13 @@ async fn write_with_retries(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let current = app.store.get(&key).ok_or_else(|| not_found(target, name))?;
+        if attempt > 1 {
+            // We lost a race, or this member was behind: catch up before reading again.
+            app.store.linearize().await.map_err(respond::store_error)?;
+        }
+        let current = get_fresh(app, &key)
+            .await?
+            .ok_or_else(|| not_found(target, name))?;
         let admitted = build(&current)?;
         let mut object = admitted.object;
         // The namespace is the path's, whether or not the body repeats it.
@@ -424,40 +450,53 @@ pub async fn delete(app: &App, target: &Target, params: &Params, body: &[u8]) ->
             .and_then(Value::as_array)
             .is_some_and(|a| !a.is_empty());
     let key = target.key();
-    let current = app
-        .store
-        .get(&key)
+    let current = get_fresh(app, &key)
+        .await?
         .ok_or_else(|| not_found(target, &name))?;
-
-    let mut ops = vec![Op::Delete {
-        key: key.clone(),
-        expected_uid: expected_uid.clone(),
-        expected_revision,
-    }];
-    if info.resource == "namespaces" {
-        if SYSTEM_NAMESPACES.contains(&name.as_str()) {
-            return Err(ApiError::Forbidden(format!(
-                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
-            )));
-        }
-        ops.extend(contents_of_namespace(app, &name));
+    if info.resource == "namespaces" && SYSTEM_NAMESPACES.contains(&name.as_str()) {
+        return Err(ApiError::Forbidden(format!(
+            "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+        )));
     }
     let uid = current
         .pointer("/metadata/uid")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    if !dry_run {
+    let mut attempt = 0;
+    loop {
+        if dry_run {
+            break;
+        }
+        attempt += 1;
+        let mut ops = vec![Op::Delete {
+            key: key.clone(),
+            expected_uid: expected_uid.clone(),
+            expected_revision,
+        }];
+        if info.resource == "namespaces" {
+            ops.extend(contents_of_namespace(app, &name));
+        }
         let proposal = if ops.len() == 1 {
             Proposal::One(ops.remove(0))
         } else {
             Proposal::Atomic(ops)
         };
-        app.store
+        match app
+            .store
             .propose(proposal)
             .await
             .map_err(respond::store_error)?
-            .map_err(|e| respond::op_error(info, &name, e))?;
+        {
+            Ok(_) => break,
+            // Something inside the namespace was deleted meanwhile: list its contents again.
+            Err(OpError::AtomicAborted { index, .. })
+                if index > 0 && attempt < CONFLICT_RETRIES =>
+            {
+                app.store.linearize().await.map_err(respond::store_error)?;
+            }
+            Err(e) => return Err(respond::op_error(info, &name, e)),
+        }
     }
     Ok(respond::json(
         StatusCode::OK,
@@ -484,6 +523,28 @@ fn contents_of_namespace(app: &App, ns: &str) -> Vec<Op> {
             })
         })
         .collect()
+}
+
+/// What a new object's status starts as: the client does not get to claim observed state (a
+/// Deployment created from `-o yaml` output must not say its replicas are available). Nodes
+/// keep theirs, as in Kubernetes: the agent registering a node reports its capacity.
+fn reset_status_on_create(resource: &str, object: &mut Value) {
+    let fresh = match resource {
+        "pods" => Some(serde_json::json!({"phase": "Pending"})),
+        "namespaces" => Some(serde_json::json!({"phase": "Active"})),
+        "deployments" | "replicasets" | "services" => None,
+        _ => return,
+    };
+    if let Some(root) = object.as_object_mut() {
+        match fresh {
+            Some(status) => {
+                root.insert("status".into(), status);
+            }
+            None => {
+                root.remove("status");
+            }
+        }
+    }
 }
 
 fn metadata_of(object: &mut Value) -> Result<&mut Map<String, Value>> {

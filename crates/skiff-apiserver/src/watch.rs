@@ -44,10 +44,11 @@ pub fn watch(app: Arc<App>, target: &Target, params: &Params) -> Result<Response
     let filter = Filter::from_params(target, params)?;
     let prefix = target.prefix();
     let resource = target.info.qualified_resource();
-    let timeout = params
-        .timeout_seconds
-        .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_TIMEOUT);
+    // 0 means "the server's default", as in Kubernetes; huge values are clamped to it too.
+    let timeout = match params.timeout_seconds {
+        Some(seconds) if seconds > 0 => Duration::from_secs(seconds).min(DEFAULT_TIMEOUT),
+        _ => DEFAULT_TIMEOUT,
+    };
     let watcher = Watcher {
         prefix,
         filter,
@@ -194,7 +195,14 @@ impl Watcher {
                         // Drain what was published up to the store's revision first, so the
                         // bookmark never claims a revision whose events we have not sent.
                         let current = app.store.revision();
-                        while let Ok(event) = live.try_recv() {
+                        loop {
+                            let event = match live.try_recv() {
+                                Ok(event) => event,
+                                Err(tokio::sync::broadcast::error::TryRecvError::Empty) => break,
+                                // Lagged or closed: events were lost, so no bookmark may claim
+                                // them; end the stream and let the client resume.
+                                Err(_) => return,
+                            };
                             if event.revision > revision {
                                 revision = event.revision;
                                 if let Some(line) = self.translate(&event) {
@@ -210,6 +218,8 @@ impl Watcher {
                         }
                     }
                     _ = tokio::time::sleep_until(deadline) => return,
+                    // The client went away: stop now, not at its next event.
+                    _ = tx.closed() => return,
                     _ = app.shutdown.cancelled() => return,
                 }
             }

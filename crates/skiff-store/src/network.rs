@@ -127,13 +127,14 @@ impl PeerTransport {
         request
     }
 
-    /// Sends a follower's batch of proposals to the leader at `addr`.
+    /// Sends a follower's batch of proposals to the leader at `addr`; answers the results and the
+    /// log index of the entry that carried them.
     pub async fn forward(
         &self,
         addr: &str,
         request: &Request,
         timeout: Duration,
-    ) -> Result<Result<Response, ForwardError>, TransportError> {
+    ) -> Result<Result<(Response, u64), ForwardError>, TransportError> {
         let payload = encode(request)?;
         let reply = self
             .client(addr)?

@@ -158,7 +158,15 @@ async fn submit(
                     .map(|n| n.addr.clone());
                 if let Some(addr) = addr {
                     match transport.forward(&addr, &request, LEADER_WAIT).await {
-                        Ok(Ok(response)) => return Ok(response),
+                        Ok(Ok((response, index))) => {
+                            // Read-your-writes on this member: answer only once it has applied
+                            // the entry itself.
+                            let _ = raft
+                                .wait(Some(LEADER_WAIT))
+                                .applied_index_at_least(Some(index), "forwarded write")
+                                .await;
+                            return Ok(response);
+                        }
                         Ok(Err(ForwardError::NotLeader { .. })) => {}
                         Ok(Err(ForwardError::Failed(message))) => return Err(StoreError::Raft(message)),
                         // The leader's port refused the connection: the batch never left, so

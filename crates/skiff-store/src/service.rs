@@ -115,9 +115,11 @@ impl RaftTransport for RaftService {
     async fn forward(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         self.authorize(&request)?;
         let proposals: command::Request = decode(&request.into_inner().json)?;
-        let result: Result<command::Response, ForwardError> =
+        // The entry's index goes back with the answer, so the follower can wait until it has
+        // applied it too: a client reading from the follower right after sees its own write.
+        let result: Result<(command::Response, u64), ForwardError> =
             match self.raft.client_write(proposals).await {
-                Ok(written) => Ok(written.data),
+                Ok(written) => Ok((written.data, written.log_id.index)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     Err(ForwardError::from_forward(&f))
                 }

@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Cursor, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -364,7 +365,14 @@ impl SnapshotFiles {
         let tmp = self
             .dir
             .join(format!("{SNAPSHOT_FILE}.{}.tmp", meta.snapshot_id));
-        let mut out = std::fs::File::create(&tmp).map_err(io_error)?;
+        // Mode 0600: a snapshot holds every object, Secrets included.
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_error)?;
         out.write_all(&file).map_err(io_error)?;
         out.sync_all().map_err(io_error)?;
         std::fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE)).map_err(io_error)?;

@@ -91,6 +91,10 @@ pub fn open_storage(
     watch_history: usize,
 ) -> Result<(LogStore, StateMachine), StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| StoreError::Storage(e.to_string()))?;
+    // The store holds every object, Secrets included: only the server's user may read it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| StoreError::Storage(e.to_string()))?;
     let durable =
         Arc::new(DurableDb::open(&dir.join("db")).map_err(|e| StoreError::Storage(e.to_string()))?);
     let log = LogStore::open(durable.clone())?;
