@@ -104,17 +104,9 @@ fn three_servers_replicate_survive_leader_loss_and_admit_a_fourth() {
     );
     acknowledged.push("after-failover".into());
     let (_, list) = survivor.get(CM);
-    let names: Vec<&str> = list["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter_map(|i| i["metadata"]["name"].as_str())
-        .collect();
+    let names = common::names(&list);
     for name in &acknowledged {
-        assert!(
-            names.contains(&name.as_str()),
-            "acknowledged write {name} lost"
-        );
+        assert!(names.contains(name), "acknowledged write {name} lost");
     }
 
     // 4. Many more writes (the servers snapshot every 200 entries and compact their logs), then

@@ -353,19 +353,14 @@ fn acknowledged_writes_survive_restart_and_kill_9() {
     server.restart();
     let client = server.wait_ready();
     let (_, list) = client.get(CM);
-    let names: Vec<&str> = list["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter_map(|i| i["metadata"]["name"].as_str())
-        .collect();
+    let names = common::names(&list);
     for i in 0..50 {
         assert!(
-            names.contains(&format!("before-term-{i}").as_str()),
+            names.contains(&format!("before-term-{i}")),
             "before-term-{i} lost"
         );
         assert!(
-            names.contains(&format!("before-kill-{i}").as_str()),
+            names.contains(&format!("before-kill-{i}")),
             "before-kill-{i} lost"
         );
     }

@@ -72,6 +72,15 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
+/// The address of the member `metrics` name as leader, if both are known.
+pub(crate) fn leader_addr(
+    metrics: &openraft::RaftMetrics<NodeId, Member>,
+) -> Option<(NodeId, String)> {
+    let leader = metrics.current_leader?;
+    let node = metrics.membership_config.membership().get_node(&leader)?;
+    Some((leader, node.addr.clone()))
+}
+
 /// Why the store could not do what was asked (as opposed to `apply` refusing an op).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {

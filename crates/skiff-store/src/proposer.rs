@@ -151,12 +151,7 @@ async fn submit(
                 }
             },
             Some(leader) => {
-                let addr = metrics
-                    .membership_config
-                    .membership()
-                    .get_node(&leader)
-                    .map(|n| n.addr.clone());
-                if let Some(addr) = addr {
+                if let Some((_, addr)) = crate::leader_addr(&metrics) {
                     match transport.forward(&addr, &request, LEADER_WAIT).await {
                         Ok(Ok((response, index))) => {
                             // Read-your-writes on this member: answer only once it has applied

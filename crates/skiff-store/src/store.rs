@@ -231,13 +231,8 @@ impl Store {
                         Err(_) => {}
                     }
                 }
-                Some(leader) => {
-                    let addr = metrics
-                        .membership_config
-                        .membership()
-                        .get_node(&leader)
-                        .map(|n| n.addr.clone());
-                    if let Some(addr) = addr {
+                Some(_) => {
+                    if let Some((_, addr)) = crate::leader_addr(&metrics) {
                         match self
                             .inner
                             .transport
@@ -361,15 +356,7 @@ impl Store {
 
     /// The leader's id and address, if one is known.
     pub fn leader(&self) -> Option<(NodeId, String)> {
-        let metrics = self.inner.raft.metrics().borrow().clone();
-        let leader = metrics.current_leader?;
-        let addr = metrics
-            .membership_config
-            .membership()
-            .get_node(&leader)?
-            .addr
-            .clone();
-        Some((leader, addr))
+        crate::leader_addr(&self.inner.raft.metrics().borrow())
     }
 
     /// The id the next joining member gets: one more than any id the cluster ever had (kept in
