@@ -37,6 +37,9 @@ impl DurableDb {
             // Every log append already flushes and syncs (which also carries the state machine's
             // writes to disk); sled's own periodic flush would only compete with those.
             .flush_every_ms(None)
+            // sled caches up to 1 GiB of pages by default; skiff's objects live in memory
+            // already, and an edge server should idle in tens of MB.
+            .cache_capacity(64 * 1024 * 1024)
             .open()
             .map_err(io::Error::other)?;
         let file = File::open(dir.join("db"))?;
