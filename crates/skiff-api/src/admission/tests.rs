@@ -1,6 +1,6 @@
 //! Admission end to end: manifests in, stored objects or Kubernetes' errors out.
 //!
-//! The seed manifests are copied verbatim from /work/shared/manifests (the documents skiff was
+//! The seed manifests are copied verbatim from the shared manifests folder beside this repository (shared/manifests) (the documents skiff was
 //! specified from), so the tests run from a clean checkout.
 
 use serde_json::{json, Value};
