@@ -1,7 +1,7 @@
 //! Admission end to end: manifests in, stored objects or Kubernetes' errors out.
 //!
-//! The seed manifests are copied verbatim from the shared manifests folder beside this repository (shared/manifests) (the documents skiff was
-//! specified from), so the tests run from a clean checkout.
+//! The seed manifests are copied verbatim from the project's shared manifests (taken from the
+//! documents skiff was specified from), so the tests run from a clean checkout.
 
 use serde_json::{json, Value};
 
