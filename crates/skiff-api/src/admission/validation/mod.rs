@@ -164,6 +164,14 @@ pub(super) fn non_negative(value: Option<i64>, path: &str) -> Option<Cause> {
     }
 }
 
+/// `Invalid value` for a port number outside 1–65535 (`path` names the field).
+pub(super) fn port_number(port: i32, path: &str) -> Option<Cause> {
+    crate::names::port_number(port.into())
+        .into_iter()
+        .next()
+        .map(|msg| Cause::invalid(path, &port.to_string(), &msg))
+}
+
 /// `Required value` when empty, `Unsupported value` when not one of `allowed`.
 pub(super) fn one_of(value: Option<&str>, path: &str, allowed: &[&str]) -> Option<Cause> {
     match value.unwrap_or("") {

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{Container, PodSpec, Probe};
 
-use super::{non_negative, one_of};
+use super::{non_negative, one_of, port_number};
 use crate::names;
 use crate::status::{go_quote, Cause};
 
@@ -131,22 +131,13 @@ fn container(c: &Container, path: &str, volumes: &BTreeSet<&str>) -> Vec<Cause> 
         if port.container_port == 0 {
             causes.push(Cause::required(format!("{port_path}.containerPort")));
         } else {
-            for msg in names::port_number(port.container_port.into()) {
-                causes.push(Cause::invalid(
-                    format!("{port_path}.containerPort"),
-                    &port.container_port.to_string(),
-                    &msg,
-                ));
-            }
+            causes.extend(port_number(
+                port.container_port,
+                &format!("{port_path}.containerPort"),
+            ));
         }
         if let Some(host_port) = port.host_port.filter(|p| *p != 0) {
-            for msg in names::port_number(host_port.into()) {
-                causes.push(Cause::invalid(
-                    format!("{port_path}.hostPort"),
-                    &host_port.to_string(),
-                    &msg,
-                ));
-            }
+            causes.extend(port_number(host_port, &format!("{port_path}.hostPort")));
         }
         causes.extend(one_of(
             port.protocol.as_deref(),

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::pod::PROTOCOLS;
-use super::{labels, one_of};
+use super::{labels, one_of, port_number};
 use crate::names;
 use crate::status::{go_quote, Cause};
 
@@ -73,13 +73,7 @@ pub(in crate::admission) fn service(svc: &Service) -> Vec<Cause> {
                 }
             }
         }
-        for msg in names::port_number(port.port.into()) {
-            causes.push(Cause::invalid(
-                format!("{path}.port"),
-                &port.port.to_string(),
-                &msg,
-            ));
-        }
+        causes.extend(port_number(port.port, &format!("{path}.port")));
         causes.extend(one_of(
             port.protocol.as_deref(),
             &format!("{path}.protocol"),
@@ -87,13 +81,7 @@ pub(in crate::admission) fn service(svc: &Service) -> Vec<Cause> {
         ));
         match &port.target_port {
             Some(IntOrString::Int(n)) => {
-                for msg in names::port_number((*n).into()) {
-                    causes.push(Cause::invalid(
-                        format!("{path}.targetPort"),
-                        &n.to_string(),
-                        &msg,
-                    ));
-                }
+                causes.extend(port_number(*n, &format!("{path}.targetPort")));
             }
             Some(IntOrString::String(name)) => {
                 for msg in names::port_name(name) {
@@ -180,13 +168,7 @@ pub(in crate::admission) fn endpoints(endpoints: &Endpoints) -> Vec<Cause> {
                     }
                 }
             }
-            for msg in names::port_number(port.port.into()) {
-                causes.push(Cause::invalid(
-                    format!("{path}.port"),
-                    &port.port.to_string(),
-                    &msg,
-                ));
-            }
+            causes.extend(port_number(port.port, &format!("{path}.port")));
             causes.extend(one_of(
                 port.protocol.as_deref(),
                 &format!("{path}.protocol"),
