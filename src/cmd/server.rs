@@ -342,7 +342,10 @@ async fn keep_system_namespaces(app: Arc<App>) {
                 Err(e) => tracing::warn!(error = %e, "creating system namespaces"),
             }
         } else if app.store.status().leader.is_some()
-            && app.store.get("namespaces//default").is_some()
+            && app
+                .store
+                .get(&skiff_store::object_key("namespaces", "", "default"))
+                .is_some()
         {
             return;
         }

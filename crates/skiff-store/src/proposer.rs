@@ -61,7 +61,7 @@ impl Proposer {
 
     pub async fn propose(&self, proposal: Proposal) -> Result<ProposalResult, StoreError> {
         let (reply, result) = oneshot::channel();
-        let bytes = serde_json::to_vec(&proposal).map(|v| v.len()).unwrap_or(0);
+        let bytes = encoded_len(&proposal);
         self.queue
             .send(Pending {
                 proposal,
@@ -72,6 +72,24 @@ impl Proposer {
             .map_err(|_| StoreError::ShuttingDown)?;
         result.await.map_err(|_| StoreError::ShuttingDown)?
     }
+}
+
+/// The size of `proposal` as JSON, counted without building the bytes.
+fn encoded_len(proposal: &Proposal) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing to a counter cannot fail, and a Value always serialises.
+    let _ = serde_json::to_writer(&mut counter, proposal);
+    counter.0
 }
 
 async fn run(
