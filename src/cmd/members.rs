@@ -44,38 +44,7 @@ pub fn token(args: TokenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The server URL, CA and token of a kubeconfig written by `skiff server`.
-pub struct Kubeconfig {
-    pub server: String,
-    pub ca_pem: String,
-    pub token: String,
-}
-
-impl Kubeconfig {
-    pub fn read(path: &std::path::Path) -> anyhow::Result<Kubeconfig> {
-        use base64::Engine as _;
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        // skiff writes one cluster and one user, each field on its own line as a JSON string.
-        let field = |name: &str| -> anyhow::Result<String> {
-            let line = text
-                .lines()
-                .find_map(|l| l.trim().strip_prefix(&format!("{name}:")))
-                .with_context(|| format!("{} has no {name}", path.display()))?;
-            let value: Value =
-                serde_json::from_str(line.trim()).unwrap_or_else(|_| Value::from(line.trim()));
-            Ok(value.as_str().unwrap_or_default().to_string())
-        };
-        let ca = base64::engine::general_purpose::STANDARD
-            .decode(field("certificate-authority-data")?)
-            .context("decoding certificate-authority-data")?;
-        Ok(Kubeconfig {
-            server: field("server")?,
-            ca_pem: String::from_utf8(ca)?,
-            token: field("token")?,
-        })
-    }
-}
+pub use skiff_client::Kubeconfig;
 
 pub async fn run(args: MembersArgs) -> anyhow::Result<()> {
     let path = args.kubeconfig.unwrap_or_else(|| {

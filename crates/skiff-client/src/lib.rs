@@ -1,0 +1,486 @@
+//! skiff-client: how skiff's own components talk to the API server.
+//!
+//! The scheduler, the controllers and the node agents never reach into the store: they read and
+//! write through the same Kubernetes REST API that kubectl uses, so every write they make is
+//! validated, versioned and visible in watches like anyone else's (DESIGN.md: "no component calls
+//! another directly except through the API").
+//!
+//! ## Layout
+//! - [`Client`]: typed requests (`get`, `list`, `create`, `replace`, `patch`, `delete`, subresources)
+//!   over HTTPS with a bearer token, trusting exactly the cluster CA.
+//! - [`Kubeconfig`]: reads the kubeconfig `skiff server` writes.
+//! - [`watcher`]: a list + watch loop that survives dropped connections and `410 Gone`, yielding
+//!   [`watcher::Event`]s — the building block of every control loop.
+//!
+//! Types come from `k8s-openapi`; the URL of a type is derived from its `Resource` constants, so
+//! `client.get::<Pod>(Some("default"), "web")` needs no path strings.
+pub mod kubeconfig;
+pub mod watcher;
+
+pub use kubeconfig::Kubeconfig;
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use k8s_openapi::Resource;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What can go wrong talking to the API server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with a Kubernetes `Status` error (404, 409, 422, ...).
+    #[error("{code} {reason}: {message}")]
+    Api {
+        code: u16,
+        reason: String,
+        message: String,
+    },
+    /// The request did not get an answer (connection refused, TLS, timeout).
+    #[error("transport: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// The answer was not what its type promised.
+    #[error("decoding the answer: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The HTTP code of an API error, if this is one.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            Error::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Some(404)
+    }
+
+    pub fn is_conflict(&self) -> bool {
+        self.code() == Some(409)
+    }
+
+    pub fn is_gone(&self) -> bool {
+        self.code() == Some(410)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which objects a list or watch returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListParams {
+    pub label_selector: Option<String>,
+    pub field_selector: Option<String>,
+}
+
+impl ListParams {
+    pub fn fields(selector: impl Into<String>) -> ListParams {
+        ListParams {
+            field_selector: Some(selector.into()),
+            ..ListParams::default()
+        }
+    }
+
+    pub fn labels(selector: impl Into<String>) -> ListParams {
+        ListParams {
+            label_selector: Some(selector.into()),
+            ..ListParams::default()
+        }
+    }
+
+    fn append(&self, query: &mut Vec<(&'static str, String)>) {
+        if let Some(s) = &self.label_selector {
+            query.push(("labelSelector", s.clone()));
+        }
+        if let Some(s) = &self.field_selector {
+            query.push(("fieldSelector", s.clone()));
+        }
+    }
+}
+
+/// A list answer: the items and the revision to watch from.
+#[derive(Debug, Clone)]
+pub struct ObjectList<K> {
+    pub items: Vec<K>,
+    pub resource_version: String,
+}
+
+#[derive(Deserialize)]
+struct RawList<K> {
+    #[serde(default = "Vec::new")]
+    items: Vec<K>,
+    #[serde(default)]
+    metadata: RawListMeta,
+}
+
+#[derive(Deserialize, Default)]
+struct RawListMeta {
+    #[serde(default, rename = "resourceVersion")]
+    resource_version: String,
+}
+
+/// A Kubernetes API client for one cluster. Cheap to clone (the connection pool is shared).
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    server: String,
+    token: String,
+}
+
+impl Client {
+    /// A client for `server` (`https://host:port`) that trusts only `ca_pem` and authenticates
+    /// with `token`.
+    pub fn new(server: &str, ca_pem: &str, token: &str) -> Result<Client> {
+        // skiff uses ring for TLS everywhere; the binary installs it too, libraries and tests
+        // may not have.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes())?;
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .https_only(true)
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            // Idle pooled connections are closed before a restarted server's would be.
+            .pool_idle_timeout(Duration::from_secs(50))
+            .build()?;
+        Ok(Client {
+            http,
+            server: server.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        })
+    }
+
+    /// A client from a kubeconfig written by `skiff server`.
+    pub fn from_kubeconfig(path: &std::path::Path) -> Result<Client> {
+        let config = Kubeconfig::read(path)?;
+        Client::new(&config.server, &config.ca_pem, &config.token)
+    }
+
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The collection URL of `K` in namespace `ns` (all namespaces when `None` for namespaced
+    /// types).
+    pub fn collection_url<K: Resource>(&self, ns: Option<&str>) -> String {
+        let mut url = self.server.clone();
+        if K::GROUP.is_empty() {
+            let _ = write!(url, "/api/{}", K::VERSION);
+        } else {
+            let _ = write!(url, "/apis/{}/{}", K::GROUP, K::VERSION);
+        }
+        if let Some(ns) = ns {
+            let _ = write!(url, "/namespaces/{ns}");
+        }
+        let _ = write!(url, "/{}", K::URL_PATH_SEGMENT);
+        url
+    }
+
+    fn object_url<K: Resource>(&self, ns: Option<&str>, name: &str) -> String {
+        format!("{}/{}", self.collection_url::<K>(ns), name)
+    }
+
+    /// Sends a request and decodes a JSON answer; non-2xx answers become [`Error::Api`].
+    pub async fn request<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: &str,
+        query: &[(&str, String)],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<T> {
+        let response = self.send(method, url, query, body, None).await?;
+        let bytes = response.bytes().await?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        query: &[(&str, String)],
+        body: Option<(&str, Vec<u8>)>,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response> {
+        let mut request = self
+            .http
+            .request(method, url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if !query.is_empty() {
+            request = request.query(query);
+        }
+        if let Some((content_type, body)) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(body);
+        }
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        Err(api_error(
+            status,
+            &response.bytes().await.unwrap_or_default(),
+        ))
+    }
+
+    pub async fn get<K: Resource + DeserializeOwned>(
+        &self,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<K> {
+        self.request(Method::GET, &self.object_url::<K>(ns, name), &[], None)
+            .await
+    }
+
+    /// Like [`Client::get`] but `None` for 404.
+    pub async fn get_opt<K: Resource + DeserializeOwned>(
+        &self,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Option<K>> {
+        match self.get(ns, name).await {
+            Ok(object) => Ok(Some(object)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn list<K: Resource + DeserializeOwned>(
+        &self,
+        ns: Option<&str>,
+        params: &ListParams,
+    ) -> Result<ObjectList<K>> {
+        let mut query = Vec::new();
+        params.append(&mut query);
+        let raw: RawList<K> = self
+            .request(Method::GET, &self.collection_url::<K>(ns), &query, None)
+            .await?;
+        Ok(ObjectList {
+            items: raw.items,
+            resource_version: raw.metadata.resource_version,
+        })
+    }
+
+    pub async fn create<K: Resource + Serialize + DeserializeOwned>(
+        &self,
+        ns: Option<&str>,
+        object: &K,
+    ) -> Result<K> {
+        let body = json_body(object)?;
+        self.request(Method::POST, &self.collection_url::<K>(ns), &[], Some(body))
+            .await
+    }
+
+    /// PUT: replaces the object; its `metadata.resourceVersion` makes it a compare-and-swap.
+    pub async fn replace<K: Resource + Serialize + DeserializeOwned>(
+        &self,
+        ns: Option<&str>,
+        name: &str,
+        object: &K,
+    ) -> Result<K> {
+        let body = json_body(object)?;
+        self.request(
+            Method::PUT,
+            &self.object_url::<K>(ns, name),
+            &[],
+            Some(body),
+        )
+        .await
+    }
+
+    /// PUT on the `status` subresource: only `status` changes.
+    pub async fn replace_status<K: Resource + Serialize + DeserializeOwned>(
+        &self,
+        ns: Option<&str>,
+        name: &str,
+        object: &K,
+    ) -> Result<K> {
+        let body = json_body(object)?;
+        let url = format!("{}/status", self.object_url::<K>(ns, name));
+        self.request(Method::PUT, &url, &[], Some(body)).await
+    }
+
+    /// A JSON merge patch (RFC 7386) of the object, or of a subresource such as `status`.
+    pub async fn merge_patch<K: Resource + DeserializeOwned>(
+        &self,
+        ns: Option<&str>,
+        name: &str,
+        subresource: Option<&str>,
+        patch: &Value,
+    ) -> Result<K> {
+        let mut url = self.object_url::<K>(ns, name);
+        if let Some(sub) = subresource {
+            let _ = write!(url, "/{sub}");
+        }
+        let body = ("application/merge-patch+json", serde_json::to_vec(patch)?);
+        self.request(Method::PATCH, &url, &[], Some(body)).await
+    }
+
+    /// POST to a subresource (`binding`, `eviction`) and return the raw answer.
+    pub async fn post_subresource<K: Resource>(
+        &self,
+        ns: Option<&str>,
+        name: &str,
+        subresource: &str,
+        body: &Value,
+    ) -> Result<Value> {
+        let url = format!("{}/{subresource}", self.object_url::<K>(ns, name));
+        let body = ("application/json", serde_json::to_vec(body)?);
+        self.request(Method::POST, &url, &[], Some(body)).await
+    }
+
+    /// DELETE with optional preconditions (`uid`, `resourceVersion`) and grace period.
+    pub async fn delete<K: Resource>(
+        &self,
+        ns: Option<&str>,
+        name: &str,
+        options: &DeleteOptions,
+    ) -> Result<Value> {
+        let body = ("application/json", serde_json::to_vec(&options.to_json())?);
+        self.request(
+            Method::DELETE,
+            &self.object_url::<K>(ns, name),
+            &[],
+            Some(body),
+        )
+        .await
+    }
+
+    /// Opens a watch from `resource_version`; the answer is a stream of newline-separated
+    /// JSON events. `timeout` bounds how long the server keeps it open.
+    pub async fn watch_raw<K: Resource>(
+        &self,
+        ns: Option<&str>,
+        params: &ListParams,
+        resource_version: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response> {
+        let mut query = vec![
+            ("watch", "true".to_string()),
+            ("resourceVersion", resource_version.to_string()),
+            ("allowWatchBookmarks", "true".to_string()),
+            ("timeoutSeconds", timeout.as_secs().to_string()),
+        ];
+        params.append(&mut query);
+        let url = self.collection_url::<K>(ns);
+        self.send(Method::GET, &url, &query, None, None).await
+    }
+}
+
+/// Options of a DELETE.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    /// Delete only if the object still has this uid (it was not deleted and re-created).
+    pub uid: Option<String>,
+    /// Delete only if the object is still at this version.
+    pub resource_version: Option<String>,
+    pub grace_period_seconds: Option<i64>,
+    /// `Background`, `Foreground` or `Orphan`.
+    pub propagation_policy: Option<String>,
+}
+
+impl DeleteOptions {
+    pub fn with_uid(uid: impl Into<String>) -> DeleteOptions {
+        DeleteOptions {
+            uid: Some(uid.into()),
+            ..DeleteOptions::default()
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let mut options = serde_json::json!({"kind": "DeleteOptions", "apiVersion": "v1"});
+        if self.uid.is_some() || self.resource_version.is_some() {
+            options["preconditions"] = serde_json::json!({
+                "uid": self.uid, "resourceVersion": self.resource_version,
+            });
+        }
+        if let Some(grace) = self.grace_period_seconds {
+            options["gracePeriodSeconds"] = grace.into();
+        }
+        if let Some(policy) = &self.propagation_policy {
+            options["propagationPolicy"] = policy.clone().into();
+        }
+        options
+    }
+}
+
+fn json_body<T: Serialize>(object: &T) -> Result<(&'static str, Vec<u8>)> {
+    Ok(("application/json", serde_json::to_vec(object)?))
+}
+
+/// Turns a non-2xx answer into [`Error::Api`], reading the `Status` body when there is one.
+fn api_error(status: StatusCode, body: &[u8]) -> Error {
+    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let text = |key: &str| parsed.get(key).and_then(Value::as_str).map(str::to_string);
+    Error::Api {
+        code: status.as_u16(),
+        reason: text("reason")
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string()),
+        message: text("message")
+            .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(300).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{Node, Pod};
+
+    fn client() -> Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Client {
+            http: reqwest::Client::new(),
+            server: "https://h:6443".into(),
+            token: "t".into(),
+        }
+    }
+
+    #[test]
+    fn urls_come_from_the_resource_constants() {
+        let c = client();
+        assert_eq!(
+            c.collection_url::<Pod>(Some("default")),
+            "https://h:6443/api/v1/namespaces/default/pods"
+        );
+        assert_eq!(c.collection_url::<Pod>(None), "https://h:6443/api/v1/pods");
+        assert_eq!(
+            c.object_url::<Deployment>(Some("a"), "web"),
+            "https://h:6443/apis/apps/v1/namespaces/a/deployments/web"
+        );
+        assert_eq!(
+            c.object_url::<Node>(None, "n1"),
+            "https://h:6443/api/v1/nodes/n1"
+        );
+    }
+
+    #[test]
+    fn status_bodies_become_api_errors() {
+        let body = br#"{"kind":"Status","reason":"Conflict","message":"stale","code":409}"#;
+        let e = api_error(StatusCode::CONFLICT, body);
+        assert!(e.is_conflict());
+        assert_eq!(e.to_string(), "409 Conflict: stale");
+        let e = api_error(StatusCode::BAD_GATEWAY, b"upstream down");
+        assert_eq!(e.to_string(), "502 Bad Gateway: upstream down");
+    }
+
+    #[test]
+    fn delete_options_carry_preconditions() {
+        let o = DeleteOptions::with_uid("u1").to_json();
+        assert_eq!(o["preconditions"]["uid"], "u1");
+        assert!(o.get("gracePeriodSeconds").is_none());
+    }
+}
