@@ -14,6 +14,7 @@
 //!
 //! Types come from `k8s-openapi`; the URL of a type is derived from its `Resource` constants, so
 //! `client.get::<Pod>(Some("default"), "web")` needs no path strings.
+pub mod events;
 pub mod kubeconfig;
 pub mod watcher;
 
