@@ -24,6 +24,8 @@ struct Cli {
 enum Command {
     /// Run a control-plane server (the first one, or one joining a cluster).
     Server(cmd::server::ServerArgs),
+    /// Run a node agent that joins a cluster (with a node token from `skiff token --node`).
+    Agent(cmd::agent::AgentArgs),
     /// List or remove the servers of the Raft cluster.
     Members(cmd::members::MembersArgs),
     /// Print the token other servers join this cluster with.
@@ -49,6 +51,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Server(args) => cmd::server::run(args).await,
+            Command::Agent(args) => cmd::agent::run(args).await,
             Command::Members(args) => cmd::members::run(args).await,
             Command::Token(args) => cmd::members::token(args),
             Command::Bench(args) => cmd::bench::run(args).await,

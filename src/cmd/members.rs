@@ -33,11 +33,14 @@ pub enum MembersAction {
 pub struct TokenArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Print the token agents join with (`skiff agent --token`) instead of the server token.
+    #[arg(long)]
+    pub node: bool,
 }
 
 pub fn token(args: TokenArgs) -> anyhow::Result<()> {
     let dir = args.data_dir.unwrap_or_else(super::default_data_dir);
-    let path = dir.join("token");
+    let path = dir.join(if args.node { "node-token" } else { "token" });
     let token =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     println!("{}", token.trim());

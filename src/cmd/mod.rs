@@ -1,5 +1,6 @@
 //! The subcommands of `skiff`.
 
+pub mod agent;
 pub mod bench;
 pub mod client;
 pub mod members;

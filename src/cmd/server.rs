@@ -20,6 +20,7 @@ use reqwest::Method;
 use skiff_apiserver::app::{self, App, ClusterSecrets};
 use skiff_apiserver::cluster::{AddMember, JoinGrant, JoinRequest};
 use skiff_apiserver::pki::{self, ClusterCa, JoinToken};
+use skiff_controllers::nodeipam::ClusterCidr;
 use skiff_store::{PeerTransport, Store, StoreConfig};
 
 use super::client::{fetch_ca_unverified, ClusterClient};
@@ -51,6 +52,14 @@ pub struct ServerArgs {
     /// Snapshot the store and compact the Raft log every this many entries.
     #[arg(long, default_value_t = 5000)]
     pub snapshot_every: u64,
+    /// Do not run a node agent in this server (a control-plane-only machine).
+    #[arg(long)]
+    pub disable_agent: bool,
+    /// The range pod IPs come from; each node gets a /24 of it.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    #[command(flatten)]
+    pub agent: super::agent::AgentOptions,
 }
 
 /// Files inside the data dir.
@@ -178,6 +187,43 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let join_token = JoinToken::new(&ca.cert_pem, secret.clone()).format();
     pki::write_secret(&layout.join_token(), join_token.as_bytes())?;
     tokio::spawn(keep_system_namespaces(app.clone()));
+    let node_token = JoinToken::new(&ca.cert_pem, app.node_secret.clone()).format_node();
+    pki::write_secret(&layout.root.join("node-token"), node_token.as_bytes())?;
+
+    // The loops only the leader runs (node IPAM, scheduler, controllers), and this machine's
+    // own agent. Both talk to the API like any client, through this server.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let local = skiff_client::Client::new(&local_url, &ca.cert_pem, &admin_token)?;
+    let cidr = ClusterCidr::parse(&args.cluster_cidr).map_err(anyhow::Error::msg)?;
+    tokio::spawn(leader_loops(
+        app.clone(),
+        local.clone(),
+        cidr,
+        stop_rx.clone(),
+    ));
+    let agent = if args.disable_agent {
+        None
+    } else {
+        let mut options = args.agent.clone();
+        options.node_name.get_or_insert_with(|| name.clone());
+        let labels = vec![
+            (
+                "node-role.kubernetes.io/control-plane".to_string(),
+                "true".to_string(),
+            ),
+            (
+                "node-role.kubernetes.io/master".to_string(),
+                "true".to_string(),
+            ),
+        ];
+        let dir = layout.root.join("agent");
+        let stop = stop_rx.clone();
+        Some(tokio::spawn(async move {
+            if let Err(e) = super::agent::run_agent(options, local, dir, labels, stop).await {
+                tracing::error!(error = format!("{e:#}"), "the node agent stopped");
+            }
+        }))
+    };
     tracing::info!(
         kubeconfig = %layout.kubeconfig().display(),
         token_file = %layout.join_token().display(),
@@ -193,6 +239,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         result = &mut server => Some(result),
     };
     tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    if let Some(agent) = agent {
+        let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+    }
     store.shutdown().await?;
     app.shutdown.cancel();
     let result = match served_early {
@@ -321,7 +371,7 @@ fn kubeconfig_host(listen: IpAddr) -> IpAddr {
     }
 }
 
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()
@@ -331,6 +381,50 @@ fn hostname() -> String {
 
 /// Whichever server leads makes sure the system namespaces exist (retrying while there is no
 /// leader yet). Followers leave it to the leader.
+/// Starts the leader-only loops when this member becomes leader and stops them when it stops
+/// being leader (another member's loops take over; two schedulers must never run at once for
+/// long, and the store's compare-and-swap keeps even that brief overlap safe).
+async fn leader_loops(
+    app: Arc<App>,
+    client: skiff_client::Client,
+    cidr: ClusterCidr,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut running: Option<tokio::sync::watch::Sender<bool>> = None;
+    loop {
+        let leading = app.store.status().is_leader;
+        match (leading, running.is_some()) {
+            (true, false) => {
+                tracing::info!("leading: starting node IPAM, scheduler and controllers");
+                app.leases.reset();
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(skiff_controllers::nodeipam::run(
+                    client.clone(),
+                    cidr,
+                    rx.clone(),
+                ));
+                running = Some(tx);
+            }
+            (false, true) => {
+                tracing::info!("no longer leading: stopping the leader loops");
+                if let Some(tx) = running.take() {
+                    let _ = tx.send(true);
+                }
+            }
+            _ => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+                if let Some(tx) = running.take() {
+                    let _ = tx.send(true);
+                }
+                return;
+            }
+        }
+    }
+}
+
 async fn keep_system_namespaces(app: Arc<App>) {
     loop {
         if app.shutdown.is_cancelled() {
@@ -353,7 +447,7 @@ async fn keep_system_namespaces(app: Arc<App>) {
     }
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut terminate = match signal(SignalKind::terminate()) {
         Ok(s) => s,

@@ -54,10 +54,15 @@ pub struct App {
     /// Member ids handed out by `/skiff/v1/join` but not yet in the membership, so two servers
     /// joining at once do not get the same id.
     pub reserved_ids: Mutex<u64>,
+    /// The bearer token agents present (see [`crate::pki::node_secret`]).
+    pub node_secret: String,
+    /// When each node last sent a heartbeat to this member (only the leader's matters).
+    pub leases: crate::nodes::Leases,
 }
 
 impl App {
     pub fn new(store: Store, admin_token: String, cluster: ClusterSecrets) -> App {
+        let node_secret = crate::pki::node_secret(&cluster.secret);
         App {
             store,
             metrics: Metrics::new(),
@@ -65,6 +70,8 @@ impl App {
             cluster,
             shutdown: CancellationToken::new(),
             reserved_ids: Mutex::new(0),
+            node_secret,
+            leases: crate::nodes::Leases::default(),
         }
     }
 }
@@ -89,6 +96,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/skiff/v1/join", post(cluster::join))
         .route("/skiff/v1/members", get(cluster::list).post(cluster::add))
         .route("/skiff/v1/members/{id}", delete(cluster::remove))
+        .route(
+            "/skiff/v1/nodes/{name}/heartbeat",
+            post(crate::nodes::heartbeat),
+        )
         .fallback(resource_request)
         .layer(middleware::from_fn_with_state(app.clone(), authenticate))
         .with_state(app.clone());
@@ -119,8 +130,12 @@ async fn authenticate(State(app): State<Arc<App>>, request: Request, next: Next)
         .unwrap_or("");
     let eq =
         |secret: &str| skiff_store::service::constant_time_eq(token.as_bytes(), secret.as_bytes());
+    // Agents use the node secret for the Kubernetes API and heartbeats. (They may do anything
+    // the admin may: restricting a node to its own pods is not built yet.)
+    let node = eq(&app.node_secret)
+        && (!path.starts_with("/skiff/v1/") || path.starts_with("/skiff/v1/nodes/"));
     let allowed =
-        eq(&app.admin_token) || (path.starts_with("/skiff/v1/") && eq(&app.cluster.secret));
+        eq(&app.admin_token) || node || (path.starts_with("/skiff/v1/") && eq(&app.cluster.secret));
     if allowed {
         next.run(request).await
     } else {

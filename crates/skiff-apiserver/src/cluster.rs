@@ -52,7 +52,7 @@ pub struct AddMember {
 }
 
 /// `None` when this member leads; otherwise the redirect (or 503) to answer with.
-fn redirect_to_leader(app: &App, path: &str) -> Option<Response> {
+pub(crate) fn redirect_to_leader(app: &App, path: &str) -> Option<Response> {
     match app.store.leader() {
         Some((id, _)) if id == app.store.id() => None,
         Some((_, addr)) => {

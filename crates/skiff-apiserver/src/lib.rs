@@ -21,6 +21,7 @@ pub mod app;
 pub mod cluster;
 pub mod discovery;
 pub mod metrics;
+pub mod nodes;
 pub mod objects;
 pub mod openapi;
 pub mod pki;

@@ -463,6 +463,31 @@ pub async fn delete(app: &App, target: &Target, params: &Params, body: &[u8]) ->
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
+    if let Some(marked) = graceful_deletion(info.resource, &current, &options) {
+        // The object stays, marked for deletion; the agent running the pod removes it once
+        // its containers have stopped.
+        if dry_run || marked == *current {
+            return Ok(respond::json(StatusCode::OK, &marked));
+        }
+        let revision = current
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|v| v.parse::<u64>().ok());
+        let op = Op::Update {
+            key: key.clone(),
+            object: marked,
+            expected_revision: expected_revision.or(revision),
+        };
+        return match app
+            .store
+            .propose_one(op)
+            .await
+            .map_err(respond::store_error)?
+        {
+            Ok(stored) => Ok(respond::json(StatusCode::OK, &stored)),
+            Err(e) => Err(respond::op_error(info, &name, e)),
+        };
+    }
     let mut attempt = 0;
     loop {
         if dry_run {
@@ -502,6 +527,47 @@ pub async fn delete(app: &App, target: &Target, params: &Params, body: &[u8]) ->
         StatusCode::OK,
         &status::success_status(info, &name, &uid),
     ))
+}
+
+/// Graceful deletion (Kubernetes' `BeforeDelete`): a pod running on a node is not removed at
+/// once but marked with `deletionTimestamp` = now + grace period, so its agent can stop the
+/// containers (SIGTERM, wait, SIGKILL) and then delete it for good with a grace period of 0.
+/// Pods that never reached a node, pods that finished, and a grace period of 0 (`--force`)
+/// delete at once. A second delete may shorten the grace period, never lengthen it.
+///
+/// Returns the marked object, or `None` when the object should be removed now.
+fn graceful_deletion(resource: &str, current: &Value, options: &Value) -> Option<Value> {
+    if resource != "pods" {
+        return None;
+    }
+    let on_node = current
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let phase = current.pointer("/status/phase").and_then(Value::as_str);
+    if !on_node || matches!(phase, Some("Succeeded") | Some("Failed")) {
+        return None;
+    }
+    let requested = options.get("gracePeriodSeconds").and_then(Value::as_i64);
+    let pod_default = current
+        .pointer("/spec/terminationGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(30);
+    let already = current
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64);
+    let grace = requested.unwrap_or(pod_default).max(0);
+    if grace == 0 {
+        return None;
+    }
+    if already.is_some_and(|a| a <= grace) {
+        return Some(current.clone());
+    }
+    let mut marked = current.clone();
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
+    marked["metadata"]["deletionTimestamp"] = at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string().into();
+    marked["metadata"]["deletionGracePeriodSeconds"] = grace.into();
+    Some(marked)
 }
 
 /// Delete operations for every object inside namespace `ns`.

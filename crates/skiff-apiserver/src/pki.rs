@@ -365,6 +365,20 @@ impl JoinToken {
 
     /// Reads the form [`JoinToken::format`] writes.
     pub fn parse(token: &str) -> Result<Self, PkiError> {
+        Self::parse_as(token, JOIN_TOKEN_USER)
+    }
+
+    /// The node token a remote agent presents: `K10<ca_hash>::node:<node secret>`.
+    pub fn format_node(&self) -> String {
+        format!("{JOIN_TOKEN_PREFIX}{}::node:{}", self.ca_hash, self.secret)
+    }
+
+    /// Parses a node token (as [`JoinToken::parse`] does a server token).
+    pub fn parse_node(token: &str) -> Result<Self, PkiError> {
+        Self::parse_as(token, "node")
+    }
+
+    fn parse_as(token: &str, user: &str) -> Result<Self, PkiError> {
         let rest = token
             .trim()
             .strip_prefix(JOIN_TOKEN_PREFIX)
@@ -378,11 +392,13 @@ impl JoinToken {
             ));
         }
         let secret = credentials
-            .strip_prefix(JOIN_TOKEN_USER)
+            .strip_prefix(user)
             .and_then(|s| s.strip_prefix(':'))
-            .ok_or(PkiError::MalformedJoinToken(
-                "expected 'server:<secret>' after '::'",
-            ))?;
+            .ok_or(PkiError::MalformedJoinToken(if user == "node" {
+                "expected 'node:<secret>' after '::'"
+            } else {
+                "expected 'server:<secret>' after '::'"
+            }))?;
         if secret.is_empty() || secret.chars().any(char::is_whitespace) {
             return Err(PkiError::MalformedJoinToken(
                 "the secret must be non-empty and contain no spaces",
@@ -497,6 +513,12 @@ fn normalise_sans(sans: &[String]) -> Vec<String> {
     sans.sort();
     sans.dedup();
     sans
+}
+
+/// The secret agents present: derived from the cluster secret, so it is not the secret that
+/// lets a machine join as a server.
+pub fn node_secret(cluster_secret: &str) -> String {
+    sha256_hex(format!("skiff-node:{cluster_secret}").as_bytes())
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -19,12 +19,13 @@ pub mod kubeconfig;
 pub mod watcher;
 
 pub use kubeconfig::Kubeconfig;
+pub use reqwest::Method;
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use k8s_openapi::Resource;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -130,6 +131,8 @@ struct RawListMeta {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// The same trust, but redirects are returned instead of followed (see `request_leader`).
+    no_redirect: reqwest::Client,
     server: String,
     token: String,
 }
@@ -142,18 +145,23 @@ impl Client {
         // may not have.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes())?;
-        let http = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(ca)
-            .https_only(true)
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5))
-            // Idle pooled connections are closed before a restarted server's would be.
-            .pool_idle_timeout(Duration::from_secs(50))
-            .build()?;
+        let builder = || {
+            reqwest::Client::builder()
+                .use_rustls_tls()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(ca.clone())
+                .https_only(true)
+                .tcp_nodelay(true)
+                .connect_timeout(Duration::from_secs(5))
+                // Idle pooled connections are closed before a restarted server's would be.
+                .pool_idle_timeout(Duration::from_secs(50))
+        };
         Ok(Client {
-            http,
+            http: builder().build()?,
+            no_redirect: builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(10))
+                .build()?,
             server: server.trim_end_matches('/').to_string(),
             token: token.to_string(),
         })
@@ -200,6 +208,46 @@ impl Client {
         let response = self.send(method, url, query, body, None).await?;
         let bytes = response.bytes().await?;
         Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    /// A request to one of skiff's own endpoints (`path` such as `/skiff/v1/...`) that only
+    /// the Raft leader answers: a follower redirects (307) and the request is sent again to
+    /// the leader, with the token (every member is under the same CA, so the token stays
+    /// within the cluster).
+    pub async fn request_leader<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T> {
+        let mut url = format!("{}{path}", self.server);
+        for _ in 0..3 {
+            let mut request = self
+                .no_redirect
+                .request(method.clone(), &url)
+                .bearer_auth(&self.token);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = request.send().await?;
+            let status = response.status();
+            if status == StatusCode::TEMPORARY_REDIRECT {
+                if let Some(location) = response
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    url = location.to_string();
+                    continue;
+                }
+            }
+            let bytes = response.bytes().await?;
+            if !status.is_success() {
+                return Err(api_error(status, &bytes));
+            }
+            return Ok(serde_json::from_slice(&bytes)?);
+        }
+        Err(Error::Config(format!("{path}: too many redirects")))
     }
 
     async fn send(
@@ -445,6 +493,7 @@ mod tests {
         let _ = rustls::crypto::ring::default_provider().install_default();
         Client {
             http: reqwest::Client::new(),
+            no_redirect: reqwest::Client::new(),
             server: "https://h:6443".into(),
             token: "t".into(),
         }

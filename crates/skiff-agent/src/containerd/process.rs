@@ -1,0 +1,125 @@
+//! The agent's own containerd: a child process with its config, root, state and socket under
+//! the agent's data dir, restarted if it dies (k3s does the same). Running our own keeps skiff
+//! independent of whatever containerd (or Docker) the machine already has.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// Where the child containerd keeps its files.
+pub struct ContainerdPaths {
+    pub config: PathBuf,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl ContainerdPaths {
+    pub fn under(data_dir: &Path) -> ContainerdPaths {
+        let dir = data_dir.join("containerd");
+        ContainerdPaths {
+            config: dir.join("config.toml"),
+            root: dir.join("root"),
+            // The state dir holds sockets of shims; keep its path short (unix socket paths are
+            // limited to 108 bytes), so it goes under /run when the data dir is deep.
+            state: dir.join("state"),
+            socket: dir.join("containerd.sock"),
+            log: dir.join("containerd.log"),
+        }
+    }
+
+    /// A version-2 config: own paths, the CRI plugin disabled (skiff is the kubelet here).
+    pub fn config_toml(&self) -> String {
+        format!(
+            "version = 2\nroot = {root:?}\nstate = {state:?}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\n[grpc]\n  address = {socket:?}\n\n[ttrpc]\n  address = {ttrpc:?}\n",
+            root = self.root,
+            state = self.state,
+            socket = self.socket,
+            ttrpc = self.socket.with_extension("sock.ttrpc"),
+        )
+    }
+}
+
+/// Starts containerd and keeps it running until `shutdown` turns true. Resolves once the
+/// socket answers the first time.
+pub async fn supervise(
+    data_dir: &Path,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<PathBuf> {
+    let paths = ContainerdPaths::under(data_dir);
+    std::fs::create_dir_all(&paths.root)?;
+    std::fs::create_dir_all(&paths.state)?;
+    std::fs::write(&paths.config, paths.config_toml())?;
+    let socket = paths.socket.clone();
+    let (ready_tx, mut ready_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut restarts = 0u32;
+        loop {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&paths.log);
+            let mut command = tokio::process::Command::new("containerd");
+            command.arg("--config").arg(&paths.config);
+            if let Ok(log) = log {
+                if let Ok(copy) = log.try_clone() {
+                    command.stdout(copy);
+                }
+                command.stderr(log);
+            }
+            // Ending the agent must not take containerd (and so every container) down with a
+            // signal meant for the agent's process group: containers outlive agent restarts.
+            command.process_group(0);
+            let mut child = match command.spawn() {
+                Ok(child) => child,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start containerd");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    continue;
+                }
+            };
+            tracing::info!(pid = child.id(), "containerd started");
+            let socket = paths.socket.clone();
+            let ready_tx = ready_tx.clone();
+            tokio::spawn(async move {
+                for _ in 0..200 {
+                    if containerd_client::connect(&socket).await.is_ok() {
+                        let _ = ready_tx.send(true);
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
+            tokio::select! {
+                status = child.wait() => {
+                    restarts += 1;
+                    tracing::warn!(?status, restarts, "containerd exited; restarting");
+                    tokio::time::sleep(Duration::from_millis(500 * u64::from(restarts.min(10)))).await;
+                }
+                _ = crate::stopped(&mut shutdown) => {
+                    // SIGTERM lets containerd close cleanly; running containers keep running
+                    // under their shims.
+                    if let Some(pid) = child.id() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid as i32),
+                            nix::sys::signal::Signal::SIGTERM,
+                        );
+                    }
+                    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                    let _ = child.kill().await;
+                    return;
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(15), ready_rx.wait_for(|ready| *ready))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "containerd did not answer on {} within 15 s",
+                socket.display()
+            )
+        })??;
+    Ok(socket)
+}

@@ -1,0 +1,171 @@
+//! skiff-agent: the node agent. It makes the pods bound to its node real and reports back.
+//!
+//! ## Layout
+//! - [`runtime`]: the [`runtime::Runtime`] trait; [`containerd`] is the real implementation
+//!   (containerd over gRPC, its own supervised containerd process), [`fake`] a fake for tests
+//!   and simulated nodes.
+//! - [`network`]: pod network namespaces and the CNI plugins.
+//! - [`spec`]: a pod's container → an OCI runtime spec (pure).
+//! - [`worker`]: one task per pod: sandbox, init containers, restarts with back-off, teardown.
+//! - [`status`]: pod status as Kubernetes computes it (pure).
+//! - [`logs`]: container log files (CRI format, rotation) and reading them back.
+//! - [`node`]: registering the Node, heartbeats.
+//!
+//! ## The agent loop
+//! ```text
+//! register Node ──► watch pods with spec.nodeName=<me> ──► one worker per pod
+//!        │                                                  │ status patches, events
+//!        └─ heartbeat every 5 s to the leader (memory only)  ▼
+//!                                                       API server
+//! ```
+//! At start the agent lists what the runtime already runs: containers of pods that still exist
+//! are adopted by their workers (no restart); everything else is removed.
+pub mod containerd;
+pub mod fake;
+pub mod images;
+pub mod logs;
+pub mod network;
+pub mod node;
+pub mod runtime;
+pub mod spec;
+pub mod status;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use skiff_client::events::Recorder;
+use skiff_client::watcher::{self, Event};
+use skiff_client::{Client, ListParams};
+use tokio::sync::watch;
+
+use crate::runtime::Runtime;
+use crate::worker::{NodeContext, WorkerHandle};
+
+/// How an agent is set up.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    pub node_ip: String,
+    pub data_dir: PathBuf,
+    /// Labels added to the Node (e.g. the control-plane role for servers).
+    pub labels: Vec<(String, String)>,
+    /// How often the agent tells the leader it is alive.
+    pub heartbeat: Duration,
+    /// The container runtime's version string for `kubectl get nodes -o wide`.
+    pub runtime_version: String,
+}
+
+/// Runs the agent (its Node registered with [`node::register`]) until `shutdown` turns true. Containers keep running after it returns (an
+/// agent restart adopts them).
+pub async fn run<R: Runtime>(
+    config: AgentConfig,
+    client: Client,
+    runtime: Arc<R>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let heartbeat = tokio::spawn(node::heartbeat_loop(
+        client.clone(),
+        config.node_name.clone(),
+        config.heartbeat,
+        shutdown.clone(),
+    ));
+
+    let ctx = Arc::new(NodeContext {
+        runtime: runtime.clone(),
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), "kubelet", Some(&config.node_name)),
+        node_name: config.node_name.clone(),
+        node_ip: config.node_ip.clone(),
+        data_dir: config.data_dir.clone(),
+    });
+
+    // What the runtime already has, by pod uid: adopted by workers or removed.
+    let mut leftovers = worker::group_by_pod(runtime.list().await.unwrap_or_default());
+    let mut leftover_sandboxes: Vec<String> = runtime.list_sandboxes().await.unwrap_or_default();
+    let mut first_list = true;
+
+    let mut pods = watcher::spawn::<Pod>(
+        client.clone(),
+        None,
+        ListParams::fields(format!("spec.nodeName={}", config.node_name)),
+    );
+    let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
+    loop {
+        let event = tokio::select! {
+            event = pods.recv() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            _ = crate::stopped(&mut shutdown) => break,
+        };
+        // Workers that finished (their pod was deleted) are forgotten.
+        workers.retain(|_, w| !w.done.is_finished());
+        match event {
+            Event::Applied(pod) => dispatch(&ctx, &mut workers, &mut leftovers, pod),
+            Event::Deleted(pod) => {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                if let Some(w) = workers.get(&uid) {
+                    let _ = w.pod.send(None);
+                }
+            }
+            Event::Restarted(list) => {
+                let present: std::collections::HashSet<String> =
+                    list.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+                for (uid, w) in &workers {
+                    if !present.contains(uid) {
+                        let _ = w.pod.send(None);
+                    }
+                }
+                for pod in list {
+                    dispatch(&ctx, &mut workers, &mut leftovers, pod);
+                }
+                if first_list {
+                    first_list = false;
+                    // Containers and networks of pods that no longer exist: deleted while the
+                    // agent was down. Nothing may leak.
+                    for (uid, records) in leftovers.drain() {
+                        tracing::info!(pod_uid = %uid, "removing containers of a deleted pod");
+                        for record in records {
+                            let _ = runtime.stop(&record.id, Duration::ZERO).await;
+                            let _ = runtime.remove(&record.id).await;
+                        }
+                    }
+                    for uid in leftover_sandboxes.drain(..) {
+                        if !present.contains(&uid) {
+                            let _ = runtime.teardown_sandbox(&uid).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    heartbeat.abort();
+    Ok(())
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Hands the pod to its worker, starting one if needed.
+fn dispatch<R: Runtime>(
+    ctx: &Arc<NodeContext<R>>,
+    workers: &mut HashMap<String, WorkerHandle>,
+    leftovers: &mut HashMap<String, Vec<runtime::ContainerRecord>>,
+    pod: Pod,
+) {
+    let Some(uid) = pod.metadata.uid.clone() else {
+        return;
+    };
+    if let Some(w) = workers.get(&uid) {
+        let _ = w.pod.send(Some(pod));
+        return;
+    }
+    let adopted = leftovers.remove(&uid).unwrap_or_default();
+    workers.insert(uid, worker::spawn(ctx.clone(), pod, adopted));
+}

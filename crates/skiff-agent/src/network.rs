@@ -1,0 +1,298 @@
+//! Pod networking: one network namespace per pod, wired to the node's bridge by CNI plugins.
+//!
+//! ```text
+//!  host netns                                pod netns (DATA/netns/<pod uid>)
+//!  ┌──────────────────────────────┐          ┌──────────────────────────┐
+//!  │ skiff0 bridge 10.42.0.1/24 ──┼── veth ──┼─ eth0 10.42.0.7/24       │
+//!  │ (gateway for the pod CIDR)   │          │ lo 127.0.0.1             │
+//!  └──────────────────────────────┘          └──────────────────────────┘
+//! ```
+//! - The namespace is created by the agent, not by a "pause" container: a thread calls
+//!   `unshare(CLONE_NEWNET)` and bind-mounts its `/proc/thread-self/ns/net` onto a file, which keeps
+//!   the namespace alive after the thread is gone. Every container of the pod is given that file
+//!   as its network namespace, so they share `localhost` and the IP.
+//! - CNI plugins are plain executables (Debian's containernetworking-plugins): the agent runs
+//!   `bridge` (with `host-local` IPAM over the node's pod CIDR) and `loopback` with the CNI
+//!   environment variables and the network config on stdin; the bridge plugin's answer names the
+//!   IP. `DEL` with the same arguments releases it.
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+
+use crate::runtime::RuntimeError;
+
+/// Where the CNI plugins are on Debian.
+pub const DEFAULT_CNI_BIN: &str = "/usr/lib/cni";
+
+/// The network settings of one node.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// The pod CIDR assigned to this node (e.g. `10.42.0.0/24`).
+    pub pod_cidr: String,
+    /// The bridge name (skiff0 by default; tests use their own so they can run side by side).
+    pub bridge: String,
+    /// Where the CNI plugin binaries are.
+    pub cni_bin: PathBuf,
+    /// The agent's data dir: netns files and host-local's IP allocations live under it.
+    pub data_dir: PathBuf,
+}
+
+impl NetworkConfig {
+    fn netns_dir(&self) -> PathBuf {
+        self.data_dir.join("netns")
+    }
+
+    pub fn netns_path(&self, pod_uid: &str) -> PathBuf {
+        self.netns_dir().join(pod_uid)
+    }
+
+    /// The bridge plugin's configuration (CNI spec 1.0).
+    fn bridge_conf(&self) -> Value {
+        json!({
+            "cniVersion": "1.0.0",
+            "name": "skiff",
+            "type": "bridge",
+            "bridge": self.bridge,
+            "isGateway": true,
+            // Pods reach the outside world through the node's address.
+            "ipMasq": true,
+            // A pod can reach itself through a Service address that the proxy sends back to it.
+            "hairpinMode": true,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": self.pod_cidr}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": self.data_dir.join("cni").join("ipam"),
+            }
+        })
+    }
+
+    /// Creates the pod's namespace (if missing) and attaches it; returns its IP.
+    pub async fn setup(&self, pod_uid: &str) -> Result<(PathBuf, String), RuntimeError> {
+        let netns = self.netns_path(pod_uid);
+        if !netns.exists() {
+            create_netns(&netns).await?;
+        }
+        self.plugin(
+            "ADD",
+            "loopback",
+            "lo",
+            pod_uid,
+            &netns,
+            &json!({"cniVersion": "1.0.0", "name": "lo", "type": "loopback"}),
+        )
+        .await?;
+        let result = self
+            .plugin(
+                "ADD",
+                "bridge",
+                "eth0",
+                pod_uid,
+                &netns,
+                &self.bridge_conf(),
+            )
+            .await?;
+        let ip = result
+            .pointer("/ips/0/address")
+            .and_then(Value::as_str)
+            .and_then(|cidr| cidr.split('/').next())
+            .ok_or_else(|| RuntimeError::Failed(format!("CNI bridge gave no IP: {result}")))?;
+        Ok((netns, ip.to_string()))
+    }
+
+    /// Detaches the pod (frees its IP) and removes its namespace. Safe to call twice.
+    pub async fn teardown(&self, pod_uid: &str) -> Result<(), RuntimeError> {
+        let netns = self.netns_path(pod_uid);
+        // DEL must run even if the namespace is already gone, so host-local frees the IP.
+        let ns_arg = if netns.exists() {
+            netns.clone()
+        } else {
+            PathBuf::new()
+        };
+        self.plugin(
+            "DEL",
+            "bridge",
+            "eth0",
+            pod_uid,
+            &ns_arg,
+            &self.bridge_conf(),
+        )
+        .await?;
+        if netns.exists() {
+            remove_netns(&netns)?;
+        }
+        Ok(())
+    }
+
+    /// Pod uids that still have a namespace file.
+    pub fn list(&self) -> Vec<String> {
+        std::fs::read_dir(self.netns_dir())
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Runs one CNI plugin. The environment is cleared: plugins read only CNI_* and PATH.
+    async fn plugin(
+        &self,
+        command: &str,
+        plugin: &str,
+        ifname: &str,
+        container_id: &str,
+        netns: &Path,
+        conf: &Value,
+    ) -> Result<Value, RuntimeError> {
+        let binary = self.cni_bin.join(plugin);
+        let mut child = tokio::process::Command::new(&binary)
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", container_id)
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", ifname)
+            .env("CNI_PATH", &self.cni_bin)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| RuntimeError::Failed(format!("running {}: {e}", binary.display())))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let body = conf.to_string();
+            stdin
+                .write_all(body.as_bytes())
+                .await
+                .map_err(|e| RuntimeError::Failed(format!("CNI {plugin}: {e}")))?;
+        }
+        let output = child
+            .wait_with_output()
+            .await
+            .map_err(|e| RuntimeError::Failed(format!("CNI {plugin}: {e}")))?;
+        let stdout: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+        if !output.status.success() {
+            // Plugins report errors as JSON {code, msg, details} on stdout.
+            let msg = stdout
+                .get("msg")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| String::from_utf8_lossy(&output.stderr).trim().to_string());
+            return Err(RuntimeError::Failed(format!(
+                "CNI {plugin} {command} for {container_id}: {msg}"
+            )));
+        }
+        Ok(stdout)
+    }
+}
+
+/// Makes a new network namespace and pins it at `path` with a bind mount.
+async fn create_netns(path: &Path) -> Result<(), RuntimeError> {
+    let path = path.to_path_buf();
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        RuntimeError::Failed(format!("creating network namespace: {what}: {e}"))
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| failed("mkdir", &e))?;
+    }
+    std::fs::File::create(&path).map_err(|e| failed("creating the pin file", &e))?;
+    // unshare() changes the namespace of the calling thread only, so a short-lived thread of
+    // its own does it; the runtime's threads keep the host's namespace.
+    let pin = path.clone();
+    let result = std::thread::spawn(move || -> Result<(), String> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("unshare: {e}"))?;
+        let own = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
+        nix::mount::mount(
+            Some(own.as_str()),
+            &pin,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("bind mount: {e}"))
+    })
+    .join()
+    .map_err(|_| failed("thread", &"panicked"))?;
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&path);
+        return Err(failed("", &e));
+    }
+    Ok(())
+}
+
+/// Unpins and deletes a namespace file; the namespace dies with its last user.
+fn remove_netns(path: &Path) -> Result<(), RuntimeError> {
+    match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => {
+            return Err(RuntimeError::Failed(format!(
+                "unmounting {}: {e}",
+                path.display()
+            )))
+        }
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(RuntimeError::Failed(format!(
+            "removing {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Removes the node's bridge (at agent shutdown in tests; CNI DEL leaves it).
+pub async fn delete_bridge(name: &str) {
+    let _ = tokio::process::Command::new("ip")
+        .args(["link", "delete", name])
+        .stderr(Stdio::null())
+        .status()
+        .await;
+}
+
+/// Lets traffic to and from the bridge through the FORWARD chain, which Docker sets to DROP
+/// (bridged pod traffic traverses iptables). Idempotent: checks before inserting.
+pub async fn allow_forwarding(bridge: &str) -> Result<(), RuntimeError> {
+    for direction in ["-i", "-o"] {
+        let rule = ["FORWARD", direction, bridge, "-j", "ACCEPT"];
+        let present = tokio::process::Command::new("iptables")
+            .arg("-C")
+            .args(rule)
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !present {
+            let status = tokio::process::Command::new("iptables")
+                .arg("-I")
+                .args(rule)
+                .status()
+                .await
+                .map_err(|e| RuntimeError::Failed(format!("iptables: {e}")))?;
+            if !status.success() {
+                return Err(RuntimeError::Failed(format!(
+                    "iptables -I FORWARD {direction} {bridge} failed"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes what [`allow_forwarding`] added.
+pub async fn remove_forwarding(bridge: &str) {
+    for direction in ["-i", "-o"] {
+        let _ = tokio::process::Command::new("iptables")
+            .args(["-D", "FORWARD", direction, bridge, "-j", "ACCEPT"])
+            .stderr(Stdio::null())
+            .status()
+            .await;
+    }
+}

@@ -1,0 +1,797 @@
+//! The pod worker: one task per pod bound to this node, turning the pod's spec into running
+//! containers and its containers' lives into the pod's status.
+//!
+//! A worker wakes up when the pod object changes, when one of its containers exits, or when a
+//! timer it set fires (a back-off ending), and then runs [`Worker::sync`] — one pass that moves
+//! the pod one step closer to its spec:
+//!
+//! ```text
+//! deleting? ── yes ─► stop containers (SIGTERM, grace, SIGKILL) ─► remove ─► free network ─► delete object
+//!    │ no
+//! sandbox (netns + IP) ─► init containers, one at a time, each to exit 0 ─► app containers
+//!    running? keep │ exited? restartPolicy + CrashLoopBackOff decide when to start again
+//! ─► write status if it changed
+//! ```
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use skiff_client::events::{object_ref, EventType, Recorder};
+use skiff_client::{Client, DeleteOptions};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::runtime::{
+    ContainerRecord, ContainerState, Runtime, RuntimeError, Sandbox, SandboxConfig,
+};
+use crate::spec::{self, Downward, PodDirs};
+use crate::status::{self, ContainerView, Current, PodView, Terminated};
+
+/// Kubernetes' CrashLoopBackOff: 10 s doubling to 5 min; a container that ran 10 minutes
+/// without failing starts over at 10 s.
+pub const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+pub const BACKOFF_RESET: Duration = Duration::from_secs(600);
+
+/// What every worker on a node shares.
+pub struct NodeContext<R> {
+    pub runtime: Arc<R>,
+    pub client: Client,
+    pub recorder: Recorder,
+    pub node_name: String,
+    pub node_ip: String,
+    pub data_dir: PathBuf,
+}
+
+impl<R> NodeContext<R> {
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.data_dir.join("pods").join(uid)
+    }
+
+    pub fn log_dir(&self, namespace: &str, name: &str, uid: &str) -> PathBuf {
+        self.data_dir
+            .join("logs")
+            .join(format!("{namespace}_{name}_{uid}"))
+    }
+}
+
+/// One container slot of the pod (an init or app container) and its history.
+#[derive(Debug, Clone)]
+struct Slot {
+    spec: Container,
+    init: bool,
+    /// The runtime id of the current (or last) container.
+    id: Option<String>,
+    /// The attempt number the next start uses.
+    next_attempt: u32,
+    restart_count: i32,
+    current: Current,
+    last: Option<Terminated>,
+    image_id: String,
+    /// No start before this instant (back-off).
+    not_before: Option<Instant>,
+    /// The delay the next failure adds.
+    backoff: Option<Duration>,
+    image_reported: bool,
+}
+
+impl Slot {
+    fn new(spec: Container, init: bool) -> Slot {
+        Slot {
+            spec,
+            init,
+            id: None,
+            next_attempt: 0,
+            restart_count: 0,
+            current: Current::Waiting {
+                reason: if init {
+                    "PodInitializing"
+                } else {
+                    "ContainerCreating"
+                }
+                .into(),
+                message: None,
+            },
+            last: None,
+            image_id: String::new(),
+            not_before: None,
+            backoff: None,
+            image_reported: false,
+        }
+    }
+
+    fn view(&self) -> ContainerView {
+        ContainerView {
+            name: self.spec.name.clone(),
+            image: self.spec.image.clone().unwrap_or_default(),
+            image_id: self.image_id.clone(),
+            container_id: self.id.as_ref().map(|id| format!("containerd://{id}")),
+            restart_count: self.restart_count,
+            ready: matches!(self.current, Current::Running { .. }) && !self.init,
+            current: self.current.clone(),
+            last: self.last.clone(),
+        }
+    }
+}
+
+/// A handle the agent keeps per pod.
+pub struct WorkerHandle {
+    pub pod: watch::Sender<Option<Pod>>,
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the worker of `pod`, adopting `adopted` containers found in the runtime.
+pub fn spawn<R: Runtime>(
+    ctx: Arc<NodeContext<R>>,
+    pod: Pod,
+    adopted: Vec<ContainerRecord>,
+) -> WorkerHandle {
+    let (tx, rx) = watch::channel(Some(pod.clone()));
+    let done = tokio::spawn(async move {
+        let mut worker = Worker::new(ctx, pod, adopted);
+        worker.run(rx).await;
+    });
+    WorkerHandle { pod: tx, done }
+}
+
+struct Worker<R> {
+    ctx: Arc<NodeContext<R>>,
+    pod: Pod,
+    uid: String,
+    sandbox: Option<Sandbox>,
+    start_time: Option<Timestamp>,
+    slots: Vec<Slot>,
+    exits: (
+        mpsc::Sender<(String, ContainerState)>,
+        mpsc::Receiver<(String, ContainerState)>,
+    ),
+    reported: Option<serde_json::Value>,
+    message: Option<(String, String)>,
+    wake_at: Option<Instant>,
+    sandbox_torn_down: bool,
+}
+
+enum Next {
+    Continue,
+    Finished,
+}
+
+impl<R: Runtime> Worker<R> {
+    fn new(ctx: Arc<NodeContext<R>>, pod: Pod, adopted: Vec<ContainerRecord>) -> Worker<R> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mut slots: Vec<Slot> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| Slot::new(c.clone(), true))
+            .chain(spec.containers.iter().map(|c| Slot::new(c.clone(), false)))
+            .collect();
+        let exits = mpsc::channel(64);
+        // Adopt: the newest container of each slot becomes its current one; its restart
+        // count is its attempt number (each restart is a new attempt).
+        let start_time = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .map(|t| t.0);
+        for slot in &mut slots {
+            let newest = adopted
+                .iter()
+                .filter(|r| r.container_name == slot.spec.name)
+                .max_by_key(|r| r.attempt);
+            if let Some(record) = newest {
+                slot.id = Some(record.id.clone());
+                slot.next_attempt = record.attempt + 1;
+                slot.restart_count = record.attempt as i32;
+                slot.image_id = record.image_id.clone();
+                slot.image_reported = true;
+                slot.current = match &record.state {
+                    ContainerState::Running { started_at } => {
+                        let tx = exits.0.clone();
+                        let runtime = ctx.runtime.clone();
+                        let id = record.id.clone();
+                        tokio::spawn(async move {
+                            if let Ok(state) = runtime.wait(&id).await {
+                                let _ = tx.send((id, state)).await;
+                            }
+                        });
+                        Current::Running {
+                            started_at: *started_at,
+                        }
+                    }
+                    ContainerState::Exited {
+                        exit_code,
+                        started_at,
+                        finished_at,
+                        oom_killed,
+                    } => Current::Terminated(Terminated {
+                        exit_code: *exit_code,
+                        reason: Terminated::reason_for(*exit_code, *oom_killed).into(),
+                        message: None,
+                        started_at: *started_at,
+                        finished_at: *finished_at,
+                        container_id: Some(format!("containerd://{}", record.id)),
+                    }),
+                    ContainerState::Unknown => slot.current.clone(),
+                };
+            }
+        }
+        Worker {
+            ctx,
+            pod,
+            uid,
+            sandbox: None,
+            start_time,
+            slots,
+            exits,
+            reported: None,
+            message: None,
+            wake_at: None,
+            sandbox_torn_down: false,
+        }
+    }
+
+    async fn run(&mut self, mut updates: watch::Receiver<Option<Pod>>) {
+        loop {
+            match self.sync().await {
+                Next::Finished => return,
+                Next::Continue => {}
+            }
+            let wake = self.wake_at.take();
+            tokio::select! {
+                changed = updates.changed() => {
+                    let latest = updates.borrow_and_update().clone();
+                    match (changed, latest) {
+                        (Ok(()), Some(pod)) => self.pod = pod,
+                        // The pod is gone from the store (force-deleted): clean up and stop.
+                        _ => {
+                            self.terminate(Duration::ZERO, false).await;
+                            return;
+                        }
+                    }
+                }
+                Some((id, state)) = self.exits.1.recv() => self.on_exit(&id, state),
+                _ = sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// One pass towards the spec.
+    async fn sync(&mut self) -> Next {
+        if self.pod.metadata.deletion_timestamp.is_some() {
+            let grace = self
+                .pod
+                .metadata
+                .deletion_grace_period_seconds
+                .or(self
+                    .pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds))
+                .unwrap_or(30)
+                .max(0) as u64;
+            self.terminate(Duration::from_secs(grace), true).await;
+            return Next::Finished;
+        }
+        if self.start_time.is_none() {
+            self.start_time = Some(Timestamp::now());
+        }
+        if self.is_finished() {
+            // A pod that completed keeps its containers (for logs) but frees its IP.
+            if !self.sandbox_torn_down {
+                let _ = self.ctx.runtime.teardown_sandbox(&self.uid).await;
+                self.sandbox_torn_down = true;
+            }
+            self.report().await;
+            return Next::Continue;
+        }
+        if self.sandbox.is_none() {
+            match self.setup_sandbox().await {
+                Ok(sandbox) => {
+                    self.sandbox = Some(sandbox);
+                    self.message = None;
+                }
+                Err(e) => {
+                    self.warn(
+                        "FailedCreatePodSandBox",
+                        &format!("Failed to create pod sandbox: {e}"),
+                    );
+                    self.message = Some(("ContainerCreating".into(), e.to_string()));
+                    self.wake_in(Duration::from_secs(2));
+                    self.report().await;
+                    return Next::Continue;
+                }
+            }
+        }
+
+        // Init containers: in order, each must exit 0 before the next starts.
+        let policy = self.restart_policy();
+        let mut init_done = true;
+        for i in 0..self.slots.len() {
+            if !self.slots[i].init {
+                continue;
+            }
+            match self.slots[i].current.clone() {
+                Current::Terminated(t) if t.exit_code == 0 => continue,
+                Current::Running { .. } => {}
+                Current::Terminated(_) if policy == "Never" => {}
+                _ => self.maybe_start(i).await,
+            }
+            init_done = false;
+            break;
+        }
+        if init_done {
+            for i in 0..self.slots.len() {
+                if self.slots[i].init {
+                    continue;
+                }
+                let restart = match &self.slots[i].current {
+                    Current::Running { .. } => false,
+                    Current::Terminated(t) => match policy.as_str() {
+                        "Never" => false,
+                        "OnFailure" => t.exit_code != 0,
+                        _ => true,
+                    },
+                    Current::Waiting { .. } | Current::Unknown => true,
+                };
+                if restart {
+                    self.maybe_start(i).await;
+                }
+            }
+        }
+        self.report().await;
+        Next::Continue
+    }
+
+    fn restart_policy(&self) -> String {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.clone())
+            .unwrap_or_else(|| "Always".into())
+    }
+
+    /// Completed or failed for good: nothing will be started again.
+    fn is_finished(&self) -> bool {
+        let phase = status::pod_status(&self.pod, &self.view(), Timestamp::now()).phase;
+        matches!(phase.as_deref(), Some("Succeeded") | Some("Failed"))
+    }
+
+    async fn setup_sandbox(&self) -> Result<Sandbox, RuntimeError> {
+        let spec = self.pod.spec.as_ref();
+        let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
+        let config = SandboxConfig {
+            pod_uid: self.uid.clone(),
+            pod_name: self.pod.metadata.name.clone().unwrap_or_default(),
+            namespace: self.pod.metadata.namespace.clone().unwrap_or_default(),
+            host_network,
+        };
+        let mut sandbox = self.ctx.runtime.setup_sandbox(&config).await?;
+        if host_network {
+            sandbox.ip = Some(self.ctx.node_ip.clone());
+        }
+        self.write_pod_files(&sandbox, host_network)
+            .map_err(|e| RuntimeError::Failed(format!("writing pod files: {e}")))?;
+        Ok(sandbox)
+    }
+
+    /// /etc/hosts and /etc/resolv.conf for the pod's containers, and emptyDir volumes.
+    fn write_pod_files(&self, sandbox: &Sandbox, host_network: bool) -> std::io::Result<()> {
+        let dir = self.ctx.pod_dir(&self.uid);
+        std::fs::create_dir_all(dir.join("volumes"))?;
+        for volume in self
+            .pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+        {
+            if volume.empty_dir.is_some() {
+                std::fs::create_dir_all(dir.join("volumes").join(&volume.name))?;
+            }
+        }
+        let name = self.pod.metadata.name.clone().unwrap_or_default();
+        let hostname = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.hostname.clone())
+            .unwrap_or(name);
+        if !host_network {
+            let ip = sandbox.ip.clone().unwrap_or_default();
+            std::fs::write(
+                dir.join("hosts"),
+                format!("# Kubernetes-managed hosts file (skiff).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n"),
+            )?;
+        }
+        // Cluster DNS comes with the services work; until then pods use the node's resolver.
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        std::fs::write(dir.join("resolv.conf"), resolv)?;
+        Ok(())
+    }
+
+    /// Starts slot `i` unless it is backing off.
+    async fn maybe_start(&mut self, i: usize) {
+        let now = Instant::now();
+        if let Some(not_before) = self.slots[i].not_before {
+            if now < not_before {
+                let name = self.slots[i].spec.name.clone();
+                let wait = not_before - now;
+                if self.slots[i].last.is_some() {
+                    let backoff = self.slots[i].backoff.unwrap_or(BACKOFF_INITIAL);
+                    self.slots[i].current = Current::Waiting {
+                        reason: "CrashLoopBackOff".into(),
+                        message: Some(format!(
+                            "back-off {} restarting failed container={name} pod={}",
+                            human(backoff / 2),
+                            self.pod_key()
+                        )),
+                    };
+                }
+                self.wake_in(wait);
+                return;
+            }
+        }
+        let slot = self.slots[i].clone();
+        let image = slot.spec.image.clone().unwrap_or_default();
+        let pull = slot.spec.image_pull_policy.as_deref() != Some("Never");
+        let image_info = match self.ctx.runtime.ensure_image(&image, pull).await {
+            Ok(info) => info,
+            Err(e) => {
+                let again = matches!(self.slots[i].current, Current::Waiting { ref reason, .. } if reason == "ErrImagePull" || reason == "ImagePullBackOff");
+                let reason = if again {
+                    "ImagePullBackOff"
+                } else {
+                    "ErrImagePull"
+                };
+                if again {
+                    self.normal_or_warn(
+                        EventType::Normal,
+                        "BackOff",
+                        &format!("Back-off pulling image \"{image}\""),
+                    );
+                } else {
+                    self.warn("Failed", &format!("Failed to pull image \"{image}\": {e}"));
+                    self.warn("Failed", "Error: ErrImagePull");
+                }
+                self.slots[i].current = Current::Waiting {
+                    reason: reason.into(),
+                    message: Some(if again {
+                        format!("Back-off pulling image \"{image}\": {e}")
+                    } else {
+                        e.to_string()
+                    }),
+                };
+                let delay = self.bump_backoff(i);
+                self.wake_in(delay);
+                return;
+            }
+        };
+        if !self.slots[i].image_reported {
+            self.normal(
+                "Pulled",
+                &format!("Container image \"{image}\" already present on machine"),
+            );
+            self.slots[i].image_reported = true;
+        }
+        self.slots[i].image_id = image_info.id.clone();
+
+        // The previous container of this slot goes (its log file stays for --previous).
+        if let Some(old) = slot.id.clone() {
+            let _ = self.ctx.runtime.remove(&old).await;
+        }
+        let config = match self.container_config(&slot) {
+            Ok(config) => config,
+            Err(e) => {
+                self.warn("Failed", &format!("Error: {e}"));
+                self.slots[i].current = Current::Waiting {
+                    reason: "CreateContainerConfigError".into(),
+                    message: Some(e),
+                };
+                self.wake_in(Duration::from_secs(10));
+                return;
+            }
+        };
+        match self.ctx.runtime.start_container(&config).await {
+            Ok(id) => {
+                let name = &slot.spec.name;
+                self.normal("Created", &format!("Created container: {name}"));
+                self.normal("Started", &format!("Started container {name}"));
+                let s = &mut self.slots[i];
+                if s.last.is_some() || s.next_attempt > 0 {
+                    s.restart_count += 1;
+                }
+                s.id = Some(id.clone());
+                s.next_attempt = config.attempt + 1;
+                s.current = Current::Running {
+                    started_at: Timestamp::now(),
+                };
+                let tx = self.exits.0.clone();
+                let runtime = self.ctx.runtime.clone();
+                tokio::spawn(async move {
+                    if let Ok(state) = runtime.wait(&id).await {
+                        let _ = tx.send((id, state)).await;
+                    }
+                });
+            }
+            Err(e) => {
+                self.warn("Failed", &format!("Error: {e}"));
+                self.slots[i].current = Current::Waiting {
+                    reason: "CreateContainerError".into(),
+                    message: Some(e.to_string()),
+                };
+                self.slots[i].next_attempt += 1;
+                let delay = self.bump_backoff(i);
+                self.wake_in(delay);
+            }
+        }
+    }
+
+    fn container_config(&self, slot: &Slot) -> Result<crate::runtime::ContainerConfig, String> {
+        let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let name = self.pod.metadata.name.clone().unwrap_or_default();
+        let pod_dir = self.ctx.pod_dir(&self.uid);
+        let log_dir = self.ctx.log_dir(&namespace, &name, &self.uid);
+        let dirs = PodDirs {
+            pod_dir: &pod_dir,
+            log_dir: &log_dir,
+        };
+        let sandbox = self.sandbox.clone().unwrap_or_default();
+        let downward = Downward {
+            pod_ip: sandbox.ip.clone(),
+            host_ip: Some(self.ctx.node_ip.clone()),
+            node_name: self.ctx.node_name.clone(),
+        };
+        let mut config = spec::container_config(
+            &self.pod,
+            &slot.spec,
+            slot.init,
+            slot.next_attempt,
+            &dirs,
+            &downward,
+        )?;
+        config.netns = sandbox.netns.clone();
+        Ok(config)
+    }
+
+    /// Records an exit and schedules the restart the policy allows.
+    fn on_exit(&mut self, id: &str, state: ContainerState) {
+        let Some(i) = self.slots.iter().position(|s| s.id.as_deref() == Some(id)) else {
+            return;
+        };
+        let ContainerState::Exited {
+            exit_code,
+            finished_at,
+            oom_killed,
+            ..
+        } = state
+        else {
+            return;
+        };
+        let started_at = match self.slots[i].current {
+            Current::Running { started_at } => Some(started_at),
+            _ => None,
+        };
+        let terminated = Terminated {
+            exit_code,
+            reason: Terminated::reason_for(exit_code, oom_killed).into(),
+            message: None,
+            started_at,
+            finished_at,
+            container_id: Some(format!("containerd://{id}")),
+        };
+        let slot = &mut self.slots[i];
+        // A run of 10 minutes without failing forgives earlier crashes.
+        let ran = started_at
+            .map(|s| finished_at.duration_since(s).as_secs_f64())
+            .unwrap_or(0.0);
+        if ran >= BACKOFF_RESET.as_secs_f64() {
+            slot.backoff = None;
+        }
+        slot.last = Some(terminated.clone());
+        slot.current = Current::Terminated(terminated);
+        let policy = self.restart_policy();
+        let restarts = match policy.as_str() {
+            "Never" => false,
+            "OnFailure" => exit_code != 0,
+            _ => true,
+        };
+        if restarts && !self.slots[i].init || restarts && exit_code != 0 {
+            let delay = self.bump_backoff(i);
+            if delay > Duration::ZERO {
+                let name = self.slots[i].spec.name.clone();
+                self.warn(
+                    "BackOff",
+                    &format!(
+                        "Back-off restarting failed container {name} in pod {}",
+                        self.pod_key()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// The delay before the next start of slot `i`, and the one after it: the first restart
+    /// is immediate, then 10 s, 20 s, 40 s, ... up to 5 minutes (kubelet's back-off).
+    fn bump_backoff(&mut self, i: usize) -> Duration {
+        let slot = &mut self.slots[i];
+        let delay = slot.backoff.unwrap_or(Duration::ZERO);
+        slot.backoff = Some(match slot.backoff {
+            None => BACKOFF_INITIAL,
+            Some(d) => (d * 2).min(BACKOFF_MAX),
+        });
+        slot.not_before = Some(Instant::now() + delay);
+        delay
+    }
+
+    fn view(&self) -> PodView {
+        PodView {
+            init: self
+                .slots
+                .iter()
+                .filter(|s| s.init)
+                .map(Slot::view)
+                .collect(),
+            containers: self
+                .slots
+                .iter()
+                .filter(|s| !s.init)
+                .map(Slot::view)
+                .collect(),
+            pod_ip: self.sandbox.as_ref().and_then(|s| s.ip.clone()),
+            host_ip: Some(self.ctx.node_ip.clone()),
+            start_time: self.start_time,
+            message: self.message.clone(),
+        }
+    }
+
+    /// Writes the status if it differs from what was last written.
+    async fn report(&mut self) {
+        let status = status::pod_status(&self.pod, &self.view(), Timestamp::now());
+        let Ok(value) = serde_json::to_value(&status) else {
+            return;
+        };
+        if self.reported.as_ref() == Some(&value) {
+            return;
+        }
+        let namespace = self.pod.metadata.namespace.clone();
+        let name = self.pod.metadata.name.clone().unwrap_or_default();
+        let patch = serde_json::json!({ "status": value });
+        match self
+            .ctx
+            .client
+            .merge_patch::<Pod>(namespace.as_deref(), &name, Some("status"), &patch)
+            .await
+        {
+            Ok(pod) => {
+                // Keep our own view of the pod in step (for transition times).
+                self.pod.status = pod.status;
+                self.reported = Some(value);
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                tracing::warn!(pod = %self.pod_key(), error = %e, "writing pod status");
+                self.wake_in(Duration::from_secs(1));
+            }
+        }
+    }
+
+    /// Stops everything of the pod and, when `delete_object`, removes the pod object once its
+    /// containers are gone (the last step of a graceful delete).
+    async fn terminate(&mut self, grace: Duration, delete_object: bool) {
+        let running: Vec<(String, String)> = self
+            .slots
+            .iter()
+            .filter(|s| matches!(s.current, Current::Running { .. }))
+            .filter_map(|s| s.id.clone().map(|id| (id, s.spec.name.clone())))
+            .collect();
+        for (_, name) in &running {
+            self.normal("Killing", &format!("Stopping container {name}"));
+        }
+        let runtime = self.ctx.runtime.clone();
+        let stops = running.iter().map(|(id, _)| runtime.stop(id, grace));
+        for result in futures::future::join_all(stops).await {
+            if let Err(e) = result {
+                tracing::warn!(pod = %self.pod_key(), error = %e, "stopping a container");
+            }
+        }
+        // Every container this pod ever had on this node, not only the current ones.
+        let mut ids: Vec<String> = self.slots.iter().filter_map(|s| s.id.clone()).collect();
+        if let Ok(records) = runtime.list().await {
+            ids.extend(
+                records
+                    .into_iter()
+                    .filter(|r| r.pod_uid == self.uid)
+                    .map(|r| r.id),
+            );
+        }
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            if let Err(e) = runtime.remove(&id).await {
+                tracing::warn!(pod = %self.pod_key(), error = %e, "removing a container");
+            }
+        }
+        if let Err(e) = runtime.teardown_sandbox(&self.uid).await {
+            tracing::warn!(pod = %self.pod_key(), error = %e, "removing the pod network");
+        }
+        let _ = std::fs::remove_dir_all(self.ctx.pod_dir(&self.uid));
+        let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let name = self.pod.metadata.name.clone().unwrap_or_default();
+        let _ = std::fs::remove_dir_all(self.ctx.log_dir(&namespace, &name, &self.uid));
+        if delete_object {
+            let options = DeleteOptions {
+                uid: Some(self.uid.clone()),
+                grace_period_seconds: Some(0),
+                ..DeleteOptions::default()
+            };
+            match self
+                .ctx
+                .client
+                .delete::<Pod>(Some(&namespace), &name, &options)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() || e.is_conflict() => {}
+                Err(e) => tracing::warn!(pod = %self.pod_key(), error = %e, "deleting the pod"),
+            }
+        }
+    }
+
+    fn pod_key(&self) -> String {
+        format!(
+            "{}_{}({})",
+            self.pod.metadata.name.as_deref().unwrap_or(""),
+            self.pod.metadata.namespace.as_deref().unwrap_or(""),
+            self.uid
+        )
+    }
+
+    fn wake_in(&mut self, delay: Duration) {
+        let at = Instant::now() + delay;
+        self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+    }
+
+    fn normal(&self, reason: &str, message: &str) {
+        self.normal_or_warn(EventType::Normal, reason, message);
+    }
+
+    fn warn(&self, reason: &str, message: &str) {
+        self.normal_or_warn(EventType::Warning, reason, message);
+    }
+
+    fn normal_or_warn(&self, kind: EventType, reason: &str, message: &str) {
+        self.ctx
+            .recorder
+            .emit(object_ref(&self.pod), kind, reason, message);
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `10s`, `5m0s` — Go's duration format, as kubelet's messages print back-offs.
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 {
+        format!("{}m{}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Which adopted containers belong to which pod.
+pub fn group_by_pod(records: Vec<ContainerRecord>) -> HashMap<String, Vec<ContainerRecord>> {
+    let mut map: HashMap<String, Vec<ContainerRecord>> = HashMap::new();
+    for record in records {
+        map.entry(record.pod_uid.clone()).or_default().push(record);
+    }
+    map
+}

@@ -1,0 +1,66 @@
+//! Node heartbeats, kept in memory on the leader.
+//!
+//! kubelet renews a Lease object every 10 s, which in Kubernetes is an etcd write. On an edge
+//! cluster with flash storage that is wear for no information: skiff's agents POST
+//! `/skiff/v1/nodes/NAME/heartbeat` to the leader, which only notes the time. The node
+//! lifecycle controller (on the leader) reads these times and writes to the store only when a
+//! node's state changes. A new leader starts with an empty table and counts every node as seen
+//! at the moment it took over, so a failover does not make healthy nodes look dead.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::json;
+
+use crate::app::App;
+use crate::respond;
+
+/// When each node was last heard from.
+#[derive(Debug)]
+pub struct Leases {
+    /// Heartbeat times, and when the table (re)started.
+    seen: Mutex<(HashMap<String, Instant>, Instant)>,
+}
+
+impl Default for Leases {
+    fn default() -> Self {
+        Leases {
+            seen: Mutex::new((HashMap::new(), Instant::now())),
+        }
+    }
+}
+
+impl Leases {
+    pub fn renew(&self, node: &str) {
+        self.lock().0.insert(node.to_string(), Instant::now());
+    }
+
+    /// The last heartbeat of `node`, or when this table started if none arrived since.
+    pub fn last_seen(&self, node: &str) -> Instant {
+        let table = self.lock();
+        table.0.get(node).copied().unwrap_or(table.1)
+    }
+
+    /// Forgets all heartbeats: called when this member becomes leader, so every node gets a
+    /// full grace period from then on.
+    pub fn reset(&self) {
+        *self.lock() = (HashMap::new(), Instant::now());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (HashMap<String, Instant>, Instant)> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `POST /skiff/v1/nodes/{name}/heartbeat`: the leader notes the time; followers redirect.
+pub async fn heartbeat(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    let path = format!("/skiff/v1/nodes/{name}/heartbeat");
+    if let Some(redirect) = crate::cluster::redirect_to_leader(&app, &path) {
+        return redirect;
+    }
+    app.leases.renew(&name);
+    respond::json(StatusCode::OK, &json!({"node": name}))
+}

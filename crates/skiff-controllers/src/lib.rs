@@ -1,0 +1,2 @@
+//! skiff-controllers: see lib docs (to be written).
+pub mod nodeipam;

@@ -1,0 +1,239 @@
+//! `skiff agent`: run a node agent against a cluster; also the agent `skiff server` runs itself.
+//!
+//! ## Expected flow
+//! 1. Credentials: a server's own agent uses the server's admin client; `skiff agent` trusts the
+//!    CA its node token pins (`K10<sha256 of CA>::node:<secret>`) and authenticates with the
+//!    token's secret.
+//! 2. The Node is registered and gets a pod CIDR from the leader.
+//! 3. The runtime: the agent's own containerd (or `--containerd-socket`), CNI on a bridge, and
+//!    the image tarballs in `DATA_DIR/images/` imported.
+//! 4. The agent loop runs until shutdown; containers keep running after it (an agent restart
+//!    adopts them).
+use std::net::{IpAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use skiff_agent::containerd::ContainerdRuntime;
+use skiff_agent::fake::FakeRuntime;
+use skiff_agent::network::NetworkConfig;
+use skiff_agent::AgentConfig;
+use skiff_apiserver::pki::JoinToken;
+use skiff_client::Client;
+use tokio::sync::watch;
+
+use super::client::fetch_ca_unverified;
+
+/// Which runtime runs the pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeKind {
+    /// Real containers: containerd, runc, CNI.
+    Containerd,
+    /// A FAKE runtime that runs nothing (for simulating many nodes in tests and benchmarks).
+    Fake,
+}
+
+/// Options every agent has (also accepted by `skiff server` for its own agent).
+#[derive(Args, Debug, Clone)]
+pub struct AgentOptions {
+    /// The node's name (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The node's address as other nodes and the API server see it (default: the address
+    /// used to reach the server, or this machine's primary address).
+    #[arg(long)]
+    pub node_ip: Option<IpAddr>,
+    /// Use this containerd instead of starting one under the data dir.
+    #[arg(long)]
+    pub containerd_socket: Option<PathBuf>,
+    /// The containerd namespace skiff's containers live in.
+    #[arg(long, default_value = "skiff")]
+    pub containerd_namespace: String,
+    /// The Linux bridge pods are attached to.
+    #[arg(long, default_value = "skiff0")]
+    pub bridge: String,
+    /// Where the CNI plugins are.
+    #[arg(long, default_value = skiff_agent::network::DEFAULT_CNI_BIN)]
+    pub cni_bin_dir: PathBuf,
+    /// `containerd` (real containers) or `fake` (runs nothing; for simulated nodes).
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Containerd)]
+    pub runtime: RuntimeKind,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// The API server URL (`https://HOST:6443`).
+    #[arg(long)]
+    pub server: String,
+    /// The node token (`skiff token --node` on a server).
+    #[arg(long, env = "SKIFF_NODE_TOKEN")]
+    pub token: String,
+    /// Where the agent keeps its state (default: /var/lib/skiff/agent as root).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub options: AgentOptions,
+}
+
+/// `skiff agent`.
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let token = JoinToken::parse_node(&args.token).context("reading --token")?;
+    let ca = fetch_ca_unverified(&args.server).await?;
+    token.verify_ca(&ca).with_context(|| {
+        format!(
+            "the server at {} does not hold the CA this token was issued for",
+            args.server
+        )
+    })?;
+    let client = Client::new(&args.server, &ca, &token.secret)?;
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| super::default_data_dir().join("agent"));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut agent = tokio::spawn(run_agent(
+        args.options,
+        client,
+        data_dir,
+        Vec::new(),
+        stop_rx,
+    ));
+    tokio::select! {
+        _ = super::server::shutdown_signal() => {
+            let _ = stop_tx.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+            Ok(())
+        }
+        result = &mut agent => result.context("agent task")?,
+    }
+}
+
+/// Runs an agent with `client` until `stop` turns true.
+pub async fn run_agent(
+    options: AgentOptions,
+    client: Client,
+    data_dir: PathBuf,
+    labels: Vec<(String, String)>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let node_name = options
+        .node_name
+        .clone()
+        .unwrap_or_else(super::server::hostname);
+    let node_ip = options
+        .node_ip
+        .unwrap_or_else(|| local_ip_towards(client.server()))
+        .to_string();
+    let runtime_version = match options.runtime {
+        RuntimeKind::Containerd => containerd_version(),
+        RuntimeKind::Fake => "fake://0.0.0".into(),
+    };
+    let config = AgentConfig {
+        node_name: node_name.clone(),
+        node_ip,
+        data_dir: data_dir.clone(),
+        labels,
+        heartbeat: Duration::from_secs(5),
+        runtime_version,
+    };
+    let node = skiff_agent::node::register(&client, &config).await?;
+    let pod_cidr = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.pod_cidr.clone())
+        .unwrap_or_default();
+    tracing::info!(node = %node_name, %pod_cidr, "node registered");
+
+    match options.runtime {
+        RuntimeKind::Fake => {
+            // Made-up pod IPs from the node's range (10.42.N.x → prefix 10.42.N).
+            let prefix = pod_cidr
+                .rsplit_once('.')
+                .map(|(p, _)| p)
+                .unwrap_or("10.99.0");
+            let prefix = prefix.rsplit_once('.').map(|(p, _)| p).unwrap_or(prefix);
+            let runtime = Arc::new(FakeRuntime::new(prefix));
+            skiff_agent::run(config, client, runtime, stop).await
+        }
+        RuntimeKind::Containerd => {
+            let socket = match &options.containerd_socket {
+                Some(socket) => socket.clone(),
+                None => {
+                    skiff_agent::containerd::process::supervise(&data_dir, stop.clone()).await?
+                }
+            };
+            let network = NetworkConfig {
+                pod_cidr,
+                bridge: options.bridge.clone(),
+                cni_bin: options.cni_bin_dir.clone(),
+                data_dir: data_dir.clone(),
+            };
+            skiff_agent::network::allow_forwarding(&network.bridge).await?;
+            let runtime = Arc::new(
+                ContainerdRuntime::connect(
+                    &socket,
+                    &options.containerd_namespace,
+                    network,
+                    &data_dir,
+                )
+                .await
+                .with_context(|| format!("connecting to containerd at {}", socket.display()))?,
+            );
+            import_images(&runtime, &data_dir.join("images")).await;
+            skiff_agent::run(config, client, runtime, stop).await
+        }
+    }
+}
+
+/// Imports every image tarball in `dir` (k3s' airgap convention).
+async fn import_images(runtime: &ContainerdRuntime, dir: &Path) {
+    let _ = std::fs::create_dir_all(dir);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("tar") {
+            continue;
+        }
+        match skiff_agent::images::import(runtime, &path).await {
+            Ok(names) => tracing::info!(file = %path.display(), ?names, "imported images"),
+            Err(e) => tracing::warn!(file = %path.display(), error = %e, "importing images"),
+        }
+    }
+}
+
+/// The address this machine uses to reach `server` (a UDP "connect" sends nothing; it only
+/// asks the kernel which source address it would use).
+fn local_ip_towards(server: &str) -> IpAddr {
+    let host = server
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let fallback = IpAddr::from([127, 0, 0, 1]);
+    let Ok(socket) = UdpSocket::bind("0.0.0.0:0") else {
+        return fallback;
+    };
+    if socket.connect(host).is_err() {
+        return fallback;
+    }
+    socket.local_addr().map(|a| a.ip()).unwrap_or(fallback)
+}
+
+/// `containerd://1.6.20` as `kubectl get nodes -o wide` shows it.
+fn containerd_version() -> String {
+    std::process::Command::new("containerd")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8(o.stdout)
+                .ok()?
+                .split_whitespace()
+                .nth(2)
+                .map(|v| format!("containerd://{}", v.trim_start_matches('v')))
+        })
+        .unwrap_or_else(|| "containerd://unknown".into())
+}
