@@ -1,0 +1,1 @@
+//! skiff-scheduler: see lib docs (to be written).
