@@ -57,6 +57,9 @@ pub struct AgentOptions {
     /// Where the CNI plugins are.
     #[arg(long, default_value = skiff_agent::network::DEFAULT_CNI_BIN)]
     pub cni_bin_dir: PathBuf,
+    /// The port of the agent's HTTPS endpoint (logs, exec); 0 picks a free one.
+    #[arg(long, default_value_t = 10250)]
+    pub kubelet_port: u16,
     /// `containerd` (real containers) or `fake` (runs nothing; for simulated nodes).
     #[arg(long, value_enum, default_value_t = RuntimeKind::Containerd)]
     pub runtime: RuntimeKind,
@@ -95,6 +98,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut agent = tokio::spawn(run_agent(
         args.options,
         client,
+        token.secret.clone(),
         data_dir,
         Vec::new(),
         stop_rx,
@@ -113,6 +117,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 pub async fn run_agent(
     options: AgentOptions,
     client: Client,
+    node_secret: String,
     data_dir: PathBuf,
     labels: Vec<(String, String)>,
     stop: watch::Receiver<bool>,
@@ -131,6 +136,40 @@ pub async fn run_agent(
         RuntimeKind::Containerd => containerd_version(),
         RuntimeKind::Fake => "fake://0.0.0".into(),
     };
+    // The HTTPS endpoint the API server proxies logs and exec to, with a certificate from
+    // the cluster CA for the node's name and address.
+    let listener =
+        std::net::TcpListener::bind(("0.0.0.0", options.kubelet_port)).with_context(|| {
+            format!(
+                "listening on port {} for the agent endpoint",
+                options.kubelet_port
+            )
+        })?;
+    listener.set_nonblocking(true)?;
+    let endpoint_port = listener.local_addr()?.port();
+    let issued: serde_json::Value = client
+        .request_leader(
+            skiff_client::Method::POST,
+            &format!("/skiff/v1/nodes/{node_name}/certificate"),
+            Some(&serde_json::json!({"addresses": [node_ip, "127.0.0.1"]})),
+        )
+        .await
+        .context("getting the agent's serving certificate")?;
+    let cert = issued["cert"].as_str().unwrap_or_default().to_string();
+    let key = issued["key"].as_str().unwrap_or_default().to_string();
+    let endpoint = Arc::new(skiff_agent::server::AgentEndpoint {
+        secret: node_secret,
+        data_dir: data_dir.clone(),
+    });
+    let endpoint_stop = stop.clone();
+    tokio::spawn(async move {
+        if let Err(e) =
+            skiff_agent::server::serve(endpoint, listener, &cert, &key, endpoint_stop).await
+        {
+            tracing::error!(error = %e, "the agent endpoint stopped");
+        }
+    });
+
     let config = AgentConfig {
         node_name: node_name.clone(),
         node_ip,
@@ -138,6 +177,7 @@ pub async fn run_agent(
         labels,
         heartbeat: Duration::from_secs(5),
         runtime_version,
+        endpoint_port,
     };
     let node = skiff_agent::node::register(&client, &config).await?;
     let pod_cidr = node

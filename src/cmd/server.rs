@@ -218,8 +218,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         ];
         let dir = layout.root.join("agent");
         let stop = stop_rx.clone();
+        let secret = app.node_secret.clone();
         Some(tokio::spawn(async move {
-            if let Err(e) = super::agent::run_agent(options, local, dir, labels, stop).await {
+            if let Err(e) = super::agent::run_agent(options, local, secret, dir, labels, stop).await
+            {
                 tracing::error!(error = format!("{e:#}"), "the node agent stopped");
             }
         }))

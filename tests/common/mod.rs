@@ -26,15 +26,25 @@ pub fn free_port() -> u16 {
 }
 
 impl Server {
-    /// Starts a first server in `dir` on a fresh port.
+    /// Starts a first server in `dir` on a fresh port, without a node agent (the store and
+    /// API tests need no containers).
     pub fn start(dir: &Path) -> Server {
-        Server::start_with(dir, free_port(), Vec::new())
+        Server::start_with(dir, free_port(), vec!["--disable-agent".to_string()])
+    }
+
+    /// Starts a first server in `dir` with its node agent, passing `agent_args` (a bridge,
+    /// containerd namespace and kubelet port of the test's own, so tests can run side by side).
+    #[allow(dead_code)]
+    pub fn start_with_agent(dir: &Path, agent_args: &[&str]) -> Server {
+        let extra = agent_args.iter().map(|a| a.to_string()).collect();
+        Server::start_with(dir, free_port(), extra)
     }
 
     /// Starts a server joining the cluster that `leader` belongs to.
     pub fn join(dir: &Path, leader: &Server) -> Server {
         let token = std::fs::read_to_string(leader.dir.join("token")).expect("join token");
         let extra = vec![
+            "--disable-agent".to_string(),
             "--join".to_string(),
             leader.url(),
             "--token".to_string(),

@@ -27,6 +27,7 @@ pub mod logs;
 pub mod network;
 pub mod node;
 pub mod runtime;
+pub mod server;
 pub mod spec;
 pub mod status;
 pub mod worker;
@@ -57,6 +58,8 @@ pub struct AgentConfig {
     pub heartbeat: Duration,
     /// The container runtime's version string for `kubectl get nodes -o wide`.
     pub runtime_version: String,
+    /// The port of the agent's HTTPS endpoint (logs, exec), published in the Node's status.
+    pub endpoint_port: u16,
 }
 
 /// Runs the agent (its Node registered with [`node::register`]) until `shutdown` turns true. Containers keep running after it returns (an

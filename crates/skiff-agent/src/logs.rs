@@ -89,12 +89,45 @@ pub fn format_timestamp(ts: jiff::Timestamp) -> String {
     ts.strftime("%Y-%m-%dT%H:%M:%S.%9fZ").to_string()
 }
 
+/// Log files a running container is still writing, with how many copiers write each (so
+/// `kubectl logs -f` knows when to stop following).
+static ACTIVE: std::sync::Mutex<Option<std::collections::HashMap<PathBuf, usize>>> =
+    std::sync::Mutex::new(None);
+
+fn set_active(path: &Path, delta: isize) {
+    let mut guard = ACTIVE.lock().unwrap_or_else(|e| e.into_inner());
+    let map = guard.get_or_insert_with(Default::default);
+    let count = map.entry(path.to_path_buf()).or_insert(0);
+    *count = (*count as isize + delta).max(0) as usize;
+    if *count == 0 {
+        map.remove(path);
+    }
+}
+
+/// Whether a container is still writing `path`.
+pub fn is_active(path: &Path) -> bool {
+    let guard = ACTIVE.lock().unwrap_or_else(|e| e.into_inner());
+    guard.as_ref().is_some_and(|m| m.contains_key(path))
+}
+
 /// Copies lines from a FIFO (or any reader) into the shared log writer until EOF.
 pub fn spawn_copier<R>(reader: R, stream: &'static str, writer: Arc<Mutex<LogWriter>>)
 where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
+        let path = writer.lock().await.path.clone();
+        set_active(&path, 1);
+        copy_lines(reader, stream, &writer).await;
+        set_active(&path, -1);
+    });
+}
+
+async fn copy_lines<R>(reader: R, stream: &'static str, writer: &Arc<Mutex<LogWriter>>)
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    {
         let mut reader = BufReader::new(reader);
         let mut line = Vec::new();
         loop {
@@ -114,7 +147,7 @@ where
                 tracing::warn!(error = %e, "writing a container log");
             }
         }
-    });
+    }
 }
 
 use tokio::io::AsyncReadExt as _;

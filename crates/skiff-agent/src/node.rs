@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -90,6 +91,11 @@ pub fn node_object(config: &AgentConfig, now: jiff::Timestamp) -> Node {
                 },
             ]),
             conditions: Some(vec![ready_condition(now)]),
+            daemon_endpoints: Some(NodeDaemonEndpoints {
+                kubelet_endpoint: Some(DaemonEndpoint {
+                    port: i32::from(config.endpoint_port),
+                }),
+            }),
             node_info: Some(NodeSystemInfo {
                 architecture: std::env::consts::ARCH.replace("x86_64", "amd64"),
                 container_runtime_version: config.runtime_version.clone(),

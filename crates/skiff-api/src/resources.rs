@@ -90,7 +90,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         namespaced: true,
         short_names: &["po"],
         categories: &["all"],
-        subresources: &["status"],
+        subresources: &["status", "log", "exec"],
         field_selectors: &[
             "spec.nodeName",
             "spec.restartPolicy",

@@ -100,6 +100,10 @@ pub fn router(app: Arc<App>) -> Router {
             "/skiff/v1/nodes/{name}/heartbeat",
             post(crate::nodes::heartbeat),
         )
+        .route(
+            "/skiff/v1/nodes/{name}/certificate",
+            post(crate::nodes::certificate),
+        )
         .fallback(resource_request)
         .layer(middleware::from_fn_with_state(app.clone(), authenticate))
         .with_state(app.clone());
@@ -294,6 +298,21 @@ async fn resource_request(State(app): State<Arc<App>>, request: Request) -> Resp
         Ok(None) => return respond::error(page_not_found(parts.uri.path())),
         Err(e) => return respond::error(e),
     };
+    // Subresources served by the node's agent, not the store.
+    if target.info.resource == "pods" && parts.method == Method::GET {
+        if let Some("log") = target.subresource.as_deref() {
+            let response = crate::proxy::logs(&app, &target, parts.uri.query())
+                .await
+                .unwrap_or_else(respond::error);
+            app.metrics.observe_request(
+                "GET",
+                "pods/log",
+                response.status().as_u16(),
+                started.elapsed().as_secs_f64(),
+            );
+            return response;
+        }
+    }
     let mut params = match Params::parse(parts.uri.query()) {
         Ok(params) => params,
         Err(e) => return respond::error(e),

@@ -25,6 +25,7 @@ pub mod nodes;
 pub mod objects;
 pub mod openapi;
 pub mod pki;
+pub mod proxy;
 pub mod query;
 pub mod respond;
 pub mod target;

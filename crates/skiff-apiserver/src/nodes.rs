@@ -64,3 +64,42 @@ pub async fn heartbeat(State(app): State<Arc<App>>, Path(name): Path<String>) ->
     app.leases.renew(&name);
     respond::json(StatusCode::OK, &json!({"node": name}))
 }
+
+/// What an agent asks its serving certificate for.
+#[derive(Debug, serde::Deserialize)]
+pub struct CertificateRequest {
+    /// Addresses the API server will reach the agent at.
+    pub addresses: Vec<String>,
+}
+
+/// `POST /skiff/v1/nodes/{name}/certificate`: a serving certificate for the agent's HTTPS
+/// endpoint (logs, exec), signed by the cluster CA, so the API server can verify it is talking
+/// to the node it means. The key travels back over the TLS connection the node token opened.
+pub async fn certificate(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    axum::Json(request): axum::Json<CertificateRequest>,
+) -> Response {
+    let ca = match crate::pki::ClusterCa::from_pem(
+        app.cluster.ca_cert_pem.clone(),
+        app.cluster.ca_key_pem.clone(),
+    ) {
+        Ok(ca) => ca,
+        Err(e) => {
+            return respond::error(skiff_api::ApiError::Internal(format!(
+                "the cluster CA: {e}"
+            )))
+        }
+    };
+    let mut sans = vec![name.clone()];
+    sans.extend(request.addresses);
+    match crate::pki::issue_server_cert(&ca, &sans) {
+        Ok((cert, key)) => respond::json(
+            StatusCode::OK,
+            &json!({"cert": cert, "key": key, "ca": app.cluster.ca_cert_pem}),
+        ),
+        Err(e) => respond::error(skiff_api::ApiError::BadRequest(format!(
+            "issuing a certificate for node {name}: {e}"
+        ))),
+    }
+}

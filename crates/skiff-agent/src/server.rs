@@ -1,0 +1,274 @@
+//! The agent's own HTTPS endpoint (kubelet's port 10250): what the API server proxies
+//! `kubectl logs` (and `kubectl exec`) to.
+//!
+//! The certificate is signed by the cluster CA (asked from `/skiff/v1/nodes/NAME/certificate`
+//! at start), so the API server can verify it; callers must present the node secret as a
+//! bearer token, so only the API server gets in.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::logs::{self, LogOptions};
+
+/// What the endpoint needs.
+pub struct AgentEndpoint {
+    /// The bearer token callers must present.
+    pub secret: String,
+    /// The agent's data dir (log files are under `logs/`).
+    pub data_dir: PathBuf,
+}
+
+/// The routes of the agent endpoint.
+pub fn router(endpoint: Arc<AgentEndpoint>) -> Router {
+    Router::new()
+        .route(
+            "/containerLogs/{namespace}/{pod}/{container}",
+            get(container_logs),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(endpoint)
+}
+
+/// Serves `router` over TLS on `listener` until `stop` turns true.
+pub async fn serve(
+    endpoint: Arc<AgentEndpoint>,
+    listener: std::net::TcpListener,
+    cert_pem: &str,
+    key_pem: &str,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem(
+        cert_pem.as_bytes().to_vec(),
+        key_pem.as_bytes().to_vec(),
+    )
+    .await?;
+    let handle = axum_server::Handle::new();
+    let signal = handle.clone();
+    tokio::spawn(async move {
+        crate::stopped(&mut stop).await;
+        signal.graceful_shutdown(Some(Duration::from_secs(1)));
+    });
+    axum_server::from_tcp_rustls(listener, config)?
+        .handle(handle)
+        .serve(router(endpoint).into_make_service())
+        .await?;
+    Ok(())
+}
+
+/// kubectl's log options, as the API server passes them on.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogQuery {
+    #[serde(default)]
+    follow: Option<String>,
+    #[serde(default)]
+    previous: Option<String>,
+    #[serde(default)]
+    timestamps: Option<String>,
+    #[serde(default)]
+    tail_lines: Option<i64>,
+    #[serde(default)]
+    since_seconds: Option<i64>,
+    #[serde(default)]
+    since_time: Option<String>,
+    #[serde(default)]
+    limit_bytes: Option<usize>,
+}
+
+fn flag(v: &Option<String>) -> bool {
+    v.as_deref().is_some_and(|v| v == "true" || v == "1")
+}
+
+fn error(code: StatusCode, message: String) -> Response {
+    (code, message).into_response()
+}
+
+async fn container_logs(
+    State(endpoint): State<Arc<AgentEndpoint>>,
+    UrlPath((namespace, pod, container)): UrlPath<(String, String, String)>,
+    Query(query): Query<LogQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if token.is_empty() || token != endpoint.secret {
+        return error(StatusCode::UNAUTHORIZED, "Unauthorized".into());
+    }
+    let logs_dir = endpoint.data_dir.join("logs");
+    let Some(dir) = pod_log_dir(&logs_dir, &namespace, &pod) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no logs of pod {namespace}/{pod} on this node"),
+        );
+    };
+    let attempts = attempts_of(&dir, &container);
+    let previous = flag(&query.previous);
+    let chosen = if previous {
+        attempts.iter().rev().nth(1)
+    } else {
+        attempts.last()
+    };
+    let Some(attempt) = chosen else {
+        return error(
+            StatusCode::NOT_FOUND,
+            if previous {
+                format!("previous terminated container \"{container}\" in pod \"{pod}\" not found")
+            } else {
+                format!("container \"{container}\" in pod \"{pod}\" has no logs yet")
+            },
+        );
+    };
+    let path = dir.join(format!("{container}_{attempt}.log"));
+    let mut rotated = path.clone().into_os_string();
+    rotated.push(".1");
+    let since = match (&query.since_seconds, &query.since_time) {
+        (Some(s), _) => Some(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(*s)),
+        (None, Some(t)) => t.parse().ok(),
+        _ => None,
+    };
+    let options = LogOptions {
+        timestamps: flag(&query.timestamps),
+        tail_lines: query.tail_lines.filter(|n| *n >= 0).map(|n| n as usize),
+        since,
+        limit_bytes: query.limit_bytes,
+    };
+    let text = logs::render(&[PathBuf::from(rotated), path.clone()], &options);
+    if !flag(&query.follow) || previous {
+        return text.into_response();
+    }
+    // Follow: what is there now, then new lines as they are written, until the container
+    // stops writing (it exited) or a newer attempt starts.
+    let start = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let timestamps = options.timestamps;
+    let newer = format!("{container}_{}.log", attempt + 1);
+    let stream = futures::stream::unfold(
+        (Some(text), start, path, dir, newer),
+        move |(first, offset, path, dir, newer)| async move {
+            if let Some(text) = first {
+                return Some((
+                    Ok::<_, std::io::Error>(text),
+                    (None, offset, path, dir, newer),
+                ));
+            }
+            let mut offset = offset;
+            loop {
+                let (chunk, next) = read_new_lines(&path, offset, timestamps).await;
+                offset = next;
+                if !chunk.is_empty() {
+                    return Some((Ok(chunk), (None, offset, path, dir, newer)));
+                }
+                if !logs::is_active(&path) || dir.join(&newer).exists() || !dir.exists() {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        },
+    );
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// Complete lines written to `path` after `offset`, rendered; and the offset after them.
+async fn read_new_lines(path: &Path, offset: u64, timestamps: bool) -> (String, u64) {
+    let Ok(mut file) = tokio::fs::File::open(path).await else {
+        return (String::new(), offset);
+    };
+    if file.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
+        return (String::new(), offset);
+    }
+    let mut bytes = Vec::new();
+    if file.read_to_end(&mut bytes).await.is_err() {
+        return (String::new(), offset);
+    }
+    // Only up to the last newline: a record being written stays for the next read.
+    let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else {
+        return (String::new(), offset);
+    };
+    let text = String::from_utf8_lossy(&bytes[..=end]);
+    let mut out = String::new();
+    for line in text.lines() {
+        if let Some(record) = logs::parse_record(line) {
+            if timestamps {
+                out.push_str(record.time);
+                out.push(' ');
+            }
+            out.push_str(record.text);
+            if !record.partial {
+                out.push('\n');
+            }
+        }
+    }
+    (out, offset + end as u64 + 1)
+}
+
+/// The newest log dir of pod `namespace/pod` (a pod re-created with the same name has a new
+/// uid and so a new dir).
+fn pod_log_dir(logs_dir: &Path, namespace: &str, pod: &str) -> Option<PathBuf> {
+    let prefix = format!("{namespace}_{pod}_");
+    std::fs::read_dir(logs_dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+}
+
+/// The attempt numbers with a log file for `container`, ascending.
+fn attempts_of(dir: &Path, container: &str) -> Vec<u32> {
+    let prefix = format!("{container}_");
+    let mut attempts: Vec<u32> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_prefix(&prefix)?
+                        .strip_suffix(".log")?
+                        .parse()
+                        .ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    attempts.sort_unstable();
+    attempts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_current_and_previous_attempts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pod = dir.path().join("ns_web_u1");
+        std::fs::create_dir_all(&pod).expect("mkdir");
+        for f in [
+            "app_0.log",
+            "app_2.log",
+            "app_1.log",
+            "app_1.log.1",
+            "side_0.log",
+        ] {
+            std::fs::write(pod.join(f), "").expect("write");
+        }
+        assert_eq!(attempts_of(&pod, "app"), [0, 1, 2]);
+        assert_eq!(attempts_of(&pod, "side"), [0]);
+        assert_eq!(pod_log_dir(dir.path(), "ns", "web"), Some(pod));
+        assert_eq!(pod_log_dir(dir.path(), "ns", "we"), None);
+    }
+}
