@@ -157,18 +157,27 @@ pub async fn run_agent(
         .context("getting the agent's serving certificate")?;
     let cert = issued["cert"].as_str().unwrap_or_default().to_string();
     let key = issued["key"].as_str().unwrap_or_default().to_string();
-    let endpoint = Arc::new(skiff_agent::server::AgentEndpoint {
-        secret: node_secret,
-        data_dir: data_dir.clone(),
-    });
-    let endpoint_stop = stop.clone();
-    tokio::spawn(async move {
-        if let Err(e) =
-            skiff_agent::server::serve(endpoint, listener, &cert, &key, endpoint_stop).await
-        {
-            tracing::error!(error = %e, "the agent endpoint stopped");
-        }
-    });
+    let serve_endpoint = |containerd: Option<Arc<ContainerdRuntime>>| {
+        let endpoint = Arc::new(skiff_agent::server::AgentEndpoint {
+            secret: node_secret.clone(),
+            data_dir: data_dir.clone(),
+            containerd,
+        });
+        let stop = stop.clone();
+        let (cert, key) = (cert.clone(), key.clone());
+        let listener = listener.try_clone();
+        tokio::spawn(async move {
+            let result = match listener {
+                Ok(listener) => {
+                    skiff_agent::server::serve(endpoint, listener, &cert, &key, stop).await
+                }
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, "the agent endpoint stopped");
+            }
+        });
+    };
 
     let config = AgentConfig {
         node_name: node_name.clone(),
@@ -196,6 +205,7 @@ pub async fn run_agent(
                 .unwrap_or("10.99.0");
             let prefix = prefix.rsplit_once('.').map(|(p, _)| p).unwrap_or(prefix);
             let runtime = Arc::new(FakeRuntime::new(prefix));
+            serve_endpoint(None);
             skiff_agent::run(config, client, runtime, stop).await
         }
         RuntimeKind::Containerd => {
@@ -223,6 +233,7 @@ pub async fn run_agent(
                 .with_context(|| format!("connecting to containerd at {}", socket.display()))?,
             );
             import_images(&runtime, &data_dir.join("images")).await;
+            serve_endpoint(Some(runtime.clone()));
             skiff_agent::run(config, client, runtime, stop).await
         }
     }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path as UrlPath, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -17,6 +18,8 @@ use axum::Router;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use crate::containerd::exec::{ExecRequest, ExecSession};
+use crate::containerd::ContainerdRuntime;
 use crate::logs::{self, LogOptions};
 
 /// What the endpoint needs.
@@ -25,6 +28,8 @@ pub struct AgentEndpoint {
     pub secret: String,
     /// The agent's data dir (log files are under `logs/`).
     pub data_dir: PathBuf,
+    /// The runtime exec runs in (None with the fake runtime: no processes to exec into).
+    pub containerd: Option<Arc<crate::containerd::ContainerdRuntime>>,
 }
 
 /// The routes of the agent endpoint.
@@ -34,6 +39,7 @@ pub fn router(endpoint: Arc<AgentEndpoint>) -> Router {
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
         )
+        .route("/exec/{namespace}/{pod}/{container}", get(exec))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(endpoint)
 }
@@ -92,18 +98,23 @@ fn error(code: StatusCode, message: String) -> Response {
     (code, message).into_response()
 }
 
+/// Whether the caller presented the node secret (only the API server knows it).
+fn authorized(endpoint: &AgentEndpoint, headers: &HeaderMap) -> bool {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    !token.is_empty() && token == endpoint.secret
+}
+
 async fn container_logs(
     State(endpoint): State<Arc<AgentEndpoint>>,
     UrlPath((namespace, pod, container)): UrlPath<(String, String, String)>,
     Query(query): Query<LogQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if token.is_empty() || token != endpoint.secret {
+    if !authorized(&endpoint, &headers) {
         return error(StatusCode::UNAUTHORIZED, "Unauthorized".into());
     }
     let logs_dir = endpoint.data_dir.join("logs");
@@ -180,6 +191,160 @@ async fn container_logs(
         .header(header::CONTENT_TYPE, "text/plain")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// `kubectl exec` over WebSocket, subprotocol `v5.channel.k8s.io` (or v4): binary frames
+/// whose first byte is the channel — 0 stdin, 1 stdout, 2 stderr, 3 the final status (JSON),
+/// 4 terminal resize, 255 "close this channel" (v5: the client's stdin ended).
+async fn exec(
+    State(endpoint): State<Arc<AgentEndpoint>>,
+    UrlPath((namespace, pod, container)): UrlPath<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if !authorized(&endpoint, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "Unauthorized".into());
+    }
+    let Some(runtime) = endpoint.containerd.clone() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "this node's runtime cannot exec".into(),
+        );
+    };
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
+    let is = |key: &str| {
+        pairs
+            .iter()
+            .any(|(k, v)| k == key && (v == "true" || v == "1"))
+    };
+    let request = ExecRequest {
+        namespace,
+        pod,
+        container,
+        command: pairs
+            .iter()
+            .filter(|(k, _)| k == "command")
+            .map(|(_, v)| v.clone())
+            .collect(),
+        tty: is("tty"),
+        stdin: is("stdin"),
+    };
+    let session = match runtime.exec(&request).await {
+        Ok(session) => session,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    ws.protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"])
+        .on_upgrade(move |socket| pump(socket, runtime, session))
+}
+
+/// Moves bytes between the WebSocket and the exec's stdio until the process exits.
+async fn pump(socket: WebSocket, runtime: Arc<ContainerdRuntime>, session: ExecSession) {
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::AsyncWriteExt;
+
+    let (mut sink, mut incoming) = socket.split();
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    let mut readers = Vec::new();
+    let ExecSession {
+        handle,
+        stdin,
+        stdout,
+        stderr,
+        exit,
+    } = session;
+    let streams = [(1u8, Some(stdout)), (2u8, stderr)];
+    for (channel, stream) in streams {
+        let Some(mut stream) = stream else { continue };
+        let tx = out_tx.clone();
+        readers.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        let mut frame = Vec::with_capacity(n + 1);
+                        frame.push(channel);
+                        frame.extend_from_slice(&buf[..n]);
+                        if tx.send(frame).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    drop(out_tx);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = out_rx.recv().await {
+            if sink.send(Message::Binary(frame.into())).await.is_err() {
+                break;
+            }
+        }
+        sink
+    });
+
+    let mut stdin = stdin;
+    let mut exit = exit;
+    let code = loop {
+        tokio::select! {
+            result = &mut exit => break result.ok().and_then(|r| r.ok()),
+            message = incoming.next() => match message {
+                Some(Ok(Message::Binary(data))) if !data.is_empty() => match data[0] {
+                    0 => {
+                        if let Some(stdin) = stdin.as_mut() {
+                            let _ = stdin.write_all(&data[1..]).await;
+                        }
+                    }
+                    4 => {
+                        let size: serde_json::Value = serde_json::from_slice(&data[1..]).unwrap_or_default();
+                        let width = size["Width"].as_u64().unwrap_or(80) as u32;
+                        let height = size["Height"].as_u64().unwrap_or(24) as u32;
+                        runtime.resize(&handle, width, height).await;
+                    }
+                    255 if data.get(1) == Some(&0) => {
+                        stdin = None;
+                        runtime.close_stdin(&handle).await;
+                    }
+                    _ => {}
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    // The client went away: the process is left to finish on its own.
+                    break None;
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    };
+    // Let the last output through, then stop reading (the FIFOs never report EOF: we hold
+    // both ends open).
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    for reader in &readers {
+        reader.abort();
+    }
+    for reader in readers {
+        let _ = reader.await;
+    }
+    runtime.finish(&handle);
+    let Ok(mut sink) = writer.await else {
+        return;
+    };
+    if let Some(code) = code {
+        let status = if code == 0 {
+            serde_json::json!({"metadata": {}, "status": "Success"})
+        } else {
+            serde_json::json!({
+                "metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+                "message": format!("command terminated with non-zero exit code: error executing command, exit status {code}"),
+                "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}
+            })
+        };
+        let mut frame = vec![3u8];
+        frame.extend_from_slice(status.to_string().as_bytes());
+        let _ = sink.send(Message::Binary(frame.into())).await;
+    }
+    let _ = sink.send(Message::Close(None)).await;
 }
 
 /// Complete lines written to `path` after `offset`, rendered; and the offset after them.

@@ -313,6 +313,19 @@ async fn resource_request(State(app): State<Arc<App>>, request: Request) -> Resp
             return response;
         }
     }
+    if target.info.resource == "pods" && target.subresource.as_deref() == Some("exec") {
+        let request = Request::from_parts(parts, body);
+        let response = crate::proxy::exec(&app, &target, request)
+            .await
+            .unwrap_or_else(respond::error);
+        app.metrics.observe_request(
+            "CONNECT",
+            "pods/exec",
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+        return response;
+    }
     let mut params = match Params::parse(parts.uri.query()) {
         Ok(params) => params,
         Err(e) => return respond::error(e),

@@ -253,3 +253,199 @@ mod tests {
         );
     }
 }
+
+/// `GET .../pods/{name}/exec` with `Upgrade: websocket`: proxied to the agent as bytes.
+///
+/// The API server does not speak the exec protocol itself (as kube-apiserver's upgrade-aware
+/// proxy does not): it checks the request, opens a TLS connection to the agent, sends the same
+/// upgrade request with the node secret instead of the user's token, and when the agent
+/// answers `101 Switching Protocols` it answers the client with the agent's headers and joins
+/// the two connections. The WebSocket handshake (key, accept, subprotocol) is between kubectl
+/// and the agent, end to end.
+pub async fn exec(
+    app: &Arc<App>,
+    target: &Target,
+    mut request: axum::http::Request<Body>,
+) -> Result<Response> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let query = request.uri().query().unwrap_or("").to_string();
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&query)
+        .map_err(|e| ApiError::BadRequest(format!("invalid query parameters: {e}")))?;
+    let container_asked = pairs
+        .iter()
+        .find(|(k, _)| k == "container")
+        .map(|(_, v)| v.clone());
+    if !pairs.iter().any(|(k, _)| k == "command") {
+        return Err(ApiError::BadRequest(
+            "you must specify at least 1 command".into(),
+        ));
+    }
+    let headers = request.headers().clone();
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !upgrade.eq_ignore_ascii_case("websocket") {
+        return Err(ApiError::BadRequest(
+            "exec needs a WebSocket upgrade (subprotocol v5.channel.k8s.io); SPDY is not supported"
+                .into(),
+        ));
+    }
+    let (pod, namespace, name) = pod_of(app, target).await?;
+    let container = choose_container(&pod, &name, container_asked)?;
+    let running = ["/status/containerStatuses", "/status/initContainerStatuses"]
+        .iter()
+        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+        .flatten()
+        .any(|s| {
+            s.get("name").and_then(Value::as_str) == Some(&container)
+                && s.pointer("/state/running").is_some()
+        });
+    if !running {
+        return Err(ApiError::BadRequest(format!(
+            "unable to upgrade connection: container not found (\"{container}\")"
+        )));
+    }
+    let base = agent_url(app, &pod, &name)?;
+    let authority = base.trim_start_matches("https://").to_string();
+    let host = authority
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+        .unwrap_or_default();
+
+    // TLS to the agent, verified against the cluster CA.
+    let tcp = tokio::net::TcpStream::connect(&authority)
+        .await
+        .map_err(|e| ApiError::ServiceUnavailable(format!("reaching the node's agent: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    let connector = tokio_rustls::TlsConnector::from(agent_tls(app)?);
+    let server_name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| ApiError::Internal(format!("agent address {host}: {e}")))?;
+    let mut agent = connector
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| ApiError::ServiceUnavailable(format!("TLS to the node's agent: {e}")))?;
+
+    let mut upstream = format!(
+        "GET /exec/{namespace}/{name}/{container}?{query} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nAuthorization: Bearer {}\r\n",
+        app.node_secret
+    );
+    for key in [
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+    ] {
+        for value in headers.get_all(key) {
+            if let Ok(v) = value.to_str() {
+                upstream.push_str(&format!("{key}: {v}\r\n"));
+            }
+        }
+    }
+    upstream.push_str("\r\n");
+    agent
+        .write_all(upstream.as_bytes())
+        .await
+        .map_err(|e| ApiError::ServiceUnavailable(format!("writing to the node's agent: {e}")))?;
+
+    // The agent's answer: headers up to the blank line (any bytes after it are already
+    // WebSocket frames and go to the client first).
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        let n = agent
+            .read(&mut buf)
+            .await
+            .map_err(|e| ApiError::ServiceUnavailable(format!("reading from the agent: {e}")))?;
+        if n == 0 {
+            return Err(ApiError::ServiceUnavailable(
+                "the agent closed the connection".into(),
+            ));
+        }
+        head.extend_from_slice(&buf[..n]);
+        if let Some(pos) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos + 4;
+        }
+        if head.len() > 64 * 1024 {
+            return Err(ApiError::ServiceUnavailable(
+                "the agent's answer is too long".into(),
+            ));
+        }
+    };
+    let leftover = head.split_off(end);
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let code: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(502);
+    if code != 101 {
+        let mut body = leftover;
+        let _ = agent.read_to_end(&mut body).await;
+        return Err(ApiError::BadRequest(format!(
+            "the node's agent refused the exec ({code}): {}",
+            String::from_utf8_lossy(&body).trim()
+        )));
+    }
+    let mut response = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+    for line in lines.filter(|l| !l.is_empty()) {
+        if let Some((k, v)) = line.split_once(':') {
+            response = response.header(k.trim(), v.trim());
+        }
+    }
+    let response = response
+        .body(Body::empty())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+
+    // Join the client's upgraded connection with the agent's once hyper hands it over.
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let mut client = hyper_util::rt::TokioIo::new(upgraded);
+        if !leftover.is_empty() && client.write_all(&leftover).await.is_err() {
+            return;
+        }
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut agent).await;
+    });
+    Ok(response)
+}
+
+/// TLS settings for connections to agents: trust the cluster CA only.
+fn agent_tls(app: &App) -> Result<Arc<rustls::ClientConfig>> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    if let Some(config) = CONFIG.get() {
+        return Ok(config.clone());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let mut reader = std::io::Cursor::new(app.cluster.ca_cert_pem.as_bytes());
+    for cert in rustls_pemfile_certs(&mut reader) {
+        roots
+            .add(cert)
+            .map_err(|e| ApiError::Internal(format!("the cluster CA: {e}")))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(CONFIG.get_or_init(|| Arc::new(config)).clone())
+}
+
+/// The certificates in a PEM bundle.
+fn rustls_pemfile_certs(
+    reader: &mut dyn std::io::BufRead,
+) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut text = Vec::new();
+    let _ = reader.read_to_end(&mut text);
+    rustls::pki_types::CertificateDer::pem_slice_iter(&text)
+        .flatten()
+        .collect()
+}

@@ -11,6 +11,7 @@
 //! Tasks.Kill SIGTERM → (grace) → SIGKILL, Tasks.Wait, Tasks.Delete,
 //! Snapshots.Remove, Containers.Delete            teardown, tolerating NotFound at each step
 //! ```
+pub mod exec;
 pub mod process;
 
 use std::collections::HashMap;

@@ -13,6 +13,9 @@ pub struct ContainerdPaths {
     pub state: PathBuf,
     pub socket: PathBuf,
     pub log: PathBuf,
+    /// The running containerd's pid, so a restarted agent adopts it instead of starting a
+    /// second one on the same root (and so tests can stop it).
+    pub pid: PathBuf,
 }
 
 impl ContainerdPaths {
@@ -26,6 +29,7 @@ impl ContainerdPaths {
             state: dir.join("state"),
             socket: dir.join("containerd.sock"),
             log: dir.join("containerd.log"),
+            pid: dir.join("containerd.pid"),
         }
     }
 
@@ -56,6 +60,27 @@ pub async fn supervise(
     tokio::spawn(async move {
         let mut restarts = 0u32;
         loop {
+            // An agent that was killed left its containerd running: adopt it while it lives.
+            if let Some(pid) = live_pid(&paths.pid) {
+                if containerd_client::connect(&paths.socket).await.is_ok() {
+                    tracing::info!(pid, "adopting the running containerd");
+                    let _ = ready_tx.send(true);
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = crate::stopped(&mut shutdown) => {
+                                terminate(pid).await;
+                                return;
+                            }
+                        }
+                        if live_pid(&paths.pid).is_none() {
+                            break;
+                        }
+                    }
+                    tracing::warn!(pid, "the adopted containerd exited; starting a new one");
+                    continue;
+                }
+            }
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -80,6 +105,9 @@ pub async fn supervise(
                 }
             };
             tracing::info!(pid = child.id(), "containerd started");
+            if let Some(pid) = child.id() {
+                let _ = std::fs::write(&paths.pid, pid.to_string());
+            }
             let socket = paths.socket.clone();
             let ready_tx = ready_tx.clone();
             tokio::spawn(async move {
@@ -113,13 +141,34 @@ pub async fn supervise(
             }
         }
     });
-    tokio::time::timeout(Duration::from_secs(15), ready_rx.wait_for(|ready| *ready))
+    tokio::time::timeout(Duration::from_secs(30), ready_rx.wait_for(|ready| *ready))
         .await
         .map_err(|_| {
             anyhow::anyhow!(
-                "containerd did not answer on {} within 15 s",
+                "containerd did not answer on {} within 30 s",
                 socket.display()
             )
         })??;
     Ok(socket)
+}
+
+/// The pid in `file` if that process is alive and is a containerd.
+fn live_pid(file: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (comm.trim() == "containerd").then_some(pid)
+}
+
+/// SIGTERM, then up to 5 s for the process to go.
+async fn terminate(pid: i32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    for _ in 0..50 {
+        if std::fs::metadata(format!("/proc/{pid}")).is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
