@@ -26,6 +26,8 @@ enum Command {
     Server(cmd::server::ServerArgs),
     /// Run a node agent that joins a cluster (with a node token from `skiff token --node`).
     Agent(cmd::agent::AgentArgs),
+    /// Build, import and list container images (no registry needed).
+    Image(cmd::image::ImageArgs),
     /// List or remove the servers of the Raft cluster.
     Members(cmd::members::MembersArgs),
     /// Print the token other servers join this cluster with.
@@ -52,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Server(args) => cmd::server::run(args).await,
             Command::Agent(args) => cmd::agent::run(args).await,
+            Command::Image(args) => cmd::image::run(args).await,
             Command::Members(args) => cmd::members::run(args).await,
             Command::Token(args) => cmd::members::token(args),
             Command::Bench(args) => cmd::bench::run(args).await,

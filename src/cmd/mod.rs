@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod bench;
 pub mod client;
+pub mod image;
 pub mod members;
 pub mod server;
 

@@ -44,6 +44,11 @@ impl NetworkConfig {
         self.data_dir.join("netns")
     }
 
+    /// The pod's IP as CNI gave it, kept for agent restarts.
+    fn result_path(&self, pod_uid: &str) -> PathBuf {
+        self.data_dir.join("cni").join("results").join(pod_uid)
+    }
+
     pub fn netns_path(&self, pod_uid: &str) -> PathBuf {
         self.netns_dir().join(pod_uid)
     }
@@ -72,7 +77,17 @@ impl NetworkConfig {
     /// Creates the pod's namespace (if missing) and attaches it; returns its IP.
     pub async fn setup(&self, pod_uid: &str) -> Result<(PathBuf, String), RuntimeError> {
         let netns = self.netns_path(pod_uid);
-        if !netns.exists() {
+        let saved = self.result_path(pod_uid);
+        if netns.exists() {
+            // Set up before (the agent restarted): the pod keeps its interface and IP; a
+            // second ADD would fail on the existing eth0.
+            if let Some(ip) = std::fs::read_to_string(&saved)
+                .ok()
+                .filter(|ip| !ip.is_empty())
+            {
+                return Ok((netns, ip));
+            }
+        } else {
             create_netns(&netns).await?;
         }
         self.plugin(
@@ -99,6 +114,10 @@ impl NetworkConfig {
             .and_then(Value::as_str)
             .and_then(|cidr| cidr.split('/').next())
             .ok_or_else(|| RuntimeError::Failed(format!("CNI bridge gave no IP: {result}")))?;
+        if let Some(dir) = saved.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = std::fs::write(&saved, ip);
         Ok((netns, ip.to_string()))
     }
 
@@ -123,6 +142,7 @@ impl NetworkConfig {
         if netns.exists() {
             remove_netns(&netns)?;
         }
+        let _ = std::fs::remove_file(self.result_path(pod_uid));
         Ok(())
     }
 

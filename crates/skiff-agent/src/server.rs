@@ -344,7 +344,13 @@ async fn pump(socket: WebSocket, runtime: Arc<ContainerdRuntime>, session: ExecS
         frame.extend_from_slice(status.to_string().as_bytes());
         let _ = sink.send(Message::Binary(frame.into())).await;
     }
-    let _ = sink.send(Message::Close(None)).await;
+    // A normal closure (1000); a Close without a code reads as an error to kubectl.
+    let _ = sink
+        .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+            code: axum::extract::ws::close_code::NORMAL,
+            reason: "".into(),
+        })))
+        .await;
 }
 
 /// Complete lines written to `path` after `offset`, rendered; and the offset after them.

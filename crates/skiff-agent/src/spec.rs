@@ -307,6 +307,9 @@ const DEFAULT_CAPABILITIES: [&str; 14] = [
     "CAP_AUDIT_WRITE",
 ];
 
+/// (No `rlimits`: the container inherits containerd's, which inherit the agent's — raising
+/// them can fail where the host's own hard limit is lower.)
+///
 /// The process a container runs: Kubernetes' rules for `command`/`args` over the image's
 /// `Entrypoint`/`Cmd`:
 /// - neither given: Entrypoint + Cmd;
@@ -451,7 +454,6 @@ pub fn oci_spec(config: &ContainerConfig, image: &ImageConfig, cgroups_path: &st
             "capabilities": {
                 "bounding": caps, "effective": caps, "permitted": caps,
             },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64}],
             "noNewPrivileges": !config.privileged,
         },
         "root": {"path": "rootfs", "readonly": config.read_only_root},

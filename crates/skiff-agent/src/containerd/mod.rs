@@ -66,6 +66,8 @@ pub struct ContainerdRuntime {
     /// FIFOs live here, one dir per container.
     fifo_dir: PathBuf,
     images: Mutex<HashMap<String, ResolvedImage>>,
+    /// Containers whose output is being copied to their log file (attach once only).
+    attached: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The cgroup parent (cgroupfs, v1): every container's cgroup is `/<parent>/<id>`.
     cgroup_parent: String,
 }
@@ -87,6 +89,7 @@ impl ContainerdRuntime {
             network,
             fifo_dir: data_dir.join("fifo"),
             images: Mutex::new(HashMap::new()),
+            attached: std::sync::Mutex::new(std::collections::HashSet::new()),
             cgroup_parent: format!("skiff-{namespace}"),
         })
     }
@@ -134,11 +137,34 @@ impl ContainerdRuntime {
     }
 
     async fn resolve(&self, image: &str) -> Result<ResolvedImage, RuntimeError> {
-        let name = image.to_string();
+        let name = skiff_image::normalize(image)
+            .map_err(|e| RuntimeError::ImageNotFound(format!("invalid image reference: {e}")))?;
         if let Some(found) = self.images.lock().await.get(&name) {
             return Ok(found.clone());
         }
-        let found: ResolvedImage = return Err(RuntimeError::ImageNotFound(format!("TODO {image}")));
+        let resolved = match skiff_image::resolve(&self.channel, &self.namespace, &name).await {
+            Ok(resolved) => resolved,
+            Err(skiff_image::Error::ImageNotFound { .. }) => {
+                return Err(RuntimeError::ImageNotFound(format!(
+                    "image \"{image}\" is not present on the node and skiff cannot pull from registries: import it with `skiff image import` or drop its tarball into the agent's images directory"
+                )))
+            }
+            Err(e) => return Err(RuntimeError::Failed(format!("resolving image {image}: {e}"))),
+        };
+        let found = ResolvedImage {
+            info: ImageInfo {
+                name: name.clone(),
+                id: format!("{}@{}", name, resolved.manifest_digest),
+            },
+            config: ImageConfig {
+                entrypoint: resolved.config.entrypoint.clone(),
+                cmd: resolved.config.cmd.clone(),
+                env: resolved.config.env.clone(),
+                working_dir: resolved.config.working_dir.clone(),
+                user: resolved.config.user.clone(),
+            },
+            chain_id: resolved.chain_id.clone(),
+        };
         self.images.lock().await.insert(name, found.clone());
         Ok(found)
     }
@@ -244,6 +270,12 @@ impl ContainerdRuntime {
         let dir = self.fifo_dir.join(id);
         let stdout = dir.join("stdout");
         let stderr = dir.join("stderr");
+        {
+            let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+            if !attached.insert(id.to_string()) && !create {
+                return Ok((stdout, stderr));
+            }
+        }
         if create {
             std::fs::create_dir_all(&dir).map_err(failed)?;
             for fifo in [&stdout, &stderr] {
@@ -470,6 +502,10 @@ impl Runtime for ContainerdRuntime {
             Err(s) => return Err(grpc("Containers.Delete")(s)),
         }
         let _ = std::fs::remove_dir_all(self.fifo_dir.join(id));
+        self.attached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
         Ok(())
     }
 
