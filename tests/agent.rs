@@ -1,0 +1,551 @@
+//! End-to-end tests of the node agent against REAL containerd, runc and CNI plugins (installed
+//! by scripts/setup). Each test runs its own `skiff server` with its own agent, containerd
+//! (under the test's data dir), containerd namespace, bridge and pod subnet, so the tests can
+//! run side by side; each cleans up its containers, bridge and iptables rules.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{eventually, Client, Server};
+use serde_json::{json, Value};
+
+/// A test's cluster: a server with an agent, and what it needs to clean up.
+struct Cluster {
+    server: Server,
+    client: Client,
+    dir: tempfile::TempDir,
+    bridge: String,
+    namespace: String,
+}
+
+/// The busybox applets the test images link.
+const APPLETS: [&str; 16] = [
+    "sh", "httpd", "echo", "cat", "sleep", "wget", "head", "tr", "env", "ls", "true", "false",
+    "seq", "kill", "id", "touch",
+];
+
+/// A rootfs with busybox and a web page, packed with `skiff image pack` into the agent's
+/// airgap directory so the agent imports it at start.
+fn pack_image(data: &Path, tag: &str, page: &str) {
+    let rootfs = data.with_extension("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).expect("rootfs");
+    std::fs::create_dir_all(rootfs.join("var/www")).expect("www");
+    std::fs::create_dir_all(rootfs.join("tmp")).expect("tmp");
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static");
+    for applet in APPLETS {
+        let link = rootfs.join("bin").join(applet);
+        if !link.exists() {
+            std::os::unix::fs::symlink("busybox", link).expect("symlink");
+        }
+    }
+    std::fs::write(rootfs.join("var/www/index.html"), page).expect("page");
+    let images = data.join("agent").join("images");
+    std::fs::create_dir_all(&images).expect("images dir");
+    let out = images.join(format!("{}.tar", tag.replace(['/', ':'], "_")));
+    let status = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["image", "pack", "--rootfs"])
+        .arg(&rootfs)
+        .args([
+            "--entrypoint",
+            "/bin/httpd",
+            "--cmd",
+            "-f",
+            "--cmd",
+            "-p",
+            "--cmd",
+            "8080",
+        ])
+        .args([
+            "--cmd",
+            "-h",
+            "--cmd",
+            "/var/www",
+            "--env",
+            "GREETING=hello",
+        ])
+        .args(["--port", "8080", "--tag", tag, "-o"])
+        .arg(&out)
+        .status()
+        .expect("skiff image pack");
+    assert!(status.success(), "skiff image pack failed");
+}
+
+impl Cluster {
+    /// `n` picks the subnet (10.<n>.0.0/16) and names, distinct per test.
+    fn start(n: u8, tag: &str) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("s");
+        pack_image(&data, "skiff.local/web:1.0", &format!("hello from {tag}\n"));
+        let bridge = format!("skt{tag}");
+        let namespace = format!("skiff-test-{tag}");
+        let cidr = format!("10.{n}.0.0/16");
+        let server = Server::start_with_agent(
+            &data,
+            &[
+                "--bridge",
+                &bridge,
+                "--containerd-namespace",
+                &namespace,
+                "--kubelet-port",
+                "0",
+                "--cluster-cidr",
+                &cidr,
+                "--node-name",
+                &format!("node-{tag}"),
+            ],
+        );
+        let client = server.wait_ready();
+        let cluster = Cluster {
+            server,
+            client,
+            dir,
+            bridge,
+            namespace,
+        };
+        let node = format!("node-{tag}");
+        eventually("the node registers", Duration::from_secs(60), || {
+            let (code, _) = cluster.client.get(&format!("/api/v1/nodes/{node}"));
+            (code == 200).then_some(())
+        });
+        cluster
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("s")
+    }
+
+    fn node(&self) -> String {
+        let (_, nodes) = self.client.get("/api/v1/nodes");
+        nodes["items"][0]["metadata"]["name"]
+            .as_str()
+            .expect("a node")
+            .to_string()
+    }
+
+    fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.server.kubeconfig())
+            .args(args)
+            .output()
+            .expect("kubectl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Creates a pod bound to this node (there is no scheduler in these tests).
+    fn create_pod(&self, mut pod: Value) {
+        pod["apiVersion"] = "v1".into();
+        pod["kind"] = "Pod".into();
+        pod["spec"]["nodeName"] = self.node().into();
+        let (code, body) = self.client.post("/api/v1/namespaces/default/pods", &pod);
+        assert_eq!(code, 201, "{body}");
+    }
+
+    fn pod(&self, name: &str) -> Value {
+        self.client
+            .get(&format!("/api/v1/namespaces/default/pods/{name}"))
+            .1
+    }
+
+    fn wait_running(&self, name: &str) -> Value {
+        eventually(
+            &format!("pod {name} Running"),
+            Duration::from_secs(90),
+            || {
+                let pod = self.pod(name);
+                let ready = pod["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
+                (pod["status"]["phase"] == "Running" && ready).then_some(pod)
+            },
+        )
+    }
+
+    fn ctr(&self, args: &[&str]) -> String {
+        let socket = self.data().join("agent/containerd/containerd.sock");
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(socket)
+            .args(["--namespace", &self.namespace])
+            .args(args)
+            .output()
+            .expect("ctr");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Containers skiff has in its containerd namespace (ids).
+    fn containers(&self) -> Vec<String> {
+        self.ctr(&["containers", "ls", "-q"])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Pods first (the agent stops and removes their containers), then the server, whose
+        // SIGTERM also stops its containerd; then what the agent set up on the host.
+        let _ = self.kubectl(&[
+            "delete",
+            "pods",
+            "--all",
+            "--grace-period=1",
+            "--timeout=60s",
+        ]);
+        self.server.stop();
+        let pid_file = self.data().join("agent/containerd/containerd.pid");
+        if let Ok(pid) = std::fs::read_to_string(pid_file) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.bridge])
+            .status();
+        for direction in ["-i", "-o"] {
+            let _ = Command::new("iptables")
+                .args(["-D", "FORWARD", direction, &self.bridge, "-j", "ACCEPT"])
+                .status();
+        }
+        // containerd leaves overlay mounts only for running containers; unmount anything left
+        // under the test dir so the temp dir can be removed.
+        if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
+            let root = self.dir.path().display().to_string();
+            let mut targets: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter(|t| t.starts_with(&root))
+                .collect();
+            targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+            for target in targets {
+                let _ = Command::new("umount").args(["-l", target]).status();
+            }
+        }
+    }
+}
+
+fn http_get(ip: &str, port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(
+        &format!("{ip}:{port}").parse().ok()?,
+        Duration::from_secs(2),
+    )
+    .ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .write_all(format!("GET / HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    Some(answer)
+}
+
+#[test]
+fn pods_run_answer_share_localhost_see_env_and_limits_and_stop_gracefully() {
+    let cluster = Cluster::start(61, "a");
+
+    // A web server: Running, answering on its pod IP from the host.
+    cluster.create_pod(json!({
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {"containers": [{
+            "name": "web", "image": "skiff.local/web:1.0", "imagePullPolicy": "Never",
+            "ports": [{"containerPort": 8080}]
+        }]}
+    }));
+    let pod = cluster.wait_running("web");
+    let ip = pod["status"]["podIP"].as_str().expect("podIP").to_string();
+    assert!(ip.starts_with("10.61."), "pod IP {ip} from the node's CIDR");
+    let answer = eventually("the pod answers", Duration::from_secs(20), || {
+        http_get(&ip, 8080)
+    });
+    assert!(answer.contains("hello from a"), "{answer}");
+    let status = &pod["status"]["containerStatuses"][0];
+    assert_eq!(status["ready"], true);
+    assert_eq!(status["restartCount"], 0);
+    assert!(status["containerID"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("containerd://"));
+    assert!(
+        status["imageID"]
+            .as_str()
+            .unwrap_or("")
+            .contains("@sha256:"),
+        "{status}"
+    );
+
+    // kubectl exec: output, exit codes, stdin, and a TTY (run under `script` for a terminal).
+    let (ok, out, _) = cluster.kubectl(&["exec", "web", "--", "sh", "-c", "echo in $HOSTNAME"]);
+    assert!(ok && out.contains("in web"), "{out}");
+    let code = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(cluster.server.kubeconfig())
+        .args(["exec", "web", "--", "sh", "-c", "exit 3"])
+        .status()
+        .expect("kubectl exec");
+    assert_eq!(code.code(), Some(3), "the command's exit code");
+    let piped = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo 'echo from stdin' | kubectl --kubeconfig {} exec -i web -- sh",
+            cluster.server.kubeconfig().display()
+        ))
+        .output()
+        .expect("kubectl exec -i");
+    assert!(String::from_utf8_lossy(&piped.stdout).contains("from stdin"));
+    let tty = Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "kubectl --kubeconfig {} exec -it web -- sh -c 'tty; exit 0'",
+            cluster.server.kubeconfig().display()
+        ))
+        .arg("/dev/null")
+        .output()
+        .expect("script");
+    let tty_out = String::from_utf8_lossy(&tty.stdout);
+    assert!(
+        tty_out.contains("/dev/pts/"),
+        "a terminal inside: {tty_out}"
+    );
+
+    // Two containers in one pod talk over localhost; env (plain, fieldRef, expansion) and the
+    // memory limit are visible inside.
+    cluster.create_pod(json!({
+        "metadata": {"name": "pair"},
+        "spec": {"containers": [
+            {"name": "server", "image": "skiff.local/web:1.0"},
+            {"name": "client", "image": "skiff.local/web:1.0",
+             "command": ["/bin/sh", "-c",
+                "echo GREETING=$GREETING POD=$POD_NAME MSG=$MSG; cat /sys/fs/cgroup/memory/memory.limit_in_bytes; cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us; while true; do wget -qO- http://localhost:8080/ && break; sleep 0.2; done; sleep 3600"],
+             "env": [
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "MSG", "value": "pod $(POD_NAME)"}
+             ],
+             "resources": {"limits": {"memory": "64Mi", "cpu": "250m"}}}
+        ]}
+    }));
+    cluster.wait_running("pair");
+    let logs = eventually(
+        "the client container's logs",
+        Duration::from_secs(30),
+        || {
+            let (ok, out, _) = cluster.kubectl(&["logs", "pair", "-c", "client"]);
+            (ok && out.contains("hello from a")).then_some(out)
+        },
+    );
+    assert!(
+        logs.contains("GREETING=hello POD=pair MSG=pod pair"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains(&(64u64 << 20).to_string()),
+        "memory limit in the cgroup: {logs}"
+    );
+    assert!(
+        logs.contains("25000"),
+        "cpu quota 250m = 25000 µs per 100000: {logs}"
+    );
+    let (_, tail, _) = cluster.kubectl(&["logs", "pair", "-c", "client", "--tail=1"]);
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+    // kubectl picks the first container itself; the API answers a bare request as Kubernetes.
+    let (code, body) = cluster
+        .client
+        .get("/api/v1/namespaces/default/pods/pair/log");
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("a container name must be specified"),
+        "{body}"
+    );
+
+    // Graceful delete: SIGTERM reaches the process (its trap writes to a hostPath file), the
+    // object disappears once the containers are gone, and nothing is left in containerd.
+    let marker = cluster.dir.path().join("marker");
+    std::fs::create_dir_all(&marker).expect("marker dir");
+    cluster.create_pod(json!({
+        "metadata": {"name": "graceful"},
+        "spec": {
+            "terminationGracePeriodSeconds": 20,
+            "containers": [{"name": "main", "image": "skiff.local/web:1.0",
+                "command": ["/bin/sh", "-c", "trap 'echo bye > /marker/term; exit 0' TERM; while true; do sleep 0.1; done"],
+                "volumeMounts": [{"name": "m", "mountPath": "/marker"}]}],
+            "volumes": [{"name": "m", "hostPath": {"path": marker.display().to_string()}}]
+        }
+    }));
+    cluster.wait_running("graceful");
+    let started = Instant::now();
+    let (ok, out, err) = cluster.kubectl(&["delete", "pod", "graceful", "--timeout=60s"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the trap ended it before the grace period"
+    );
+    assert_eq!(
+        std::fs::read_to_string(marker.join("term")).unwrap_or_default(),
+        "bye\n"
+    );
+    let (code, _) = cluster
+        .client
+        .get("/api/v1/namespaces/default/pods/graceful");
+    assert_eq!(code, 404);
+
+    // Events a person reads in `kubectl describe pod`.
+    let (_, events, _) = cluster.kubectl(&["get", "events", "-o", "jsonpath={.items[*].reason}"]);
+    for reason in ["Pulled", "Created", "Started", "Killing"] {
+        assert!(events.contains(reason), "{reason} in {events}");
+    }
+
+    // Everything deleted leaves nothing behind.
+    let (ok, _, err) = cluster.kubectl(&[
+        "delete",
+        "pods",
+        "--all",
+        "--grace-period=1",
+        "--timeout=60s",
+    ]);
+    assert!(ok, "{err}");
+    eventually("containers removed", Duration::from_secs(30), || {
+        cluster.containers().is_empty().then_some(())
+    });
+}
+
+#[test]
+fn crashing_containers_back_off_and_oom_is_reported() {
+    let cluster = Cluster::start(62, "b");
+    cluster.create_pod(json!({
+        "metadata": {"name": "crash"},
+        "spec": {"containers": [{"name": "c", "image": "skiff.local/web:1.0",
+            "command": ["/bin/sh", "-c", "echo crashing; exit 3"]}]}
+    }));
+    // First restart at once, then 10 s, then 20 s: after ~12 s two restarts, and the
+    // container waits in CrashLoopBackOff with the last exit code recorded.
+    let status = eventually("CrashLoopBackOff", Duration::from_secs(60), || {
+        let pod = cluster.pod("crash");
+        let s = pod["status"]["containerStatuses"][0].clone();
+        (s["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+            && s["restartCount"].as_i64() >= Some(1))
+        .then_some(s)
+    });
+    assert_eq!(status["lastState"]["terminated"]["exitCode"], 3, "{status}");
+    assert_eq!(status["lastState"]["terminated"]["reason"], "Error");
+    let first = Instant::now();
+    let restarts = |pod: &Value| {
+        pod["status"]["containerStatuses"][0]["restartCount"]
+            .as_i64()
+            .unwrap_or(0)
+    };
+    let before = restarts(&cluster.pod("crash"));
+    let next = eventually("the next restart", Duration::from_secs(60), || {
+        let n = restarts(&cluster.pod("crash"));
+        (n > before).then_some(first.elapsed())
+    });
+    assert!(
+        next >= Duration::from_secs(5),
+        "back-off must hold the restart: {next:?}"
+    );
+    let (ok, out, _) = cluster.kubectl(&["logs", "crash", "--previous"]);
+    assert!(ok && out.contains("crashing"), "{out}");
+    let (_, events, _) = cluster.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=BackOff",
+        "-o",
+        "name",
+    ]);
+    assert!(!events.trim().is_empty(), "a BackOff event");
+
+    // OOM: a shell variable of 100 MB in a 32 MiB container.
+    cluster.create_pod(json!({
+        "metadata": {"name": "oom"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "skiff.local/web:1.0",
+            "command": ["/bin/sh", "-c", "x=$(head -c 100000000 /dev/zero | tr '\\0' x); echo ${#x}"],
+            "resources": {"limits": {"memory": "32Mi"}}}]}
+    }));
+    let terminated = eventually("OOMKilled", Duration::from_secs(60), || {
+        let pod = cluster.pod("oom");
+        let t = pod["status"]["containerStatuses"][0]["state"]["terminated"].clone();
+        (!t.is_null()).then_some((t, pod["status"]["phase"].clone()))
+    });
+    assert_eq!(terminated.0["reason"], "OOMKilled", "{}", terminated.0);
+    assert_eq!(terminated.0["exitCode"], 137);
+    assert_eq!(terminated.1, "Failed");
+}
+
+#[test]
+fn an_agent_restart_adopts_containers_and_thirty_pods_clean_up() {
+    let mut cluster = Cluster::start(63, "c");
+    for i in 0..30 {
+        cluster.create_pod(json!({
+            "metadata": {"name": format!("p{i}")},
+            "spec": {"containers": [{"name": "web", "image": "skiff.local/web:1.0"}]}
+        }));
+    }
+    for i in 0..30 {
+        cluster.wait_running(&format!("p{i}"));
+    }
+    let ids = |c: &Cluster| -> Vec<String> {
+        (0..30)
+            .map(|i| {
+                c.pod(&format!("p{i}"))["status"]["containerStatuses"][0]["containerID"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    };
+    let before = ids(&cluster);
+    assert_eq!(cluster.containers().len(), 30);
+
+    // SIGKILL the server (and so its agent): containers keep running; the restarted agent
+    // adopts them — same container ids, no restarts.
+    cluster.server.restart();
+    cluster.client = cluster.server.wait_ready();
+    std::thread::sleep(Duration::from_secs(3));
+    for i in 0..30 {
+        let pod = cluster.wait_running(&format!("p{i}"));
+        assert_eq!(
+            pod["status"]["containerStatuses"][0]["restartCount"], 0,
+            "p{i}"
+        );
+    }
+    assert_eq!(ids(&cluster), before, "the same containers, adopted");
+
+    // Deleting all 30 removes every container, snapshot, network namespace and IP.
+    let (ok, _, err) = cluster.kubectl(&[
+        "delete",
+        "pods",
+        "--all",
+        "--grace-period=1",
+        "--timeout=90s",
+    ]);
+    assert!(ok, "{err}");
+    eventually("nothing left", Duration::from_secs(60), || {
+        let netns = std::fs::read_dir(cluster.data().join("agent/netns"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let ips = std::fs::read_dir(cluster.data().join("agent/cni/ipam/skiff"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
+                    .count()
+            })
+            .unwrap_or(0);
+        let snapshots = cluster
+            .ctr(&["snapshots", "ls"])
+            .lines()
+            .filter(|l| l.contains("Active"))
+            .count();
+        (cluster.containers().is_empty() && netns == 0 && ips == 0 && snapshots == 0).then_some(())
+    });
+}
