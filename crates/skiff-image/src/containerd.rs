@@ -39,6 +39,10 @@ const CHUNK_SIZE: u64 = 1 << 20;
 /// unpacking a large image must not lose its blobs halfway.
 const LEASE_EXPIRY: Duration = Duration::from_secs(60 * 60);
 
+/// How long [`Session::ensure_blob`] keeps backing off while another importer holds a
+/// blob's upload (50 ms doubling up to 8 s: about 16 s in total).
+const MAX_LOCKED_BACKOFF: Duration = Duration::from_secs(8);
+
 /// A channel plus the headers every request in one namespace (and maybe one lease) carries.
 #[derive(Clone)]
 pub struct Session {
@@ -200,15 +204,40 @@ impl Session {
     /// COMMIT message carries the labels, and containerd checks the size and digest before it
     /// makes the blob visible. The ref (`skiff-<digest>`) names the upload: if an earlier
     /// import died halfway, writing from offset 0 under the same ref starts it over.
+    ///
+    /// Two importers writing the same blob at once share the ref, and containerd lets only
+    /// one hold it (`Unavailable: ref … locked`); the other waits and looks again, by which
+    /// time the blob is usually there.
     pub async fn ensure_blob(
         &self,
         blob: &Blob,
-        source: BlobSource,
+        source: &BlobSource,
+        labels: &HashMap<String, String>,
+    ) -> Result<bool> {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if self.content_info(&blob.digest).await?.is_some() {
+                return Ok(false);
+            }
+            match self.write_blob(blob, source, labels.clone()).await {
+                Err(Error::Containerd { status, .. })
+                    if status.code() == Code::Unavailable && backoff <= MAX_LOCKED_BACKOFF =>
+                {
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One attempt at [`Session::ensure_blob`]'s write.
+    async fn write_blob(
+        &self,
+        blob: &Blob,
+        source: &BlobSource,
         labels: HashMap<String, String>,
     ) -> Result<bool> {
-        if self.content_info(&blob.digest).await?.is_some() {
-            return Ok(false);
-        }
         let reference = format!("skiff-{}", blob.digest);
         let total = i64::try_from(blob.size).unwrap_or(i64::MAX);
         let message = |action: WriteAction, offset: u64, data: Vec<u8>| WriteContentRequest {
@@ -231,24 +260,28 @@ impl Session {
             match source {
                 BlobSource::Bytes(bytes) => {
                     for chunk in bytes.chunks(CHUNK_SIZE as usize) {
-                        let _ = tx
-                            .send(message(WriteAction::Write, offset, chunk.to_vec()))
-                            .await;
+                        let data = chunk.to_vec();
+                        if tx
+                            .send(message(WriteAction::Write, offset, data))
+                            .await
+                            .is_err()
+                        {
+                            // The call ended early; the consumer reports why.
+                            return Ok(());
+                        }
                         offset += chunk.len() as u64;
                     }
                 }
                 BlobSource::File { path, location } => {
                     let mut file = tokio::fs::File::open(&path)
                         .await
-                        .map_err(Error::io(&path))?;
+                        .map_err(Error::io(path))?;
                     file.seek(std::io::SeekFrom::Start(location.offset))
                         .await
-                        .map_err(Error::io(&path))?;
+                        .map_err(Error::io(path))?;
                     while offset < location.size {
                         let mut chunk = vec![0; CHUNK_SIZE.min(location.size - offset) as usize];
-                        file.read_exact(&mut chunk)
-                            .await
-                            .map_err(Error::io(&path))?;
+                        file.read_exact(&mut chunk).await.map_err(Error::io(path))?;
                         let len = chunk.len() as u64;
                         if tx
                             .send(message(WriteAction::Write, offset, chunk))

@@ -11,7 +11,7 @@
 //!  2. unpack, bottom layer first  Snapshots.Stat(chain[i]) → missing? Prepare(parent chain[i-1])
 //!                                 → Diff.Apply(layer, mounts) → Commit(name = chain[i])
 //!  3. config label                containerd.io/gc.ref.snapshot.<snapshotter> = <top chain>
-//!  4. Images.Create (or Update)   name → manifest
+//!  4. Images.Create               name → manifest (Update of the target if the name exists)
 //!  Leases.Delete
 //! ```
 //!
@@ -138,12 +138,12 @@ async fn import_image(
             location: archive.locate(&layer.digest)?,
         };
         let labels = HashMap::from([(LABEL_UNCOMPRESSED.to_string(), diff_id.clone())]);
-        let written = session.ensure_blob(layer, source, labels).await?;
+        let written = session.ensure_blob(layer, &source, &labels).await?;
         debug!(digest = %layer.digest, written, "layer blob");
     }
     let config_source = BlobSource::Bytes(image.config_bytes.clone());
     session
-        .ensure_blob(&parts.config, config_source, HashMap::new())
+        .ensure_blob(&parts.config, &config_source, &HashMap::new())
         .await?;
     let mut manifest_labels = HashMap::from([(
         format!("{LABEL_GC_REF_CONTENT}.config"),
@@ -157,7 +157,7 @@ async fn import_image(
     }
     let manifest_source = BlobSource::Bytes(image.manifest_bytes.clone());
     session
-        .ensure_blob(&image.manifest, manifest_source, manifest_labels)
+        .ensure_blob(&image.manifest, &manifest_source, &manifest_labels)
         .await?;
 
     // 2–3. Snapshots, and the config label that keeps them.
@@ -337,7 +337,9 @@ pub(crate) async fn snapshot_exists(
     }
 }
 
-/// Points `name` at `manifest`, creating the image record or moving an existing one.
+/// Points `name` at `manifest`: `Images.Create`, or — when the name exists — `Images.Update`
+/// of its target (skipped when it already points there). Creating first, rather than
+/// checking first, means two concurrent imports cannot both decide to create.
 async fn put_image(session: &Session, name: &str, manifest: &Blob) -> Result<()> {
     let image = Image {
         name: name.to_string(),
@@ -346,42 +348,43 @@ async fn put_image(session: &Session, name: &str, manifest: &Blob) -> Result<()>
         created_at: None,
         updated_at: None,
     };
+    let created = session
+        .images()
+        .create(session.request(CreateImageRequest {
+            image: Some(image.clone()),
+            source_date_epoch: None,
+        }))
+        .await;
+    match created {
+        Ok(_) => return Ok(()),
+        Err(status) if status.code() == Code::AlreadyExists => {}
+        Err(status) => return Err(Error::containerd("Images.Create")(status)),
+    }
+
     let existing = session
         .images()
         .get(session.request(GetImageRequest {
             name: name.to_string(),
         }))
-        .await;
-    match existing {
-        Ok(found) => {
-            let found = found.into_inner().image.and_then(|i| i.target);
-            if found.is_some_and(|t| t.digest == manifest.digest) {
-                return Ok(());
-            }
-            session
-                .images()
-                .update(session.request(UpdateImageRequest {
-                    image: Some(image),
-                    update_mask: Some(FieldMask {
-                        paths: vec!["target".to_string()],
-                    }),
-                    source_date_epoch: None,
-                }))
-                .await
-                .map_err(Error::containerd("Images.Update"))?;
-        }
-        Err(status) if status.code() == Code::NotFound => {
-            session
-                .images()
-                .create(session.request(CreateImageRequest {
-                    image: Some(image),
-                    source_date_epoch: None,
-                }))
-                .await
-                .map_err(Error::containerd("Images.Create"))?;
-        }
-        Err(status) => return Err(Error::containerd("Images.Get")(status)),
+        .await
+        .map_err(Error::containerd("Images.Get"))?
+        .into_inner()
+        .image
+        .and_then(|i| i.target);
+    if existing.is_some_and(|target| target.digest == manifest.digest) {
+        return Ok(());
     }
+    session
+        .images()
+        .update(session.request(UpdateImageRequest {
+            image: Some(image),
+            update_mask: Some(FieldMask {
+                paths: vec!["target".to_string()],
+            }),
+            source_date_epoch: None,
+        }))
+        .await
+        .map_err(Error::containerd("Images.Update"))?;
     Ok(())
 }
 
