@@ -2,19 +2,19 @@
 //! containerd, list them.
 //!
 //! skiff runs on machines that may have no registry and no internet. Images travel as files:
-//! `skiff image build` (or [`pack`]) turns a root filesystem directory into an
+//! `skiff image build` (or [`pack()`]) turns a root filesystem directory into an
 //! [OCI image layout](https://github.com/opencontainers/image-spec/blob/main/image-layout.md)
 //! tarball, and the node agent imports such tarballs into its containerd through the gRPC
 //! content, snapshot and diff APIs — the same steps `ctr image import` takes, spelled out.
 //!
 //! ## Layout
-//! - [`reference`]: image names as users write them (`web:1.0`) and as containerd stores them
-//!   (`docker.io/library/web:1.0`): [`normalize`].
+//! - [`reference`](mod@reference): image names as users write them (`web:1.0`) and as
+//!   containerd stores them (`docker.io/library/web:1.0`): [`normalize`].
 //! - [`digest`]: sha256 digests and layer chain IDs.
 //! - [`rootfs`]: [`busybox_rootfs`], a tiny root filesystem for demos and tests.
-//! - [`pack`]: directory → reproducible OCI layout tarball ([`pack()`]).
+//! - [`pack`](mod@pack): directory → reproducible OCI layout tarball ([`pack()`]).
 //! - [`layout`]: reading an OCI layout tarball without unpacking it to disk.
-//! - [`containerd`]: the small gRPC plumbing shared by import and inspect (namespaced
+//! - `containerd` (private): the small gRPC plumbing shared by import and inspect (namespaced
 //!   requests, leases, reading and writing content).
 //! - [`import`]: tarball → containerd content store → image record → unpacked snapshots
 //!   ([`import_tarball`], [`unpack`]).
@@ -23,13 +23,14 @@
 //!
 //! ## The life of an image
 //! ```text
-//!  rootfs dir ──pack──► web.tar ──import_tarball──► containerd content (blobs, gc labels)
-//!                        (index.json,                  │ Images.Create (name → manifest)
-//!                         manifest, config,            ▼
-//!                         layer.tar)            snapshots: one committed per layer, named
-//!                                               by chain ID ──resolve──► agent: Prepare(top)
+//!  rootfs dir ──pack──► web.tar ──import_tarball──► containerd
+//!                       index.json                  content: blobs + gc.ref labels
+//!                       manifest, config            snapshots: one per layer, named by chain ID
+//!                       one layer.tar               image record: name → manifest (last)
+//!                                                        │
+//!                        agent ◄───────resolve───────────┘ run config + top chain ID
+//!                        Snapshots.Prepare { key: <container>, parent: <top chain ID> }
 //! ```
-pub mod containerd;
 pub mod digest;
 pub mod import;
 pub mod inspect;
@@ -38,6 +39,7 @@ pub mod pack;
 pub mod reference;
 pub mod rootfs;
 
+mod containerd;
 mod error;
 
 pub use error::{Error, Result};
