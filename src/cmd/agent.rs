@@ -10,7 +10,7 @@
 //! 4. The agent loop runs until shutdown; containers keep running after it (an agent restart
 //!    adopts them).
 use std::net::{IpAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -232,27 +232,20 @@ pub async fn run_agent(
                 .await
                 .with_context(|| format!("connecting to containerd at {}", socket.display()))?,
             );
-            import_images(&runtime, &data_dir.join("images")).await;
+            // Image tarballs in DATA/images: imported now, and when new ones appear.
+            let mut airgap = skiff_agent::images::AirgapDir::new(&data_dir.join("images"));
+            airgap.scan(&runtime, false).await;
+            let (watched, mut airgap_stop) = (runtime.clone(), stop.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(3)) => airgap.scan(&watched, true).await,
+                        _ = async { let _ = airgap_stop.wait_for(|s| *s).await; } => return,
+                    }
+                }
+            });
             serve_endpoint(Some(runtime.clone()));
             skiff_agent::run(config, client, runtime, stop).await
-        }
-    }
-}
-
-/// Imports every image tarball in `dir` (k3s' airgap convention).
-async fn import_images(runtime: &ContainerdRuntime, dir: &Path) {
-    let _ = std::fs::create_dir_all(dir);
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("tar") {
-            continue;
-        }
-        match skiff_agent::images::import(runtime, &path).await {
-            Ok(names) => tracing::info!(file = %path.display(), ?names, "imported images"),
-            Err(e) => tracing::warn!(file = %path.display(), error = %e, "importing images"),
         }
     }
 }

@@ -40,6 +40,8 @@ pub struct BenchArgs {
 enum BenchWhat {
     /// Create small objects as fast as N concurrent clients can.
     Store(StoreBench),
+    /// Pod startup latency with real containers, and the agent's memory.
+    Pods(super::bench_pods::PodBench),
     /// (Used by `bench store`.) Run one bare store member serving Raft on `--listen`.
     #[command(hide = true)]
     StorePeer(StorePeer),
@@ -115,6 +117,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let bench = match args.what {
         BenchWhat::Store(bench) => bench,
         BenchWhat::StorePeer(peer) => return run_store_peer(peer).await,
+        BenchWhat::Pods(bench) => return super::bench_pods::run(bench).await,
     };
     let etcd_installed = which("etcd").is_some();
     println!(
@@ -213,7 +216,7 @@ where
     })
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -317,7 +320,7 @@ impl Drop for Children {
     }
 }
 
-async fn wait_ready(kubeconfig: &Path, url: &str) -> anyhow::Result<ClusterClient> {
+pub async fn wait_ready(kubeconfig: &Path, url: &str) -> anyhow::Result<ClusterClient> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(config) = Kubeconfig::read(kubeconfig) {

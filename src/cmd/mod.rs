@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod bench_pods;
 pub mod client;
 pub mod image;
 pub mod members;
