@@ -1,2 +1,307 @@
-//! skiff-controllers: see lib docs (to be written).
+//! skiff-controllers: the controllers that turn what users asked for into more desired state.
+//!
+//! A Deployment asks for ReplicaSets, a ReplicaSet asks for Pods, a silent Node asks for its
+//! Pods to be evicted, a deleted owner asks for its dependents to go. Each controller here is
+//! a **pure function**: it takes the current objects (as the loop's cache sees them) and `now`,
+//! and returns a plan — a list of [`Action`]s. It does no I/O, keeps no state and never
+//! sleeps, so tests call it directly and a learner can read it top to bottom like a script.
+//! A thin loop (watch → work queue → reconcile → apply) lives elsewhere and does the writing.
+//!
+//! ## Layout
+//! - [`Action`], [`Object`], [`EventNote`] (this file): what a plan is made of.
+//! - [`replicaset`]: keep `spec.replicas` pods alive; which pod goes first on scale-down
+//!   ([`pod_rank`]).
+//! - [`deployment`]: roll out a new ReplicaSet one move per pass (RollingUpdate, Recreate),
+//!   the pod-template-hash, revisions, conditions and the status `kubectl rollout status` reads.
+//! - [`nodelifecycle`]: silent nodes become `Ready=Unknown`, get the `unreachable` taint, and
+//!   lose their pods once the pods' tolerations run out.
+//! - [`gc`]: ownerReferences garbage collection (background, foreground, orphan).
+//! - [`nodeipam`]: a pod CIDR for every Node.
+//! - [`owners`], [`pods`], [`names`]: controller references and adoption, what a pod's status
+//!   means to a controller, random-but-injectable name suffixes.
+//!
+//! ## Applying a plan (the loop's contract)
+//!
+//! Expected flow: the loop hands `reconcile` a consistent snapshot from its caches, then
+//! applies the returned actions **in order**:
+//!
+//! 1. `Create`, `Update`, `UpdateStatus`, `Delete` are API writes. An `Update`/`UpdateStatus`
+//!    carries the full object *with the resourceVersion it was computed from*, so it is a
+//!    compare-and-swap: a 409 means the snapshot was stale.
+//! 2. On the first failed write the loop **stops applying that plan** and requeues the key
+//!    (with back-off). The next pass recomputes from fresh state, so nothing is lost. (This also
+//!    gives Kubernetes' "stop creating pods after the first error" behaviour for free.) A
+//!    `Delete` answered with 404 Not Found counts as success: the object is already gone.
+//! 3. An `Event` describes the write just before it; record it in the background and never
+//!    let it fail the plan.
+//! 4. `RequeueAfter` asks for another pass after a delay (minReadySeconds, progress deadlines,
+//!    toleration timeouts): nothing changes in the store when time passes, so no watch event
+//!    would wake the controller.
+//!
+//! Guarantees of every plan: it writes each object at most once (two writes from one snapshot
+//! would conflict with each other), and every `Delete` names the uid it means, so a pod deleted
+//! and re-created under the same name in between is never hit by mistake.
+//!
+//! Caveats: a controller that creates children must not run again on a cache that has not yet
+//! seen its last creations, or it will create them twice. Kubernetes calls this
+//! "expectations": the loop remembers how many creates/deletes it applied for a key and waits
+//! for the watch to show them (or for a timeout of a few minutes) before reconciling it again.
+pub mod deployment;
+pub mod gc;
+pub mod names;
 pub mod nodeipam;
+pub mod nodelifecycle;
+pub mod owners;
+pub mod pod_rank;
+pub mod pods;
+pub mod replicaset;
+
+use std::fmt;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::Value;
+
+pub use skiff_client::events::EventType;
+
+/// One step of a plan. Each is small enough to explain in a sentence (see its `Display`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Create this object (POST to its collection).
+    Create(Object),
+    /// Replace this object (PUT); its `metadata.resourceVersion` makes it a compare-and-swap.
+    Update(Object),
+    /// Replace this object's status (PUT to `/status`), again compare-and-swap.
+    UpdateStatus(Object),
+    /// Delete an object, but only the incarnation with this uid (a DeleteOptions
+    /// precondition).
+    Delete {
+        /// apiVersion, kind, namespace and name of the object to delete.
+        object: ObjectReference,
+        /// The precondition: the uid the object must still have.
+        uid: String,
+        /// How dependents are treated; `None` leaves it to the server's default.
+        propagation: Option<Propagation>,
+    },
+    /// Record an Event (`kubectl describe` shows it).
+    Event(EventNote),
+    /// Run this controller again for the same key after `after`, because a decision depends
+    /// on time passing.
+    RequeueAfter { after: Duration, why: String },
+}
+
+/// The objects controllers write. Typed where skiff knows the kind, JSON for the generic
+/// garbage collector.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    Pod(Box<Pod>),
+    ReplicaSet(Box<ReplicaSet>),
+    Deployment(Box<Deployment>),
+    Node(Box<Node>),
+    /// Any kind, with `apiVersion`, `kind` and `metadata` (the garbage collector's view).
+    Dynamic(Value),
+}
+
+/// `propagationPolicy` of a delete: what happens to the object's dependents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// Delete the object now; the garbage collector deletes dependents afterwards.
+    Background,
+    /// Delete dependents that block owner deletion first, then the object.
+    Foreground,
+    /// Delete the object and leave its dependents, without the owner reference.
+    Orphan,
+}
+
+/// An Event to record about `regarding`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventNote {
+    /// The object the event is about (`involvedObject`).
+    pub regarding: ObjectReference,
+    pub type_: EventType,
+    /// Kubernetes' CamelCase reason, e.g. `ScalingReplicaSet`.
+    pub reason: String,
+    /// Kubernetes' message wording, e.g. `Scaled up replica set web-5d9c7 from 0 to 3`.
+    pub message: String,
+}
+
+impl Action {
+    /// A Normal event about `regarding`.
+    pub fn normal_event(regarding: ObjectReference, reason: &str, message: String) -> Action {
+        Action::Event(EventNote {
+            regarding,
+            type_: EventType::Normal,
+            reason: reason.to_string(),
+            message,
+        })
+    }
+
+    /// A Warning event about `regarding`.
+    pub fn warning_event(regarding: ObjectReference, reason: &str, message: String) -> Action {
+        Action::Event(EventNote {
+            regarding,
+            type_: EventType::Warning,
+            reason: reason.to_string(),
+            message,
+        })
+    }
+
+    /// Deletes the object `reference` names, guarded by its uid.
+    pub fn delete(reference: ObjectReference, propagation: Option<Propagation>) -> Action {
+        Action::Delete {
+            uid: reference.uid.clone().unwrap_or_default(),
+            object: reference,
+            propagation,
+        }
+    }
+}
+
+impl Object {
+    /// The object as JSON, for the loop's generic write path.
+    pub fn to_value(&self) -> Value {
+        let value = match self {
+            Object::Pod(o) => serde_json::to_value(o),
+            Object::ReplicaSet(o) => serde_json::to_value(o),
+            Object::Deployment(o) => serde_json::to_value(o),
+            Object::Node(o) => serde_json::to_value(o),
+            Object::Dynamic(v) => return v.clone(),
+        };
+        // Serialising a k8s-openapi struct to a Value has no failure case (string keys, no
+        // non-finite floats).
+        value.unwrap_or(Value::Null)
+    }
+
+    /// apiVersion, kind, namespace, name, uid and resourceVersion of the object.
+    pub fn reference(&self) -> ObjectReference {
+        match self {
+            Object::Pod(o) => reference_to(&**o),
+            Object::ReplicaSet(o) => reference_to(&**o),
+            Object::Deployment(o) => reference_to(&**o),
+            Object::Node(o) => reference_to(&**o),
+            Object::Dynamic(v) => dynamic_reference(v),
+        }
+    }
+}
+
+/// A reference to a typed object, for events, deletes and owner links.
+pub fn reference_to<K>(object: &K) -> ObjectReference
+where
+    K: k8s_openapi::Resource + k8s_openapi::Metadata<Ty = ObjectMeta>,
+{
+    skiff_client::events::object_ref(object)
+}
+
+/// A reference to an object known only as JSON.
+pub fn dynamic_reference(object: &Value) -> ObjectReference {
+    let text = |pointer: &str| {
+        object
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    ObjectReference {
+        api_version: text("/apiVersion"),
+        kind: text("/kind"),
+        namespace: text("/metadata/namespace"),
+        name: text("/metadata/name"),
+        uid: text("/metadata/uid"),
+        resource_version: text("/metadata/resourceVersion"),
+        ..ObjectReference::default()
+    }
+}
+
+/// `kind ns/name`, or `kind name` for cluster-scoped objects.
+fn describe(reference: &ObjectReference) -> String {
+    let kind = reference.kind.as_deref().unwrap_or("object");
+    let name = reference.name.as_deref().unwrap_or("");
+    match reference.namespace.as_deref() {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Create(o) => write!(f, "create {}", describe(&o.reference())),
+            Action::Update(o) | Action::UpdateStatus(o) => {
+                let r = o.reference();
+                let what = match self {
+                    Action::UpdateStatus(_) => "update status of",
+                    _ => "update",
+                };
+                let version = r.resource_version.as_deref().unwrap_or("?");
+                write!(f, "{what} {} at resourceVersion {version}", describe(&r))
+            }
+            Action::Delete {
+                object,
+                uid,
+                propagation,
+            } => {
+                write!(f, "delete {} (uid {uid})", describe(object))?;
+                match propagation {
+                    Some(p) => write!(f, " with {p:?} propagation"),
+                    None => Ok(()),
+                }
+            }
+            Action::Event(e) => write!(
+                f,
+                "event {:?} {} on {}: {}",
+                e.type_,
+                e.reason,
+                describe(&e.regarding),
+                e.message
+            ),
+            Action::RequeueAfter { after, why } => {
+                write!(f, "check again in {:.1}s: {why}", after.as_secs_f64())
+            }
+        }
+    }
+}
+
+/// Seconds from `a` to `b` (negative when `b` is earlier), the unit Kubernetes' timers use.
+pub(crate) fn seconds_between(a: jiff::Timestamp, b: jiff::Timestamp) -> f64 {
+    b.duration_since(a).as_secs_f64()
+}
+
+/// A positive wait in seconds as a `Duration` (zero if already past).
+pub(crate) fn wait_for(seconds: f64) -> Duration {
+    Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_explain_themselves() {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("web-abc".into());
+        pod.metadata.namespace = Some("default".into());
+        pod.metadata.uid = Some("u1".into());
+        pod.metadata.resource_version = Some("7".into());
+        let create = Action::Create(Object::Pod(Box::new(pod.clone())));
+        assert_eq!(create.to_string(), "create Pod default/web-abc");
+        let update = Action::UpdateStatus(Object::Pod(Box::new(pod.clone())));
+        assert_eq!(
+            update.to_string(),
+            "update status of Pod default/web-abc at resourceVersion 7"
+        );
+        let delete = Action::delete(reference_to(&pod), Some(Propagation::Background));
+        assert_eq!(
+            delete.to_string(),
+            "delete Pod default/web-abc (uid u1) with Background propagation"
+        );
+        let event = Action::normal_event(
+            reference_to(&pod),
+            "SuccessfulDelete",
+            "Deleted pod: web-abc".into(),
+        );
+        assert_eq!(
+            event.to_string(),
+            "event Normal SuccessfulDelete on Pod default/web-abc: Deleted pod: web-abc"
+        );
+    }
+}
