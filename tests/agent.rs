@@ -18,6 +18,8 @@ struct Cluster {
     dir: tempfile::TempDir,
     bridge: String,
     namespace: String,
+    /// The node's pod CIDR (the first /24 of the test's cluster CIDR).
+    pod_cidr: String,
 }
 
 /// The busybox applets the test images link.
@@ -103,6 +105,7 @@ impl Cluster {
             dir,
             bridge,
             namespace,
+            pod_cidr: format!("10.{n}.0.0/24"),
         };
         let node = format!("node-{tag}");
         eventually("the node registers", Duration::from_secs(60), || {
@@ -212,9 +215,31 @@ impl Drop for Cluster {
             .status();
         for direction in ["-i", "-o"] {
             let _ = Command::new("iptables")
-                .args(["-D", "FORWARD", direction, &self.bridge, "-j", "ACCEPT"])
+                .args([
+                    "-w",
+                    "-D",
+                    "FORWARD",
+                    direction,
+                    &self.bridge,
+                    "-j",
+                    "ACCEPT",
+                ])
                 .status();
         }
+        let _ = Command::new("iptables")
+            .args([
+                "-w",
+                "-t",
+                "nat",
+                "-D",
+                "POSTROUTING",
+                "-s",
+                &self.pod_cidr,
+                "!",
+                "-o",
+            ])
+            .args([&self.bridge, "-j", "MASQUERADE"])
+            .status();
         // containerd leaves overlay mounts only for running containers; unmount anything left
         // under the test dir so the temp dir can be removed.
         if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
@@ -464,6 +489,63 @@ fn crashing_containers_back_off_and_oom_is_reported() {
         "name",
     ]);
     assert!(!events.trim().is_empty(), "a BackOff event");
+
+    // An image that is neither present nor pullable: ErrImagePull, then ImagePullBackOff with
+    // a message; with imagePullPolicy Never, ErrImageNeverPull.
+    cluster.create_pod(json!({
+        "metadata": {"name": "missing"},
+        "spec": {"containers": [{"name": "c", "image": "skiff.local/missing:1.0"}]}
+    }));
+    let waiting = eventually("ImagePullBackOff", Duration::from_secs(60), || {
+        let w =
+            cluster.pod("missing")["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        (w["reason"] == "ImagePullBackOff").then_some(w)
+    });
+    assert!(
+        waiting["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("skiff.local/missing:1.0"),
+        "{waiting}"
+    );
+    cluster.create_pod(json!({
+        "metadata": {"name": "never"},
+        "spec": {"containers": [{"name": "c", "image": "skiff.local/missing:1.0", "imagePullPolicy": "Never"}]}
+    }));
+    eventually("ErrImageNeverPull", Duration::from_secs(30), || {
+        let w = cluster.pod("never")["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        (w["reason"] == "ErrImageNeverPull").then_some(())
+    });
+
+    // Init containers run to completion, in order, before the app container; they share
+    // an emptyDir with it.
+    cluster.create_pod(json!({
+        "metadata": {"name": "init"},
+        "spec": {
+            "initContainers": [
+                {"name": "one", "image": "skiff.local/web:1.0", "command": ["/bin/sh", "-c", "echo one >> /work/order"],
+                 "volumeMounts": [{"name": "w", "mountPath": "/work"}]},
+                {"name": "two", "image": "skiff.local/web:1.0", "command": ["/bin/sh", "-c", "echo two >> /work/order"],
+                 "volumeMounts": [{"name": "w", "mountPath": "/work"}]}
+            ],
+            "containers": [{"name": "app", "image": "skiff.local/web:1.0",
+                "command": ["/bin/sh", "-c", "cat /work/order; sleep 3600"],
+                "volumeMounts": [{"name": "w", "mountPath": "/work"}]}],
+            "volumes": [{"name": "w", "emptyDir": {}}]
+        }
+    }));
+    let pod = cluster.wait_running("init");
+    let init = &pod["status"]["initContainerStatuses"];
+    assert_eq!(
+        init[0]["state"]["terminated"]["reason"], "Completed",
+        "{init}"
+    );
+    assert_eq!(init[1]["state"]["terminated"]["exitCode"], 0, "{init}");
+    let out = eventually("the app's output", Duration::from_secs(20), || {
+        let (ok, out, _) = cluster.kubectl(&["logs", "init", "-c", "app"]);
+        (ok && out.contains("two")).then_some(out)
+    });
+    assert_eq!(out, "one\ntwo\n");
 
     // OOM: a shell variable of 100 MB in a 32 MiB container.
     cluster.create_pod(json!({

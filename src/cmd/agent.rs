@@ -57,6 +57,10 @@ pub struct AgentOptions {
     /// Where the CNI plugins are.
     #[arg(long, default_value = skiff_agent::network::DEFAULT_CNI_BIN)]
     pub cni_bin_dir: PathBuf,
+    /// Share N containerd shims among all pods instead of one shim per pod (saves ~12 MiB per
+    /// pod; a shim crash then affects every pod in its group). 0: one per pod.
+    #[arg(long, default_value_t = 0)]
+    pub shim_groups: u32,
     /// The port of the agent's HTTPS endpoint (logs, exec); 0 picks a free one.
     #[arg(long, default_value_t = 10250)]
     pub kubelet_port: u16,
@@ -221,7 +225,7 @@ pub async fn run_agent(
                 cni_bin: options.cni_bin_dir.clone(),
                 data_dir: data_dir.clone(),
             };
-            skiff_agent::network::allow_forwarding(&network.bridge).await?;
+            skiff_agent::network::allow_forwarding(&network.bridge, &network.pod_cidr).await?;
             let runtime = Arc::new(
                 ContainerdRuntime::connect(
                     &socket,
@@ -230,7 +234,8 @@ pub async fn run_agent(
                     &data_dir,
                 )
                 .await
-                .with_context(|| format!("connecting to containerd at {}", socket.display()))?,
+                .with_context(|| format!("connecting to containerd at {}", socket.display()))?
+                .with_shim_groups(options.shim_groups),
             );
             // Image tarballs in DATA/images: imported now, and when new ones appear.
             let mut airgap = skiff_agent::images::AirgapDir::new(&data_dir.join("images"));

@@ -29,6 +29,9 @@ pub struct PodBench {
     /// Pods created at once.
     #[arg(long, default_value_t = 100)]
     burst: usize,
+    /// Passed to the agent: pods share this many shims (0: one shim per pod).
+    #[arg(long, default_value_t = 0)]
+    shim_groups: u32,
 }
 
 /// Processes killed (SIGTERM, then SIGKILL) when dropped.
@@ -107,9 +110,25 @@ pub async fn run(bench: PodBench) -> anyhow::Result<()> {
     let agent_dir = dir.path().join("agent");
     std::fs::create_dir_all(agent_dir.join("images"))?;
     let status = Command::new(&exe)
-        .args(["image", "pack", "--busybox", "--tag", "skiff.local/web:1.0", "-o"])
+        .args([
+            "image",
+            "pack",
+            "--busybox",
+            "--tag",
+            "skiff.local/web:1.0",
+            "-o",
+        ])
         .arg(agent_dir.join("images/web.tar"))
-        .args(["--entrypoint", "/bin/httpd", "--cmd", "-f", "--cmd", "-p", "--cmd", "8080"])
+        .args([
+            "--entrypoint",
+            "/bin/httpd",
+            "--cmd",
+            "-f",
+            "--cmd",
+            "-p",
+            "--cmd",
+            "8080",
+        ])
         .stdout(Stdio::null())
         .status()?;
     if !status.success() {
@@ -135,7 +154,8 @@ pub async fn run(bench: PodBench) -> anyhow::Result<()> {
     let token = std::fs::read_to_string(server_dir.join("node-token"))?;
     let bridge = "skbench0";
     let namespace = "skiff-bench";
-    let agent_log = std::fs::File::create(dir.path().join("agent.log"))?;
+    // The agent's log stays after the run, for looking into where the time went.
+    let agent_log = std::fs::File::create("/tmp/skiff-bench-agent.log")?;
     procs.0.push(
         Command::new(&exe)
             .args(["agent", "--server", &url, "--token", token.trim()])
@@ -143,6 +163,7 @@ pub async fn run(bench: PodBench) -> anyhow::Result<()> {
             .arg(&agent_dir)
             .args(["--node-name", "bench", "--bridge", bridge])
             .args(["--containerd-namespace", namespace, "--kubelet-port", "0"])
+            .args(["--shim-groups", &bench.shim_groups.to_string()])
             .stdout(Stdio::null())
             .stderr(agent_log)
             .spawn()?,
@@ -159,9 +180,24 @@ pub async fn run(bench: PodBench) -> anyhow::Result<()> {
     let _ = Command::new("ip").args(["link", "delete", bridge]).status();
     for direction in ["-i", "-o"] {
         let _ = Command::new("iptables")
-            .args(["-D", "FORWARD", direction, bridge, "-j", "ACCEPT"])
+            .args(["-w", "-D", "FORWARD", direction, bridge, "-j", "ACCEPT"])
             .status();
     }
+    let _ = Command::new("iptables")
+        .args([
+            "-w",
+            "-t",
+            "nat",
+            "-D",
+            "POSTROUTING",
+            "-s",
+            "10.77.0.0/24",
+            "!",
+            "-o",
+            bridge,
+        ])
+        .args(["-j", "MASQUERADE"])
+        .status();
     tokio::time::sleep(Duration::from_millis(500)).await;
     result
 }
@@ -175,7 +211,11 @@ async fn measure(
 ) -> anyhow::Result<()> {
     // Wait for the node, and let the agent settle before measuring idle memory.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while client.get_opt::<k8s_openapi::api::core::v1::Node>(None, "bench").await?.is_none() {
+    while client
+        .get_opt::<k8s_openapi::api::core::v1::Node>(None, "bench")
+        .await?
+        .is_none()
+    {
         if Instant::now() > deadline {
             bail!("the agent did not register");
         }
@@ -190,7 +230,11 @@ async fn measure(
     let idle_containerd = rss_mib(containerd_pid);
 
     let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
-    let mut events = watcher::spawn::<Pod>(client.clone(), Some("default".into()), ListParams::default());
+    let mut events = watcher::spawn::<Pod>(
+        client.clone(),
+        Some("default".into()),
+        ListParams::default(),
+    );
     let seen = waiters.clone();
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
@@ -218,7 +262,10 @@ async fn measure(
         let waiters = waiters.clone();
         async move {
             let (tx, rx) = oneshot::channel();
-            waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), tx);
+            waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.clone(), tx);
             let pod: Pod = serde_json::from_value(json!({
                 "metadata": {"name": name},
                 "spec": {"nodeName": "bench", "terminationGracePeriodSeconds": 1,
@@ -241,7 +288,8 @@ async fn measure(
     delete_all(client).await?;
 
     let burst_started = Instant::now();
-    let burst = futures::future::join_all((0..bench.burst).map(|i| start_pod(format!("burst-{i}")))).await;
+    let burst =
+        futures::future::join_all((0..bench.burst).map(|i| start_pod(format!("burst-{i}")))).await;
     let burst_elapsed = burst_started.elapsed();
     let mut burst: Vec<Duration> = burst.into_iter().collect::<Result<_, _>>()?;
     burst.sort();
@@ -274,21 +322,29 @@ async fn measure(
 
 /// Deletes every pod in `default` and waits until they are gone.
 async fn delete_all(client: &Client) -> anyhow::Result<()> {
-    let pods = client.list::<Pod>(Some("default"), &ListParams::default()).await?;
-    let deletes = pods.items.iter().filter_map(|p| p.metadata.name.clone()).map(|name| {
-        let client = client.clone();
-        async move {
-            let options = DeleteOptions {
-                grace_period_seconds: Some(1),
-                ..DeleteOptions::default()
-            };
-            let _ = client.delete::<Pod>(Some("default"), &name, &options).await;
-        }
-    });
+    let pods = client
+        .list::<Pod>(Some("default"), &ListParams::default())
+        .await?;
+    let deletes = pods
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .map(|name| {
+            let client = client.clone();
+            async move {
+                let options = DeleteOptions {
+                    grace_period_seconds: Some(1),
+                    ..DeleteOptions::default()
+                };
+                let _ = client.delete::<Pod>(Some("default"), &name, &options).await;
+            }
+        });
     futures::future::join_all(deletes).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let left = client.list::<Pod>(Some("default"), &ListParams::default()).await?;
+        let left = client
+            .list::<Pod>(Some("default"), &ListParams::default())
+            .await?;
         if left.items.is_empty() {
             return Ok(());
         }

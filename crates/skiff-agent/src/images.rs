@@ -58,7 +58,8 @@ impl AirgapDir {
             if self.seen.get(&path) == Some(&stamp) {
                 continue;
             }
-            if settle && modified.elapsed().unwrap_or_default() < std::time::Duration::from_secs(1) {
+            if settle && modified.elapsed().unwrap_or_default() < std::time::Duration::from_secs(1)
+            {
                 continue;
             }
             self.seen.insert(path.clone(), stamp);

@@ -12,9 +12,11 @@
 //!   the namespace alive after the thread is gone. Every container of the pod is given that file
 //!   as its network namespace, so they share `localhost` and the IP.
 //! - CNI plugins are plain executables (Debian's containernetworking-plugins): the agent runs
-//!   `bridge` (with `host-local` IPAM over the node's pod CIDR) and `loopback` with the CNI
+//!   `bridge` (with `host-local` IPAM over the node's pod CIDR) with the CNI
 //!   environment variables and the network config on stdin; the bridge plugin's answer names the
-//!   IP. `DEL` with the same arguments releases it.
+//!   IP. `DEL` with the same arguments releases it. The loopback interface is brought up by
+//!   the agent itself (`ip link set lo up` inside the new namespace) rather than by the CNI
+//!   loopback plugin: the same result without starting another Go program per pod.
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -61,8 +63,10 @@ impl NetworkConfig {
             "type": "bridge",
             "bridge": self.bridge,
             "isGateway": true,
-            // Pods reach the outside world through the node's address.
-            "ipMasq": true,
+            // No per-pod NAT rules (each costs iptables calls under the xtables lock, which
+            // serialises a burst of pod starts): one MASQUERADE rule for the whole pod CIDR,
+            // installed by `allow_forwarding`, lets pods reach the outside world.
+            "ipMasq": false,
             // A pod can reach itself through a Service address that the proxy sends back to it.
             "hairpinMode": true,
             "ipam": {
@@ -90,15 +94,6 @@ impl NetworkConfig {
         } else {
             create_netns(&netns).await?;
         }
-        self.plugin(
-            "ADD",
-            "loopback",
-            "lo",
-            pod_uid,
-            &netns,
-            &json!({"cniVersion": "1.0.0", "name": "lo", "type": "loopback"}),
-        )
-        .await?;
         let result = self
             .plugin(
                 "ADD",
@@ -235,7 +230,18 @@ async fn create_netns(path: &Path) -> Result<(), RuntimeError> {
             nix::mount::MsFlags::MS_BIND,
             None::<&str>,
         )
-        .map_err(|e| format!("bind mount: {e}"))
+        .map_err(|e| format!("bind mount: {e}"))?;
+        // A child process inherits the namespaces of the thread that starts it, so `ip` here
+        // brings up the new namespace's loopback (what the CNI loopback plugin would do, for a
+        // fraction of the cost of starting that Go program for every pod).
+        let up = std::process::Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .map_err(|e| format!("ip link set lo up: {e}"))?;
+        if !up.success() {
+            return Err("ip link set lo up failed".to_string());
+        }
+        Ok(())
     })
     .join()
     .map_err(|_| failed("thread", &"panicked"))?;
@@ -276,38 +282,86 @@ pub async fn delete_bridge(name: &str) {
         .await;
 }
 
-/// Lets traffic to and from the bridge through the FORWARD chain, which Docker sets to DROP
-/// (bridged pod traffic traverses iptables). Idempotent: checks before inserting.
-pub async fn allow_forwarding(bridge: &str) -> Result<(), RuntimeError> {
+/// The host's iptables rules for the pod network, each checked before it is added:
+/// - FORWARD accepts traffic to and from the bridge (Docker sets the chain's policy to DROP,
+///   and bridged pod traffic traverses iptables);
+/// - one MASQUERADE rule in `nat POSTROUTING` for traffic from the pod CIDR leaving by another
+///   interface, so pods reach the outside world with the node's address.
+pub async fn allow_forwarding(bridge: &str, pod_cidr: &str) -> Result<(), RuntimeError> {
+    let masquerade = [
+        "-t",
+        "nat",
+        "POSTROUTING",
+        "-s",
+        pod_cidr,
+        "!",
+        "-o",
+        bridge,
+        "-j",
+        "MASQUERADE",
+    ];
+    ensure_rule(&masquerade).await?;
     for direction in ["-i", "-o"] {
-        let rule = ["FORWARD", direction, bridge, "-j", "ACCEPT"];
-        let present = tokio::process::Command::new("iptables")
-            .arg("-C")
-            .args(rule)
-            .stderr(Stdio::null())
+        ensure_rule(&["FORWARD", direction, bridge, "-j", "ACCEPT"]).await?;
+    }
+    Ok(())
+}
+
+/// `iptables -C` the rule, and `-I` it when missing. `rule` may start with `-t TABLE`.
+async fn ensure_rule(rule: &[&str]) -> Result<(), RuntimeError> {
+    let (table, rule) = match rule {
+        ["-t", table, rest @ ..] => (Some(*table), rest),
+        rest => (None, rest),
+    };
+    let run = |op: &'static str| {
+        let mut command = tokio::process::Command::new("iptables");
+        command.arg("-w");
+        if let Some(table) = table {
+            command.args(["-t", table]);
+        }
+        command.arg(op).args(rule).stderr(Stdio::null());
+        command
+    };
+    let present = run("-C")
+        .status()
+        .await
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !present {
+        let status = run("-I")
             .status()
             .await
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !present {
-            let status = tokio::process::Command::new("iptables")
-                .arg("-I")
-                .args(rule)
-                .status()
-                .await
-                .map_err(|e| RuntimeError::Failed(format!("iptables: {e}")))?;
-            if !status.success() {
-                return Err(RuntimeError::Failed(format!(
-                    "iptables -I FORWARD {direction} {bridge} failed"
-                )));
-            }
+            .map_err(|e| RuntimeError::Failed(format!("iptables: {e}")))?;
+        if !status.success() {
+            return Err(RuntimeError::Failed(format!(
+                "iptables -I {} failed",
+                rule.join(" ")
+            )));
         }
     }
     Ok(())
 }
 
 /// Removes what [`allow_forwarding`] added.
-pub async fn remove_forwarding(bridge: &str) {
+pub async fn remove_forwarding(bridge: &str, pod_cidr: &str) {
+    let _ = tokio::process::Command::new("iptables")
+        .args([
+            "-w",
+            "-t",
+            "nat",
+            "-D",
+            "POSTROUTING",
+            "-s",
+            pod_cidr,
+            "!",
+            "-o",
+            bridge,
+            "-j",
+            "MASQUERADE",
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .await;
     for direction in ["-i", "-o"] {
         let _ = tokio::process::Command::new("iptables")
             .args(["-D", "FORWARD", direction, bridge, "-j", "ACCEPT"])

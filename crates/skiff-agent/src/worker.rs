@@ -370,7 +370,9 @@ impl<R: Runtime> Worker<R> {
             namespace: self.pod.metadata.namespace.clone().unwrap_or_default(),
             host_network,
         };
+        let started = std::time::Instant::now();
         let mut sandbox = self.ctx.runtime.setup_sandbox(&config).await?;
+        tracing::debug!(pod = %self.pod_key(), elapsed_ms = started.elapsed().as_millis() as u64, "sandbox ready");
         if host_network {
             sandbox.ip = Some(self.ctx.node_ip.clone());
         }
@@ -440,6 +442,23 @@ impl<R: Runtime> Worker<R> {
         let pull = slot.spec.image_pull_policy.as_deref() != Some("Never");
         let image_info = match self.ctx.runtime.ensure_image(&image, pull).await {
             Ok(info) => info,
+            Err(e) if !pull => {
+                // imagePullPolicy: Never and the image is not here: kubelet's ErrImageNeverPull.
+                let message =
+                    format!("Container image \"{image}\" is not present with pull policy of Never");
+                if !matches!(self.slots[i].current, Current::Waiting { ref reason, .. } if reason == "ErrImageNeverPull")
+                {
+                    self.warn("ErrImageNeverPull", &message);
+                }
+                tracing::debug!(error = %e, "image not present");
+                self.slots[i].current = Current::Waiting {
+                    reason: "ErrImageNeverPull".into(),
+                    message: Some(message),
+                };
+                // It may be imported later (the airgap directory is watched).
+                self.wake_in(Duration::from_secs(5));
+                return;
+            }
             Err(e) => {
                 let again = matches!(self.slots[i].current, Current::Waiting { ref reason, .. } if reason == "ErrImagePull" || reason == "ImagePullBackOff");
                 let reason = if again {
