@@ -1,1 +1,472 @@
-//! (in progress)
+//! Garbage collection through ownerReferences, for any kind of object.
+//!
+//! An object whose `metadata.ownerReferences` all point at owners that no longer exist is
+//! garbage: `kubectl delete deployment web` removes the Deployment, and this collector then
+//! removes its ReplicaSets, and then their pods. Deleting an owner can also ask for something
+//! else, through a finalizer the API server puts on it:
+//!
+//! - **background** (the default): the owner goes at once; dependents are collected after.
+//! - **foreground** (`foregroundDeletion` finalizer): the owner stays, marked as being
+//!   deleted, until every dependent with `blockOwnerDeletion: true` is gone. The collector
+//!   deletes those dependents (foreground again if they have dependents of their own, so the
+//!   whole tree goes bottom-up), then removes the finalizer, and the API server deletes the
+//!   owner.
+//! - **orphan** (`orphan` finalizer, `--cascade=orphan`): the collector removes the owner's
+//!   reference from each dependent, then the finalizer. The dependents stay.
+//!
+//! Each dependent's references are classified (Kubernetes' `classifyReferences`):
+//! *dangling* (owner gone), *waiting* (owner being deleted in the foreground), or *solid*
+//! (owner alive, including one being orphan-deleted). No solid owner left → delete the
+//! dependent. Some solid owner left → only drop the dangling and waiting references.
+//!
+//! Caveats:
+//! - "Gone" is only as good as the snapshot. The loop must pass complete, caught-up lists of
+//!   every kind in `complete_kinds` (skiff's resourceVersion is one global revision, so caches
+//!   at the same revision agree); a reference to any other kind is never judged dangling.
+//!   Kubernetes additionally re-reads a missing owner from the API before deleting.
+//! - A reference whose uid exists with another kind, or in another namespace, is dangling:
+//!   a namespaced object can only be owned from its own namespace or by a cluster-scoped owner.
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use crate::{dynamic_reference, Action, Object, Propagation};
+
+/// The finalizer of an owner deleted with `propagationPolicy: Foreground`.
+pub const FOREGROUND: &str = "foregroundDeletion";
+/// The finalizer of an owner deleted with `propagationPolicy: Orphan`.
+pub const ORPHAN: &str = "orphan";
+
+/// Plans one collection pass over `objects` (every object of the kinds in `complete_kinds`,
+/// plus any others that may have owners), each with `apiVersion`, `kind` and `metadata`.
+pub fn reconcile(objects: &[Value], complete_kinds: &[&str]) -> Vec<Action> {
+    let graph = Graph::new(objects, complete_kinds);
+    let mut deletes = Vec::new();
+    let mut edits: BTreeMap<&str, Edit> = BTreeMap::new();
+
+    // Orphaning owners: take their references off every dependent.
+    for owner in objects
+        .iter()
+        .filter(|o| is_deleting(o) && has_finalizer(o, ORPHAN))
+    {
+        let owner_uid = uid(owner);
+        for dependent in graph.dependents_of(owner_uid) {
+            edits
+                .entry(uid(dependent))
+                .or_default()
+                .drop_refs
+                .insert(owner_uid);
+        }
+        edits
+            .entry(owner_uid)
+            .or_default()
+            .drop_finalizers
+            .insert(ORPHAN);
+    }
+
+    // Dependents: delete the ownerless, untangle the rest.
+    for dependent in objects.iter().filter(|o| !is_deleting(o)) {
+        let refs = owner_refs(dependent);
+        if refs.is_empty() {
+            continue;
+        }
+        let (mut solid, mut gone) = (0, Vec::new());
+        let mut waiting = false;
+        for r in &refs {
+            match graph.owner_state(dependent, r) {
+                OwnerState::Solid => solid += 1,
+                OwnerState::Dangling => gone.push(ref_uid(r)),
+                OwnerState::Waiting => {
+                    waiting = true;
+                    gone.push(ref_uid(r));
+                }
+            }
+        }
+        if gone.is_empty() {
+            continue;
+        }
+        if solid == 0 {
+            // A dependent of a foreground deletion that has dependents itself is deleted in
+            // the foreground too, so the tree goes bottom-up.
+            let propagation = if waiting && !graph.dependents_of(uid(dependent)).is_empty() {
+                Propagation::Foreground
+            } else {
+                Propagation::Background
+            };
+            deletes.push(Action::delete(
+                dynamic_reference(dependent),
+                Some(propagation),
+            ));
+            edits.remove(uid(dependent));
+        } else {
+            edits
+                .entry(uid(dependent))
+                .or_default()
+                .drop_refs
+                .extend(gone);
+        }
+    }
+
+    // Foreground owners: done once no dependent blocks them any more.
+    for owner in objects
+        .iter()
+        .filter(|o| is_deleting(o) && has_finalizer(o, FOREGROUND))
+    {
+        let blocked = graph.dependents_of(uid(owner)).iter().any(|d| {
+            owner_refs(d).iter().any(|r| {
+                ref_uid(r) == uid(owner) && r.get("blockOwnerDeletion") == Some(&Value::Bool(true))
+            })
+        });
+        if !blocked {
+            edits
+                .entry(uid(owner))
+                .or_default()
+                .drop_finalizers
+                .insert(FOREGROUND);
+        }
+    }
+
+    // Writes: deletes, then dependents' references, then owners' finalizers (an orphaning
+    // owner must outlive the references to it, or its dependents would be collected).
+    let mut actions = deletes;
+    let mut finalizer_updates = Vec::new();
+    for object in objects {
+        let Some(edit) = edits.get(uid(object)) else {
+            continue;
+        };
+        let update = Action::Update(Object::Dynamic(edit.apply(object)));
+        if edit.drop_finalizers.is_empty() {
+            actions.push(update);
+        } else {
+            finalizer_updates.push(update);
+        }
+    }
+    actions.extend(finalizer_updates);
+    actions
+}
+
+/// What to take off one object.
+#[derive(Default)]
+struct Edit<'a> {
+    drop_refs: BTreeSet<&'a str>,
+    drop_finalizers: BTreeSet<&'static str>,
+}
+
+impl Edit<'_> {
+    /// The object without those references and finalizers; empty lists are removed. The
+    /// resourceVersion stays, so the update is a compare-and-swap.
+    fn apply(&self, object: &Value) -> Value {
+        let mut object = object.clone();
+        let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) else {
+            return object;
+        };
+        let mut prune = |field: &str, keep: &dyn Fn(&Value) -> bool| {
+            if let Some(list) = meta.get_mut(field).and_then(Value::as_array_mut) {
+                list.retain(|v| keep(v));
+                if list.is_empty() {
+                    meta.remove(field);
+                }
+            }
+        };
+        prune("ownerReferences", &|r| !self.drop_refs.contains(ref_uid(r)));
+        prune("finalizers", &|f| {
+            !f.as_str().is_some_and(|f| self.drop_finalizers.contains(f))
+        });
+        object
+    }
+}
+
+/// Where an owner reference points.
+enum OwnerState {
+    /// A live owner (or one of a kind we cannot judge).
+    Solid,
+    /// No such owner.
+    Dangling,
+    /// The owner is being deleted in the foreground and waits for its dependents.
+    Waiting,
+}
+
+/// Objects by uid, and who references whom.
+struct Graph<'a> {
+    by_uid: BTreeMap<&'a str, &'a Value>,
+    dependents: BTreeMap<&'a str, Vec<&'a Value>>,
+    complete_kinds: &'a [&'a str],
+}
+
+impl<'a> Graph<'a> {
+    fn new(objects: &'a [Value], complete_kinds: &'a [&'a str]) -> Self {
+        let mut dependents: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+        for object in objects {
+            for r in owner_refs(object) {
+                dependents.entry(ref_uid(r)).or_default().push(object);
+            }
+        }
+        Graph {
+            by_uid: objects.iter().map(|o| (uid(o), o)).collect(),
+            dependents,
+            complete_kinds,
+        }
+    }
+
+    fn dependents_of(&self, owner_uid: &str) -> &[&'a Value] {
+        self.dependents
+            .get(owner_uid)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    fn owner_state(&self, dependent: &Value, r: &Value) -> OwnerState {
+        let kind = text(r, "/kind");
+        if !self.complete_kinds.contains(&kind) {
+            return OwnerState::Solid;
+        }
+        let owner = self.by_uid.get(ref_uid(r)).filter(|owner| {
+            let owner_ns = text(owner, "/metadata/namespace");
+            text(owner, "/kind") == kind
+                && (owner_ns.is_empty() || owner_ns == text(dependent, "/metadata/namespace"))
+        });
+        match owner {
+            None => OwnerState::Dangling,
+            Some(o) if is_deleting(o) && has_finalizer(o, FOREGROUND) => OwnerState::Waiting,
+            Some(_) => OwnerState::Solid,
+        }
+    }
+}
+
+fn text<'v>(value: &'v Value, pointer: &str) -> &'v str {
+    value.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+fn uid(object: &Value) -> &str {
+    text(object, "/metadata/uid")
+}
+
+fn ref_uid(reference: &Value) -> &str {
+    text(reference, "/uid")
+}
+
+fn owner_refs(object: &Value) -> Vec<&Value> {
+    object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(|refs| refs.iter().collect())
+        .unwrap_or_default()
+}
+
+fn is_deleting(object: &Value) -> bool {
+    object
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+}
+
+fn has_finalizer(object: &Value, name: &str) -> bool {
+    object
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| f.iter().any(|v| v.as_str() == Some(name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const KINDS: &[&str] = &["Deployment", "ReplicaSet", "Pod"];
+
+    /// An object of `kind` named `name` (its uid is the name) in namespace `default`.
+    fn object(kind: &str, name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": kind,
+               "metadata": {"name": name, "namespace": "default", "uid": name, "resourceVersion": "3"}})
+    }
+
+    fn owned_by(mut object: Value, owners: &[(&str, &str, bool)]) -> Value {
+        object["metadata"]["ownerReferences"] = owners
+            .iter()
+            .map(|(kind, uid, block)| {
+                json!({"apiVersion": "v1", "kind": kind, "name": uid, "uid": uid,
+                                              "controller": true, "blockOwnerDeletion": block})
+            })
+            .collect();
+        object
+    }
+
+    fn deleting(mut object: Value, finalizers: &[&str]) -> Value {
+        object["metadata"]["deletionTimestamp"] = json!("2024-01-01T00:00:00Z");
+        object["metadata"]["finalizers"] = json!(finalizers);
+        object
+    }
+
+    /// The plan as short strings: `delete rs (Background)`, `update rs refs=[..] finalizers=[..]`.
+    fn summary(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .map(|a| match a {
+                Action::Delete {
+                    object,
+                    propagation,
+                    ..
+                } => {
+                    format!(
+                        "delete {} ({:?})",
+                        object.name.clone().unwrap_or_default(),
+                        propagation.unwrap_or(Propagation::Background)
+                    )
+                }
+                Action::Update(Object::Dynamic(v)) => format!(
+                    "update {} refs={} finalizers={}",
+                    text(v, "/metadata/name"),
+                    v.pointer("/metadata/ownerReferences")
+                        .map(|r| r.as_array().map(|a| a.len()).unwrap_or(0))
+                        .unwrap_or(0),
+                    v.pointer("/metadata/finalizers")
+                        .cloned()
+                        .unwrap_or(json!([]))
+                ),
+                other => other.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn background_collection_table() {
+        let cases: Vec<(&str, Vec<Value>, Vec<&str>)> = vec![
+            (
+                "owner alive",
+                vec![
+                    object("ReplicaSet", "rs"),
+                    owned_by(object("Pod", "p"), &[("ReplicaSet", "rs", true)]),
+                ],
+                vec![],
+            ),
+            (
+                "owner gone",
+                vec![owned_by(
+                    object("ReplicaSet", "rs"),
+                    &[("Deployment", "web", true)],
+                )],
+                vec!["delete rs (Background)"],
+            ),
+            (
+                "one of two owners gone: drop only that reference",
+                vec![
+                    object("Deployment", "a"),
+                    owned_by(
+                        object("ReplicaSet", "rs"),
+                        &[("Deployment", "a", false), ("Deployment", "b", false)],
+                    ),
+                ],
+                vec!["update rs refs=1 finalizers=[]"],
+            ),
+            (
+                "owner of a kind we do not list",
+                vec![owned_by(object("Pod", "p"), &[("Job", "j", true)])],
+                vec![],
+            ),
+            (
+                "uid exists but as another kind",
+                vec![
+                    object("Pod", "x"),
+                    owned_by(object("Pod", "p"), &[("ReplicaSet", "x", true)]),
+                ],
+                vec!["delete p (Background)"],
+            ),
+            (
+                "owner in another namespace",
+                vec![
+                    {
+                        let mut rs = object("ReplicaSet", "rs");
+                        rs["metadata"]["namespace"] = json!("other");
+                        rs
+                    },
+                    owned_by(object("Pod", "p"), &[("ReplicaSet", "rs", true)]),
+                ],
+                vec!["delete p (Background)"],
+            ),
+            (
+                "dependent already being deleted",
+                vec![deleting(
+                    owned_by(object("Pod", "p"), &[("ReplicaSet", "gone", true)]),
+                    &[],
+                )],
+                vec![],
+            ),
+        ];
+        for (name, objects, want) in cases {
+            assert_eq!(summary(&reconcile(&objects, KINDS)), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn deletes_carry_the_dependents_uid() {
+        let plan = reconcile(
+            &[owned_by(
+                object("ReplicaSet", "rs"),
+                &[("Deployment", "web", true)],
+            )],
+            KINDS,
+        );
+        assert!(matches!(&plan[..], [Action::Delete { uid, .. }] if uid == "rs"));
+    }
+
+    #[test]
+    fn foreground_deletion_goes_bottom_up() {
+        let deployment = deleting(
+            object("Deployment", "web"),
+            &[FOREGROUND, "example.com/keep"],
+        );
+        let rs = owned_by(object("ReplicaSet", "rs"), &[("Deployment", "web", true)]);
+        let pod = owned_by(object("Pod", "p"), &[("ReplicaSet", "rs", true)]);
+
+        // 1. The ReplicaSet blocks its owner and has pods: delete it in the foreground too.
+        let plan = reconcile(&[deployment.clone(), rs.clone(), pod.clone()], KINDS);
+        assert_eq!(summary(&plan), ["delete rs (Foreground)"]);
+
+        // 2. The ReplicaSet is now being deleted, waiting for its pod: delete the pod.
+        let rs_deleting = deleting(rs, &[FOREGROUND]);
+        let plan = reconcile(&[deployment.clone(), rs_deleting.clone(), pod], KINDS);
+        assert_eq!(summary(&plan), ["delete p (Background)"]);
+
+        // 3. The pod is gone: the ReplicaSet's finalizer goes; the Deployment still waits.
+        let plan = reconcile(&[deployment.clone(), rs_deleting], KINDS);
+        assert_eq!(summary(&plan), ["update rs refs=1 finalizers=[]"]);
+
+        // 4. The ReplicaSet is gone: only our finalizer leaves the Deployment.
+        let plan = reconcile(&[deployment], KINDS);
+        assert_eq!(
+            summary(&plan),
+            ["update web refs=0 finalizers=[\"example.com/keep\"]"]
+        );
+    }
+
+    #[test]
+    fn foreground_does_not_wait_for_non_blocking_dependents() {
+        let deployment = deleting(object("Deployment", "web"), &[FOREGROUND]);
+        let rs = owned_by(object("ReplicaSet", "rs"), &[("Deployment", "web", false)]);
+        let plan = reconcile(&[deployment, rs], KINDS);
+        assert_eq!(
+            summary(&plan),
+            ["delete rs (Background)", "update web refs=0 finalizers=[]"]
+        );
+    }
+
+    #[test]
+    fn orphaning_unlinks_dependents_before_dropping_the_finalizer() {
+        let deployment = deleting(object("Deployment", "web"), &[ORPHAN]);
+        let rs1 = owned_by(object("ReplicaSet", "rs1"), &[("Deployment", "web", true)]);
+        let rs2 = owned_by(object("ReplicaSet", "rs2"), &[("Deployment", "web", true)]);
+        let plan = reconcile(&[deployment, rs1, rs2], KINDS);
+        assert_eq!(
+            summary(&plan),
+            [
+                "update rs1 refs=0 finalizers=[]",
+                "update rs2 refs=0 finalizers=[]",
+                "update web refs=0 finalizers=[]"
+            ]
+        );
+        // The updates keep the resourceVersion they were computed from.
+        let Action::Update(Object::Dynamic(v)) = &plan[0] else {
+            panic!()
+        };
+        assert_eq!(text(v, "/metadata/resourceVersion"), "3");
+    }
+}
