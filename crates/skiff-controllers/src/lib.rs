@@ -38,9 +38,11 @@
 //!    toleration timeouts): nothing changes in the store when time passes, so no watch event
 //!    would wake the controller.
 //!
-//! Guarantees of every plan: it writes each object at most once (two writes from one snapshot
-//! would conflict with each other), and every `Delete` names the uid it means, so a pod deleted
-//! and re-created under the same name in between is never hit by mistake.
+//! Guarantees of every plan: it updates each object at most once (two compare-and-swap writes
+//! from one snapshot would conflict with each other), and every `Delete` names the uid it
+//! means, so a pod deleted and re-created under the same name in between is never hit by
+//! mistake. (A delete is guarded by uid, not resourceVersion, so it may follow an update of
+//! the same object, e.g. a pod adopted and then chosen for scale-down.)
 //!
 //! Caveats: a controller that creates children must not run again on a cache that has not yet
 //! seen its last creations, or it will create them twice. Kubernetes calls this
