@@ -405,6 +405,16 @@ async fn leader_loops(
                     cidr,
                     rx.clone(),
                 ));
+                let leases = app.clone();
+                let config = skiff_controllers::runner::Config {
+                    heartbeats: Arc::new(move || leases.leases.as_timestamps()),
+                    node_lifecycle: Default::default(),
+                };
+                tokio::spawn(skiff_controllers::runner::run(
+                    client.clone(),
+                    config,
+                    rx.clone(),
+                ));
                 running = Some(tx);
             }
             (false, true) => {

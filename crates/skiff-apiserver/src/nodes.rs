@@ -44,6 +44,21 @@ impl Leases {
         table.0.get(node).copied().unwrap_or(table.1)
     }
 
+    /// Every node's last heartbeat as a wall-clock time; the entry with the empty name is
+    /// when this table started (for nodes never heard from since).
+    pub fn as_timestamps(&self) -> std::collections::BTreeMap<String, jiff::Timestamp> {
+        let now = jiff::Timestamp::now();
+        let table = self.lock();
+        let at = |instant: Instant| {
+            let ago = jiff::SignedDuration::try_from(instant.elapsed()).unwrap_or_default();
+            now - ago
+        };
+        let mut out: std::collections::BTreeMap<String, jiff::Timestamp> =
+            table.0.iter().map(|(k, v)| (k.clone(), at(*v))).collect();
+        out.insert(String::new(), at(table.1));
+        out
+    }
+
     /// Forgets all heartbeats: called when this member becomes leader, so every node gets a
     /// full grace period from then on.
     pub fn reset(&self) {

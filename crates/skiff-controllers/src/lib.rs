@@ -57,6 +57,8 @@ pub mod owners;
 pub mod pod_rank;
 pub mod pods;
 pub mod replicaset;
+pub mod runner;
+pub mod workqueue;
 
 use std::fmt;
 use std::time::Duration;

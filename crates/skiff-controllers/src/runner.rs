@@ -1,0 +1,563 @@
+//! The thin loops around the pure reconcile functions: caches fed by watches, work queues,
+//! and applying the planned actions through the API.
+//!
+//! ```text
+//!  watch pods ──┐                      ┌─► ReplicaSet queue ─► replicaset::reconcile ─┐
+//!  watch rs   ──┼─► caches ─► enqueue ─┤                                              ├─► apply (API)
+//!  watch deploy ┘   (by key)           └─► Deployment queue ─► deployment::reconcile ─┘
+//!  every second:  nodelifecycle::reconcile(nodes, heartbeats, pods)  ─► apply
+//!  every 2 s:     gc::reconcile(pods, replicasets, deployments)       ─► apply
+//! ```
+//! Everything runs on the Raft leader only, and stops when `stop` turns true (another member's
+//! loops take over). A plan is applied in order and stops at the first failed write; the key is
+//! then requeued with back-off, so an error never stops a controller.
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::Metadata;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use skiff_client::events::Recorder;
+use skiff_client::watcher::{self, Event};
+use skiff_client::{Client, DeleteOptions, ListParams};
+use tokio::sync::watch;
+
+use crate::names::NameGenerator;
+use crate::workqueue::WorkQueue;
+use crate::{deployment, gc, nodelifecycle, replicaset, Action, Object, Propagation};
+
+/// Where heartbeats come from (the API server's in-memory table on this member). The entry
+/// with the empty name, if any, is the time to assume for nodes missing from the table.
+pub type Heartbeats = Arc<dyn Fn() -> BTreeMap<String, Timestamp> + Send + Sync>;
+
+/// Settings of the controllers.
+#[derive(Clone)]
+pub struct Config {
+    pub heartbeats: Heartbeats,
+    pub node_lifecycle: nodelifecycle::Config,
+}
+
+/// A cache of one kind, by `namespace/name`.
+type Cache<K> = Arc<RwLock<BTreeMap<String, K>>>;
+
+fn key_of(meta: &ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or(""),
+        meta.name.as_deref().unwrap_or("")
+    )
+}
+
+fn read<K: Clone>(cache: &Cache<K>) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, K>> {
+    cache.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn in_namespace<K: Clone>(cache: &Cache<K>, ns: &str) -> Vec<K> {
+    let prefix = format!("{ns}/");
+    read(cache)
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+/// The `namespace/name` of the controller owner of kind `kind`, if any.
+fn controller_of(meta: &ObjectMeta, kind: &str) -> Option<String> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true) && r.kind == kind)
+        .map(|r| format!("{}/{}", meta.namespace.as_deref().unwrap_or(""), r.name))
+}
+
+/// Feeds a cache from a watch; calls `on_change` with each changed object (old and new).
+fn informer<K, F>(
+    client: &Client,
+    cache: Cache<K>,
+    synced: watch::Sender<bool>,
+    on_change: F,
+) -> tokio::task::JoinHandle<()>
+where
+    K: k8s_openapi::Resource
+        + Metadata<Ty = ObjectMeta>
+        + DeserializeOwned
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    F: Fn(&K) + Send + 'static,
+{
+    let mut events = watcher::spawn::<K>(client.clone(), None, ListParams::default());
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Applied(object) => {
+                    let key = key_of(object.metadata());
+                    cache
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key, object.clone());
+                    on_change(&object);
+                }
+                Event::Deleted(object) => {
+                    let key = key_of(object.metadata());
+                    cache
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&key);
+                    on_change(&object);
+                }
+                Event::Restarted(list) => {
+                    let fresh: BTreeMap<String, K> = list
+                        .iter()
+                        .map(|o| (key_of(o.metadata()), o.clone()))
+                        .collect();
+                    let old = std::mem::replace(
+                        &mut *cache.write().unwrap_or_else(|e| e.into_inner()),
+                        fresh,
+                    );
+                    for object in old.values().chain(list.iter()) {
+                        on_change(object);
+                    }
+                    let _ = synced.send(true);
+                }
+            }
+        }
+    })
+}
+
+/// What a ReplicaSet is waiting to see in the pod cache before it is reconciled again
+/// (Kubernetes' "expectations"): otherwise a reconcile that runs before the watch delivered
+/// its own creations would create the pods a second time.
+struct Expectation {
+    created: Vec<String>,
+    deleted: Vec<String>,
+    until: Instant,
+}
+
+/// Runs the ReplicaSet, Deployment, node lifecycle and garbage collection controllers until
+/// `stop` turns true.
+pub async fn run(client: Client, config: Config, mut stop: watch::Receiver<bool>) {
+    let pods: Cache<Pod> = Cache::default();
+    let replica_sets: Cache<ReplicaSet> = Cache::default();
+    let deployments: Cache<Deployment> = Cache::default();
+    let nodes: Cache<Node> = Cache::default();
+    let rs_queue = WorkQueue::new();
+    let deploy_queue = WorkQueue::new();
+
+    let (pods_synced, mut pods_ready) = watch::channel(false);
+    let (rs_synced, mut rs_ready) = watch::channel(false);
+    let (d_synced, mut d_ready) = watch::channel(false);
+    let (n_synced, mut n_ready) = watch::channel(false);
+
+    let mut tasks = Vec::new();
+    {
+        // A pod change concerns its ReplicaSet (or, for an orphan, every ReplicaSet of its
+        // namespace that might adopt it) and that ReplicaSet's Deployment (availability).
+        let (rsq, dq, rs_cache) = (rs_queue.clone(), deploy_queue.clone(), replica_sets.clone());
+        tasks.push(informer(
+            &client,
+            pods.clone(),
+            pods_synced,
+            move |pod: &Pod| {
+                let ns = pod.metadata.namespace.clone().unwrap_or_default();
+                match controller_of(&pod.metadata, "ReplicaSet") {
+                    Some(rs_key) => {
+                        rsq.add(&rs_key);
+                        if let Some(rs) = read(&rs_cache).get(&rs_key) {
+                            if let Some(d) = controller_of(&rs.metadata, "Deployment") {
+                                dq.add(&d);
+                            }
+                        }
+                    }
+                    None => {
+                        for rs in in_namespace(&rs_cache, &ns) {
+                            rsq.add(&key_of(&rs.metadata));
+                        }
+                    }
+                }
+            },
+        ));
+    }
+    {
+        let (rsq, dq, d_cache) = (rs_queue.clone(), deploy_queue.clone(), deployments.clone());
+        tasks.push(informer(
+            &client,
+            replica_sets.clone(),
+            rs_synced,
+            move |rs: &ReplicaSet| {
+                rsq.add(&key_of(&rs.metadata));
+                match controller_of(&rs.metadata, "Deployment") {
+                    Some(d) => dq.add(&d),
+                    None => {
+                        let ns = rs.metadata.namespace.clone().unwrap_or_default();
+                        for d in in_namespace(&d_cache, &ns) {
+                            dq.add(&key_of(&d.metadata));
+                        }
+                    }
+                }
+            },
+        ));
+    }
+    {
+        let dq = deploy_queue.clone();
+        tasks.push(informer(
+            &client,
+            deployments.clone(),
+            d_synced,
+            move |d: &Deployment| {
+                dq.add(&key_of(&d.metadata));
+            },
+        ));
+    }
+    tasks.push(informer(&client, nodes.clone(), n_synced, |_: &Node| {}));
+
+    // Act only on complete caches.
+    for ready in [&mut pods_ready, &mut rs_ready, &mut d_ready, &mut n_ready] {
+        tokio::select! {
+            _ = ready.wait_for(|r| *r) => {}
+            _ = stop.wait_for(|s| *s) => {
+                for task in tasks { task.abort(); }
+                return;
+            }
+        }
+    }
+    tracing::info!("controllers: caches synced");
+
+    let recorder = |component: &str| Recorder::new(client.clone(), component, None);
+    let mut workers = Vec::new();
+
+    // ReplicaSet worker.
+    {
+        let (client, queue, pods, caches_rs) = (
+            client.clone(),
+            rs_queue.clone(),
+            pods.clone(),
+            replica_sets.clone(),
+        );
+        let recorder = recorder("replicaset-controller");
+        workers.push(tokio::spawn(async move {
+            let mut names = NameGenerator::from_seed(seed());
+            let mut expectations: HashMap<String, Expectation> = HashMap::new();
+            loop {
+                let key = queue.next().await;
+                let rs = read(&caches_rs).get(&key).cloned();
+                if let Some(rs) = rs {
+                    if let Some(wait) = expectations.get(&key) {
+                        if !satisfied(wait, &pods) && Instant::now() < wait.until {
+                            queue.done(&key);
+                            queue.add_after(&key, Duration::from_millis(200));
+                            continue;
+                        }
+                    }
+                    expectations.remove(&key);
+                    let ns = rs.metadata.namespace.clone().unwrap_or_default();
+                    let plan = replicaset::reconcile(
+                        &rs,
+                        &in_namespace(&pods, &ns),
+                        Timestamp::now(),
+                        &mut names,
+                    );
+                    let expectation = Expectation {
+                        created: plan
+                            .iter()
+                            .filter_map(|a| match a {
+                                Action::Create(Object::Pod(p)) => p.metadata.name.clone(),
+                                _ => None,
+                            })
+                            .collect(),
+                        deleted: plan
+                            .iter()
+                            .filter_map(|a| match a {
+                                Action::Delete { uid, .. } => Some(uid.clone()),
+                                _ => None,
+                            })
+                            .collect(),
+                        until: Instant::now() + Duration::from_secs(30),
+                    };
+                    let expects =
+                        !expectation.created.is_empty() || !expectation.deleted.is_empty();
+                    if apply_plan(&client, &recorder, &queue, &key, plan).await && expects {
+                        expectations.insert(key.clone(), expectation);
+                    }
+                }
+                queue.done(&key);
+            }
+        }));
+    }
+
+    // Deployment worker.
+    {
+        let (client, queue) = (client.clone(), deploy_queue.clone());
+        let (pods, rs, ds) = (pods.clone(), replica_sets.clone(), deployments.clone());
+        let recorder = recorder("deployment-controller");
+        workers.push(tokio::spawn(async move {
+            loop {
+                let key = queue.next().await;
+                let d = read(&ds).get(&key).cloned();
+                if let Some(d) = d {
+                    let ns = d.metadata.namespace.clone().unwrap_or_default();
+                    let plan = deployment::reconcile(
+                        &d,
+                        &in_namespace(&rs, &ns),
+                        &in_namespace(&pods, &ns),
+                        Timestamp::now(),
+                    );
+                    apply_plan(&client, &recorder, &queue, &key, plan).await;
+                }
+                queue.done(&key);
+            }
+        }));
+    }
+
+    // Node lifecycle and garbage collection: periodic passes over the whole caches.
+    {
+        let client = client.clone();
+        let (pods, rs, ds, nodes) = (
+            pods.clone(),
+            replica_sets.clone(),
+            deployments.clone(),
+            nodes.clone(),
+        );
+        let node_recorder = recorder("node-controller");
+        let gc_recorder = recorder("garbage-collector");
+        let idle = WorkQueue::new();
+        workers.push(tokio::spawn(async move {
+            let mut tick = 0u64;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                tick += 1;
+                let all_nodes: Vec<Node> = read(&nodes).values().cloned().collect();
+                let all_pods: Vec<Pod> = read(&pods).values().cloned().collect();
+                // Nodes not heard from since this leader's table started count from its
+                // start (the entry with the empty name).
+                let mut heartbeats = (config.heartbeats)();
+                let start = heartbeats.remove("");
+                if let Some(start) = start {
+                    for node in &all_nodes {
+                        if let Some(name) = &node.metadata.name {
+                            heartbeats.entry(name.clone()).or_insert(start);
+                        }
+                    }
+                }
+                let plan = nodelifecycle::reconcile(
+                    &all_nodes,
+                    &heartbeats,
+                    &all_pods,
+                    Timestamp::now(),
+                    &config.node_lifecycle,
+                );
+                let plan: Vec<Action> = plan
+                    .into_iter()
+                    .filter(|a| !matches!(a, Action::RequeueAfter { .. }))
+                    .collect();
+                apply_plan(&client, &node_recorder, &idle, "nodes", plan).await;
+                if tick.is_multiple_of(2) {
+                    let mut objects: Vec<Value> = Vec::new();
+                    objects.extend(all_pods.iter().filter_map(|o| serde_json::to_value(o).ok()));
+                    objects.extend(
+                        read(&rs)
+                            .values()
+                            .filter_map(|o| serde_json::to_value(o).ok()),
+                    );
+                    objects.extend(
+                        read(&ds)
+                            .values()
+                            .filter_map(|o| serde_json::to_value(o).ok()),
+                    );
+                    let plan = gc::reconcile(&objects, &["Pod", "ReplicaSet", "Deployment"]);
+                    apply_plan(&client, &gc_recorder, &idle, "gc", plan).await;
+                }
+            }
+        }));
+    }
+
+    let _ = stop.wait_for(|s| *s).await;
+    for task in tasks.into_iter().chain(workers) {
+        task.abort();
+    }
+    tracing::info!("controllers stopped");
+}
+
+fn seed() -> u64 {
+    Timestamp::now().as_nanosecond() as u64
+}
+
+/// Whether the pod cache shows every creation and deletion a ReplicaSet expects.
+fn satisfied(wait: &Expectation, pods: &Cache<Pod>) -> bool {
+    let cache = read(pods);
+    let names: std::collections::HashSet<&str> = cache
+        .values()
+        .filter_map(|p| p.metadata.name.as_deref())
+        .collect();
+    let live_uids: std::collections::HashSet<&str> = cache
+        .values()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.uid.as_deref())
+        .collect();
+    wait.created.iter().all(|n| names.contains(n.as_str()))
+        && wait.deleted.iter().all(|u| !live_uids.contains(u.as_str()))
+}
+
+/// Applies a plan in order; stops at the first failure and requeues `key` with back-off.
+/// Returns whether every action was applied.
+async fn apply_plan(
+    client: &Client,
+    recorder: &Recorder,
+    queue: &WorkQueue,
+    key: &str,
+    plan: Vec<Action>,
+) -> bool {
+    for action in plan {
+        match apply(client, recorder, queue, key, &action).await {
+            Ok(()) => {}
+            Err(e) if matches!(action, Action::Delete { .. }) && e.is_not_found() => {}
+            Err(e) => {
+                tracing::debug!(%key, %action, error = %e, "controller action failed; requeued");
+                queue.requeue_with_backoff(key);
+                return false;
+            }
+        }
+    }
+    queue.forget(key);
+    true
+}
+
+async fn apply(
+    client: &Client,
+    recorder: &Recorder,
+    queue: &WorkQueue,
+    key: &str,
+    action: &Action,
+) -> Result<(), skiff_client::Error> {
+    match action {
+        Action::Create(object) => create(client, object).await,
+        Action::Update(object) => replace(client, object, false).await,
+        Action::UpdateStatus(object) => replace(client, object, true).await,
+        Action::Delete {
+            object,
+            uid,
+            propagation,
+        } => {
+            let options = DeleteOptions {
+                uid: Some(uid.clone()).filter(|u| !u.is_empty()),
+                propagation_policy: propagation.map(|p| {
+                    match p {
+                        Propagation::Background => "Background",
+                        Propagation::Foreground => "Foreground",
+                        Propagation::Orphan => "Orphan",
+                    }
+                    .to_string()
+                }),
+                ..DeleteOptions::default()
+            };
+            let ns = object.namespace.as_deref().filter(|n| !n.is_empty());
+            let name = object.name.as_deref().unwrap_or_default();
+            match object.kind.as_deref() {
+                Some("Pod") => client.delete::<Pod>(ns, name, &options).await.map(|_| ()),
+                Some("ReplicaSet") => client
+                    .delete::<ReplicaSet>(ns, name, &options)
+                    .await
+                    .map(|_| ()),
+                Some("Deployment") => client
+                    .delete::<Deployment>(ns, name, &options)
+                    .await
+                    .map(|_| ()),
+                Some("Node") => client
+                    .delete::<Node>(None, name, &options)
+                    .await
+                    .map(|_| ()),
+                other => Err(skiff_client::Error::Config(format!(
+                    "cannot delete kind {other:?}"
+                ))),
+            }
+        }
+        Action::Event(note) => {
+            recorder.emit(
+                note.regarding.clone(),
+                note.type_,
+                &note.reason,
+                &note.message,
+            );
+            Ok(())
+        }
+        Action::RequeueAfter { after, .. } => {
+            queue.add_after(key, *after);
+            Ok(())
+        }
+    }
+}
+
+async fn create(client: &Client, object: &Object) -> Result<(), skiff_client::Error> {
+    match object {
+        Object::Pod(o) => client
+            .create(o.metadata.namespace.as_deref(), &**o)
+            .await
+            .map(|_| ()),
+        Object::ReplicaSet(o) => client
+            .create(o.metadata.namespace.as_deref(), &**o)
+            .await
+            .map(|_| ()),
+        Object::Deployment(o) => client
+            .create(o.metadata.namespace.as_deref(), &**o)
+            .await
+            .map(|_| ()),
+        Object::Node(o) => client.create(None, &**o).await.map(|_| ()),
+        Object::Dynamic(_) => Err(skiff_client::Error::Config(
+            "cannot create a dynamic object".into(),
+        )),
+    }
+}
+
+async fn replace(
+    client: &Client,
+    object: &Object,
+    status: bool,
+) -> Result<(), skiff_client::Error> {
+    macro_rules! put {
+        ($o:expr, $ns:expr) => {{
+            let name = $o.metadata.name.clone().unwrap_or_default();
+            if status {
+                client.replace_status($ns, &name, &**$o).await.map(|_| ())
+            } else {
+                client.replace($ns, &name, &**$o).await.map(|_| ())
+            }
+        }};
+    }
+    match object {
+        Object::Pod(o) => put!(o, o.metadata.namespace.as_deref()),
+        Object::ReplicaSet(o) => put!(o, o.metadata.namespace.as_deref()),
+        Object::Deployment(o) => put!(o, o.metadata.namespace.as_deref()),
+        Object::Node(o) => put!(o, None),
+        Object::Dynamic(value) => {
+            // A generic update (the garbage collector editing ownerReferences or finalizers):
+            // PUT to the object's own URL, built from its apiVersion and kind.
+            let url = dynamic_url(client, value)
+                .ok_or_else(|| skiff_client::Error::Config("object of unknown kind".into()))?;
+            let body = ("application/json", serde_json::to_vec(value)?);
+            client
+                .request::<Value>(skiff_client::Method::PUT, &url, &[], Some(body))
+                .await
+                .map(|_| ())
+        }
+    }
+}
+
+/// The URL of a dynamic object, for the kinds the garbage collector edits.
+fn dynamic_url(client: &Client, value: &Value) -> Option<String> {
+    let kind = value.get("kind")?.as_str()?;
+    let ns = value.pointer("/metadata/namespace").and_then(Value::as_str);
+    let name = value.pointer("/metadata/name")?.as_str()?;
+    let collection = match kind {
+        "Pod" => client.collection_url::<Pod>(ns),
+        "ReplicaSet" => client.collection_url::<ReplicaSet>(ns),
+        "Deployment" => client.collection_url::<Deployment>(ns),
+        _ => return None,
+    };
+    Some(format!("{collection}/{name}"))
+}
