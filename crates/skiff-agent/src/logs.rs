@@ -63,6 +63,9 @@ impl LogWriter {
         record.push(b'\n');
         if let Some(file) = &mut self.file {
             file.write_all(&record).await?;
+            // tokio's File hands writes to a background thread; flush so a reader (kubectl
+            // logs) sees the line now.
+            file.flush().await?;
         }
         self.size += record.len() as u64;
         Ok(())
@@ -238,7 +241,7 @@ mod tests {
     async fn writes_cri_records_and_rotates() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c_0.log");
-        let mut w = LogWriter::open(&path, 100).await.expect("open");
+        let mut w = LogWriter::open(&path, 200).await.expect("open");
         w.write("stdout", false, b"hello").await.expect("write");
         w.write("stderr", true, b"part").await.expect("write");
         w.write("stderr", false, b"ial").await.expect("write");
@@ -259,7 +262,8 @@ mod tests {
             },
         );
         assert_eq!(tail, "partial\n");
-        // Past 100 bytes the next write rotates.
+        // Past 200 bytes the next write rotates (each record is ~70 bytes with its header):
+        // the three records above and one more fill the first file, two go to the next.
         for _ in 0..3 {
             w.write("stdout", false, b"0123456789012345678901234567890")
                 .await

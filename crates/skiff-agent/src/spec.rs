@@ -31,12 +31,75 @@ pub struct PodDirs<'a> {
     pub log_dir: &'a Path,
 }
 
-/// Values `fieldRef` env vars may read that are not in the pod object yet.
+/// Values `fieldRef` env vars may read that are not in the pod object yet, and the
+/// ConfigMaps and Secrets `envFrom`/`valueFrom` refer to (read by the worker beforehand).
 #[derive(Debug, Clone, Default)]
 pub struct Downward {
     pub pod_ip: Option<String>,
     pub host_ip: Option<String>,
     pub node_name: String,
+    /// ConfigMap name → its data (absent: the ConfigMap does not exist).
+    pub config_maps: std::collections::HashMap<String, BTreeMap<String, String>>,
+    /// Secret name → its decoded data.
+    pub secrets: std::collections::HashMap<String, BTreeMap<String, String>>,
+}
+
+/// The ConfigMaps and Secrets a container's environment reads.
+pub fn env_references(container: &Container) -> (Vec<String>, Vec<String>) {
+    let mut maps = Vec::new();
+    let mut secrets = Vec::new();
+    for from in container.env_from.iter().flatten() {
+        if let Some(r) = &from.config_map_ref {
+            maps.push(r.name.clone());
+        }
+        if let Some(r) = &from.secret_ref {
+            secrets.push(r.name.clone());
+        }
+    }
+    for var in container.env.iter().flatten() {
+        let Some(from) = &var.value_from else {
+            continue;
+        };
+        if let Some(r) = &from.config_map_key_ref {
+            maps.push(r.name.clone());
+        }
+        if let Some(r) = &from.secret_key_ref {
+            secrets.push(r.name.clone());
+        }
+    }
+    maps.sort();
+    maps.dedup();
+    secrets.sort();
+    secrets.dedup();
+    (maps, secrets)
+}
+
+/// `envFrom` entries, in order: every key of the ConfigMap or Secret (with the prefix).
+fn env_from(
+    container: &Container,
+    downward: &Downward,
+    env: &mut Vec<(String, String)>,
+) -> Result<(), String> {
+    for from in container.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        let (source, name, optional, kind) = if let Some(r) = &from.config_map_ref {
+            (&downward.config_maps, &r.name, r.optional, "configmap")
+        } else if let Some(r) = &from.secret_ref {
+            (&downward.secrets, &r.name, r.optional, "secret")
+        } else {
+            continue;
+        };
+        match source.get(name) {
+            Some(data) => {
+                for (k, v) in data {
+                    env.push((format!("{prefix}{k}"), v.clone()));
+                }
+            }
+            None if optional == Some(true) => {}
+            None => return Err(format!("{kind} \"{name}\" not found")),
+        }
+    }
+    Ok(())
 }
 
 /// A container of `pod` as the runtime should create it. Errors name the field at fault.
@@ -55,21 +118,40 @@ pub fn container_config(
     let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
 
     let mut env = Vec::new();
+    env_from(container, downward, &mut env)?;
     for var in container.env.iter().flatten() {
         let value = match (&var.value, &var.value_from) {
             (Some(v), _) => v.clone(),
-            (None, Some(from)) => match &from.field_ref {
-                Some(field) => field_value(pod, &field.field_path, downward).ok_or_else(|| {
-                    format!(
-                        "env {}: unsupported fieldPath {:?}",
-                        var.name, field.field_path
-                    )
-                })?,
-                // configMapKeyRef/secretKeyRef are resolved by the worker before this point
-                // (they need API reads); an unresolved one is an empty value, as an optional
-                // missing key is in Kubernetes.
-                None => String::new(),
-            },
+            (None, Some(from)) => {
+                if let Some(field) = &from.field_ref {
+                    field_value(pod, &field.field_path, downward).ok_or_else(|| {
+                        format!(
+                            "env {}: unsupported fieldPath {:?}",
+                            var.name, field.field_path
+                        )
+                    })?
+                } else if let Some(r) = &from.config_map_key_ref {
+                    key_value(
+                        &downward.config_maps,
+                        "configmap",
+                        &namespace,
+                        &r.name,
+                        &r.key,
+                        r.optional,
+                    )?
+                } else if let Some(r) = &from.secret_key_ref {
+                    key_value(
+                        &downward.secrets,
+                        "secret",
+                        &namespace,
+                        &r.name,
+                        &r.key,
+                        r.optional,
+                    )?
+                } else {
+                    String::new()
+                }
+            }
             (None, None) => String::new(),
         };
         env.push((var.name.clone(), expand(&value, &env)));
@@ -143,6 +225,34 @@ pub fn container_config(
             .join(format!("{}_{}.log", container.name, attempt)),
         init,
     })
+}
+
+/// One key of a ConfigMap or Secret, with kubelet's errors when it is missing and not optional.
+fn key_value(
+    source: &std::collections::HashMap<String, BTreeMap<String, String>>,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    key: &str,
+    optional: Option<bool>,
+) -> Result<String, String> {
+    let optional = optional == Some(true);
+    match source.get(name) {
+        None if optional => Ok(String::new()),
+        None => Err(format!("{kind} \"{name}\" not found")),
+        Some(data) => match data.get(key) {
+            Some(v) => Ok(v.clone()),
+            None if optional => Ok(String::new()),
+            None => Err(format!(
+                "couldn't find key {key} in {} {namespace}/{name}",
+                if kind == "configmap" {
+                    "ConfigMap"
+                } else {
+                    "Secret"
+                }
+            )),
+        },
+    }
 }
 
 /// `valueFrom.fieldRef` values Kubernetes supports that skiff knows.
@@ -619,6 +729,7 @@ mod tests {
             pod_ip: Some("10.42.0.5".into()),
             host_ip: None,
             node_name: "n1".into(),
+            ..Downward::default()
         };
         let spec = p.spec.as_ref().expect("spec");
         let c =
@@ -647,6 +758,50 @@ mod tests {
         // The spec is a valid OCI runtime spec.
         let parsed: Result<oci_spec::runtime::Spec, _> = serde_json::from_value(spec);
         assert!(parsed.is_ok(), "{parsed:?}");
+    }
+
+    #[test]
+    fn env_from_config_maps_and_secrets() {
+        let p = pod(json!({
+            "metadata": {"name": "web", "namespace": "ns1", "uid": "u1"},
+            "spec": {"containers": [{
+                "name": "c",
+                "envFrom": [{"configMapRef": {"name": "cfg"}}, {"prefix": "S_", "secretRef": {"name": "sec"}}],
+                "env": [
+                    {"name": "ONE", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "GREETING"}}},
+                    {"name": "OPT", "valueFrom": {"configMapKeyRef": {"name": "gone", "key": "x", "optional": true}}}
+                ]
+            }]}
+        }));
+        let dirs = PodDirs {
+            pod_dir: Path::new("/p"),
+            log_dir: Path::new("/l"),
+        };
+        let mut downward = Downward::default();
+        downward.config_maps.insert(
+            "cfg".into(),
+            [("GREETING".to_string(), "hi".to_string())].into(),
+        );
+        downward.secrets.insert(
+            "sec".into(),
+            [("TOKEN".to_string(), "t0k".to_string())].into(),
+        );
+        let spec = p.spec.as_ref().expect("spec");
+        let c =
+            container_config(&p, &spec.containers[0], false, 0, &dirs, &downward).expect("config");
+        assert_eq!(
+            c.env,
+            [
+                ("GREETING".to_string(), "hi".to_string()),
+                ("S_TOKEN".into(), "t0k".into()),
+                ("ONE".into(), "hi".into()),
+                ("OPT".into(), String::new())
+            ]
+        );
+        downward.config_maps.clear();
+        let err = container_config(&p, &spec.containers[0], false, 0, &dirs, &downward)
+            .expect_err("missing configmap");
+        assert_eq!(err, "configmap \"cfg\" not found");
     }
 
     #[test]

@@ -117,6 +117,9 @@ impl Slot {
     }
 }
 
+/// A container (by runtime id) that exited, and how.
+type Exit = (String, ContainerState);
+
 /// A handle the agent keeps per pod.
 pub struct WorkerHandle {
     pub pod: watch::Sender<Option<Pod>>,
@@ -144,10 +147,7 @@ struct Worker<R> {
     sandbox: Option<Sandbox>,
     start_time: Option<Timestamp>,
     slots: Vec<Slot>,
-    exits: (
-        mpsc::Sender<(String, ContainerState)>,
-        mpsc::Receiver<(String, ContainerState)>,
-    ),
+    exits: (mpsc::Sender<Exit>, mpsc::Receiver<Exit>),
     reported: Option<serde_json::Value>,
     message: Option<(String, String)>,
     wake_at: Option<Instant>,
@@ -502,7 +502,11 @@ impl<R: Runtime> Worker<R> {
         if let Some(old) = slot.id.clone() {
             let _ = self.ctx.runtime.remove(&old).await;
         }
-        let config = match self.container_config(&slot) {
+        let config = match self.env_sources(&slot.spec).await {
+            Ok(downward) => self.container_config(&slot, downward),
+            Err(e) => Err(e),
+        };
+        let config = match config {
             Ok(config) => config,
             Err(e) => {
                 self.warn("Failed", &format!("Error: {e}"));
@@ -549,7 +553,60 @@ impl<R: Runtime> Worker<R> {
         }
     }
 
-    fn container_config(&self, slot: &Slot) -> Result<crate::runtime::ContainerConfig, String> {
+    /// Reads the ConfigMaps and Secrets the container's environment refers to.
+    async fn env_sources(
+        &self,
+        container: &k8s_openapi::api::core::v1::Container,
+    ) -> Result<Downward, String> {
+        use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+        let namespace = self.pod.metadata.namespace.clone();
+        let (maps, secrets) = spec::env_references(container);
+        let mut downward = Downward::default();
+        for name in maps {
+            match self
+                .ctx
+                .client
+                .get_opt::<ConfigMap>(namespace.as_deref(), &name)
+                .await
+            {
+                Ok(Some(cm)) => {
+                    downward
+                        .config_maps
+                        .insert(name, cm.data.unwrap_or_default());
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("reading configmap {name}: {e}")),
+            }
+        }
+        for name in secrets {
+            match self
+                .ctx
+                .client
+                .get_opt::<Secret>(namespace.as_deref(), &name)
+                .await
+            {
+                Ok(Some(secret)) => {
+                    let mut data: std::collections::BTreeMap<String, String> = secret
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                        .collect();
+                    data.extend(secret.string_data.unwrap_or_default());
+                    downward.secrets.insert(name, data);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("reading secret {name}: {e}")),
+            }
+        }
+        Ok(downward)
+    }
+
+    fn container_config(
+        &self,
+        slot: &Slot,
+        sources: Downward,
+    ) -> Result<crate::runtime::ContainerConfig, String> {
         let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();
         let name = self.pod.metadata.name.clone().unwrap_or_default();
         let pod_dir = self.ctx.pod_dir(&self.uid);
@@ -563,6 +620,7 @@ impl<R: Runtime> Worker<R> {
             pod_ip: sandbox.ip.clone(),
             host_ip: Some(self.ctx.node_ip.clone()),
             node_name: self.ctx.node_name.clone(),
+            ..sources
         };
         let mut config = spec::container_config(
             &self.pod,
@@ -618,7 +676,7 @@ impl<R: Runtime> Worker<R> {
             "OnFailure" => exit_code != 0,
             _ => true,
         };
-        if restarts && !self.slots[i].init || restarts && exit_code != 0 {
+        if restarts && (!self.slots[i].init || exit_code != 0) {
             let delay = self.bump_backoff(i);
             if delay > Duration::ZERO {
                 let name = self.slots[i].spec.name.clone();

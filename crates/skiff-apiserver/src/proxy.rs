@@ -209,51 +209,6 @@ pub(crate) fn agent_url(app: &App, pod: &Value, name: &str) -> Result<String> {
     Ok(format!("https://{host}:{port}"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn containers_are_chosen_as_kubernetes_does() {
-        let pod = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}], "initContainers": [{"name": "i"}]}});
-        assert_eq!(
-            choose_container(&pod, "p", Some("b".into())).ok(),
-            Some("b".into())
-        );
-        assert_eq!(
-            choose_container(&pod, "p", Some("i".into())).ok(),
-            Some("i".into())
-        );
-        let err = choose_container(&pod, "p", None).expect_err("two containers");
-        assert!(err.to_string().contains("choose one of: [a b]"), "{err}");
-        let err = choose_container(&pod, "p", Some("z".into())).expect_err("no z");
-        assert!(
-            err.to_string()
-                .contains("container z is not valid for pod p"),
-            "{err}"
-        );
-        let single = json!({"spec": {"containers": [{"name": "a"}]}});
-        assert_eq!(choose_container(&single, "p", None).ok(), Some("a".into()));
-    }
-
-    #[test]
-    fn waiting_containers_have_no_logs_yet() {
-        let pod = json!({"status": {"containerStatuses": [
-            {"name": "a", "state": {"waiting": {"reason": "ErrImagePull"}}},
-            {"name": "b", "state": {"running": {}}},
-            {"name": "c", "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1}}}
-        ]}});
-        assert_eq!(waiting_reason(&pod, "a").as_deref(), Some("ErrImagePull"));
-        assert_eq!(waiting_reason(&pod, "b"), None);
-        assert_eq!(waiting_reason(&pod, "c"), None);
-        assert_eq!(
-            waiting_reason(&pod, "d").as_deref(),
-            Some("ContainerCreating")
-        );
-    }
-}
-
 /// `GET .../pods/{name}/exec` with `Upgrade: websocket`: proxied to the agent as bytes.
 ///
 /// The API server does not speak the exec protocol itself (as kube-apiserver's upgrade-aware
@@ -448,4 +403,49 @@ fn rustls_pemfile_certs(
     rustls::pki_types::CertificateDer::pem_slice_iter(&text)
         .flatten()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn containers_are_chosen_as_kubernetes_does() {
+        let pod = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}], "initContainers": [{"name": "i"}]}});
+        assert_eq!(
+            choose_container(&pod, "p", Some("b".into())).ok(),
+            Some("b".into())
+        );
+        assert_eq!(
+            choose_container(&pod, "p", Some("i".into())).ok(),
+            Some("i".into())
+        );
+        let err = choose_container(&pod, "p", None).expect_err("two containers");
+        assert!(err.to_string().contains("choose one of: [a b]"), "{err}");
+        let err = choose_container(&pod, "p", Some("z".into())).expect_err("no z");
+        assert!(
+            err.to_string()
+                .contains("container z is not valid for pod p"),
+            "{err}"
+        );
+        let single = json!({"spec": {"containers": [{"name": "a"}]}});
+        assert_eq!(choose_container(&single, "p", None).ok(), Some("a".into()));
+    }
+
+    #[test]
+    fn waiting_containers_have_no_logs_yet() {
+        let pod = json!({"status": {"containerStatuses": [
+            {"name": "a", "state": {"waiting": {"reason": "ErrImagePull"}}},
+            {"name": "b", "state": {"running": {}}},
+            {"name": "c", "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1}}}
+        ]}});
+        assert_eq!(waiting_reason(&pod, "a").as_deref(), Some("ErrImagePull"));
+        assert_eq!(waiting_reason(&pod, "b"), None);
+        assert_eq!(waiting_reason(&pod, "c"), None);
+        assert_eq!(
+            waiting_reason(&pod, "d").as_deref(),
+            Some("ContainerCreating")
+        );
+    }
 }
