@@ -58,6 +58,12 @@ pub struct ServerArgs {
     /// The range pod IPs come from; each node gets a /24 of it.
     #[arg(long, default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
+    /// The scheduler's weight for bin-packing (fill the fullest node that fits).
+    #[arg(long, default_value_t = 1)]
+    pub bin_packing_weight: i64,
+    /// The scheduler's weight for spreading replicas of one owner across nodes.
+    #[arg(long, default_value_t = 2)]
+    pub spreading_weight: i64,
     #[command(flatten)]
     pub agent: super::agent::AgentOptions,
 }
@@ -195,10 +201,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let local = skiff_client::Client::new(&local_url, &ca.cert_pem, &admin_token)?;
     let cidr = ClusterCidr::parse(&args.cluster_cidr).map_err(anyhow::Error::msg)?;
+    let weights = skiff_scheduler::Weights {
+        bin_packing: args.bin_packing_weight,
+        spreading: args.spreading_weight,
+    };
     tokio::spawn(leader_loops(
         app.clone(),
         local.clone(),
         cidr,
+        weights,
         stop_rx.clone(),
     ));
     let agent = if args.disable_agent {
@@ -390,6 +401,7 @@ async fn leader_loops(
     app: Arc<App>,
     client: skiff_client::Client,
     cidr: ClusterCidr,
+    weights: skiff_scheduler::Weights,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut running: Option<tokio::sync::watch::Sender<bool>> = None;
@@ -413,6 +425,11 @@ async fn leader_loops(
                 tokio::spawn(skiff_controllers::runner::run(
                     client.clone(),
                     config,
+                    rx.clone(),
+                ));
+                tokio::spawn(skiff_scheduler::runner::run(
+                    client.clone(),
+                    weights,
                     rx.clone(),
                 ));
                 running = Some(tx);

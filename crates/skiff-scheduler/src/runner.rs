@@ -1,0 +1,200 @@
+//! The scheduler loop: watch nodes and pods into a [`Scheduler`], decide in batches, bind.
+//!
+//! Bindings go through `POST pods/NAME/binding` (many at once: the store coalesces concurrent
+//! writes into few Raft entries). The decision travels with the binding as the annotation
+//! [`EXPLAIN_ANNOTATION`], so `skiff explain pod NAME` can show it later, on any member. An
+//! unschedulable pod gets `PodScheduled=False` (reason `Unschedulable`, Kubernetes' message)
+//! and a `FailedScheduling` event, written only when the message changes.
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use serde_json::json;
+use skiff_client::events::{object_ref, EventType, Recorder};
+use skiff_client::watcher::{self, Event};
+use skiff_client::{Client, ListParams};
+use tokio::sync::{watch, Notify};
+
+use crate::cache::{Decision, Scheduler};
+use crate::score::Weights;
+
+/// The pod annotation that records why the pod went where it went (a [`Decision`], with the
+/// best ten nodes and every filtered one).
+pub const EXPLAIN_ANNOTATION: &str = "scheduler.skiff.io/decision";
+
+/// Pods decided per batch.
+const BATCH: usize = 512;
+
+/// Runs until `stop` turns true.
+pub async fn run(client: Client, weights: Weights, mut stop: watch::Receiver<bool>) {
+    let state = Arc::new(Mutex::new(Scheduler::new(weights)));
+    let wake = Arc::new(Notify::new());
+    let recorder = Recorder::new(client.clone(), "default-scheduler", None);
+
+    let mut pods = watcher::spawn::<Pod>(client.clone(), None, ListParams::default());
+    let mut nodes = watcher::spawn::<Node>(client.clone(), None, ListParams::default());
+    let feeder = {
+        let (state, wake) = (state.clone(), wake.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    event = pods.recv() => {
+                        let Some(event) = event else { return };
+                        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                        match event {
+                            Event::Applied(pod) => s.upsert_pod(&pod),
+                            Event::Deleted(pod) => s.remove_pod(&pod),
+                            Event::Restarted(list) => list.iter().for_each(|p| s.upsert_pod(p)),
+                        }
+                    }
+                    event = nodes.recv() => {
+                        let Some(event) = event else { return };
+                        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                        match event {
+                            Event::Applied(node) => s.upsert_node(&node),
+                            Event::Deleted(node) => s.remove_node(node.metadata.name.as_deref().unwrap_or("")),
+                            Event::Restarted(list) => list.iter().for_each(|n| s.upsert_node(n)),
+                        }
+                    }
+                }
+                wake.notify_one();
+            }
+        })
+    };
+
+    loop {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        loop {
+            let batch = state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .schedule_pending(BATCH);
+            if batch.is_empty() {
+                break;
+            }
+            let work = batch.into_iter().map(|(pod, decision)| {
+                let (client, recorder, state) = (client.clone(), recorder.clone(), state.clone());
+                async move {
+                    match &decision.node {
+                        Some(node) => {
+                            if let Err(e) = bind(&client, &pod, node, &decision).await {
+                                tracing::debug!(pod = %decision.pod, error = %e, "binding failed; will retry");
+                                state.lock().unwrap_or_else(|e| e.into_inner()).forget(&pod);
+                            } else {
+                                recorder.emit(
+                                    object_ref(&pod),
+                                    EventType::Normal,
+                                    "Scheduled",
+                                    &format!("Successfully assigned {} to {node}", decision.pod),
+                                );
+                            }
+                        }
+                        None => report_unschedulable(&client, &recorder, &pod, &decision).await,
+                    }
+                }
+            });
+            futures::future::join_all(work).await;
+        }
+    }
+    feeder.abort();
+}
+
+/// The decision as stored on the pod: the ten best nodes and all filtered ones.
+fn explain_record(decision: &Decision) -> String {
+    let mut trimmed = decision.clone();
+    let (scored, filtered): (Vec<_>, Vec<_>) = trimmed
+        .verdicts
+        .into_iter()
+        .partition(|v| v.filtered.is_empty());
+    trimmed.verdicts = scored
+        .into_iter()
+        .take(10)
+        .chain(filtered.into_iter().take(50))
+        .collect();
+    serde_json::to_string(&trimmed).unwrap_or_default()
+}
+
+async fn bind(
+    client: &Client,
+    pod: &Pod,
+    node: &str,
+    decision: &Decision,
+) -> Result<(), skiff_client::Error> {
+    let ns = pod.metadata.namespace.as_deref();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let binding = json!({
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": name, "annotations": {EXPLAIN_ANNOTATION: explain_record(decision)}},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+    });
+    match client
+        .post_subresource::<Pod>(ns, &name, "binding", &binding)
+        .await
+    {
+        Ok(_) => Ok(()),
+        // A server without the binding subresource: the same write as a compare-and-swap
+        // patch of spec.nodeName.
+        Err(e)
+            if matches!(e.code(), Some(404) | Some(405)) && !e.to_string().contains("pods \"") =>
+        {
+            let patch = json!({
+                "metadata": {
+                    "resourceVersion": pod.metadata.resource_version,
+                    "annotations": {EXPLAIN_ANNOTATION: explain_record(decision)},
+                },
+                "spec": {"nodeName": node},
+            });
+            client
+                .merge_patch::<Pod>(ns, &name, None, &patch)
+                .await
+                .map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `PodScheduled=False` with the message, and a FailedScheduling event — once per message.
+async fn report_unschedulable(
+    client: &Client,
+    recorder: &Recorder,
+    pod: &Pod,
+    decision: &Decision,
+) {
+    let message = decision.message.clone().unwrap_or_default();
+    let current = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"))
+        .and_then(|c| c.message.clone());
+    if current.as_deref() == Some(message.as_str()) {
+        return;
+    }
+    let patch = json!({
+        "metadata": {"annotations": {EXPLAIN_ANNOTATION: explain_record(decision)}},
+    });
+    let ns = pod.metadata.namespace.as_deref();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let _ = client.merge_patch::<Pod>(ns, &name, None, &patch).await;
+    let status = json!({"status": {
+        "phase": "Pending",
+        "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": message, "lastTransitionTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        }]
+    }});
+    let _ = client
+        .merge_patch::<Pod>(ns, &name, Some("status"), &status)
+        .await;
+    recorder.emit(
+        object_ref(pod),
+        EventType::Warning,
+        "FailedScheduling",
+        &message,
+    );
+}
