@@ -26,6 +26,8 @@ enum Command {
     Server(cmd::server::ServerArgs),
     /// Run a node agent that joins a cluster (with a node token from `skiff token --node`).
     Agent(cmd::agent::AgentArgs),
+    /// Explain a scheduling decision: `skiff explain pod NAME`.
+    Explain(cmd::explain::ExplainArgs),
     /// Build, import and list container images (no registry needed).
     Image(cmd::image::ImageArgs),
     /// List or remove the servers of the Raft cluster.
@@ -55,6 +57,7 @@ fn main() -> anyhow::Result<()> {
             Command::Server(args) => cmd::server::run(args).await,
             Command::Agent(args) => cmd::agent::run(args).await,
             Command::Image(args) => cmd::image::run(args).await,
+            Command::Explain(args) => cmd::explain::run(args).await,
             Command::Members(args) => cmd::members::run(args).await,
             Command::Token(args) => cmd::members::token(args),
             Command::Bench(args) => cmd::bench::run(args).await,

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod bench;
 pub mod bench_pods;
 pub mod client;
+pub mod explain;
 pub mod image;
 pub mod members;
 pub mod server;

@@ -2,6 +2,8 @@
 //! with the credentials they write.
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod node;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -202,7 +202,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         namespaced: true,
         short_names: &["deploy"],
         categories: &["all"],
-        subresources: &["status"],
+        subresources: &["status", "scale"],
         field_selectors: &[],
     },
     ResourceInfo {
@@ -215,7 +215,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         namespaced: true,
         short_names: &["rs"],
         categories: &["all"],
-        subresources: &["status"],
+        subresources: &["status", "scale"],
         field_selectors: &["status.replicas"],
     },
 ];

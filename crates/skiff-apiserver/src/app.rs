@@ -326,6 +326,27 @@ async fn resource_request(State(app): State<Arc<App>>, request: Request) -> Resp
         );
         return response;
     }
+    if crate::scale::handles(&target) {
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
+            .await
+            .unwrap_or_default();
+        let response =
+            crate::scale::serve(&app, &target, &parts.method, content_type.as_deref(), &body)
+                .await
+                .unwrap_or_else(respond::error);
+        app.metrics.observe_request(
+            verb_of(&parts.method, &target, &Params::default()),
+            target.info.resource,
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+        return response;
+    }
     let mut params = match Params::parse(parts.uri.query()) {
         Ok(params) => params,
         Err(e) => return respond::error(e),

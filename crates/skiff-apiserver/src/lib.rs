@@ -28,5 +28,6 @@ pub mod pki;
 pub mod proxy;
 pub mod query;
 pub mod respond;
+pub mod scale;
 pub mod target;
 pub mod watch;

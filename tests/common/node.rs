@@ -1,0 +1,294 @@
+//! A cluster with a real node agent (containerd, runc, CNI) for end-to-end tests: its own
+//! server, containerd namespace, bridge and pod subnet per test, cleaned up on drop.
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::{eventually, Client, Server};
+use serde_json::Value;
+
+/// A test's cluster: a server with an agent, and what it needs to clean up.
+pub struct Cluster {
+    pub server: Server,
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+    bridge: String,
+    namespace: String,
+    /// The node's pod CIDR (the first /24 of the test's cluster CIDR).
+    pod_cidr: String,
+}
+
+/// The busybox applets the test images link.
+const APPLETS: [&str; 16] = [
+    "sh", "httpd", "echo", "cat", "sleep", "wget", "head", "tr", "env", "ls", "true", "false",
+    "seq", "kill", "id", "touch",
+];
+
+/// A rootfs with busybox and a web page, packed with `skiff image pack` into the agent's
+/// airgap directory so the agent imports it at start.
+pub fn pack_image(data: &Path, tag: &str, page: &str) {
+    let rootfs = data.with_extension("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).expect("rootfs");
+    std::fs::create_dir_all(rootfs.join("var/www")).expect("www");
+    std::fs::create_dir_all(rootfs.join("tmp")).expect("tmp");
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static");
+    for applet in APPLETS {
+        let link = rootfs.join("bin").join(applet);
+        if !link.exists() {
+            std::os::unix::fs::symlink("busybox", link).expect("symlink");
+        }
+    }
+    std::fs::write(rootfs.join("var/www/index.html"), page).expect("page");
+    let images = data.join("agent").join("images");
+    std::fs::create_dir_all(&images).expect("images dir");
+    let out = images.join(format!("{}.tar", tag.replace(['/', ':'], "_")));
+    let status = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["image", "pack", "--rootfs"])
+        .arg(&rootfs)
+        .args([
+            "--entrypoint",
+            "/bin/httpd",
+            "--cmd",
+            "-f",
+            "--cmd",
+            "-p",
+            "--cmd",
+            "8080",
+        ])
+        .args([
+            "--cmd",
+            "-h",
+            "--cmd",
+            "/var/www",
+            "--env",
+            "GREETING=hello",
+        ])
+        .args(["--port", "8080", "--tag", tag, "-o"])
+        .arg(&out)
+        .status()
+        .expect("skiff image pack");
+    assert!(status.success(), "skiff image pack failed");
+}
+
+impl Cluster {
+    /// `n` picks the subnet (10.<n>.0.0/16) and names, distinct per test.
+    pub fn start(n: u8, tag: &str) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("s");
+        pack_image(&data, "skiff.local/web:1.0", &format!("hello from {tag}\n"));
+        let bridge = format!("skt{tag}");
+        let namespace = format!("skiff-test-{tag}");
+        let cidr = format!("10.{n}.0.0/16");
+        let server = Server::start_with_agent(
+            &data,
+            &[
+                "--bridge",
+                &bridge,
+                "--containerd-namespace",
+                &namespace,
+                "--kubelet-port",
+                "0",
+                "--cluster-cidr",
+                &cidr,
+                "--node-name",
+                &format!("node-{tag}"),
+            ],
+        );
+        let client = server.wait_ready();
+        let cluster = Cluster {
+            server,
+            client,
+            dir,
+            bridge,
+            namespace,
+            pod_cidr: format!("10.{n}.0.0/24"),
+        };
+        let node = format!("node-{tag}");
+        eventually("the node registers", Duration::from_secs(60), || {
+            let (code, _) = cluster.client.get(&format!("/api/v1/nodes/{node}"));
+            (code == 200).then_some(())
+        });
+        cluster
+    }
+
+    /// Packs another busybox web image into the agent's airgap dir and waits until the agent
+    /// has imported it (the directory is watched).
+    pub fn add_image(&self, tag: &str, page: &str) {
+        pack_image(&self.data(), tag, page);
+        let short = tag.rsplit('/').next().unwrap_or(tag).to_string();
+        let short = if short.contains(':') {
+            short
+        } else {
+            format!("{short}:latest")
+        };
+        eventually(
+            &format!("image {tag} imported"),
+            Duration::from_secs(30),
+            || {
+                self.ctr(&["images", "ls", "-q"])
+                    .lines()
+                    .any(|l| l.ends_with(&short))
+                    .then_some(())
+            },
+        );
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("s")
+    }
+
+    pub fn node(&self) -> String {
+        let (_, nodes) = self.client.get("/api/v1/nodes");
+        nodes["items"][0]["metadata"]["name"]
+            .as_str()
+            .expect("a node")
+            .to_string()
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.server.kubeconfig())
+            .args(args)
+            .output()
+            .expect("kubectl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Creates a pod bound to this node (there is no scheduler in these tests).
+    pub fn create_pod(&self, mut pod: Value) {
+        pod["apiVersion"] = "v1".into();
+        pod["kind"] = "Pod".into();
+        pod["spec"]["nodeName"] = self.node().into();
+        let (code, body) = self.client.post("/api/v1/namespaces/default/pods", &pod);
+        assert_eq!(code, 201, "{body}");
+    }
+
+    pub fn pod(&self, name: &str) -> Value {
+        self.client
+            .get(&format!("/api/v1/namespaces/default/pods/{name}"))
+            .1
+    }
+
+    pub fn wait_running(&self, name: &str) -> Value {
+        eventually(
+            &format!("pod {name} Running"),
+            Duration::from_secs(90),
+            || {
+                let pod = self.pod(name);
+                let ready = pod["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
+                (pod["status"]["phase"] == "Running" && ready).then_some(pod)
+            },
+        )
+    }
+
+    pub fn ctr(&self, args: &[&str]) -> String {
+        let socket = self.data().join("agent/containerd/containerd.sock");
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(socket)
+            .args(["--namespace", &self.namespace])
+            .args(args)
+            .output()
+            .expect("ctr");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Containers skiff has in its containerd namespace (ids).
+    pub fn containers(&self) -> Vec<String> {
+        self.ctr(&["containers", "ls", "-q"])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Pods first (the agent stops and removes their containers), then the server, whose
+        // SIGTERM also stops its containerd; then what the agent set up on the host.
+        let _ = self.kubectl(&[
+            "delete",
+            "pods",
+            "--all",
+            "--grace-period=1",
+            "--timeout=60s",
+        ]);
+        self.server.stop();
+        let pid_file = self.data().join("agent/containerd/containerd.pid");
+        if let Ok(pid) = std::fs::read_to_string(pid_file) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.bridge])
+            .status();
+        for direction in ["-i", "-o"] {
+            let _ = Command::new("iptables")
+                .args([
+                    "-w",
+                    "-D",
+                    "FORWARD",
+                    direction,
+                    &self.bridge,
+                    "-j",
+                    "ACCEPT",
+                ])
+                .status();
+        }
+        let _ = Command::new("iptables")
+            .args([
+                "-w",
+                "-t",
+                "nat",
+                "-D",
+                "POSTROUTING",
+                "-s",
+                &self.pod_cidr,
+                "!",
+                "-o",
+            ])
+            .args([&self.bridge, "-j", "MASQUERADE"])
+            .status();
+        // containerd leaves overlay mounts only for running containers; unmount anything left
+        // under the test dir so the temp dir can be removed.
+        if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
+            let root = self.dir.path().display().to_string();
+            let mut targets: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter(|t| t.starts_with(&root))
+                .collect();
+            targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+            for target in targets {
+                let _ = Command::new("umount").args(["-l", target]).status();
+            }
+        }
+    }
+}
+
+pub fn http_get(ip: &str, port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(
+        &format!("{ip}:{port}").parse().ok()?,
+        Duration::from_secs(2),
+    )
+    .ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .write_all(format!("GET / HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    Some(answer)
+}

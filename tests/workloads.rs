@@ -1,0 +1,306 @@
+//! Scheduler and controllers end to end.
+//! - With REAL containerd on one node: the rolling-update Deployment skiff was specified from
+//!   (`seed-001-deployment-rolling.yaml`): 3 replicas, `kubectl scale` 3→10→2, `kubectl set
+//!   image` + `rollout status`, `rollout history`, `rollout undo` reusing the old ReplicaSet.
+//! - With FAKE runtimes on three simulated nodes (`skiff agent --runtime fake`, clearly not
+//!   real containers): spreading, the unschedulable message and `skiff explain`, and a node
+//!   that dies: NotReady, tainted, its pods evicted and replaced on the others.
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::node::Cluster;
+use common::{eventually, Server};
+use serde_json::{json, Value};
+
+fn pods_of(client: &common::Client, selector: &str) -> Vec<Value> {
+    let (_, list) = client.get(&format!(
+        "/api/v1/namespaces/default/pods?labelSelector={selector}"
+    ));
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn running(pods: &[Value]) -> usize {
+    pods.iter()
+        .filter(|p| {
+            p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
+        })
+        .count()
+}
+
+#[test]
+fn a_rolling_deployment_scales_updates_and_rolls_back_on_containerd() {
+    let cluster = Cluster::start(64, "d");
+    cluster.add_image("my-image", "v1\n");
+    cluster.add_image("my-image:v2", "v2\n");
+    let manifest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/manifests/seed-001-deployment-rolling.yaml"
+    );
+    let (ok, out, err) = cluster.kubectl(&["apply", "-f", manifest]);
+    assert!(ok, "{out}{err}");
+    let rollout = |c: &Cluster| {
+        let (ok, out, err) = c.kubectl(&[
+            "rollout",
+            "status",
+            "deployment/my-service",
+            "--timeout=120s",
+        ]);
+        assert!(ok && out.contains("successfully rolled out"), "{out}{err}");
+    };
+    rollout(&cluster);
+    assert_eq!(running(&pods_of(&cluster.client, "app=my-app")), 3);
+
+    for replicas in [10, 2] {
+        let (ok, out, err) = cluster.kubectl(&[
+            "scale",
+            "deployment/my-service",
+            &format!("--replicas={replicas}"),
+        ]);
+        assert!(ok, "{out}{err}");
+        eventually(
+            &format!("{replicas} replicas"),
+            Duration::from_secs(120),
+            || {
+                let pods = pods_of(&cluster.client, "app=my-app");
+                let all = pods
+                    .iter()
+                    .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                    .count();
+                (running(&pods) == replicas && all == replicas).then_some(())
+            },
+        );
+    }
+
+    let (ok, out, err) = cluster.kubectl(&[
+        "set",
+        "image",
+        "deployment/my-service",
+        "my-container=my-image:v2",
+    ]);
+    assert!(ok, "{out}{err}");
+    rollout(&cluster);
+    let pods = pods_of(&cluster.client, "app=my-app");
+    assert!(pods
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .all(|p| p["spec"]["containers"][0]["image"] == "my-image:v2"));
+    let (_, history, _) = cluster.kubectl(&["rollout", "history", "deployment/my-service"]);
+    assert!(
+        history.contains("1 ") && history.contains("2 "),
+        "{history}"
+    );
+
+    let rs_names = |c: &Cluster| -> Vec<String> {
+        let (_, list) = c.client.get("/apis/apps/v1/namespaces/default/replicasets");
+        let mut names: Vec<String> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["metadata"]["name"].as_str().map(String::from))
+            .collect();
+        names.sort();
+        names
+    };
+    let before = rs_names(&cluster);
+    assert_eq!(before.len(), 2, "{before:?}");
+    let (ok, out, err) = cluster.kubectl(&["rollout", "undo", "deployment/my-service"]);
+    assert!(ok, "{out}{err}");
+    rollout(&cluster);
+    assert_eq!(
+        rs_names(&cluster),
+        before,
+        "undo reuses the first ReplicaSet"
+    );
+    let pods = pods_of(&cluster.client, "app=my-app");
+    assert!(pods
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .all(|p| p["spec"]["containers"][0]["image"] == "my-image"));
+    let (_, revision, _) = cluster.kubectl(&[
+        "get",
+        "deployment",
+        "my-service",
+        "-o",
+        "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+    ]);
+    assert_eq!(revision, "3");
+
+    let (ok, _, err) = cluster.kubectl(&["delete", "deployment", "my-service"]);
+    assert!(ok, "{err}");
+    eventually("dependents collected", Duration::from_secs(60), || {
+        (pods_of(&cluster.client, "app=my-app").is_empty() && rs_names(&cluster).is_empty())
+            .then_some(())
+    });
+}
+
+/// A FAKE agent process (runs nothing; simulates a node).
+struct FakeAgent(Child);
+
+impl FakeAgent {
+    fn start(server: &Server, dir: &std::path::Path, name: &str) -> FakeAgent {
+        let token = std::fs::read_to_string(server.dir.join("node-token")).expect("node token");
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args([
+                "agent",
+                "--runtime",
+                "fake",
+                "--server",
+                &server.url(),
+                "--token",
+                token.trim(),
+            ])
+            .arg("--data-dir")
+            .arg(dir.join(name))
+            .args(["--node-name", name, "--kubelet-port", "0"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("skiff agent");
+        FakeAgent(child)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for FakeAgent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn simulated_nodes_spread_explain_and_survive_a_dead_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("s"));
+    let client = server.wait_ready();
+    let mut agents: Vec<FakeAgent> = ["fake-a", "fake-b", "fake-c"]
+        .iter()
+        .map(|n| FakeAgent::start(&server, dir.path(), n))
+        .collect();
+    eventually("three Ready nodes", Duration::from_secs(60), || {
+        let (_, nodes) = client.get("/api/v1/nodes");
+        let ready = nodes["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| {
+                n["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+            .count();
+        (ready == 3).then_some(())
+    });
+
+    // Six replicas: two per node (spreading outweighs bin-packing for replicas).
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "spread"},
+        "spec": {"replicas": 6, "selector": {"matchLabels": {"app": "spread"}},
+            "template": {"metadata": {"labels": {"app": "spread"}},
+                "spec": {"containers": [{"name": "c", "image": "fake", "resources": {"requests": {"cpu": "100m"}}}]}}}
+    });
+    let (code, body) = client.post("/apis/apps/v1/namespaces/default/deployments", &deployment);
+    assert_eq!(code, 201, "{body}");
+    let per_node = |client: &common::Client| -> std::collections::BTreeMap<String, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for p in pods_of(client, "app=spread") {
+            if p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null() {
+                *counts
+                    .entry(p["spec"]["nodeName"].as_str().unwrap_or("").to_string())
+                    .or_insert(0) += 1;
+            }
+        }
+        counts
+    };
+    let counts = eventually("six running replicas", Duration::from_secs(60), || {
+        let c = per_node(&client);
+        (c.values().sum::<usize>() == 6).then_some(c)
+    });
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2],
+        "{counts:?}"
+    );
+
+    // A pod no node can take: Kubernetes' message, an event, and `skiff explain`.
+    let big = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "big"},
+        "spec": {"containers": [{"name": "c", "image": "fake", "resources": {"requests": {"cpu": "500"}}}]}});
+    let (code, body) = client.post("/api/v1/namespaces/default/pods", &big);
+    assert_eq!(code, 201, "{body}");
+    let condition = eventually("PodScheduled=False", Duration::from_secs(30), || {
+        let (_, pod) = client.get("/api/v1/namespaces/default/pods/big");
+        pod["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "PodScheduled" && c["status"] == "False")
+            .cloned()
+    });
+    assert_eq!(condition["reason"], "Unschedulable");
+    assert_eq!(
+        condition["message"],
+        "0/3 nodes are available: 3 Insufficient cpu."
+    );
+    let explain = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["explain", "pod", "big", "--kubeconfig"])
+        .arg(server.kubeconfig())
+        .output()
+        .expect("skiff explain");
+    let text = String::from_utf8_lossy(&explain.stdout);
+    assert!(
+        text.contains("unschedulable: 0/3 nodes are available")
+            && text.contains("fake-c")
+            && text.contains("Insufficient cpu"),
+        "{text}"
+    );
+    let (_, events) =
+        client.get("/api/v1/namespaces/default/events?fieldSelector=reason=FailedScheduling");
+    assert!(!events["items"].as_array().unwrap_or(&Vec::new()).is_empty());
+
+    // fake-c dies: NotReady after 20 s and tainted; its pods are evicted 30 s later and
+    // replaced on the two nodes left.
+    agents[2].kill();
+    eventually(
+        "fake-c NotReady and tainted",
+        Duration::from_secs(60),
+        || {
+            let (_, node) = client.get("/api/v1/nodes/fake-c");
+            let unknown = node["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "Unknown");
+            let tainted = node["spec"]["taints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|t| {
+                    t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute"
+                });
+            (unknown && tainted).then_some(())
+        },
+    );
+    let counts = eventually(
+        "replicas replaced on live nodes",
+        Duration::from_secs(120),
+        || {
+            let c = per_node(&client);
+            (c.values().sum::<usize>() == 6 && !c.contains_key("fake-c")).then_some(c)
+        },
+    );
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        [3, 3],
+        "{counts:?}"
+    );
+    drop(agents);
+}
