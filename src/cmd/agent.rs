@@ -128,6 +128,10 @@ pub async fn run_agent(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
+    // containerd and its shims run with other working directories: every path handed to
+    // them must be absolute.
+    let data_dir = std::path::absolute(&data_dir)
+        .with_context(|| format!("resolving {}", data_dir.display()))?;
     let node_name = options
         .node_name
         .clone()
