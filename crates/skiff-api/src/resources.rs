@@ -90,7 +90,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         namespaced: true,
         short_names: &["po"],
         categories: &["all"],
-        subresources: &["status", "log", "exec"],
+        subresources: &["status", "binding", "log", "exec"],
         field_selectors: &[
             "spec.nodeName",
             "spec.restartPolicy",

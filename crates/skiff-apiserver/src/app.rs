@@ -326,6 +326,21 @@ async fn resource_request(State(app): State<Arc<App>>, request: Request) -> Resp
         );
         return response;
     }
+    if crate::binding::handles(&target, &parts.method) {
+        let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
+            .await
+            .unwrap_or_default();
+        let response = crate::binding::serve(&app, &target, &body)
+            .await
+            .unwrap_or_else(respond::error);
+        app.metrics.observe_request(
+            "CREATE",
+            "pods/binding",
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+        return response;
+    }
     if crate::scale::handles(&target) {
         let content_type = parts
             .headers

@@ -61,6 +61,11 @@ pub fn subresource(resource: &ResourceInfo, name: &'static str) -> SubresourceIn
             verbs: &["get", "patch", "update"],
         },
         "log" => own_kind(&["get"]),
+        "binding" => SubresourceInfo {
+            kind: "Binding",
+            verbs: &["create"],
+            ..own_kind(&[])
+        },
         "exec" => SubresourceInfo {
             kind: "PodExecOptions",
             verbs: &["create", "get"],

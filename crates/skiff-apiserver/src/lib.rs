@@ -18,6 +18,7 @@
 //! - [`cluster`]: joining servers, listing and removing members.
 //! - [`respond`]: JSON responses, `Status` errors, and store errors as Kubernetes errors.
 pub mod app;
+pub mod binding;
 pub mod cluster;
 pub mod discovery;
 pub mod metrics;
