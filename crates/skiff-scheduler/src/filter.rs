@@ -1,277 +1,360 @@
-//! Filters: can this node take this pod at all? Each failed check gives the reason text
-//! kube-scheduler uses, so the unschedulable message reads the same
-//! (`0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match Pod's node
-//! affinity/selector.`).
-use k8s_openapi::api::core::v1::{NodeSelectorRequirement, Pod, Taint, Toleration};
+//! Filters: can this node run this pod at all?
+//!
+//! The checks run in kube-scheduler's plugin order, which is also cheap-first:
+//!
+//! | stage               | Kubernetes plugin   | rejects a node when                               |
+//! |---------------------|---------------------|---------------------------------------------------|
+//! | `NodeReady`         | (node conditions)   | its `Ready` condition is not `True`               |
+//! | `NodeUnschedulable` | NodeUnschedulable   | it is cordoned, unless the pod tolerates that     |
+//! | `TaintToleration`   | TaintToleration     | a `NoSchedule`/`NoExecute` taint is not tolerated |
+//! | `NodeAffinity`      | NodeAffinity        | `nodeSelector` or required node affinity fails    |
+//! | `NodePorts`         | NodePorts           | a wanted host port is taken                       |
+//! | `NodeResourcesFit`  | NodeResourcesFit    | cpu, memory or pod slots would run out            |
+//!
+//! Every stage runs, so an explain record lists *every* reason a node was refused, each with
+//! the numbers behind it (`Insufficient cpu: requested 500m, used 1800m, allocatable 2`). The
+//! one-line unschedulable message counts only the first refusing stage per node, as
+//! kube-scheduler (which stops at the first failing plugin) does, so the two read alike.
 
-use crate::cache::{NodeState, PodFacts};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
 
-/// Every reason `node` cannot run the pod; empty when it can.
-pub fn check(pod: &Pod, facts: &PodFacts, node: &NodeState) -> Vec<String> {
-    let mut reasons = Vec::new();
-    if !node.ready {
-        reasons.push("node(s) were not ready".to_string());
+use k8s_openapi::api::core::v1::{PodSpec, Taint, Toleration};
+use serde::{Deserialize, Serialize};
+use skiff_api::selector::{Operator, Requirement};
+
+use crate::node::{NodeInfo, NodeUsage};
+use crate::resources::{HostPort, PodDemand, Resource};
+
+/// The filter stages, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    NodeReady,
+    NodeUnschedulable,
+    TaintToleration,
+    NodeAffinity,
+    NodePorts,
+    NodeResourcesFit,
+}
+
+/// One reason a node cannot run a pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "reason",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum Rejection {
+    NotReady,
+    Unschedulable,
+    /// The first taint (in the node's order) that no toleration matches.
+    UntoleratedTaint {
+        key: String,
+        value: String,
+        effect: String,
+    },
+    /// A `nodeSelector` entry the node's labels lack (the first, by key).
+    NodeSelector {
+        key: String,
+        value: String,
+    },
+    /// No term of required node affinity matched.
+    NodeAffinity,
+    HostPortInUse {
+        port: HostPort,
+    },
+    TooManyPods {
+        allocatable: i64,
+    },
+    Insufficient {
+        resource: Resource,
+        requested: i64,
+        used: i64,
+        allocatable: i64,
+    },
+}
+
+impl Rejection {
+    /// The stage that found this.
+    pub fn stage(&self) -> Stage {
+        match self {
+            Rejection::NotReady => Stage::NodeReady,
+            Rejection::Unschedulable => Stage::NodeUnschedulable,
+            Rejection::UntoleratedTaint { .. } => Stage::TaintToleration,
+            Rejection::NodeSelector { .. } | Rejection::NodeAffinity => Stage::NodeAffinity,
+            Rejection::HostPortInUse { .. } => Stage::NodePorts,
+            Rejection::TooManyPods { .. } | Rejection::Insufficient { .. } => {
+                Stage::NodeResourcesFit
+            }
+        }
     }
-    if node.unschedulable && !tolerates_unschedulable(pod) {
-        reasons.push("node(s) were unschedulable".to_string());
+
+    /// Kubernetes' words for this reason, as counted in `0/3 nodes are available: ...`.
+    pub fn reason(&self) -> Cow<'static, str> {
+        match self {
+            Rejection::NotReady => "node(s) were not ready".into(),
+            Rejection::Unschedulable => "node(s) were unschedulable".into(),
+            Rejection::UntoleratedTaint { key, value, .. } => {
+                format!("node(s) had untolerated taint {{{key}: {value}}}").into()
+            }
+            Rejection::NodeSelector { .. } | Rejection::NodeAffinity => {
+                "node(s) didn't match Pod's node affinity/selector".into()
+            }
+            Rejection::HostPortInUse { .. } => {
+                "node(s) didn't have free ports for the requested pod ports".into()
+            }
+            Rejection::TooManyPods { .. } => "Too many pods".into(),
+            Rejection::Insufficient { resource, .. } => {
+                format!("Insufficient {}", resource.name()).into()
+            }
+        }
+    }
+}
+
+/// The reason with the facts behind it, for explain records.
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::NotReady => f.write_str("node is not Ready"),
+            Rejection::Unschedulable => f.write_str("node is cordoned (spec.unschedulable)"),
+            Rejection::UntoleratedTaint { key, value, effect } => {
+                write!(f, "untolerated taint {key}={value}:{effect}")
+            }
+            Rejection::NodeSelector { key, value } => {
+                write!(
+                    f,
+                    "nodeSelector {key}={value} does not match the node's labels"
+                )
+            }
+            Rejection::NodeAffinity => {
+                f.write_str("no term of required node affinity matches the node")
+            }
+            Rejection::HostPortInUse { port } => write!(
+                f,
+                "host port {}/{} on {} is taken",
+                port.port, port.protocol, port.ip
+            ),
+            Rejection::TooManyPods { allocatable } => {
+                write!(f, "Too many pods: all {allocatable} pod slots are taken")
+            }
+            Rejection::Insufficient {
+                resource,
+                requested,
+                used,
+                allocatable,
+            } => write!(
+                f,
+                "Insufficient {}: requested {}, used {}, allocatable {}",
+                resource.name(),
+                resource.format(*requested),
+                resource.format(*used),
+                resource.format(*allocatable)
+            ),
+        }
+    }
+}
+
+/// A pod's placement constraints, prepared once per decision so that checking each node
+/// parses nothing.
+pub struct PodConstraints<'a> {
+    demand: &'a PodDemand,
+    node_selector: Option<&'a BTreeMap<String, String>>,
+    /// `None`: no required node affinity. Otherwise the node must match one term.
+    required_terms: Option<Vec<Term>>,
+    tolerations: &'a [Toleration],
+    /// Whether the tolerations include the cordon taint, which lets the pod onto cordoned
+    /// nodes (DaemonSet pods have it).
+    tolerates_cordon: bool,
+}
+
+/// One `nodeSelectorTerm`: every requirement must hold.
+struct Term {
+    labels: Vec<Requirement>,
+    fields: Vec<Requirement>,
+    /// An empty term, or one with an operator this scheduler does not know, matches no node
+    /// (admission should have refused the latter).
+    matches_nothing: bool,
+}
+
+impl<'a> PodConstraints<'a> {
+    pub fn new(spec: &'a PodSpec, demand: &'a PodDemand) -> PodConstraints<'a> {
+        let required = spec
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            });
+        let required_terms = required.map(|r| {
+            r.node_selector_terms
+                .iter()
+                .map(|term| {
+                    let labels = term.match_expressions.iter().flatten().map(requirement);
+                    let fields = term.match_fields.iter().flatten().map(requirement);
+                    let labels: Option<Vec<_>> = labels.collect();
+                    let fields: Option<Vec<_>> = fields.collect();
+                    match (labels, fields) {
+                        (Some(labels), Some(fields)) => Term {
+                            matches_nothing: labels.is_empty() && fields.is_empty(),
+                            labels,
+                            fields,
+                        },
+                        _ => Term {
+                            labels: Vec::new(),
+                            fields: Vec::new(),
+                            matches_nothing: true,
+                        },
+                    }
+                })
+                .collect()
+        });
+        let tolerations = spec.tolerations.as_deref().unwrap_or(&[]);
+        let cordon = Taint {
+            key: "node.kubernetes.io/unschedulable".to_string(),
+            effect: "NoSchedule".to_string(),
+            ..Taint::default()
+        };
+        PodConstraints {
+            demand,
+            node_selector: spec.node_selector.as_ref(),
+            required_terms,
+            tolerations,
+            tolerates_cordon: tolerations.iter().any(|t| tolerates(t, &cordon)),
+        }
+    }
+}
+
+/// A `NodeSelectorRequirement` as skiff-api's label requirement (same operators, same
+/// matching); `None` for an unknown operator.
+fn requirement(r: &k8s_openapi::api::core::v1::NodeSelectorRequirement) -> Option<Requirement> {
+    let operator = match r.operator.as_str() {
+        "In" => Operator::In,
+        "NotIn" => Operator::NotIn,
+        "Exists" => Operator::Exists,
+        "DoesNotExist" => Operator::DoesNotExist,
+        "Gt" => Operator::GreaterThan,
+        "Lt" => Operator::LessThan,
+        _ => return None,
+    };
+    Some(Requirement {
+        key: r.key.clone(),
+        operator,
+        values: r.values.clone().unwrap_or_default(),
+    })
+}
+
+/// Runs every filter and appends each reason the node cannot run the pod to `out` (nothing:
+/// it can).
+pub fn check(pod: &PodConstraints, node: &NodeInfo, usage: &NodeUsage, out: &mut Vec<Rejection>) {
+    if !node.ready {
+        out.push(Rejection::NotReady);
+    }
+    if node.unschedulable && !pod.tolerates_cordon {
+        out.push(Rejection::Unschedulable);
     }
     if let Some(taint) = node
         .taints
         .iter()
-        .find(|t| !tolerated(t, &facts.tolerations))
+        .find(|taint| !pod.tolerations.iter().any(|t| tolerates(t, taint)))
     {
-        reasons.push(format!(
-            "node(s) had untolerated taint {{{}: {}}}",
-            taint.key,
-            taint.value.as_deref().unwrap_or("")
-        ));
+        out.push(Rejection::UntoleratedTaint {
+            key: taint.key.clone(),
+            value: taint.value.clone().unwrap_or_default(),
+            effect: taint.effect.clone(),
+        });
     }
-    if !matches_selector(pod, node) {
-        reasons.push("node(s) didn't match Pod's node affinity/selector".to_string());
-    }
-    let free_pods = node.allocatable.pods - node.requested.pods;
-    if free_pods < 1 {
-        reasons.push("Too many pods".to_string());
-    }
-    if facts.requests.cpu_milli > node.allocatable.cpu_milli - node.requested.cpu_milli {
-        reasons.push("Insufficient cpu".to_string());
-    }
-    if facts.requests.memory > node.allocatable.memory - node.requested.memory {
-        reasons.push("Insufficient memory".to_string());
-    }
-    if facts.host_ports.iter().any(|p| node.host_ports.contains(p)) {
-        reasons.push("node(s) didn't have free ports for the requested pod ports".to_string());
-    }
-    reasons
-}
-
-/// Effects that keep pods off a node; PreferNoSchedule only lowers preference.
-fn tolerated(taint: &Taint, tolerations: &[Toleration]) -> bool {
-    if taint.effect == "PreferNoSchedule" {
-        return true;
-    }
-    tolerations.iter().any(|t| tolerates(t, taint))
-}
-
-/// Kubernetes' `Toleration.ToleratesTaint`: an empty effect matches every effect; `Exists`
-/// with an empty key matches every taint; `Equal` (the default) compares values.
-pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if let Some(effect) = t.effect.as_deref().filter(|e| !e.is_empty()) {
-        if effect != taint.effect {
-            return false;
+    check_affinity(pod, node, out);
+    for wanted in &pod.demand.host_ports {
+        if let Some(taken) = usage.host_ports.keys().find(|p| p.conflicts_with(wanted)) {
+            out.push(Rejection::HostPortInUse {
+                port: taken.clone(),
+            });
         }
     }
-    let key = t.key.as_deref().unwrap_or("");
+    check_resources(pod.demand, node, usage, out);
+}
+
+/// `nodeSelector` (every pair must be a label of the node) and required node affinity (some
+/// term must match; within a term, every expression and field requirement).
+fn check_affinity(pod: &PodConstraints, node: &NodeInfo, out: &mut Vec<Rejection>) {
+    let missing = pod
+        .node_selector
+        .into_iter()
+        .flatten()
+        .find(|(key, value)| node.labels.get(*key) != Some(*value));
+    if let Some((key, value)) = missing {
+        out.push(Rejection::NodeSelector {
+            key: key.clone(),
+            value: value.clone(),
+        });
+    }
+    if let Some(terms) = &pod.required_terms {
+        let matched = terms.iter().any(|term| {
+            !term.matches_nothing
+                && term.labels.iter().all(|r| r.matches(&node.labels))
+                && term.fields.iter().all(|r| r.matches(&node.fields))
+        });
+        if !matched {
+            out.push(Rejection::NodeAffinity);
+        }
+    }
+}
+
+/// Kubernetes' fit check: one more pod slot must be free; cpu and memory are only checked when
+/// the pod requests some, so a node overcommitted by other means still takes pods that ask for
+/// nothing.
+fn check_resources(
+    demand: &PodDemand,
+    node: &NodeInfo,
+    usage: &NodeUsage,
+    out: &mut Vec<Rejection>,
+) {
+    let (alloc, used, wanted) = (&node.allocatable, &usage.requested, &demand.requests);
+    if used.pods + 1 > alloc.pods {
+        out.push(Rejection::TooManyPods {
+            allocatable: alloc.pods,
+        });
+    }
+    for resource in [Resource::Cpu, Resource::Memory] {
+        let (requested, used, allocatable) = (
+            wanted.get(resource),
+            used.get(resource),
+            alloc.get(resource),
+        );
+        if requested > 0 && requested > allocatable - used {
+            out.push(Rejection::Insufficient {
+                resource,
+                requested,
+                used,
+                allocatable,
+            });
+        }
+    }
+}
+
+/// Kubernetes' `Toleration.ToleratesTaint`: an empty effect matches every effect; an empty key
+/// matches every key; `Exists` matches any value, `Equal` (the default) compares values. So
+/// `{operator: Exists}` alone tolerates everything.
+pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
+    let effect = toleration.effect.as_deref().unwrap_or("");
+    if !effect.is_empty() && effect != taint.effect {
+        return false;
+    }
+    let key = toleration.key.as_deref().unwrap_or("");
     if !key.is_empty() && key != taint.key {
         return false;
     }
-    match t.operator.as_deref().unwrap_or("Equal") {
+    match toleration.operator.as_deref().unwrap_or("") {
         "Exists" => true,
-        _ => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-    }
-}
-
-fn tolerates_unschedulable(pod: &Pod) -> bool {
-    let taint = Taint {
-        key: "node.kubernetes.io/unschedulable".into(),
-        effect: "NoSchedule".into(),
-        ..Taint::default()
-    };
-    pod.spec
-        .iter()
-        .flat_map(|s| s.tolerations.iter().flatten())
-        .any(|t| tolerates(t, &taint))
-}
-
-/// `spec.nodeSelector` and required node affinity (any term may match; within a term every
-/// expression must).
-fn matches_selector(pod: &Pod, node: &NodeState) -> bool {
-    let Some(spec) = &pod.spec else {
-        return true;
-    };
-    for (k, v) in spec.node_selector.iter().flatten() {
-        if node.labels.get(k) != Some(v) {
-            return false;
-        }
-    }
-    let required = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-    let Some(required) = required else {
-        return true;
-    };
-    required.node_selector_terms.iter().any(|term| {
-        term.match_expressions
-            .iter()
-            .flatten()
-            .all(|e| expression(e, node.labels.get(&e.key).map(String::as_str)))
-            && term
-                .match_fields
-                .iter()
-                .flatten()
-                .all(|e| e.key != "metadata.name" || expression(e, Some(node.name.as_str())))
-    })
-}
-
-fn expression(e: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = e.values.as_deref().unwrap_or(&[]);
-    let number = |s: &str| s.parse::<i64>().ok();
-    match e.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" => {
-            matches!((value.and_then(number), values.first().and_then(|x| number(x))), (Some(a), Some(b)) if a > b)
-        }
-        "Lt" => {
-            matches!((value.and_then(number), values.first().and_then(|x| number(x))), (Some(a), Some(b)) if a < b)
+        "" | "Equal" => {
+            toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
         }
         _ => false,
     }
 }
 
-/// The unschedulable message: `0/N nodes are available: ` and the reasons with their counts,
-/// sorted by reason text as kube-scheduler sorts them.
-pub fn unschedulable_message(total: usize, reasons: &[Vec<String>]) -> String {
-    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
-    for node in reasons {
-        for r in node {
-            *counts.entry(r.as_str()).or_default() += 1;
-        }
-    }
-    if total == 0 {
-        return "0/0 nodes are available: no nodes available to schedule pods.".into();
-    }
-    let parts: Vec<String> = counts.iter().map(|(r, n)| format!("{n} {r}")).collect();
-    format!("0/{total} nodes are available: {}.", parts.join(", "))
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cache::NodeState;
-    use crate::resources::Resources;
-    use serde_json::json;
-
-    fn node(json: serde_json::Value) -> NodeState {
-        NodeState::from_node(&serde_json::from_value(json).expect("node"))
-    }
-
-    fn pod(json: serde_json::Value) -> (Pod, PodFacts) {
-        let pod: Pod = serde_json::from_value(json).expect("pod");
-        let facts = PodFacts::of(&pod);
-        (pod, facts)
-    }
-
-    fn ready(name: &str, extra: serde_json::Value) -> serde_json::Value {
-        let mut n = json!({
-            "metadata": {"name": name, "labels": {"disk": "ssd", "zone": "a", "rank": "5"}},
-            "spec": {},
-            "status": {
-                "allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"},
-                "conditions": [{"type": "Ready", "status": "True"}]
-            }
-        });
-        if let Some(spec) = extra.get("spec") {
-            n["spec"] = spec.clone();
-        }
-        n
-    }
-
-    #[test]
-    fn filters_give_kubernetes_reasons() {
-        let n = node(ready("n1", json!({})));
-        let cases = [
-            (json!({"containers": [{"name": "c"}]}), vec![]),
-            (
-                json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "3"}}}]}),
-                vec!["Insufficient cpu"],
-            ),
-            (
-                json!({"containers": [{"name": "c", "resources": {"requests": {"memory": "5Gi"}}}]}),
-                vec!["Insufficient memory"],
-            ),
-            (
-                json!({"nodeSelector": {"disk": "hdd"}, "containers": [{"name": "c"}]}),
-                vec!["node(s) didn't match Pod's node affinity/selector"],
-            ),
-            (
-                json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]},
-                    {"matchExpressions": [{"key": "rank", "operator": "Gt", "values": ["3"]}, {"key": "gpu", "operator": "DoesNotExist"}]}
-                ]}}}, "containers": [{"name": "c"}]}),
-                vec![],
-            ),
-        ];
-        for (spec, want) in cases {
-            let (p, f) = pod(json!({"metadata": {"name": "p"}, "spec": spec}));
-            assert_eq!(check(&p, &f, &n), want, "{spec}");
-        }
-    }
-
-    #[test]
-    fn taints_and_tolerations() {
-        let tainted = node(ready(
-            "n1",
-            json!({"spec": {"taints": [{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]}}),
-        ));
-        let (p, f) =
-            pod(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}}));
-        assert_eq!(
-            check(&p, &f, &tainted),
-            ["node(s) had untolerated taint {node.kubernetes.io/unreachable: }"]
-        );
-        for toleration in [
-            json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists"}),
-            json!({"operator": "Exists"}),
-            json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"}),
-        ] {
-            let (p, f) = pod(
-                json!({"metadata": {"name": "p"}, "spec": {"tolerations": [toleration], "containers": [{"name": "c"}]}}),
-            );
-            assert!(check(&p, &f, &tainted).is_empty(), "{toleration}");
-        }
-        let (p, f) = pod(json!({"metadata": {"name": "p"}, "spec": {
-            "tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoSchedule"}],
-            "containers": [{"name": "c"}]}}));
-        assert_eq!(
-            check(&p, &f, &tainted).len(),
-            1,
-            "the wrong effect does not tolerate"
-        );
-    }
-
-    #[test]
-    fn host_ports_conflict() {
-        let mut n = node(ready("n1", json!({})));
-        let (p, f) = pod(
-            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080}]}]}}),
-        );
-        assert!(check(&p, &f, &n).is_empty());
-        n.host_ports.insert(("TCP".into(), 8080));
-        assert_eq!(
-            check(&p, &f, &n),
-            ["node(s) didn't have free ports for the requested pod ports"]
-        );
-    }
-
-    #[test]
-    fn the_message_counts_reasons() {
-        let reasons = vec![
-            vec!["Insufficient cpu".to_string()],
-            vec!["node(s) had untolerated taint {node.kubernetes.io/unreachable: }".to_string()],
-            vec!["Insufficient cpu".to_string()],
-        ];
-        assert_eq!(
-            unschedulable_message(3, &reasons),
-            "0/3 nodes are available: 2 Insufficient cpu, 1 node(s) had untolerated taint {node.kubernetes.io/unreachable: }."
-        );
-        let _ = Resources::default();
-    }
-}
+#[path = "filter_tests.rs"]
+mod tests;

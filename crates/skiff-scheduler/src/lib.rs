@@ -1,22 +1,48 @@
 //! skiff-scheduler: which node a pod runs on, and why.
 //!
-//! The pipeline is Nomad's and kube-scheduler's: **filter** the nodes that cannot take the pod,
-//! **score** the ones that can, **bind** the pod to the best. Every decision is kept as an
-//! [`Decision`] record (each node's verdict: the reasons it was filtered out, or its scores),
-//! so `skiff explain pod NAME` can show afterwards why a pod went where it went.
+//! The pipeline is Nomad's and kube-scheduler's: **filter** out the nodes that cannot run the
+//! pod, **score** the ones that can, **bind** the pod to the best. Every decision is kept as a
+//! [`Decision`]: each node's verdict (the reasons it was refused, or its scores) and the
+//! outcome, so `skiff explain pod NAME` can show afterwards why a pod went where it went.
+//!
+//! Everything but [`runner`] is pure and synchronous: the [`Scheduler`] takes watch events in
+//! and hands decisions out, and the tests drive it directly.
 //!
 //! ## Layout
-//! - [`resources`]: quantities (`500m`, `64Mi`) and a pod's effective requests.
-//! - [`filter`]: the feasibility checks, each with Kubernetes' reason text.
-//! - [`score`]: bin-packing and spreading, 0–100 each, and the weights.
-//! - [`cache`]: the [`Scheduler`] state machine: nodes, bound pods, the pending queue,
-//!   decisions for a batch with each binding *assumed* before the next pod is placed.
+//! - [`quantity`]: `500m`, `1.5Gi`, `1e3` as exact integers (millicores, bytes).
+//! - [`resources`]: what a pod asks of a node (Kubernetes' init-container and limits rules).
+//! - [`node`]: a node's facts, and running totals of what its pods take.
+//! - [`filter`]: the feasibility checks, each refusal with Kubernetes' reason and the numbers.
+//! - [`score`]: bin-packing (`MostAllocated`) and spreading, 0–100 each, and the [`Weights`].
+//! - [`decision`]: the explain record, Kubernetes' unschedulable message, and [`render`].
+//! - [`cache`]: the [`Scheduler`] state machine: nodes, pods, the queue, parked pods, and
+//!   batches of decisions with each binding *assumed* before the next pod is placed.
 //! - [`runner`]: the thin loop: watches, binds through the API, reports unschedulable pods.
+
 pub mod cache;
+pub mod decision;
 pub mod filter;
+pub mod node;
+pub mod quantity;
 pub mod resources;
 pub mod runner;
 pub mod score;
 
-pub use cache::{Decision, NodeVerdict, Scheduler};
-pub use score::Weights;
+#[cfg(test)]
+mod testing;
+
+pub use cache::{PodKey, Scheduler};
+pub use decision::{render, Decision, NodeVerdict, Outcome, Verdict};
+pub use filter::Rejection;
+pub use score::{Scores, Weights};
+
+/// The one error type of skiff-scheduler.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A resource quantity that is not Kubernetes' quantity syntax, or too large for an i64.
+    #[error("invalid quantity {quantity:?}: {reason}")]
+    InvalidQuantity {
+        quantity: String,
+        reason: &'static str,
+    },
+}

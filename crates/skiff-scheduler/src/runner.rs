@@ -15,7 +15,8 @@ use skiff_client::watcher::{self, Event};
 use skiff_client::{Client, ListParams};
 use tokio::sync::{watch, Notify};
 
-use crate::cache::{Decision, Scheduler};
+use crate::cache::{PodKey, Scheduler};
+use crate::decision::Decision;
 use crate::score::Weights;
 
 /// The pod annotation that records why the pod went where it went (a [`Decision`], with the
@@ -42,9 +43,9 @@ pub async fn run(client: Client, weights: Weights, mut stop: watch::Receiver<boo
                         let Some(event) = event else { return };
                         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
                         match event {
-                            Event::Applied(pod) => s.upsert_pod(&pod),
-                            Event::Deleted(pod) => s.remove_pod(&pod),
-                            Event::Restarted(list) => list.iter().for_each(|p| s.upsert_pod(p)),
+                            Event::Applied(pod) => s.upsert_pod(pod),
+                            Event::Deleted(pod) => s.remove_pod(&PodKey::of(&pod)),
+                            Event::Restarted(list) => s.restart_pods(list),
                         }
                     }
                     event = nodes.recv() => {
@@ -53,7 +54,7 @@ pub async fn run(client: Client, weights: Weights, mut stop: watch::Receiver<boo
                         match event {
                             Event::Applied(node) => s.upsert_node(&node),
                             Event::Deleted(node) => s.remove_node(node.metadata.name.as_deref().unwrap_or("")),
-                            Event::Restarted(list) => list.iter().for_each(|n| s.upsert_node(n)),
+                            Event::Restarted(list) => s.restart_nodes(&list),
                         }
                     }
                 }
@@ -69,24 +70,30 @@ pub async fn run(client: Client, weights: Weights, mut stop: watch::Receiver<boo
             _ = stop.wait_for(|s| *s) => break,
         }
         loop {
-            let batch = state
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .schedule_pending(BATCH);
+            let batch: Vec<_> = {
+                let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                let decided = s.schedule_pending(BATCH);
+                decided
+                    .into_iter()
+                    .filter_map(|(key, decision)| {
+                        Some((key.clone(), s.pod(&key)?.clone(), decision))
+                    })
+                    .collect()
+            };
             if batch.is_empty() {
                 break;
             }
-            let work = batch.into_iter().map(|(pod, decision)| {
+            let work = batch.into_iter().map(|(key, pod, decision)| {
                 let (client, recorder, state) = (client.clone(), recorder.clone(), state.clone());
                 async move {
-                    match &decision.node {
+                    match decision.node() {
                         Some(node) => {
                             if let Err(e) = bind(&client, &pod, node, &decision).await {
                                 tracing::debug!(pod = %decision.pod, error = %e, "binding failed; will retry");
-                                state.lock().unwrap_or_else(|e| e.into_inner()).forget(&pod);
+                                state.lock().unwrap_or_else(|e| e.into_inner()).forget(&key);
                             } else {
                                 recorder.emit(
-                                    object_ref(&pod),
+                                    object_ref(pod.as_ref()),
                                     EventType::Normal,
                                     "Scheduled",
                                     &format!("Successfully assigned {} to {node}", decision.pod),
@@ -103,19 +110,9 @@ pub async fn run(client: Client, weights: Weights, mut stop: watch::Receiver<boo
     feeder.abort();
 }
 
-/// The decision as stored on the pod: the ten best nodes and all filtered ones.
+/// The decision as stored on the pod: the ten best nodes and the first fifty refused ones.
 fn explain_record(decision: &Decision) -> String {
-    let mut trimmed = decision.clone();
-    let (scored, filtered): (Vec<_>, Vec<_>) = trimmed
-        .verdicts
-        .into_iter()
-        .partition(|v| v.filtered.is_empty());
-    trimmed.verdicts = scored
-        .into_iter()
-        .take(10)
-        .chain(filtered.into_iter().take(50))
-        .collect();
-    serde_json::to_string(&trimmed).unwrap_or_default()
+    serde_json::to_string(&decision.trimmed(10, 50)).unwrap_or_default()
 }
 
 async fn bind(
@@ -165,7 +162,7 @@ async fn report_unschedulable(
     pod: &Pod,
     decision: &Decision,
 ) {
-    let message = decision.message.clone().unwrap_or_default();
+    let message = decision.message().unwrap_or_default().to_string();
     let current = pod
         .status
         .as_ref()
