@@ -29,9 +29,11 @@
 //! a count of pods per node, updated as pods come and go; so a decision is one pass over the
 //! nodes doing integer comparisons, never a pass over pods, and no Pod is cloned (pods are
 //! kept behind `Arc`). kube-scheduler examines only a sample of the nodes in large clusters
-//! (`percentageOfNodesToScore`); skiff looks at every node, because a pass over 1,000 nodes
-//! costs tens of microseconds, far inside the 1 ms a decision may take at 1,000 pods/s, and
-//! because every node then has a verdict to explain.
+//! (`percentageOfNodesToScore`); skiff looks at every node, because that is cheap enough and
+//! every node then has a verdict to explain. Measured on a shared 2-core machine (release
+//! build, 1,000 nodes, 20,000 pods in groups of ten): about 100–130 µs per decision, and
+//! about 200 µs with the trimmed record serialized to JSON, so ~5,000 decisions/s against the
+//! 1,000 pods/s target. Sampling would be the next step if clusters grow tenfold.
 //!
 //! ## Caveats
 //! - A pod bound to a node the scheduler has not seen yet is counted on a placeholder, so the

@@ -91,10 +91,16 @@ impl Decision {
                 Verdict::Rejected(_) => None,
             })
             .collect();
-        // Highest total first; equal totals by name, as the choice was made.
-        feasible.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-        let mut keep_feasible: Vec<&Arc<str>> =
-            feasible.iter().take(best).map(|(_, n)| *n).collect();
+        // Highest total first; equal totals by name, as the choice was made. Only the first
+        // `best` need ordering, so partition around the cut before sorting them.
+        let by_rank =
+            |a: &(i64, &Arc<str>), b: &(i64, &Arc<str>)| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1));
+        if best > 0 && best < feasible.len() {
+            feasible.select_nth_unstable_by(best - 1, by_rank);
+        }
+        feasible.truncate(best);
+        feasible.sort_by(by_rank);
+        let mut keep_feasible: Vec<&Arc<str>> = feasible.iter().map(|(_, n)| *n).collect();
         if let Some(chosen) = self.nodes.iter().find(|v| Some(&*v.node) == self.node()) {
             keep_feasible.push(&chosen.node);
         }

@@ -99,8 +99,11 @@ pub fn bin_packing(allocatable: Resources, used: Resources, pod: Resources) -> i
             }
             // Only fitting nodes are scored, but scoring requests may exceed allocatable.
             let requested = used.get(r).saturating_add(pod.get(r)).min(capacity);
-            // i128: bytes × 100 can pass i64 for nodes with more than 92 PB of memory.
-            (i128::from(requested) * i128::from(MAX_SCORE) / i128::from(capacity)) as i64
+            match requested.checked_mul(MAX_SCORE) {
+                Some(scaled) => scaled / capacity,
+                // Only past 92 PB of memory; i128 division is slow, so not the everyday path.
+                None => (i128::from(requested) * 100 / i128::from(capacity)) as i64,
+            }
         })
         .sum();
     sum / resources.len() as i64
