@@ -42,6 +42,8 @@ enum BenchWhat {
     Store(StoreBench),
     /// Pod startup latency with real containers, and the agent's memory.
     Pods(super::bench_pods::PodBench),
+    /// Scheduler throughput with simulated nodes: pods bound per second.
+    Scheduler(super::bench_scheduler::SchedulerBench),
     /// (Used by `bench store`.) Run one bare store member serving Raft on `--listen`.
     #[command(hide = true)]
     StorePeer(StorePeer),
@@ -118,6 +120,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Store(bench) => bench,
         BenchWhat::StorePeer(peer) => return run_store_peer(peer).await,
         BenchWhat::Pods(bench) => return super::bench_pods::run(bench).await,
+        BenchWhat::Scheduler(bench) => return super::bench_scheduler::run(bench).await,
     };
     let etcd_installed = which("etcd").is_some();
     println!(

@@ -29,6 +29,10 @@ pub struct PodBench {
     /// Pods created at once.
     #[arg(long, default_value_t = 100)]
     burst: usize,
+    /// Replicas of the rolling-update run (0: skip it): a Deployment of this many replicas
+    /// changes image with maxSurge 5 / maxUnavailable 0 ("5 at a time").
+    #[arg(long, default_value_t = 50)]
+    rollout: usize,
     /// Passed to the agent: pods share this many shims (0: one shim per pod).
     #[arg(long, default_value_t = 0)]
     shim_groups: u32,
@@ -119,6 +123,31 @@ pub async fn run(bench: PodBench) -> anyhow::Result<()> {
             "-o",
         ])
         .arg(agent_dir.join("images/web.tar"))
+        .args([
+            "--entrypoint",
+            "/bin/httpd",
+            "--cmd",
+            "-f",
+            "--cmd",
+            "-p",
+            "--cmd",
+            "8080",
+        ])
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("skiff image pack failed");
+    }
+    let status = Command::new(&exe)
+        .args([
+            "image",
+            "pack",
+            "--busybox",
+            "--tag",
+            "skiff.local/web:2.0",
+            "-o",
+        ])
+        .arg(agent_dir.join("images/web2.tar"))
         .args([
             "--entrypoint",
             "/bin/httpd",
@@ -317,6 +346,10 @@ async fn measure(
         "RSS idle: agent {idle_agent:.1} MiB, containerd {idle_containerd:.1} MiB; with {} pods: agent {busy_agent:.1} MiB, containerd {busy_containerd:.1} MiB, {shims} shims {shims_rss:.0} MiB",
         burst.len()
     );
+    if bench.rollout > 0 {
+        delete_all(client).await?;
+        rolling_update(client, bench.rollout).await?;
+    }
     Ok(())
 }
 
@@ -353,4 +386,64 @@ async fn delete_all(client: &Client) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// A Deployment of `replicas` pods changes image, 5 at a time (maxSurge 5, maxUnavailable 0),
+/// through the scheduler and controllers; timed from the update to `kubectl rollout status`'s
+/// "successfully rolled out" condition.
+async fn rolling_update(client: &Client, replicas: usize) -> anyhow::Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "roll"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "roll"}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 5, "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": {"app": "roll"}}, "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "web", "image": "skiff.local/web:1.0"}]}}
+        }
+    }))?;
+    client.create(Some("default"), &deployment).await?;
+    let done = |d: &Deployment| {
+        let spec = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let st = d.status.clone().unwrap_or_default();
+        d.metadata.generation.unwrap_or(0) <= st.observed_generation.unwrap_or(0)
+            && st.updated_replicas.unwrap_or(0) == spec
+            && st.replicas.unwrap_or(0) == spec
+            && st.available_replicas.unwrap_or(0) == spec
+    };
+    let wait = |what: &'static str| async move {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let d: Deployment = client.get(Some("default"), "roll").await?;
+            if done(&d) {
+                return Ok::<(), anyhow::Error>(());
+            }
+            if Instant::now() > deadline {
+                bail!("{what}: the rollout did not finish within 300 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let started = Instant::now();
+    wait("creating").await?;
+    let created = started.elapsed();
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "skiff.local/web:2.0"}]}}}});
+    // A JSON merge patch replaces the containers list: name and image are all it needs.
+    let updated = Instant::now();
+    client
+        .merge_patch::<Deployment>(Some("default"), "roll", None, &patch)
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait("updating").await?;
+    println!(
+        "rolling update: {replicas} replicas, 5 at a time: created in {:.1} s; new image rolled out in {:.1} s",
+        created.as_secs_f64(),
+        updated.elapsed().as_secs_f64()
+    );
+    let _ = client
+        .delete::<Deployment>(Some("default"), "roll", &DeleteOptions::default())
+        .await;
+    delete_all(client).await
 }
