@@ -63,6 +63,9 @@ pub async fn run(client: Client, weights: Weights, mut stop: watch::Receiver<boo
         })
     };
 
+    // Failed bindings put their pods back at once; back off between rounds while they keep
+    // failing (an API server that is down must not be hammered).
+    let mut backoff = Duration::ZERO;
     loop {
         tokio::select! {
             _ = wake.notified() => {}
@@ -83,13 +86,16 @@ pub async fn run(client: Client, weights: Weights, mut stop: watch::Receiver<boo
             if batch.is_empty() {
                 break;
             }
+            let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let work = batch.into_iter().map(|(key, pod, decision)| {
                 let (client, recorder, state) = (client.clone(), recorder.clone(), state.clone());
+                let failures = failures.clone();
                 async move {
                     match decision.node() {
                         Some(node) => {
                             if let Err(e) = bind(&client, &pod, node, &decision).await {
                                 tracing::debug!(pod = %decision.pod, error = %e, "binding failed; will retry");
+                                failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 state.lock().unwrap_or_else(|e| e.into_inner()).forget(&key);
                             } else {
                                 recorder.emit(
@@ -105,6 +111,12 @@ pub async fn run(client: Client, weights: Weights, mut stop: watch::Receiver<boo
                 }
             });
             futures::future::join_all(work).await;
+            if failures.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                backoff = (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+                tokio::time::sleep(backoff).await;
+            } else {
+                backoff = Duration::ZERO;
+            }
         }
     }
     feeder.abort();
