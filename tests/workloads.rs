@@ -304,3 +304,92 @@ fn simulated_nodes_spread_explain_and_survive_a_dead_node() {
     );
     drop(agents);
 }
+
+#[test]
+fn deletion_propagates_in_the_foreground_in_the_background_or_orphans() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("s"));
+    let client = server.wait_ready();
+    let _agent = FakeAgent::start(&server, dir.path(), "fake-gc");
+    let kubectl = |args: &[&str]| {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(server.kubeconfig())
+            .args(args)
+            .output()
+            .expect("kubectl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let deploy = |name: &str| {
+        let d = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}},
+                    "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": "fake"}]}}}
+        });
+        let (code, body) = client.post("/apis/apps/v1/namespaces/default/deployments", &d);
+        assert_eq!(code, 201, "{body}");
+        eventually(&format!("{name} running"), Duration::from_secs(60), || {
+            (running(&pods_of(&client, &format!("app={name}"))) == 2).then_some(())
+        });
+    };
+    let replica_sets = |app: &str| -> Vec<Value> {
+        let (_, list) = client.get(&format!(
+            "/apis/apps/v1/namespaces/default/replicasets?labelSelector=app={app}"
+        ));
+        list["items"].as_array().cloned().unwrap_or_default()
+    };
+
+    // Foreground: kubectl waits until the dependents are gone, then the Deployment.
+    deploy("fg");
+    let (ok, out) = kubectl(&[
+        "delete",
+        "deployment",
+        "fg",
+        "--cascade=foreground",
+        "--timeout=60s",
+    ]);
+    assert!(ok, "{out}");
+    let (code, _) = client.get("/apis/apps/v1/namespaces/default/deployments/fg");
+    assert_eq!(code, 404);
+    assert!(
+        replica_sets("fg").is_empty(),
+        "the ReplicaSet went before its owner"
+    );
+
+    // Orphan: the ReplicaSet and its pods stay, without the owner reference.
+    deploy("or");
+    let (ok, out) = kubectl(&[
+        "delete",
+        "deployment",
+        "or",
+        "--cascade=orphan",
+        "--timeout=60s",
+    ]);
+    assert!(ok, "{out}");
+    let rs = eventually("an orphaned ReplicaSet", Duration::from_secs(30), || {
+        replica_sets("or").into_iter().find(|r| {
+            r["metadata"]["ownerReferences"]
+                .as_array()
+                .is_none_or(|o| o.is_empty())
+        })
+    });
+    assert_eq!(rs["spec"]["replicas"], 2);
+    assert_eq!(
+        running(&pods_of(&client, "app=or")),
+        2,
+        "the pods keep running"
+    );
+
+    // Background (kubectl's default): the Deployment goes at once, the collector takes the rest.
+    deploy("bg");
+    let (ok, out) = kubectl(&["delete", "deployment", "bg"]);
+    assert!(ok, "{out}");
+    eventually("dependents collected", Duration::from_secs(60), || {
+        (replica_sets("bg").is_empty() && pods_of(&client, "app=bg").is_empty()).then_some(())
+    });
+}

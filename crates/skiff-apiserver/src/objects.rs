@@ -381,7 +381,13 @@ async fn write_with_retries(
             }
             _ => object,
         };
+        let mut object = object;
+        keep_deletion_fields(&current, &mut object);
         admission::validate_update(info, &current, &object)?;
+        // The last finalizer of an object being deleted was just removed: it goes now.
+        let finishes_deletion = object.pointer("/metadata/deletionTimestamp").is_some()
+            && !finalizers_of(&current).is_empty()
+            && finalizers_of(&object).is_empty();
         if dry_run {
             return Ok(respond::json_with_warnings(
                 StatusCode::OK,
@@ -390,15 +396,31 @@ async fn write_with_retries(
             ));
         }
         let expected = precondition.or_else(|| revision_of(&current));
+        let op = if finishes_deletion {
+            Op::Delete {
+                key: key.clone(),
+                expected_uid: None,
+                expected_revision: expected,
+            }
+        } else {
+            Op::Update {
+                key: key.clone(),
+                object: object.clone(),
+                expected_revision: expected,
+            }
+        };
         let result = app
             .store
-            .propose_one(Op::Update {
-                key: key.clone(),
-                object,
-                expected_revision: expected,
-            })
+            .propose_one(op)
             .await
-            .map_err(respond::store_error)?;
+            .map_err(respond::store_error)?
+            .map(|stored| {
+                if finishes_deletion {
+                    object.clone()
+                } else {
+                    stored
+                }
+            });
         match result {
             Ok(stored) => {
                 return Ok(respond::json_with_warnings(
@@ -463,9 +485,11 @@ pub async fn delete(app: &App, target: &Target, params: &Params, body: &[u8]) ->
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    if let Some(marked) = graceful_deletion(info.resource, &current, &options) {
-        // The object stays, marked for deletion; the agent running the pod removes it once
-        // its containers have stopped.
+    let marked = finalizing_deletion(&current, &options)
+        .or_else(|| graceful_deletion(info.resource, &current, &options));
+    if let Some(marked) = marked {
+        // The object stays, marked for deletion: the agent running the pod removes it once its
+        // containers have stopped, or the garbage collector once its finalizers are done.
         if dry_run || marked == *current {
             return Ok(respond::json(StatusCode::OK, &marked));
         }
@@ -527,6 +551,74 @@ pub async fn delete(app: &App, target: &Target, params: &Params, body: &[u8]) ->
         StatusCode::OK,
         &status::success_status(info, &name, &uid),
     ))
+}
+
+/// The finalizers of an object.
+fn finalizers_of(object: &Value) -> Vec<String> {
+    object
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|fs| {
+            fs.iter()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `deletionTimestamp` and `deletionGracePeriodSeconds` are the server's: an update keeps the
+/// stored ones whatever its body says.
+fn keep_deletion_fields(current: &Value, object: &mut Value) {
+    for field in ["deletionTimestamp", "deletionGracePeriodSeconds"] {
+        match current.pointer(&format!("/metadata/{field}")) {
+            Some(value) => object["metadata"][field] = value.clone(),
+            None => {
+                if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                    meta.remove(field);
+                }
+            }
+        }
+    }
+}
+
+/// Deletion with finalizers (Kubernetes' `deleteWithFinalizers`): `propagationPolicy:
+/// Foreground` adds the `foregroundDeletion` finalizer and `Orphan` (or `orphanDependents:
+/// true`) the `orphan` finalizer; an object with any finalizer is only marked with
+/// `deletionTimestamp`. The garbage collector does the finalizer's work and removes it, and the
+/// update that removes the last finalizer deletes the object.
+fn finalizing_deletion(current: &Value, options: &Value) -> Option<Value> {
+    let policy = options
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .or_else(|| {
+            (options.get("orphanDependents") == Some(&Value::Bool(true))).then_some("Orphan")
+        });
+    let mut finalizers = finalizers_of(current);
+    let before = finalizers.len();
+    let wanted = match policy {
+        Some("Foreground") => Some("foregroundDeletion"),
+        Some("Orphan") => Some("orphan"),
+        _ => None,
+    };
+    if let Some(f) = wanted {
+        if !finalizers.iter().any(|x| x == f) {
+            finalizers.push(f.to_string());
+        }
+    }
+    if finalizers.is_empty() {
+        return None;
+    }
+    let already = current.pointer("/metadata/deletionTimestamp").is_some();
+    if already && finalizers.len() == before {
+        return Some(current.clone());
+    }
+    let mut marked = current.clone();
+    marked["metadata"]["finalizers"] = Value::from(finalizers);
+    if !already {
+        marked["metadata"]["deletionTimestamp"] = now().into();
+        marked["metadata"]["deletionGracePeriodSeconds"] = 0.into();
+    }
+    Some(marked)
 }
 
 /// Graceful deletion (Kubernetes' `BeforeDelete`): a pod running on a node is not removed at
