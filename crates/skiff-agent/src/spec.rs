@@ -13,17 +13,12 @@ use std::path::Path;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{json, Value};
 
+use skiff_api::quantity;
+
 use crate::runtime::{ContainerConfig, Mount, Resources};
 
-/// What an image says about how to run it (the parts of the OCI image config skiff uses).
-#[derive(Debug, Clone, Default)]
-pub struct ImageConfig {
-    pub entrypoint: Vec<String>,
-    pub cmd: Vec<String>,
-    pub env: Vec<String>,
-    pub working_dir: Option<String>,
-    pub user: Option<String>,
-}
+/// What an image says about how to run it (entrypoint, cmd, env, working dir, user).
+pub use skiff_image::ImageConfig;
 
 /// Where a pod's files live on the node, under the agent's data dir.
 pub struct PodDirs<'a> {
@@ -349,54 +344,17 @@ pub fn resources(container: &Container) -> Resources {
         .and_then(|m| m.get(key))
         .map(|q| q.0.clone())
     };
-    let cpu_limit = get("limits", "cpu").and_then(|q| parse_cpu_millis(&q));
+    let cpu_limit = get("limits", "cpu").and_then(|q| quantity::cpu_millis(&q).ok());
     let cpu_request = get("requests", "cpu")
-        .and_then(|q| parse_cpu_millis(&q))
+        .and_then(|q| quantity::cpu_millis(&q).ok())
         .or(cpu_limit);
-    let memory_limit = get("limits", "memory").and_then(|q| parse_bytes(&q));
+    let memory_limit = get("limits", "memory").and_then(|q| quantity::bytes(&q).ok());
     Resources {
         cpu_shares: Some(cpu_request.map_or(2, |m| (m * 1024 / 1000).max(2) as u64)),
         cpu_quota: cpu_limit.map(|m| (m * 100_000 / 1000).max(1_000)),
         cpu_period: cpu_limit.map(|_| 100_000),
         memory_limit,
     }
-}
-
-/// `"500m"` → 500, `"2"` → 2000, `"0.25"` → 250.
-pub fn parse_cpu_millis(q: &str) -> Option<i64> {
-    let q = q.trim();
-    if let Some(m) = q.strip_suffix('m') {
-        return m.parse::<i64>().ok();
-    }
-    q.parse::<f64>().ok().map(|c| (c * 1000.0).ceil() as i64)
-}
-
-/// `"64Mi"` → 67108864, `"1G"` → 1e9, `"128974848"`, `"129e6"`.
-pub fn parse_bytes(q: &str) -> Option<i64> {
-    let q = q.trim();
-    const SUFFIXES: [(&str, f64); 12] = [
-        ("Ki", 1024.0),
-        ("Mi", 1048576.0),
-        ("Gi", 1073741824.0),
-        ("Ti", 1099511627776.0),
-        ("Pi", 1125899906842624.0),
-        ("Ei", 1152921504606846976.0),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-        ("E", 1e18),
-    ];
-    for (suffix, factor) in SUFFIXES {
-        if let Some(n) = q.strip_suffix(suffix) {
-            return n.parse::<f64>().ok().map(|n| (n * factor).ceil() as i64);
-        }
-    }
-    if let Some(m) = q.strip_suffix('m') {
-        return m.parse::<f64>().ok().map(|n| (n / 1000.0).ceil() as i64);
-    }
-    q.parse::<f64>().ok().map(|n| n.ceil() as i64)
 }
 
 /// The capabilities containerd's CRI plugin (and Docker) give a non-privileged container.
@@ -650,17 +608,6 @@ mod tests {
         assert_eq!(expand("$$(A)", &defined), "$(A)");
         assert_eq!(expand("cost $5", &defined), "cost $5");
         assert_eq!(expand("$(A", &defined), "$(A");
-    }
-
-    #[test]
-    fn quantities() {
-        assert_eq!(parse_cpu_millis("500m"), Some(500));
-        assert_eq!(parse_cpu_millis("2"), Some(2000));
-        assert_eq!(parse_cpu_millis("0.25"), Some(250));
-        assert_eq!(parse_bytes("64Mi"), Some(64 << 20));
-        assert_eq!(parse_bytes("1G"), Some(1_000_000_000));
-        assert_eq!(parse_bytes("129e6"), Some(129_000_000));
-        assert_eq!(parse_bytes("100"), Some(100));
     }
 
     #[test]

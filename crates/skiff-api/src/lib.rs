@@ -8,12 +8,14 @@
 //! - [`decode`]: request bodies (JSON or YAML) to `serde_json::Value`.
 //! - [`admission`]: a body to the object to store: type checks, unknown fields, defaults,
 //!   validation ([`admission::admit`]), and immutable fields on update.
+//! - [`quantity`]: resource quantities (`500m`, `1.5Gi`) as exact integers.
 //! - [`patch`]: PATCH bodies (merge patch, JSON patch, strategic merge patch) applied to
 //!   stored objects.
 pub mod admission;
 pub mod decode;
 pub mod names;
 pub mod patch;
+pub mod quantity;
 pub mod resources;
 pub mod selector;
 pub mod status;

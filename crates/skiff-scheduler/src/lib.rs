@@ -23,7 +23,6 @@ pub mod cache;
 pub mod decision;
 pub mod filter;
 pub mod node;
-pub mod quantity;
 pub mod resources;
 pub mod runner;
 pub mod score;
@@ -35,14 +34,8 @@ pub use cache::{PodKey, Scheduler};
 pub use decision::{render, Decision, NodeVerdict, Outcome, Verdict};
 pub use filter::Rejection;
 pub use score::{Scores, Weights};
+/// Quantities are parsed by skiff-api's exact parser, shared with the agent.
+pub use skiff_api::quantity;
 
-/// The one error type of skiff-scheduler.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Error {
-    /// A resource quantity that is not Kubernetes' quantity syntax, or too large for an i64.
-    #[error("invalid quantity {quantity:?}: {reason}")]
-    InvalidQuantity {
-        quantity: String,
-        reason: &'static str,
-    },
-}
+/// The one error type of skiff-scheduler: a resource quantity it could not read.
+pub use skiff_api::quantity::Error;

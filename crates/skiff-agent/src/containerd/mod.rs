@@ -184,13 +184,7 @@ impl ContainerdRuntime {
                 name: name.clone(),
                 id: format!("{}@{}", name, resolved.manifest_digest),
             },
-            config: ImageConfig {
-                entrypoint: resolved.config.entrypoint.clone(),
-                cmd: resolved.config.cmd.clone(),
-                env: resolved.config.env.clone(),
-                working_dir: resolved.config.working_dir.clone(),
-                user: resolved.config.user.clone(),
-            },
+            config: resolved.config.clone(),
             chain_id: resolved.chain_id.clone(),
         };
         self.images.lock().await.insert(name, found.clone());

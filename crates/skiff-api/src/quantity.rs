@@ -1,6 +1,7 @@
 //! Kubernetes resource quantities (`100m`, `0.5`, `1.5Gi`, `12e6`) as integers.
 //!
-//! The scheduler adds and compares requests thousands of times a second, so every quantity is
+//! One parser for all of skiff: the scheduler adds and compares requests thousands of times a
+//! second and the agent turns limits into cgroup values, so every quantity is
 //! turned once into an integer in the unit the scheduler counts in: millicores for cpu, bytes for
 //! memory. Integers keep the arithmetic exact: `0.1 + 0.2` cpu is exactly `300m`, never
 //! `300.00000000000006m`.
@@ -19,7 +20,15 @@
 //! Like Kubernetes' `MilliValue()` and `Value()`, a value that is not a whole number of the
 //! target unit is rounded up (away from zero): `0.1m` cpu is `1m`, `0.5` bytes is `1`.
 
-use crate::Error;
+/// A quantity that is not Kubernetes' quantity syntax, or too large for an i64.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("invalid quantity {quantity:?}: {reason}")]
+    InvalidQuantity {
+        quantity: String,
+        reason: &'static str,
+    },
+}
 
 /// The most significant digits a mantissa may carry; more cannot be represented exactly and no
 /// real manifest needs them.
