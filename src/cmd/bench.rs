@@ -358,8 +358,10 @@ async fn bench_api(bench: &StoreBench, members: usize) -> anyhow::Result<Run> {
         let data = dir.path().join(format!("s{n}"));
         let mut command = Command::new(&exe);
         command
+            // The store benchmark runs no pods: no node agent (and no containerd) per member.
             .args([
                 "server",
+                "--disable-agent",
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--data-dir",
