@@ -60,6 +60,29 @@ impl Drop for Procs {
     }
 }
 
+/// Packs the busybox httpd image `tag` into `out` with `skiff image pack`.
+fn pack_web_image(exe: &Path, tag: &str, out: &Path) -> anyhow::Result<()> {
+    let status = Command::new(exe)
+        .args(["image", "pack", "--busybox", "--tag", tag, "-o"])
+        .arg(out)
+        .args([
+            "--entrypoint",
+            "/bin/httpd",
+            "--cmd",
+            "-f",
+            "--cmd",
+            "-p",
+            "--cmd",
+            "8080",
+        ])
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("skiff image pack {tag} failed");
+    }
+    Ok(())
+}
+
 /// Resident memory of a process in MiB (VmRSS).
 fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -113,55 +136,11 @@ pub async fn run(bench: PodBench) -> anyhow::Result<()> {
     let server_dir = dir.path().join("server");
     let agent_dir = dir.path().join("agent");
     std::fs::create_dir_all(agent_dir.join("images"))?;
-    let status = Command::new(&exe)
-        .args([
-            "image",
-            "pack",
-            "--busybox",
-            "--tag",
-            "skiff.local/web:1.0",
-            "-o",
-        ])
-        .arg(agent_dir.join("images/web.tar"))
-        .args([
-            "--entrypoint",
-            "/bin/httpd",
-            "--cmd",
-            "-f",
-            "--cmd",
-            "-p",
-            "--cmd",
-            "8080",
-        ])
-        .stdout(Stdio::null())
-        .status()?;
-    if !status.success() {
-        bail!("skiff image pack failed");
-    }
-    let status = Command::new(&exe)
-        .args([
-            "image",
-            "pack",
-            "--busybox",
-            "--tag",
-            "skiff.local/web:2.0",
-            "-o",
-        ])
-        .arg(agent_dir.join("images/web2.tar"))
-        .args([
-            "--entrypoint",
-            "/bin/httpd",
-            "--cmd",
-            "-f",
-            "--cmd",
-            "-p",
-            "--cmd",
-            "8080",
-        ])
-        .stdout(Stdio::null())
-        .status()?;
-    if !status.success() {
-        bail!("skiff image pack failed");
+    for (tag, file) in [
+        ("skiff.local/web:1.0", "web.tar"),
+        ("skiff.local/web:2.0", "web2.tar"),
+    ] {
+        pack_web_image(&exe, tag, &agent_dir.join("images").join(file))?;
     }
     let port = super::bench::free_port()?;
     let url = format!("https://127.0.0.1:{port}");
@@ -206,27 +185,8 @@ pub async fn run(bench: PodBench) -> anyhow::Result<()> {
     if let Ok(pid) = std::fs::read_to_string(agent_dir.join("containerd/containerd.pid")) {
         let _ = Command::new("kill").arg(pid.trim()).status();
     }
-    let _ = Command::new("ip").args(["link", "delete", bridge]).status();
-    for direction in ["-i", "-o"] {
-        let _ = Command::new("iptables")
-            .args(["-w", "-D", "FORWARD", direction, bridge, "-j", "ACCEPT"])
-            .status();
-    }
-    let _ = Command::new("iptables")
-        .args([
-            "-w",
-            "-t",
-            "nat",
-            "-D",
-            "POSTROUTING",
-            "-s",
-            "10.77.0.0/24",
-            "!",
-            "-o",
-            bridge,
-        ])
-        .args(["-j", "MASQUERADE"])
-        .status();
+    skiff_agent::network::delete_bridge(bridge).await;
+    skiff_agent::network::remove_forwarding(bridge, "10.77.0.0/24").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     result
 }
