@@ -20,6 +20,7 @@ use reqwest::Method;
 use skiff_apiserver::app::{self, App, ClusterSecrets};
 use skiff_apiserver::cluster::{AddMember, JoinGrant, JoinRequest};
 use skiff_apiserver::pki::{self, ClusterCa, JoinToken};
+use skiff_apiserver::services::ServiceNetwork;
 use skiff_controllers::nodeipam::ClusterCidr;
 use skiff_store::{PeerTransport, Store, StoreConfig};
 
@@ -58,6 +59,9 @@ pub struct ServerArgs {
     /// The range pod IPs come from; each node gets a /24 of it.
     #[arg(long, default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
+    /// The range ClusterIPs of Services come from (k3s's default).
+    #[arg(long, default_value = skiff_apiserver::services::DEFAULT_SERVICE_CIDR)]
+    pub service_cidr: String,
     /// The scheduler's weight for bin-packing (fill the fullest node that fits).
     #[arg(long, default_value_t = 1)]
     pub bin_packing_weight: i64,
@@ -140,7 +144,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let mut config = StoreConfig::new(member_id, &name, &url, layout.store());
     config.snapshot_every = args.snapshot_every;
     let store = Store::open(config, PeerTransport::new(Some(&ca.cert_pem), &secret)).await?;
-    let app = Arc::new(App::new(
+    let mut app = App::new(
         store.clone(),
         admin_token.clone(),
         ClusterSecrets {
@@ -148,7 +152,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             ca_cert_pem: ca.cert_pem.clone(),
             ca_key_pem: ca.key_pem.clone(),
         },
-    ));
+    );
+    app.services = ServiceNetwork::parse(&args.service_cidr).map_err(anyhow::Error::msg)?;
+    let app = Arc::new(app);
     let server = tokio::spawn(app::serve(
         app.clone(),
         listener,

@@ -58,6 +58,8 @@ pub struct App {
     pub node_secret: String,
     /// When each node last sent a heartbeat to this member (only the leader's matters).
     pub leases: crate::nodes::Leases,
+    /// The service CIDR and node port allocators (see [`crate::services`]).
+    pub services: crate::services::ServiceNetwork,
 }
 
 impl App {
@@ -72,6 +74,7 @@ impl App {
             reserved_ids: Mutex::new(0),
             node_secret,
             leases: crate::nodes::Leases::default(),
+            services: crate::services::ServiceNetwork::default(),
         }
     }
 }

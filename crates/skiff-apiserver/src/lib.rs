@@ -14,6 +14,7 @@
 //! - [`target`]: parsing a resource path into resource, namespace, name and subresource.
 //! - [`query`]: the query parameters of resource requests.
 //! - [`objects`]: the verbs on objects — get, list, create, update, patch, delete.
+//! - [`services`]: ClusterIP and NodePort allocation for Services.
 //! - [`watch`]: `?watch=true` streams with resume, bookmarks and 410.
 //! - [`cluster`]: joining servers, listing and removing members.
 //! - [`respond`]: JSON responses, `Status` errors, and store errors as Kubernetes errors.
@@ -30,5 +31,6 @@ pub mod proxy;
 pub mod query;
 pub mod respond;
 pub mod scale;
+pub mod services;
 pub mod target;
 pub mod watch;

@@ -19,11 +19,12 @@ use skiff_api::decode;
 use skiff_api::patch;
 use skiff_api::selector::{FieldSelector, LabelSelector};
 use skiff_api::status::{self, ApiError};
-use skiff_store::{object_key, revision_of, Op, OpError, Proposal};
+use skiff_store::{key_prefix, object_key, revision_of, Op, OpError, Proposal};
 
 use crate::app::App;
 use crate::query::Params;
 use crate::respond;
+use crate::services::{self, InUse};
 use crate::target::Target;
 
 /// Namespaces that always exist and may not be deleted.
@@ -209,6 +210,11 @@ pub async fn create(
         .unwrap_or("")
         .to_string();
 
+    // Services get their ClusterIP and node ports here; the lock is held until the write is in.
+    let _allocation = match is_service(target) {
+        true => Some(allocate_service_addresses(app, info, &mut object, None).await?),
+        false => None,
+    };
     if let Some(ns) = &target.namespace {
         let ns_key = object_key("namespaces", "", ns);
         if get_fresh(app, &ns_key).await?.is_none() {
@@ -330,6 +336,11 @@ async fn write_with_retries(
     let dry_run = params.is_dry_run()?;
     let key = target.key();
     let has_status = info.subresources.contains(&"status");
+    let allocating = is_service(target) && target.subresource.is_none();
+    let _allocation = match allocating {
+        true => Some(app.services.lock().await),
+        false => None,
+    };
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -383,6 +394,12 @@ async fn write_with_retries(
         };
         let mut object = object;
         keep_deletion_fields(&current, &mut object);
+        if allocating {
+            let (all, _) = app.store.list(&key_prefix("services", None));
+            let skip = (target.namespace.as_deref().unwrap_or(""), name);
+            let mut used = InUse::from_services(all.iter().map(|v| v.as_ref()), Some(skip));
+            services::allocate(&app.services, info, &mut object, Some(&current), &mut used)?;
+        }
         admission::validate_update(info, &current, &object)?;
         // The last finalizer of an object being deleted was just removed: it goes now.
         let finishes_deletion = object.pointer("/metadata/deletionTimestamp").is_some()
@@ -554,6 +571,26 @@ pub async fn delete(app: &App, target: &Target, params: &Params, body: &[u8]) ->
 }
 
 /// The finalizers of an object.
+fn is_service(target: &Target) -> bool {
+    target.info.group.is_empty() && target.info.resource == "services"
+}
+
+/// Takes the allocation lock, reads what every Service holds and gives `object` its
+/// addresses; the returned guard must live until the object is written.
+async fn allocate_service_addresses<'a>(
+    app: &'a App,
+    info: &skiff_api::resources::ResourceInfo,
+    object: &mut Value,
+    old: Option<&Value>,
+) -> Result<tokio::sync::MutexGuard<'a, ()>> {
+    let guard = app.services.lock().await;
+    app.store.linearize().await.map_err(respond::store_error)?;
+    let (all, _) = app.store.list(&key_prefix("services", None));
+    let mut used = InUse::from_services(all.iter().map(|v| v.as_ref()), None);
+    services::allocate(&app.services, info, object, old, &mut used)?;
+    Ok(guard)
+}
+
 fn finalizers_of(object: &Value) -> Vec<String> {
     object
         .pointer("/metadata/finalizers")
