@@ -19,7 +19,7 @@ use clap::{Args, ValueEnum};
 use skiff_agent::containerd::ContainerdRuntime;
 use skiff_agent::fake::FakeRuntime;
 use skiff_agent::network::NetworkConfig;
-use skiff_agent::AgentConfig;
+use skiff_agent::{AgentConfig, ServicesConfig};
 use skiff_apiserver::pki::JoinToken;
 use skiff_client::Client;
 use tokio::sync::watch;
@@ -187,7 +187,8 @@ pub async fn run_agent(
         });
     };
 
-    let config = AgentConfig {
+    let mut config = AgentConfig {
+        services: None,
         node_name: node_name.clone(),
         node_ip,
         data_dir: data_dir.clone(),
@@ -254,6 +255,10 @@ pub async fn run_agent(
                 }
             });
             serve_endpoint(Some(runtime.clone()));
+            config.services = Some(ServicesConfig {
+                proxy_chain: skiff_agent::proxy::iptables::chain_name(&options.bridge),
+                dns: None,
+            });
             skiff_agent::run(config, client, runtime, stop).await
         }
     }

@@ -181,4 +181,14 @@ impl Runtime for FakeRuntime {
             .cloned()
             .collect())
     }
+
+    /// Simulated containers run no processes: every command "succeeds" with no output.
+    async fn exec_sync(
+        &self,
+        _id: &str,
+        _command: &[String],
+        _timeout: std::time::Duration,
+    ) -> Result<(i32, String), RuntimeError> {
+        Ok((0, String::new()))
+    }
 }

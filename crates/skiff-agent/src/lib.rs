@@ -26,6 +26,7 @@ pub mod images;
 pub mod logs;
 pub mod network;
 pub mod node;
+pub mod probe;
 pub mod proxy;
 pub mod runtime;
 pub mod server;
@@ -62,6 +63,17 @@ pub struct AgentConfig {
     pub runtime_version: String,
     /// The port of the agent's HTTPS endpoint (logs, exec), published in the Node's status.
     pub endpoint_port: u16,
+    /// The service proxy and cluster DNS; `None` on simulated nodes.
+    pub services: Option<ServicesConfig>,
+}
+
+/// How this node serves Services.
+#[derive(Debug, Clone)]
+pub struct ServicesConfig {
+    /// The iptables chain of this node's ClusterIP redirects ([`proxy::iptables::chain_name`]).
+    pub proxy_chain: String,
+    /// The node's DNS server for pods.
+    pub dns: Option<spec::ClusterDns>,
 }
 
 /// Runs the agent (its Node registered with [`node::register`]) until `shutdown` turns true. Containers keep running after it returns (an
@@ -79,7 +91,23 @@ pub async fn run<R: Runtime>(
         shutdown.clone(),
     ));
 
+    // Services: one snapshot of Services/EndpointSlices for the proxy, DNS and pod env.
+    let services = match &config.services {
+        Some(services_config) => {
+            let snapshots = services::spawn(client.clone(), shutdown.clone());
+            tokio::spawn(proxy::run(
+                services_config.proxy_chain.clone(),
+                snapshots.clone(),
+                shutdown.clone(),
+            ));
+            snapshots
+        }
+        None => watch::channel(Arc::new(services::Snapshot::default())).1,
+    };
+    let dns = config.services.as_ref().and_then(|s| s.dns.clone());
     let ctx = Arc::new(NodeContext {
+        services,
+        dns,
         runtime: runtime.clone(),
         client: client.clone(),
         recorder: Recorder::new(client.clone(), "kubelet", Some(&config.node_name)),

@@ -191,4 +191,13 @@ pub trait Runtime: Send + Sync + 'static {
     /// The pod sandboxes (by pod uid) the runtime still has, for cleaning up after deletes
     /// that happened while the agent was down.
     fn list_sandboxes(&self) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
+
+    /// Runs `command` inside a running container to completion (exec probes): the exit code
+    /// and the start of its output. Still running after `timeout` is an error.
+    fn exec_sync(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: std::time::Duration,
+    ) -> impl Future<Output = Result<(i32, String), RuntimeError>> + Send;
 }

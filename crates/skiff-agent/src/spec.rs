@@ -37,6 +37,9 @@ pub struct Downward {
     pub config_maps: std::collections::HashMap<String, BTreeMap<String, String>>,
     /// Secret name → its decoded data.
     pub secrets: std::collections::HashMap<String, BTreeMap<String, String>>,
+    /// `WEB_SERVICE_HOST` and friends for the namespace's services (before the container's
+    /// own variables, which win).
+    pub service_env: Vec<(String, String)>,
 }
 
 /// The ConfigMaps and Secrets a container's environment reads.
@@ -113,6 +116,9 @@ pub fn container_config(
     let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
 
     let mut env = Vec::new();
+    if spec.enable_service_links != Some(false) {
+        env.extend(downward.service_env.iter().cloned());
+    }
     env_from(container, downward, &mut env)?;
     for var in container.env.iter().flatten() {
         let value = match (&var.value, &var.value_from) {
@@ -391,6 +397,80 @@ pub fn process_args(config: &ContainerConfig, image: &ImageConfig) -> Vec<String
         (true, false) => [image.entrypoint.clone(), config.args.clone()].concat(),
         (false, false) => [config.command.clone(), config.args.clone()].concat(),
     }
+}
+
+/// The cluster DNS a pod uses, when the node runs one.
+#[derive(Debug, Clone)]
+pub struct ClusterDns {
+    pub nameserver: String,
+    /// `cluster.local`.
+    pub domain: String,
+}
+
+/// The pod's /etc/resolv.conf, by its dnsPolicy (Kubernetes' rules): `ClusterFirst` (the
+/// default) points at the cluster DNS with the namespace's search path, except for
+/// hostNetwork pods, which keep the node's unless they ask for `ClusterFirstWithHostNet`;
+/// `Default` is the node's; `None` is only what `dnsConfig` says. `dnsConfig` adds to all.
+pub fn resolv_conf(pod: &Pod, node_resolv: &str, dns: Option<&ClusterDns>) -> String {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let host_network = spec.host_network.unwrap_or(false);
+    let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
+    let (mut nameservers, mut searches, mut options): (Vec<String>, Vec<String>, Vec<String>) =
+        (Vec::new(), Vec::new(), Vec::new());
+    let node = || {
+        let mut n = (Vec::new(), Vec::new(), Vec::new());
+        for line in node_resolv.lines() {
+            let mut words = line.split_whitespace();
+            match words.next() {
+                Some("nameserver") => n.0.extend(words.map(String::from)),
+                Some("search") | Some("domain") => n.1.extend(words.map(String::from)),
+                Some("options") => n.2.extend(words.map(String::from)),
+                _ => {}
+            }
+        }
+        n
+    };
+    match (policy, dns) {
+        ("None", _) => {}
+        ("ClusterFirstWithHostNet", Some(dns)) | ("ClusterFirst", Some(dns))
+            if policy == "ClusterFirstWithHostNet" || !host_network =>
+        {
+            nameservers.push(dns.nameserver.clone());
+            searches = vec![
+                format!("{namespace}.svc.{}", dns.domain),
+                format!("svc.{}", dns.domain),
+                dns.domain.clone(),
+            ];
+            searches.extend(node().1);
+            options.push("ndots:5".into());
+        }
+        _ => (nameservers, searches, options) = node(),
+    }
+    if let Some(config) = &spec.dns_config {
+        nameservers.extend(config.nameservers.iter().flatten().cloned());
+        searches.extend(config.searches.iter().flatten().cloned());
+        for option in config.options.iter().flatten() {
+            let Some(name) = &option.name else { continue };
+            options.retain(|o| o.split(':').next() != Some(name.as_str()));
+            options.push(match &option.value {
+                Some(v) => format!("{name}:{v}"),
+                None => name.clone(),
+            });
+        }
+    }
+    searches.dedup();
+    let mut text = String::new();
+    if !searches.is_empty() {
+        text.push_str(&format!("search {}\n", searches.join(" ")));
+    }
+    for ns in nameservers.iter().take(3) {
+        text.push_str(&format!("nameserver {ns}\n"));
+    }
+    if !options.is_empty() {
+        text.push_str(&format!("options {}\n", options.join(" ")));
+    }
+    text
 }
 
 /// The OCI runtime spec for a container. `cgroups_path` is where runc puts its cgroup.
@@ -705,6 +785,49 @@ mod tests {
         // The spec is a valid OCI runtime spec.
         let parsed: Result<oci_spec::runtime::Spec, _> = serde_json::from_value(spec);
         assert!(parsed.is_ok(), "{parsed:?}");
+    }
+
+    #[test]
+    fn resolv_conf_follows_the_dns_policy() {
+        let dns = ClusterDns {
+            nameserver: "10.42.0.1".into(),
+            domain: "cluster.local".into(),
+        };
+        let node = "nameserver 192.0.2.53\nsearch corp.example\noptions edns0\n";
+        let pod = |spec: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p", "namespace": "shop"},
+                "spec": spec
+            }))
+            .expect("pod")
+        };
+        let cases = [
+            (
+                serde_json::json!({"containers": []}),
+                "search shop.svc.cluster.local svc.cluster.local cluster.local corp.example\nnameserver 10.42.0.1\noptions ndots:5\n",
+            ),
+            (
+                serde_json::json!({"containers": [], "hostNetwork": true}),
+                "search corp.example\nnameserver 192.0.2.53\noptions edns0\n",
+            ),
+            (
+                serde_json::json!({"containers": [], "hostNetwork": true, "dnsPolicy": "ClusterFirstWithHostNet"}),
+                "search shop.svc.cluster.local svc.cluster.local cluster.local corp.example\nnameserver 10.42.0.1\noptions ndots:5\n",
+            ),
+            (
+                serde_json::json!({"containers": [], "dnsPolicy": "Default"}),
+                "search corp.example\nnameserver 192.0.2.53\noptions edns0\n",
+            ),
+            (
+                serde_json::json!({"containers": [], "dnsPolicy": "None", "dnsConfig": {
+                    "nameservers": ["1.1.1.1"], "searches": ["a.example"],
+                    "options": [{"name": "ndots", "value": "2"}]}}),
+                "search a.example\nnameserver 1.1.1.1\noptions ndots:2\n",
+            ),
+        ];
+        for (spec, expected) in cases {
+            assert_eq!(resolv_conf(&pod(spec.clone()), node, Some(&dns)), expected, "{spec}");
+        }
     }
 
     #[test]

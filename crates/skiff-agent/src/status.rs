@@ -28,9 +28,10 @@ pub struct ContainerView {
     pub current: Current,
     /// The previous run's end, if there was one.
     pub last: Option<Terminated>,
-    /// Ready as far as the agent can tell (running, and readiness probe passing when the probe
-    /// work lands).
+    /// Running, past its startup probe, and its readiness probe passing (if it has them).
     pub ready: bool,
+    /// Running and past its startup probe.
+    pub started: bool,
 }
 
 /// A container's present state.
@@ -244,7 +245,7 @@ fn container_status(c: &ContainerView) -> ContainerStatus {
         container_id: c.container_id.clone(),
         ready: c.ready,
         restart_count: c.restart_count,
-        started: Some(matches!(c.current, Current::Running { .. })),
+        started: Some(c.started),
         state: Some(state(&c.current)),
         last_state: Some(c.last.as_ref().map(terminated).unwrap_or_default()),
         ..ContainerStatus::default()

@@ -24,6 +24,7 @@ use skiff_client::{Client, DeleteOptions};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::probe;
 use crate::runtime::{
     ContainerRecord, ContainerState, Runtime, RuntimeError, Sandbox, SandboxConfig,
 };
@@ -44,6 +45,10 @@ pub struct NodeContext<R> {
     pub node_name: String,
     pub node_ip: String,
     pub data_dir: PathBuf,
+    /// Services as the agent last saw them (for containers' `*_SERVICE_HOST` variables).
+    pub services: watch::Receiver<Arc<crate::services::Snapshot>>,
+    /// The node's DNS server for pods (`None`: pods use the node's resolver).
+    pub dns: Option<spec::ClusterDns>,
 }
 
 impl<R> NodeContext<R> {
@@ -76,6 +81,12 @@ struct Slot {
     /// The delay the next failure adds.
     backoff: Option<Duration>,
     image_reported: bool,
+    /// The startup probe passed (or there is none) for the current container.
+    started: bool,
+    /// The readiness probe's verdict; `None` when the container has no readiness probe.
+    probe_ready: Option<bool>,
+    /// The prober of the current container (by container id).
+    prober: Option<(String, Arc<tokio::task::JoinHandle<()>>)>,
 }
 
 impl Slot {
@@ -100,7 +111,19 @@ impl Slot {
             not_before: None,
             backoff: None,
             image_reported: false,
+            started: false,
+            probe_ready: None,
+            prober: None,
         }
+    }
+
+    /// Forgets the probe results of the previous container (a new one starts unproven).
+    fn reset_probes(&mut self) {
+        if let Some((_, task)) = self.prober.take() {
+            task.abort();
+        }
+        self.started = self.spec.startup_probe.is_none();
+        self.probe_ready = self.spec.readiness_probe.as_ref().map(|_| false);
     }
 
     fn view(&self) -> ContainerView {
@@ -110,7 +133,11 @@ impl Slot {
             image_id: self.image_id.clone(),
             container_id: self.id.as_ref().map(|id| format!("containerd://{id}")),
             restart_count: self.restart_count,
-            ready: matches!(self.current, Current::Running { .. }) && !self.init,
+            ready: matches!(self.current, Current::Running { .. })
+                && !self.init
+                && self.started
+                && self.probe_ready.unwrap_or(true),
+            started: matches!(self.current, Current::Running { .. }) && self.started,
             current: self.current.clone(),
             last: self.last.clone(),
         }
@@ -148,6 +175,11 @@ struct Worker<R> {
     start_time: Option<Timestamp>,
     slots: Vec<Slot>,
     exits: (mpsc::Sender<Exit>, mpsc::Receiver<Exit>),
+    /// What the containers' probers report.
+    probes: (
+        mpsc::Sender<(String, probe::Update)>,
+        mpsc::Receiver<(String, probe::Update)>,
+    ),
     reported: Option<serde_json::Value>,
     message: Option<(String, String)>,
     wake_at: Option<Instant>,
@@ -179,6 +211,7 @@ impl<R: Runtime> Worker<R> {
             .and_then(|s| s.start_time.as_ref())
             .map(|t| t.0);
         for slot in &mut slots {
+            slot.reset_probes();
             let newest = adopted
                 .iter()
                 .filter(|r| r.container_name == slot.spec.name)
@@ -228,6 +261,7 @@ impl<R: Runtime> Worker<R> {
             start_time,
             slots,
             exits,
+            probes: mpsc::channel(64),
             reported: None,
             message: None,
             wake_at: None,
@@ -255,6 +289,7 @@ impl<R: Runtime> Worker<R> {
                     }
                 }
                 Some((id, state)) = self.exits.1.recv() => self.on_exit(&id, state),
+                Some((id, update)) = self.probes.1.recv() => self.on_probe(&id, update),
                 _ = sleep_until(wake) => {}
             }
         }
@@ -343,8 +378,83 @@ impl<R: Runtime> Worker<R> {
                 }
             }
         }
+        self.ensure_probers();
         self.report().await;
         Next::Continue
+    }
+
+    /// Every running container with probes has its prober (containers adopted after an agent
+    /// restart included).
+    fn ensure_probers(&mut self) {
+        let pod_ip = self.sandbox.as_ref().and_then(|s| s.ip.clone());
+        for slot in &mut self.slots {
+            let Some(id) = slot.id.clone() else { continue };
+            let running = matches!(slot.current, Current::Running { .. });
+            if !running || slot.init || slot.prober.as_ref().is_some_and(|(p, _)| *p == id) {
+                continue;
+            }
+            let target = probe::Target {
+                runtime: self.ctx.runtime.clone(),
+                container_id: id.clone(),
+                container: slot.spec.clone(),
+                pod_ip: pod_ip.clone(),
+            };
+            if let Some(task) = probe::spawn(target, self.probes.0.clone()) {
+                slot.prober = Some((id, Arc::new(task)));
+            }
+        }
+    }
+
+    /// A prober's news: start/readiness changes, failures as events, restarts.
+    fn on_probe(&mut self, id: &str, update: probe::Update) {
+        let Some(i) = self.slots.iter().position(|s| s.id.as_deref() == Some(id)) else {
+            return;
+        };
+        if !matches!(self.slots[i].current, Current::Running { .. }) {
+            return;
+        }
+        let name = self.slots[i].spec.name.clone();
+        match update {
+            probe::Update::Started => self.slots[i].started = true,
+            probe::Update::Ready(ready) => self.slots[i].probe_ready = Some(ready),
+            probe::Update::Unhealthy { kind, message } => {
+                self.warn("Unhealthy", &format!("{} probe failed: {message}", kind.title()));
+            }
+            probe::Update::Failed { kind } => {
+                self.normal(
+                    "Killing",
+                    &format!("Container {name} failed {} probe, will be restarted", kind.lower()),
+                );
+                // The exit comes back through the wait task; restartPolicy and back-off decide.
+                let grace = self.probe_grace(i, kind);
+                let runtime = self.ctx.runtime.clone();
+                let id = id.to_string();
+                tokio::spawn(async move {
+                    if let Err(e) = runtime.stop(&id, grace).await {
+                        tracing::warn!(container = %id, error = %e, "stopping an unhealthy container");
+                    }
+                });
+            }
+        }
+    }
+
+    /// The probe's own terminationGracePeriodSeconds, else the pod's (default 30 s).
+    fn probe_grace(&self, i: usize, kind: probe::Kind) -> Duration {
+        let spec = &self.slots[i].spec;
+        let probe = match kind {
+            probe::Kind::Liveness => spec.liveness_probe.as_ref(),
+            probe::Kind::Startup => spec.startup_probe.as_ref(),
+            probe::Kind::Readiness => None,
+        };
+        let seconds = probe
+            .and_then(|p| p.termination_grace_period_seconds)
+            .or(self
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds))
+            .unwrap_or(30);
+        Duration::from_secs(seconds.max(0) as u64)
     }
 
     fn restart_policy(&self) -> String {
@@ -409,8 +519,8 @@ impl<R: Runtime> Worker<R> {
                 format!("# Kubernetes-managed hosts file (skiff).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n"),
             )?;
         }
-        // Cluster DNS comes with the services work; until then pods use the node's resolver.
-        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let node_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let resolv = spec::resolv_conf(&self.pod, &node_resolv, self.ctx.dns.as_ref());
         std::fs::write(dir.join("resolv.conf"), resolv)?;
         Ok(())
     }
@@ -524,6 +634,7 @@ impl<R: Runtime> Worker<R> {
                 self.normal("Created", &format!("Created container: {name}"));
                 self.normal("Started", &format!("Started container {name}"));
                 let s = &mut self.slots[i];
+                s.reset_probes();
                 if s.last.is_some() || s.next_attempt > 0 {
                     s.restart_count += 1;
                 }
@@ -616,7 +727,10 @@ impl<R: Runtime> Worker<R> {
             log_dir: &log_dir,
         };
         let sandbox = self.sandbox.clone().unwrap_or_default();
+        let service_env =
+            crate::services::service_env(&self.ctx.services.borrow(), &namespace);
         let downward = Downward {
+            service_env,
             pod_ip: sandbox.ip.clone(),
             host_ip: Some(self.ctx.node_ip.clone()),
             node_name: self.ctx.node_name.clone(),
@@ -661,6 +775,7 @@ impl<R: Runtime> Worker<R> {
             container_id: Some(format!("containerd://{id}")),
         };
         let slot = &mut self.slots[i];
+        slot.reset_probes();
         // A run of 10 minutes without failing forgives earlier crashes.
         let ran = started_at
             .map(|s| finished_at.duration_since(s).as_secs_f64())

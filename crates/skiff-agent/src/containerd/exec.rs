@@ -81,6 +81,60 @@ impl ContainerdRuntime {
         let container_id = self
             .find_container(&request.namespace, &request.pod, &request.container)
             .await?;
+        self.exec_in(container_id, &request.command, request.tty, request.stdin)
+            .await
+    }
+
+    /// Runs `command` in the container to completion (exec probes): its exit code and up to
+    /// 10 KiB of its output. A process still running at `timeout` is an error.
+    pub async fn exec_to_end(
+        &self,
+        container_id: &str,
+        command: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<(i32, String), RuntimeError> {
+        let session = self
+            .exec_in(container_id.to_string(), command, false, false)
+            .await?;
+        let handle = session.handle.clone();
+        let (exited, _) = tokio::sync::watch::channel(false);
+        let readers: Vec<_> = std::iter::once(session.stdout)
+            .chain(session.stderr)
+            .map(|pipe| tokio::spawn(keep_reading(pipe, exited.subscribe())))
+            .collect();
+        let outcome = tokio::time::timeout(timeout, session.exit).await;
+        let _ = exited.send(true);
+        let mut output = Vec::new();
+        for reader in readers {
+            output.extend(reader.await.unwrap_or_default());
+        }
+        self.finish(&handle);
+        match outcome {
+            Ok(Ok(Ok(code))) => Ok((code, String::from_utf8_lossy(&output).into_owned())),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(e)) => Err(RuntimeError::Failed(e.to_string())),
+            Err(_) => Err(RuntimeError::Failed(format!(
+                "command timed out after {}s",
+                timeout.as_secs()
+            ))),
+        }
+    }
+
+    async fn exec_in(
+        &self,
+        container_id: String,
+        command: &[String],
+        tty: bool,
+        stdin: bool,
+    ) -> Result<ExecSession, RuntimeError> {
+        let request = ExecRequest {
+            namespace: String::new(),
+            pod: String::new(),
+            container: String::new(),
+            command: command.to_vec(),
+            tty,
+            stdin,
+        };
         // The container's own process settings are the base: env, cwd, user.
         let container = self
             .containers()
@@ -239,6 +293,40 @@ impl ContainerdRuntime {
     /// Removes the exec's FIFOs.
     pub fn finish(&self, session: &ExecHandle) {
         let _ = std::fs::remove_dir_all(&session.fifo_dir);
+    }
+}
+
+/// Reads a process's output pipe, keeping the first 10 KiB, until the process has exited and
+/// the pipe is empty. (Our end is opened read-write, so it never reports end-of-file.)
+async fn keep_reading(
+    mut pipe: pipe::Receiver,
+    mut exited: tokio::sync::watch::Receiver<bool>,
+) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let done = *exited.borrow();
+        let read = if done {
+            match tokio::time::timeout(std::time::Duration::from_millis(20), pipe.read(&mut buf))
+                .await
+            {
+                Ok(read) => read,
+                Err(_) => return kept,
+            }
+        } else {
+            tokio::select! {
+                read = pipe.read(&mut buf) => read,
+                _ = exited.changed() => continue,
+            }
+        };
+        match read {
+            Ok(n) if n > 0 => {
+                let room = (10 * 1024usize).saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+            _ => return kept,
+        }
     }
 }
 

@@ -582,6 +582,15 @@ impl Runtime for ContainerdRuntime {
     async fn list_sandboxes(&self) -> Result<Vec<String>, RuntimeError> {
         Ok(self.network.list())
     }
+
+    async fn exec_sync(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<(i32, String), RuntimeError> {
+        self.exec_to_end(id, command, timeout).await
+    }
 }
 
 fn timestamp(t: &prost_types::Timestamp) -> Timestamp {
