@@ -18,12 +18,14 @@ pub struct Cluster {
     namespace: String,
     /// The node's pod CIDR (the first /24 of the test's cluster CIDR).
     pod_cidr: String,
+    /// The node's address on its pod bridge (where its DNS server answers).
+    pub gateway: String,
 }
 
 /// The busybox applets the test images link.
-const APPLETS: [&str; 16] = [
+const APPLETS: [&str; 19] = [
     "sh", "httpd", "echo", "cat", "sleep", "wget", "head", "tr", "env", "ls", "true", "false",
-    "seq", "kill", "id", "touch",
+    "seq", "kill", "id", "touch", "rm", "nslookup", "hostname",
 ];
 
 /// A rootfs with busybox and a web page, packed with `skiff image pack` into the agent's
@@ -41,6 +43,9 @@ pub fn pack_image(data: &Path, tag: &str, page: &str) {
         }
     }
     std::fs::write(rootfs.join("var/www/index.html"), page).expect("page");
+    // What probes ask for (seed-002's /healthz and /ready): remove them to fail the probe.
+    std::fs::write(rootfs.join("var/www/healthz"), "ok\n").expect("healthz");
+    std::fs::write(rootfs.join("var/www/ready"), "ok\n").expect("ready");
     let images = data.join("agent").join("images");
     std::fs::create_dir_all(&images).expect("images dir");
     let out = images.join(format!("{}.tar", tag.replace(['/', ':'], "_")));
@@ -81,6 +86,7 @@ impl Cluster {
         let bridge = format!("skt{tag}");
         let namespace = format!("skiff-test-{tag}");
         let cidr = format!("10.{n}.0.0/16");
+        let service_cidr = format!("10.{}.0.0/16", n + 100);
         let server = Server::start_with_agent(
             &data,
             &[
@@ -92,6 +98,8 @@ impl Cluster {
                 "0",
                 "--cluster-cidr",
                 &cidr,
+                "--service-cidr",
+                &service_cidr,
                 "--node-name",
                 &format!("node-{tag}"),
             ],
@@ -104,6 +112,7 @@ impl Cluster {
             bridge,
             namespace,
             pod_cidr: format!("10.{n}.0.0/24"),
+            gateway: format!("10.{n}.0.1"),
         };
         let node = format!("node-{tag}");
         eventually("the node registers", Duration::from_secs(60), || {
@@ -233,6 +242,20 @@ impl Drop for Cluster {
         let _ = Command::new("ip")
             .args(["link", "delete", &self.bridge])
             .status();
+        // The service proxy's redirect chain (the agent removes it on a clean stop too).
+        let chain = format!("SKIFF-SVC-{}", self.bridge);
+        for hook in ["PREROUTING", "OUTPUT"] {
+            let _ = Command::new("iptables")
+                .args(["-w", "-t", "nat", "-D", hook, "-j", &chain])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        for op in ["-F", "-X"] {
+            let _ = Command::new("iptables")
+                .args(["-w", "-t", "nat", op, &chain])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
         for direction in ["-i", "-o"] {
             let _ = Command::new("iptables")
                 .args([

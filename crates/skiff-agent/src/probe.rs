@@ -79,7 +79,8 @@ pub struct Thresholds {
 impl Thresholds {
     /// Kubernetes' defaults: period 10 s, timeout 1 s, 1 success, 3 failures.
     pub fn of(probe: &Probe) -> Thresholds {
-        let secs = |v: Option<i32>, default: i32| Duration::from_secs(v.unwrap_or(default).max(0) as u64);
+        let secs =
+            |v: Option<i32>, default: i32| Duration::from_secs(v.unwrap_or(default).max(0) as u64);
         Thresholds {
             initial_delay: secs(probe.initial_delay_seconds, 0),
             period: secs(probe.period_seconds, 10).max(Duration::from_secs(1)),
@@ -164,7 +165,10 @@ pub fn spawn<R: Runtime>(
             match run_until_verdict(&target, &probe, Kind::Startup, &send).await {
                 Some(true) => {}
                 _ => {
-                    send(Update::Failed { kind: Kind::Startup }).await;
+                    send(Update::Failed {
+                        kind: Kind::Startup,
+                    })
+                    .await;
                     return;
                 }
             }
@@ -325,6 +329,27 @@ pub async fn check<R: Runtime>(
     Err("the probe has no handler (httpGet, tcpSocket or exec)".into())
 }
 
+/// Runs a lifecycle hook (preStop) to its end or `timeout`: exec, httpGet or sleep.
+pub async fn run_hook<R: Runtime>(
+    target: &Target<R>,
+    hook: &k8s_openapi::api::core::v1::LifecycleHandler,
+    timeout: Duration,
+) -> Result<(), String> {
+    if let Some(sleep) = &hook.sleep {
+        let wanted = Duration::from_secs(sleep.seconds.max(0) as u64);
+        tokio::time::sleep(wanted.min(timeout)).await;
+        return Ok(());
+    }
+    // A hook is a probe without thresholds: the same three ways of checking.
+    let probe = Probe {
+        exec: hook.exec.clone(),
+        http_get: hook.http_get.clone(),
+        tcp_socket: hook.tcp_socket.clone(),
+        ..Probe::default()
+    };
+    check(target, &probe, timeout.max(Duration::from_secs(1))).await
+}
+
 /// A port by number, or by the name of one of the container's ports.
 pub fn resolve_port(port: &IntOrString, container: &Container) -> Result<u16, String> {
     let number = match port {
@@ -347,8 +372,13 @@ pub fn resolve_port(port: &IntOrString, container: &Container) -> Result<u16, St
 }
 
 /// kubelet's HTTP check: success is 200 ≤ status < 400; TLS is not verified (as kubelet).
-async fn http_get(url: &str, headers: &[(String, String)], timeout: Duration) -> Result<(), String> {
-    static CLIENT: std::sync::OnceLock<Result<reqwest::Client, String>> = std::sync::OnceLock::new();
+async fn http_get(
+    url: &str,
+    headers: &[(String, String)],
+    timeout: Duration,
+) -> Result<(), String> {
+    static CLIENT: std::sync::OnceLock<Result<reqwest::Client, String>> =
+        std::sync::OnceLock::new();
     let client = CLIENT
         .get_or_init(|| {
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -400,14 +430,32 @@ mod tests {
     fn verdicts_change_only_at_the_thresholds() {
         // (success threshold, failure threshold, results, verdict changes after each result)
         let cases: &[(u32, u32, &[bool], &[Option<bool>])] = &[
-            (1, 3, &[true, false, false, false, true], &[Some(true), None, None, Some(false), Some(true)]),
-            (2, 1, &[true, true, false, true, true], &[None, Some(true), Some(false), None, Some(true)]),
-            (1, 3, &[false, false, false, false], &[None, None, Some(false), None]),
+            (
+                1,
+                3,
+                &[true, false, false, false, true],
+                &[Some(true), None, None, Some(false), Some(true)],
+            ),
+            (
+                2,
+                1,
+                &[true, true, false, true, true],
+                &[None, Some(true), Some(false), None, Some(true)],
+            ),
+            (
+                1,
+                3,
+                &[false, false, false, false],
+                &[None, None, Some(false), None],
+            ),
         ];
         for (success, failure, results, expected) in cases {
             let mut counter = Counter::new(thresholds(*success, *failure));
             let got: Vec<Option<bool>> = results.iter().map(|r| counter.record(*r)).collect();
-            assert_eq!(&got, expected, "success={success} failure={failure} {results:?}");
+            assert_eq!(
+                &got, expected,
+                "success={success} failure={failure} {results:?}"
+            );
         }
     }
 
@@ -426,10 +474,15 @@ mod tests {
         }))
         .expect("container");
         assert_eq!(resolve_port(&IntOrString::Int(80), &container), Ok(80));
-        assert_eq!(resolve_port(&IntOrString::String("http".into()), &container), Ok(8080));
-        assert!(resolve_port(&IntOrString::String("admin".into()), &container)
-            .unwrap_err()
-            .contains("admin"));
+        assert_eq!(
+            resolve_port(&IntOrString::String("http".into()), &container),
+            Ok(8080)
+        );
+        assert!(
+            resolve_port(&IntOrString::String("admin".into()), &container)
+                .unwrap_err()
+                .contains("admin")
+        );
         assert!(resolve_port(&IntOrString::Int(0), &container).is_err());
     }
 
@@ -438,20 +491,28 @@ mod tests {
         use crate::fake::FakeRuntime;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         // A tiny HTTP server: /ok answers 200, anything else 500.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 let mut buf = vec![0u8; 1024];
                 let n = s.read(&mut buf).await.unwrap_or(0);
                 let request = String::from_utf8_lossy(&buf[..n]).to_string();
-                let status = if request.starts_with("GET /ok ") && request.contains("x-probe: yes") {
+                let status = if request.starts_with("GET /ok ") && request.contains("x-probe: yes")
+                {
                     "200 OK"
                 } else {
                     "500 Internal Server Error"
                 };
                 let _ = s
-                    .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes())
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    )
                     .await;
             }
         });
@@ -461,9 +522,12 @@ mod tests {
             container: Container::default(),
             pod_ip: Some("127.0.0.1".into()),
         };
-        let probe = |value: serde_json::Value| -> Probe { serde_json::from_value(value).expect("probe") };
+        let probe =
+            |value: serde_json::Value| -> Probe { serde_json::from_value(value).expect("probe") };
         let second = Duration::from_secs(1);
-        let ok = probe(json!({"httpGet": {"path": "/ok", "port": port, "httpHeaders": [{"name": "X-Probe", "value": "yes"}]}}));
+        let ok = probe(
+            json!({"httpGet": {"path": "/ok", "port": port, "httpHeaders": [{"name": "X-Probe", "value": "yes"}]}}),
+        );
         assert_eq!(check(&target, &ok, second).await, Ok(()));
         let bad = probe(json!({"httpGet": {"path": "/healthz", "port": port}}));
         assert_eq!(
@@ -480,8 +544,14 @@ mod tests {
             .expect("addr")
             .port();
         let refused = probe(json!({"tcpSocket": {"port": closed}}));
-        assert!(check(&target, &refused, second).await.unwrap_err().contains("connect"));
+        assert!(check(&target, &refused, second)
+            .await
+            .unwrap_err()
+            .contains("connect"));
         let refused_http = probe(json!({"httpGet": {"port": closed}}));
-        assert!(check(&target, &refused_http, second).await.unwrap_err().contains("refused"));
+        assert!(check(&target, &refused_http, second)
+            .await
+            .unwrap_err()
+            .contains("refused"));
     }
 }

@@ -418,12 +418,18 @@ impl<R: Runtime> Worker<R> {
             probe::Update::Started => self.slots[i].started = true,
             probe::Update::Ready(ready) => self.slots[i].probe_ready = Some(ready),
             probe::Update::Unhealthy { kind, message } => {
-                self.warn("Unhealthy", &format!("{} probe failed: {message}", kind.title()));
+                self.warn(
+                    "Unhealthy",
+                    &format!("{} probe failed: {message}", kind.title()),
+                );
             }
             probe::Update::Failed { kind } => {
                 self.normal(
                     "Killing",
-                    &format!("Container {name} failed {} probe, will be restarted", kind.lower()),
+                    &format!(
+                        "Container {name} failed {} probe, will be restarted",
+                        kind.lower()
+                    ),
                 );
                 // The exit comes back through the wait task; restartPolicy and back-off decide.
                 let grace = self.probe_grace(i, kind);
@@ -727,8 +733,7 @@ impl<R: Runtime> Worker<R> {
             log_dir: &log_dir,
         };
         let sandbox = self.sandbox.clone().unwrap_or_default();
-        let service_env =
-            crate::services::service_env(&self.ctx.services.borrow(), &namespace);
+        let service_env = crate::services::service_env(&self.ctx.services.borrow(), &namespace);
         let downward = Downward {
             service_env,
             pod_ip: sandbox.ip.clone(),
@@ -884,6 +889,29 @@ impl<R: Runtime> Worker<R> {
             self.normal("Killing", &format!("Stopping container {name}"));
         }
         let runtime = self.ctx.runtime.clone();
+        // preStop hooks first, within the grace period (a `sleep 5` here is how applications
+        // let load balancers stop sending them traffic before they exit).
+        let started = Instant::now();
+        let hooks = running.iter().filter_map(|(id, name)| {
+            let slot = self.slots.iter().find(|s| &s.spec.name == name)?;
+            let hook = slot.spec.lifecycle.as_ref()?.pre_stop.clone()?;
+            let target = probe::Target {
+                runtime: runtime.clone(),
+                container_id: id.clone(),
+                container: slot.spec.clone(),
+                pod_ip: self.sandbox.as_ref().and_then(|s| s.ip.clone()),
+            };
+            Some(async move { (name.clone(), probe::run_hook(&target, &hook, grace).await) })
+        });
+        for (name, result) in futures::future::join_all(hooks).await {
+            if let Err(message) = result {
+                self.warn(
+                    "FailedPreStopHook",
+                    &format!("PreStopHook failed for container {name}: {message}"),
+                );
+            }
+        }
+        let grace = grace.saturating_sub(started.elapsed());
         let stops = running.iter().map(|(id, _)| runtime.stop(id, grace));
         for result in futures::future::join_all(stops).await {
             if let Err(e) = result {
