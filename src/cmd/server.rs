@@ -433,6 +433,10 @@ async fn leader_loops(
                     config,
                     rx.clone(),
                 ));
+                tokio::spawn(skiff_controllers::servicelb::run(
+                    client.clone(),
+                    rx.clone(),
+                ));
                 tokio::spawn(skiff_scheduler::runner::run(
                     client.clone(),
                     weights,

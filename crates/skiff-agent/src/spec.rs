@@ -826,7 +826,11 @@ mod tests {
             ),
         ];
         for (spec, expected) in cases {
-            assert_eq!(resolv_conf(&pod(spec.clone()), node, Some(&dns)), expected, "{spec}");
+            assert_eq!(
+                resolv_conf(&pod(spec.clone()), node, Some(&dns)),
+                expected,
+                "{spec}"
+            );
         }
     }
 

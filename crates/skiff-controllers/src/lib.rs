@@ -58,6 +58,7 @@ pub mod pod_rank;
 pub mod pods;
 pub mod replicaset;
 pub mod runner;
+pub mod servicelb;
 pub mod workqueue;
 
 use std::fmt;
