@@ -6,7 +6,8 @@
 //! 1. single pods: N times, create a pod (bound to the node) and time until a watcher sees it
 //!    Running and Ready; p50 and p99;
 //! 2. a burst: M pods created at once; the time until the last is Running;
-//! 3. RSS of the agent (and of its containerd and shims) idle and with the burst running.
+//! 3. RSS of the agent (and of its containerd and shims) idle and with the burst running;
+//! 4. a rolling update, and the service proxy's cost ([`super::bench_proxy`]).
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -36,6 +37,9 @@ pub struct PodBench {
     /// Passed to the agent: pods share this many shims (0: one shim per pod).
     #[arg(long, default_value_t = 0)]
     shim_groups: u32,
+    /// Seconds of each concurrent phase of the service proxy benchmark (0: skip it).
+    #[arg(long, default_value_t = 5)]
+    proxy_seconds: u64,
 }
 
 /// Processes killed (SIGTERM, then SIGKILL) when dropped.
@@ -151,7 +155,7 @@ pub async fn run(bench: PodBench) -> anyhow::Result<()> {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
             .arg(&server_dir)
-            .args(["--cluster-cidr", "10.77.0.0/16"])
+            .args(["--cluster-cidr", "10.77.0.0/16", "--service-cidr", "10.177.0.0/16"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?,
@@ -185,6 +189,7 @@ pub async fn run(bench: PodBench) -> anyhow::Result<()> {
     if let Ok(pid) = std::fs::read_to_string(agent_dir.join("containerd/containerd.pid")) {
         let _ = Command::new("kill").arg(pid.trim()).status();
     }
+    skiff_agent::proxy::iptables::remove(&skiff_agent::proxy::iptables::chain_name(bridge)).await;
     skiff_agent::network::delete_bridge(bridge).await;
     skiff_agent::network::remove_forwarding(bridge, "10.77.0.0/24").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -309,6 +314,11 @@ async fn measure(
     if bench.rollout > 0 {
         delete_all(client).await?;
         rolling_update(client, bench.rollout).await?;
+    }
+    if bench.proxy_seconds > 0 {
+        delete_all(client).await?;
+        let chain = skiff_agent::proxy::iptables::chain_name("skbench0");
+        super::bench_proxy::run(client, "bench", &chain, bench.proxy_seconds).await?;
     }
     Ok(())
 }

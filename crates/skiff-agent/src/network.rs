@@ -273,6 +273,66 @@ fn remove_netns(path: &Path) -> Result<(), RuntimeError> {
     }
 }
 
+/// The bridge's own address in the pod CIDR: the first host, as host-local makes it the pods'
+/// gateway (`10.42.0.0/24` → `10.42.0.1`).
+pub fn gateway(pod_cidr: &str) -> Option<std::net::Ipv4Addr> {
+    let (ip, _) = pod_cidr.split_once('/')?;
+    let ip: std::net::Ipv4Addr = ip.parse().ok()?;
+    Some(std::net::Ipv4Addr::from(u32::from(ip) + 1))
+}
+
+/// Creates the pod bridge with its gateway address now, rather than at the first pod's CNI
+/// ADD, so the node's DNS server can listen on that address from the start. The bridge plugin
+/// later finds it as it would have made it.
+pub async fn ensure_bridge(bridge: &str, pod_cidr: &str) -> Result<(), RuntimeError> {
+    let (gateway, prefix) = match (gateway(pod_cidr), pod_cidr.split_once('/')) {
+        (Some(gw), Some((_, prefix))) => (gw, prefix),
+        _ => {
+            return Err(RuntimeError::Failed(format!(
+                "pod CIDR {pod_cidr:?} is not ADDRESS/PREFIX"
+            )))
+        }
+    };
+    let ip = |args: &[&str]| {
+        let mut command = tokio::process::Command::new("ip");
+        command.args(args).stderr(Stdio::null()).stdout(Stdio::null());
+        command
+    };
+    let exists = ip(&["link", "show", bridge])
+        .status()
+        .await
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !exists {
+        ip(&["link", "add", bridge, "type", "bridge"])
+            .status()
+            .await
+            .map_err(|e| RuntimeError::Failed(format!("ip link add {bridge}: {e}")))?;
+    }
+    let address = format!("{gateway}/{prefix}");
+    let shown = tokio::process::Command::new("ip")
+        .args(["-4", "addr", "show", "dev", bridge])
+        .output()
+        .await
+        .map_err(|e| RuntimeError::Failed(format!("ip addr show {bridge}: {e}")))?;
+    if !String::from_utf8_lossy(&shown.stdout).contains(&format!("inet {address}")) {
+        let status = ip(&["addr", "add", &address, "dev", bridge])
+            .status()
+            .await
+            .map_err(|e| RuntimeError::Failed(format!("ip addr add: {e}")))?;
+        if !status.success() {
+            return Err(RuntimeError::Failed(format!(
+                "ip addr add {address} dev {bridge} failed"
+            )));
+        }
+    }
+    ip(&["link", "set", bridge, "up"])
+        .status()
+        .await
+        .map_err(|e| RuntimeError::Failed(format!("ip link set {bridge} up: {e}")))?;
+    Ok(())
+}
+
 /// Removes the node's bridge (at agent shutdown in tests; CNI DEL leaves it).
 pub async fn delete_bridge(name: &str) {
     let _ = tokio::process::Command::new("ip")
