@@ -124,7 +124,10 @@ fn the_python_client_lists_creates_patches_watches_and_deletes() {
     assert_eq!(result["patched"], serde_json::json!({"a": "1", "b": "2"}));
     assert_eq!(result["deployment_replicas"], 2);
     assert_eq!(result["missing"], serde_json::json!([404, "NotFound"]));
-    assert_eq!(result["duplicate"], serde_json::json!([409, "AlreadyExists"]));
+    assert_eq!(
+        result["duplicate"],
+        serde_json::json!([409, "AlreadyExists"])
+    );
     let watch: Vec<(String, String)> =
         serde_json::from_value(result["watch"].clone()).expect("events");
     assert!(

@@ -399,3 +399,88 @@ fn health_version_and_metrics() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[test]
+fn services_get_cluster_ips_and_node_ports_that_never_collide() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(&dir.path().join("s"));
+    let client = server.wait_ready();
+    const SVC: &str = "/api/v1/namespaces/default/services";
+    let service = |name: &str, spec: Value| json!({"metadata": {"name": name}, "spec": spec});
+
+    // A ClusterIP from the default service CIDR (10.43.0.0/16), one per service.
+    let (code, a) = client.post(SVC, &service("a", json!({"ports": [{"port": 80}]})));
+    assert_eq!(code, 201, "{a}");
+    let ip_a = a["spec"]["clusterIP"]
+        .as_str()
+        .expect("clusterIP")
+        .to_string();
+    assert!(ip_a.starts_with("10.43."), "{ip_a}");
+    assert_eq!(a["spec"]["clusterIPs"], json!([ip_a]));
+    let (_, b) = client.post(
+        SVC,
+        &service("b", json!({"type": "NodePort", "ports": [{"port": 80}]})),
+    );
+    let ip_b = b["spec"]["clusterIP"].as_str().expect("clusterIP");
+    assert_ne!(ip_a, ip_b);
+    let node_port = b["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .expect("a node port");
+    assert!((30000..=32767).contains(&node_port));
+
+    // Asking for what another service holds names the field.
+    let (code, err) = client.post(
+        SVC,
+        &service("c", json!({"clusterIP": ip_a, "ports": [{"port": 80}]})),
+    );
+    assert_eq!(
+        (code, err["reason"].as_str()),
+        (422, Some("Invalid")),
+        "{err}"
+    );
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("provided IP is already allocated"),
+        "{err}"
+    );
+    let (code, err) = client.post(
+        SVC,
+        &service(
+            "d",
+            json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": node_port}]}),
+        ),
+    );
+    assert_eq!(code, 422, "{err}");
+    assert_eq!(
+        err["details"]["causes"][0]["field"], "spec.ports[0].nodePort",
+        "{err}"
+    );
+    // Nothing half-written.
+    assert_eq!(client.get(&format!("{SVC}/c")).0, 404);
+
+    // A PUT without the addresses keeps them (they are the server's).
+    let mut replace = service("b", json!({"type": "NodePort", "ports": [{"port": 80}]}));
+    replace["metadata"]["resourceVersion"] = b["metadata"]["resourceVersion"].clone();
+    let (code, replaced) = client.call(Method::PUT, &format!("{SVC}/b"), Some(&replace));
+    assert_eq!(code, 200, "{replaced}");
+    assert_eq!(replaced["spec"]["clusterIP"], b["spec"]["clusterIP"]);
+    assert_eq!(replaced["spec"]["ports"][0]["nodePort"], json!(node_port));
+
+    // Headless services get none; a deleted service's address is free again.
+    let (_, h) = client.post(
+        SVC,
+        &service("h", json!({"clusterIP": "None", "ports": [{"port": 80}]})),
+    );
+    assert_eq!(h["spec"]["clusterIP"], "None");
+    assert_eq!(
+        client.call(Method::DELETE, &format!("{SVC}/a"), None).0,
+        200
+    );
+    let (code, again) = client.post(
+        SVC,
+        &service("e", json!({"clusterIP": ip_a, "ports": [{"port": 80}]})),
+    );
+    assert_eq!(code, 201, "{again}");
+}
