@@ -155,7 +155,12 @@ pub async fn run(bench: PodBench) -> anyhow::Result<()> {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
             .arg(&server_dir)
-            .args(["--cluster-cidr", "10.77.0.0/16", "--service-cidr", "10.177.0.0/16"])
+            .args([
+                "--cluster-cidr",
+                "10.77.0.0/16",
+                "--service-cidr",
+                "10.177.0.0/16",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?,

@@ -37,7 +37,10 @@ async fn get(addr: &str, path: &str) -> anyhow::Result<usize> {
 
 fn percentile(sorted: &[Duration], p: usize) -> f64 {
     let i = (sorted.len() * p / 100).min(sorted.len().saturating_sub(1));
-    sorted.get(i).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
+    sorted
+        .get(i)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
 }
 
 struct Figures {
@@ -77,7 +80,11 @@ async fn measure_path(addr: &str, requests: usize, seconds: u64) -> anyhow::Resu
     });
     let t = Instant::now();
     let counts = futures::future::join_all(workers).await;
-    let concurrent: usize = counts.into_iter().collect::<Result<Vec<_>, _>>()?.iter().sum();
+    let concurrent: usize = counts
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?
+        .iter()
+        .sum();
     let concurrent_rps = concurrent as f64 / t.elapsed().as_secs_f64();
 
     let t = Instant::now();
@@ -149,12 +156,17 @@ pub async fn run(client: &Client, node: &str, chain: &str, seconds: u64) -> anyh
     let requests = 1000;
     let direct = measure_path(&format!("{pod_ip}:8080"), requests, seconds).await?;
     let proxied = measure_path(&format!("{cluster_ip}:80"), requests, seconds).await?;
-    println!("service proxy: HTTP/1.0 GETs from the node, each on a new connection (busybox httpd)");
+    println!(
+        "service proxy: HTTP/1.0 GETs from the node, each on a new connection (busybox httpd)"
+    );
     println!(
         "{:<22} {:>9} {:>9} {:>10} {:>14} {:>10}",
         "path", "p50 ms", "p99 ms", "conn/s", "8 clients r/s", "bulk MiB/s"
     );
-    for (name, f) in [("pod IP (direct)", &direct), ("ClusterIP (proxy)", &proxied)] {
+    for (name, f) in [
+        ("pod IP (direct)", &direct),
+        ("ClusterIP (proxy)", &proxied),
+    ] {
         println!(
             "{name:<22} {:>9.3} {:>9.3} {:>10.0} {:>14.0} {:>10.0}",
             f.p50_ms, f.p99_ms, f.conns_per_s, f.concurrent_rps, f.bulk_mib_s

@@ -295,7 +295,10 @@ pub async fn ensure_bridge(bridge: &str, pod_cidr: &str) -> Result<(), RuntimeEr
     };
     let ip = |args: &[&str]| {
         let mut command = tokio::process::Command::new("ip");
-        command.args(args).stderr(Stdio::null()).stdout(Stdio::null());
+        command
+            .args(args)
+            .stderr(Stdio::null())
+            .stdout(Stdio::null());
         command
     };
     let exists = ip(&["link", "show", bridge])

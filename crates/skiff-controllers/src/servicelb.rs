@@ -111,9 +111,21 @@ mod tests {
     #[test]
     fn ready_nodes_external_addresses_first() {
         let nodes = [
-            node("b", true, json!([{"type": "InternalIP", "address": "192.168.1.20"}])),
-            node("a", true, json!([{"type": "InternalIP", "address": "192.168.1.10"}, {"type": "ExternalIP", "address": "203.0.113.5"}])),
-            node("c", false, json!([{"type": "InternalIP", "address": "192.168.1.30"}])),
+            node(
+                "b",
+                true,
+                json!([{"type": "InternalIP", "address": "192.168.1.20"}]),
+            ),
+            node(
+                "a",
+                true,
+                json!([{"type": "InternalIP", "address": "192.168.1.10"}, {"type": "ExternalIP", "address": "203.0.113.5"}]),
+            ),
+            node(
+                "c",
+                false,
+                json!([{"type": "InternalIP", "address": "192.168.1.30"}]),
+            ),
         ];
         let list = ingress(&nodes);
         let ips: Vec<&str> = list.iter().filter_map(|i| i["ip"].as_str()).collect();
