@@ -351,7 +351,7 @@ fn services_balance_resolve_by_name_and_roll_without_dropping_a_request() {
 }
 
 #[test]
-fn a_weighted_service_splits_as_its_pods_ask() {
+fn a_weighted_service_splits_as_its_pods_ask_and_a_load_balancer_opens_on_the_node() {
     let cluster = Cluster::start(67, "w");
     apply(
         &cluster,
@@ -410,6 +410,36 @@ fn a_weighted_service_splits_as_its_pods_ask() {
         }
     }
     assert_eq!(canary + stable, 400);
+
+    // seed-000: a LoadBalancer Service answers on its port (80) on every node, and its status
+    // lists the nodes' addresses, as k3s's built-in load balancer does.
+    cluster.create_pod(json!({
+        "metadata": {"name": "lb-backend", "labels": {"app": "my-app"}},
+        "spec": {"containers": [{
+            "name": "web", "image": "skiff.local/web:1.0", "imagePullPolicy": "Never",
+            "command": ["httpd", "-f", "-p", "3000", "-h", "/var/www"]
+        }]}
+    }));
+    cluster.wait_running("lb-backend");
+    let (ok, out, err) = cluster.kubectl(&[
+        "apply",
+        "-f",
+        "tests/manifests/seed-000-service-loadbalancer.yaml",
+    ]);
+    assert!(ok, "{out}{err}");
+    let node = get(&cluster, &format!("/api/v1/nodes/{}", cluster.node()));
+    let node_ip = node["status"]["addresses"][0]["address"]
+        .as_str()
+        .expect("a node address")
+        .to_string();
+    eventually("the load balancer's address", Duration::from_secs(30), || {
+        let svc = get(&cluster, "/api/v1/namespaces/default/services/my-app");
+        (svc["status"]["loadBalancer"]["ingress"][0]["ip"] == node_ip.as_str()).then_some(())
+    });
+    let answer = eventually("an answer on port 80 of the node", Duration::from_secs(30), || {
+        http_get(&node_ip, 80)
+    });
+    assert!(answer.contains("hello from w"), "{answer}");
     assert!(
         canary.abs_diff(300) <= 15 && stable.abs_diff(100) <= 15,
         "canary {canary}, stable {stable}"
