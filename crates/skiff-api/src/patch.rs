@@ -5,12 +5,14 @@
 //! - `application/json-patch+json` (RFC 6902): `kubectl patch --type=json`.
 //! - `application/strategic-merge-patch+json`: `kubectl apply`, `set image`, the Python
 //!   client's `patch_*`. Lists of named things merge by key; see [`strategic`].
-//! - `application/apply-patch+yaml`: server-side apply. Not implemented yet.
+//! - `application/apply-patch+yaml`: server-side apply, in [`apply`] (it needs the field
+//!   manager and its ownership records, so the API server calls it directly).
 //!
 //! The result is a whole object again; the caller runs it through
 //! [`admit`](crate::admission::admit) and [`validate_update`](crate::admission::validate_update)
 //! like any update.
 
+pub mod apply;
 pub mod strategic;
 
 use serde_json::Value;
@@ -31,7 +33,7 @@ pub enum PatchType {
     /// it as a plain merge patch would corrupt objects (`kubectl set image` would drop every
     /// other container).
     Strategic,
-    /// Server-side apply. Not written yet; refused with 415.
+    /// Server-side apply: see [`apply`]; not a patch of the stored object on its own.
     Apply,
 }
 
@@ -94,10 +96,9 @@ pub fn apply_patch(
             strategic::strategic_merge(current, &patch)?
         }
         PatchType::Apply => {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "server-side apply (application/apply-patch+yaml) is not supported yet \
-                 - accepted media types include: {ACCEPTED}"
-            )))
+            return Err(ApiError::BadRequest(
+                "server-side apply is handled with its field manager, not as a plain patch".into(),
+            ))
         }
     };
     if !patched.is_object() {
@@ -286,7 +287,7 @@ mod tests {
             ("[]", "application/merge-patch+json", 400),
             ("{not json", "application/strategic-merge-patch+json", 400),
             ("[]", "application/strategic-merge-patch+json", 400),
-            ("{}", "application/apply-patch+yaml", 415),
+            ("{}", "application/apply-patch+yaml", 400),
             ("{}", "text/plain", 415),
         ];
         for (patch, content_type, code) in cases {

@@ -35,6 +35,16 @@ pub enum ApiError {
         message: String,
     },
 
+    /// A server-side apply changed fields other managers own (409, reason Conflict, one
+    /// `FieldManagerConflict` cause per field), as kube-apiserver reports it.
+    #[error("{}", apply_conflict_message(conflicts))]
+    ApplyConflict {
+        resource: String,
+        name: String,
+        /// (manager, apiVersion, field) — the field as `.spec.replicas`.
+        conflicts: Vec<(String, String, String)>,
+    },
+
     /// The object failed validation; one [`Cause`] per problem, all of them at once.
     #[error("{}", invalid_message(kind, name, causes))]
     Invalid {
@@ -126,7 +136,9 @@ impl ApiError {
             ApiError::NotFound { .. } | ApiError::NoSuchPath(_) => 404,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::NotAcceptable(_) => 406,
-            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
+            ApiError::AlreadyExists { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::ApplyConflict { .. } => 409,
             ApiError::Gone(_) => 410,
             ApiError::RequestEntityTooLarge(_) => 413,
             ApiError::UnsupportedMediaType(_) => 415,
@@ -142,7 +154,7 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } | ApiError::NoSuchPath(_) => "NotFound",
             ApiError::AlreadyExists { .. } => "AlreadyExists",
-            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Conflict { .. } | ApiError::ApplyConflict { .. } => "Conflict",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::Unauthorized => "Unauthorized",
@@ -192,9 +204,39 @@ impl ApiError {
                 let (kind, group) = split_qualified(kind);
                 details(name, group, kind, None, causes)
             }
+            ApiError::ApplyConflict {
+                resource,
+                name,
+                conflicts,
+            } => {
+                let (resource, group) = split_qualified(resource);
+                let causes: Vec<Cause> = conflicts
+                    .iter()
+                    .map(|(manager, version, field)| Cause {
+                        reason: "FieldManagerConflict".into(),
+                        message: format!("conflict with \"{manager}\" using {version}"),
+                        field: field.clone(),
+                    })
+                    .collect();
+                details(name, group, resource, None, &causes)
+            }
             _ => None,
         }
     }
+}
+
+/// `Apply failed with 1 conflict: conflict with "kubectl-scale" using apps/v1: .spec.replicas`.
+fn apply_conflict_message(conflicts: &[(String, String, String)]) -> String {
+    let n = conflicts.len();
+    let each: Vec<String> = conflicts
+        .iter()
+        .map(|(manager, version, field)| format!("conflict with \"{manager}\" using {version}: {field}"))
+        .collect();
+    format!(
+        "Apply failed with {n} conflict{}: {}",
+        if n == 1 { "" } else { "s" },
+        each.join("\n")
+    )
 }
 
 /// `pods` → (`pods`, ``); `deployments.apps` → (`deployments`, `apps`).

@@ -354,9 +354,16 @@ async fn resource_request(State(app): State<Arc<App>>, request: Request) -> Resp
             .await
             .unwrap_or_default();
         let response =
-            crate::scale::serve(&app, &target, &parts.method, content_type.as_deref(), &body)
-                .await
-                .unwrap_or_else(respond::error);
+            crate::scale::serve(
+                &app,
+                &target,
+                &parts.method,
+                parts.uri.query(),
+                content_type.as_deref(),
+                &body,
+            )
+            .await
+            .unwrap_or_else(respond::error);
         app.metrics.observe_request(
             verb_of(&parts.method, &target, &Params::default()),
             target.info.resource,

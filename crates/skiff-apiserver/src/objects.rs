@@ -175,6 +175,10 @@ pub async fn create(
     let admitted = admission::admit(info, body, validation)?;
     let mut object = admitted.object;
     reset_status_on_create(info.resource, &mut object);
+    // Who set which field (server-side apply's creates arrive with theirs already).
+    if object.pointer("/metadata/managedFields").is_none() {
+        patch::apply::record_update(None, &mut object, &params.manager(), &now());
+    }
     let meta = metadata_of(&mut object)?;
 
     // The namespace comes from the path; a different one in the body is a client mistake.
@@ -290,8 +294,11 @@ pub async fn update(
     // A resourceVersion in the body is the client's precondition; without one the update is
     // unconditional and we retry internally if someone else wrote in between.
     let precondition = revision_of(&body);
-    write_with_retries(app, target, params, &name, precondition, |_current| {
-        admission::admit(target.info, body.clone(), validation)
+    let manager = params.manager();
+    write_with_retries(app, target, params, &name, precondition, |current| {
+        let mut admitted = admission::admit(target.info, body.clone(), validation)?;
+        patch::apply::record_update(Some(current), &mut admitted.object, &manager, &now());
+        Ok(admitted)
     })
     .await
 }
@@ -314,9 +321,69 @@ pub async fn patch(
                 "PATCH needs a Content-Type naming the patch type".into(),
             )
         })?;
+    if content_type == "application/apply-patch+yaml" {
+        return server_side_apply(app, target, params, &name, body, validation).await;
+    }
+    let manager = params.manager();
     write_with_retries(app, target, params, &name, None, |current| {
         let patched = patch::apply_patch(current, body, &content_type)?;
-        admission::admit(target.info, patched, validation)
+        let mut admitted = admission::admit(target.info, patched, validation)?;
+        patch::apply::record_update(Some(current), &mut admitted.object, &manager, &now());
+        Ok(admitted)
+    })
+    .await
+}
+
+/// Server-side apply: the body is the manager's whole intent for the object
+/// (skiff_api::patch::apply); a missing object is created from it.
+async fn server_side_apply(
+    app: &App,
+    target: &Target,
+    params: &Params,
+    name: &str,
+    body: &[u8],
+    validation: FieldValidation,
+) -> Result<Response> {
+    let Some(manager) = params.field_manager.clone().filter(|m| !m.is_empty()) else {
+        return Err(ApiError::BadRequest(
+            "PATCH with apply requires fieldManager to be set".into(),
+        ));
+    };
+    let mut config = decode::decode_object(body, Some("application/apply-patch+yaml"))?;
+    config = admission::with_type_meta(target.info, config)?;
+    let body_name = config
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or(name);
+    if body_name != name {
+        return Err(ApiError::BadRequest(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    let conflict = |conflicts: Vec<patch::apply::Conflict>| ApiError::ApplyConflict {
+        resource: target.info.qualified_resource(),
+        name: name.to_string(),
+        conflicts: conflicts
+            .into_iter()
+            .map(|c| (c.manager, c.api_version, c.field))
+            .collect(),
+    };
+    if get_fresh(app, &target.key()).await?.is_none() && target.subresource.is_none() {
+        let created = patch::apply::apply(None, &config, &manager, params.force(), &now())
+            .map_err(conflict)?;
+        let collection = Target {
+            name: None,
+            ..target.clone()
+        };
+        let bytes = serde_json::to_vec(&created)
+            .map_err(|e| ApiError::Internal(format!("encoding the applied object: {e}")))?;
+        return create(app, &collection, params, Some("application/json"), &bytes).await;
+    }
+    let force = params.force();
+    write_with_retries(app, target, params, name, None, |current| {
+        let merged = patch::apply::apply(Some(current), &config, &manager, force, &now())
+            .map_err(conflict)?;
+        admission::admit(target.info, merged, validation)
     })
     .await
 }

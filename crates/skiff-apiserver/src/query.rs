@@ -17,6 +17,8 @@ pub struct Params {
     pub field_validation: Option<String>,
     pub dry_run: Option<String>,
     pub field_manager: Option<String>,
+    /// Server-side apply: take over fields other managers own.
+    pub force: Option<String>,
     pub propagation_policy: Option<String>,
     pub limit: Option<u64>,
     pub pretty: Option<String>,
@@ -34,6 +36,18 @@ impl Params {
 
     pub fn is_watch(&self) -> bool {
         truthy(&self.watch)
+    }
+
+    pub fn force(&self) -> bool {
+        truthy(&self.force)
+    }
+
+    /// Who is writing, for managedFields (`kubectl` sends `fieldManager` on every write).
+    pub fn manager(&self) -> String {
+        self.field_manager
+            .clone()
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| "unknown".into())
     }
 
     pub fn bookmarks(&self) -> bool {

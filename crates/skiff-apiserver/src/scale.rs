@@ -93,10 +93,12 @@ pub async fn serve(
     app: &Arc<App>,
     target: &Target,
     method: &axum::http::Method,
+    query: Option<&str>,
     content_type: Option<&str>,
     body: &[u8],
 ) -> Result<Response> {
     let name = target.name.clone().unwrap_or_default();
+    let manager = crate::query::Params::parse(query)?.manager();
     if *method == axum::http::Method::GET {
         return Ok(respond::json(
             StatusCode::OK,
@@ -153,6 +155,13 @@ pub async fn serve(
             .and_then(|v| v.parse::<u64>().ok());
         let mut updated = (*object).clone();
         updated["spec"]["replicas"] = replicas.into();
+        // `kubectl scale` owns spec.replicas now (a later server-side apply conflicts on it).
+        skiff_api::patch::apply::record_update(
+            Some(&object),
+            &mut updated,
+            &manager,
+            &crate::objects::now(),
+        );
         let op = Op::Update {
             key: target.key(),
             object: updated,

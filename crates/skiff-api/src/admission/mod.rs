@@ -132,7 +132,7 @@ pub fn admit(
 
 /// Step 1: `apiVersion` and `kind` must name this resource; absent (or empty) ones are filled
 /// in.
-fn with_type_meta(info: &ResourceInfo, mut body: Value) -> Result<Value, ApiError> {
+pub fn with_type_meta(info: &ResourceInfo, mut body: Value) -> Result<Value, ApiError> {
     let api_version = info.api_version();
     let Some(map) = body.as_object_mut() else {
         return Err(ApiError::BadRequest(format!(
