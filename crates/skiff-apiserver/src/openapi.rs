@@ -12,13 +12,16 @@
 //!    it falls back to `/openapi/v2` as protobuf, which skiff does not serve, and `create`
 //!    fails. Every PATCH operation therefore carries the parameter, subresources included.
 //!
+//! ## Schemas
+//! `components.schemas` are the real field schemas, named as upstream (`io.k8s.api.core.v1.Pod`),
+//! generated from k8s-openapi's types with schemars by `examples/openapi-schemas.rs` into
+//! `openapi/schemas.json` and embedded here (so the server's build skips schemars). Each
+//! document carries the schemas its kinds reach; the kinds' own schemas get
+//! `x-kubernetes-group-version-kind` (what `kubectl explain` looks up), and the lists that merge
+//! by key carry `x-kubernetes-patch-merge-key`/`-patch-strategy` (what `kubectl apply` computes
+//! its patches from). Kinds without a generated schema (list kinds) keep a placeholder.
+//!
 //! ## Caveats
-//! - `components.schemas` hold placeholders named as upstream (`io.k8s.api.core.v1.Pod`)
-//!   without fields, and deliberately *without* `x-kubernetes-group-version-kind`: when kubectl
-//!   finds a schema with the object's GVK it computes apply patches from it, and on a schema
-//!   without fields that fails with "unable to find api field" warnings on every `apply`.
-//!   Without the extension kubectl uses its compiled-in types. Add the extension together with
-//!   real field schemas.
 //! - Only subresources that can be patched (`status`, `scale`) get paths.
 
 use std::sync::OnceLock;
@@ -112,12 +115,71 @@ fn build_document(group: &str, version: &str) -> Value {
     for kind in ["Status", "DeleteOptions", "Patch"] {
         schemas.insert(meta_schema(kind), placeholder(kind));
     }
+    add_real_schemas(&mut schemas, group, version);
     json!({
         "openapi": "3.0.0",
         "info": { "title": "Kubernetes (skiff)", "version": env!("CARGO_PKG_VERSION") },
         "paths": paths,
         "components": { "schemas": schemas },
     })
+}
+
+/// The generated schemas (see the module comment), parsed once.
+fn generated() -> &'static Map<String, Value> {
+    static SCHEMAS: OnceLock<Map<String, Value>> = OnceLock::new();
+    SCHEMAS.get_or_init(|| {
+        serde_json::from_str(include_str!("../openapi/schemas.json")).unwrap_or_default()
+    })
+}
+
+/// Replaces placeholders with the generated schemas and adds every schema they refer to,
+/// transitively; marks the served kinds with their GVK.
+fn add_real_schemas(schemas: &mut Map<String, Value>, group: &str, version: &str) {
+    let all = generated();
+    let mut pending: Vec<String> = schemas
+        .keys()
+        .filter(|name| all.contains_key(*name))
+        .cloned()
+        .collect();
+    let mut done = std::collections::HashSet::new();
+    while let Some(name) = pending.pop() {
+        let Some(schema) = all.get(&name) else {
+            continue;
+        };
+        if !done.insert(name.clone()) {
+            continue;
+        }
+        collect_refs(schema, &mut pending);
+        schemas.insert(name, schema.clone());
+    }
+    for r in resources_in(group, version) {
+        if let Some(schema) = schemas.get_mut(&schema_name(r.group, r.version, r.kind)) {
+            if schema.get("properties").is_some() {
+                schema["x-kubernetes-group-version-kind"] =
+                    json!([gvk(r.group, r.version, r.kind)]);
+            }
+        }
+    }
+}
+
+/// The schema names `value` refers to with `$ref`.
+fn collect_refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("$ref", Value::String(r)) => {
+                        if let Some(name) = r.strip_prefix("#/components/schemas/") {
+                            out.push(name.to_string());
+                        }
+                    }
+                    _ => collect_refs(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+        _ => {}
+    }
 }
 
 fn add_resource_paths(paths: &mut Map<String, Value>, r: &ResourceInfo) {
@@ -420,7 +482,7 @@ fn meta_schema(kind: &str) -> String {
     format!("io.k8s.apimachinery.pkg.apis.meta.v1.{kind}")
 }
 
-/// A schema with a name and no fields; see the module's caveats for why it has no GVK.
+/// A schema with a name and no fields, for kinds without a generated schema.
 fn placeholder(kind: &str) -> Value {
     json!({
         "description": format!("{kind}. Field schema not published yet; the server validates."),
@@ -550,9 +612,14 @@ mod tests {
             let collection = item.trim_end_matches("/{name}");
             assert_eq!(paths[collection]["get"]["x-kubernetes-action"], "list");
             assert_eq!(paths[collection]["post"]["x-kubernetes-action"], "post");
-            // Placeholders must not claim a GVK; see the module's caveats.
+            // Every served kind has its real schema, marked with its GVK (kubectl explain).
             let schema = &doc["components"]["schemas"][schema_name(r.group, r.version, r.kind)];
-            assert!(schema.is_object() && schema.get("x-kubernetes-group-version-kind").is_none());
+            assert!(schema["properties"]["metadata"].is_object(), "{}", r.kind);
+            assert_eq!(
+                schema["x-kubernetes-group-version-kind"][0]["kind"], r.kind,
+                "{}",
+                r.kind
+            );
         }
         assert!(document("api/v1").expect("core")["paths"]
             ["/api/v1/namespaces/{namespace}/pods/{name}/status"]["patch"]
