@@ -4,7 +4,8 @@
 //!   image` + `rollout status`, `rollout history`, `rollout undo` reusing the old ReplicaSet.
 //! - With FAKE runtimes on three simulated nodes (`skiff agent --runtime fake`, clearly not
 //!   real containers): spreading, the unschedulable message and `skiff explain`, and a node
-//!   that dies: NotReady, tainted, its pods evicted and replaced on the others.
+//!   that dies: NotReady, tainted, its pods evicted and replaced on the others; deletion
+//!   propagation; a Service's Endpoints and EndpointSlices following its Deployment's pods.
 mod common;
 
 use std::process::{Child, Command, Stdio};
@@ -174,6 +175,15 @@ impl Drop for FakeAgent {
     }
 }
 
+/// A server with one FAKE agent named `node`; the directory lives as long as the first value.
+fn one_simulated_node(node: &str) -> (tempfile::TempDir, Server, common::Client, FakeAgent) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("s"));
+    let client = server.wait_ready();
+    let agent = FakeAgent::start(&server, dir.path(), node);
+    (dir, server, client, agent)
+}
+
 #[test]
 fn simulated_nodes_spread_explain_and_survive_a_dead_node() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -307,10 +317,7 @@ fn simulated_nodes_spread_explain_and_survive_a_dead_node() {
 
 #[test]
 fn deletion_propagates_in_the_foreground_in_the_background_or_orphans() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&dir.path().join("s"));
-    let client = server.wait_ready();
-    let _agent = FakeAgent::start(&server, dir.path(), "fake-gc");
+    let (_dir, server, client, _agent) = one_simulated_node("fake-gc");
     let kubectl = |args: &[&str]| {
         let out = Command::new("kubectl")
             .arg("--kubeconfig")
@@ -391,5 +398,154 @@ fn deletion_propagates_in_the_foreground_in_the_background_or_orphans() {
     assert!(ok, "{out}");
     eventually("dependents collected", Duration::from_secs(60), || {
         (replica_sets("bg").is_empty() && pods_of(&client, "app=bg").is_empty()).then_some(())
+    });
+}
+
+/// The ready IPs of the Endpoints `name` (and whether any address is listed as not ready).
+fn endpoints_ips(client: &common::Client, name: &str) -> (Vec<String>, usize) {
+    let (_, ep) = client.get(&format!("/api/v1/namespaces/default/endpoints/{name}"));
+    let list = |field: &str| -> Vec<String> {
+        ep["subsets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s[field].as_array().cloned().unwrap_or_default())
+            .filter_map(|a| a["ip"].as_str().map(String::from))
+            .collect()
+    };
+    let mut ready = list("addresses");
+    ready.sort();
+    (ready, list("notReadyAddresses").len())
+}
+
+/// The IPs the EndpointSlices of Service `name` mark ready, and every port they list.
+fn slice_ips(client: &common::Client, name: &str) -> (Vec<String>, Vec<i64>) {
+    let (_, slices) = client.get(&format!(
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io/service-name={name}"
+    ));
+    let items = slices["items"].as_array().cloned().unwrap_or_default();
+    let mut ready: Vec<String> = items
+        .iter()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["conditions"]["ready"] == true)
+        .filter_map(|e| e["addresses"][0].as_str().map(String::from))
+        .collect();
+    ready.sort();
+    let ports = items
+        .iter()
+        .flat_map(|s| s["ports"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["port"].as_i64())
+        .collect();
+    (ready, ports)
+}
+
+#[test]
+fn a_services_endpoints_and_slices_follow_its_pods_on_a_simulated_node() {
+    // 1. A server and one simulated node (FAKE runtime: pods get an IP and turn Ready, nothing
+    //    runs).
+    let (_dir, server, client, _agent) = one_simulated_node("fake-ep");
+
+    // 2. Three replicas serving on a named port, and a Service that targets the name.
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "ep"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "ep"}},
+            "template": {"metadata": {"labels": {"app": "ep"}},
+                "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": "fake",
+                    "ports": [{"name": "http", "containerPort": 8080}]}]}}}
+    });
+    let (code, body) = client.post("/apis/apps/v1/namespaces/default/deployments", &deployment);
+    assert_eq!(code, 201, "{body}");
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "ep"},
+        "spec": {"selector": {"app": "ep"}, "ports": [{"name": "web", "port": 80, "targetPort": "http"}]}
+    });
+    let (code, body) = client.post("/api/v1/namespaces/default/services", &service);
+    assert_eq!(code, 201, "{body}");
+
+    // 3. The Endpoints and the slice list exactly the live pods' IPs, ready, on port 8080.
+    let live_ips = || -> Vec<String> {
+        let mut ips: Vec<String> = pods_of(&client, "app=ep")
+            .iter()
+            .filter(|p| {
+                p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
+            })
+            .filter_map(|p| p["status"]["podIP"].as_str().map(String::from))
+            .collect();
+        ips.sort();
+        ips
+    };
+    let follow = |replicas: usize| {
+        eventually(
+            &format!("endpoints of {replicas} pods"),
+            Duration::from_secs(60),
+            || {
+                let ips = live_ips();
+                let (ready, not_ready) = endpoints_ips(&client, "ep");
+                let (slice_ready, ports) = slice_ips(&client, "ep");
+                (ips.len() == replicas
+                    && ready == ips
+                    && not_ready == 0
+                    && slice_ready == ips
+                    && ports.iter().all(|p| *p == 8080))
+                .then_some(())
+            },
+        );
+    };
+    follow(3);
+    let (_, slices) = client.get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices");
+    let slice = &slices["items"][0];
+    assert_eq!(
+        slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+        "endpointslice-controller.k8s.io"
+    );
+    assert_eq!(slice["metadata"]["ownerReferences"][0]["kind"], "Service");
+    assert_eq!(slice["addressType"], "IPv4");
+    assert_eq!(slice["endpoints"][0]["nodeName"], "fake-ep");
+    assert_eq!(slice["endpoints"][0]["targetRef"]["kind"], "Pod");
+    // kubectl finds the resource through discovery.
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(server.kubeconfig())
+        .args(["get", "endpointslices", "-o", "name"])
+        .output()
+        .expect("kubectl");
+    let names = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        names.contains("endpointslice.discovery.k8s.io/ep-"),
+        "{names}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // 4. Scaled to one, they follow.
+    let (code, body) = {
+        let response = client
+            .request(
+                reqwest::Method::PATCH,
+                "/apis/apps/v1/namespaces/default/deployments/ep",
+            )
+            .header("content-type", "application/merge-patch+json")
+            .body(json!({"spec": {"replicas": 1}}).to_string())
+            .send()
+            .expect("PATCH");
+        (
+            response.status().as_u16(),
+            response.text().unwrap_or_default(),
+        )
+    };
+    assert_eq!(code, 200, "{body}");
+    follow(1);
+
+    // 5. The Service goes; the garbage collector takes its Endpoints and slices (they point at
+    //    it as their controller).
+    let (code, body) = client.call(
+        reqwest::Method::DELETE,
+        "/api/v1/namespaces/default/services/ep",
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    eventually("endpoints collected", Duration::from_secs(30), || {
+        let gone = client.get_status("/api/v1/namespaces/default/endpoints/ep") == 404;
+        let (_, slices) = client.get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices");
+        (gone && slices["items"].as_array().is_some_and(Vec::is_empty)).then_some(())
     });
 }

@@ -64,6 +64,7 @@ impl ResourceInfo {
 
 const CORE: &str = "";
 const APPS: &str = "apps";
+const DISCOVERY: &str = "discovery.k8s.io";
 
 /// Every resource skiff serves, core group first.
 pub static RESOURCES: &[ResourceInfo] = &[
@@ -218,6 +219,19 @@ pub static RESOURCES: &[ResourceInfo] = &[
         subresources: &["status", "scale"],
         field_selectors: &["status.replicas"],
     },
+    ResourceInfo {
+        group: DISCOVERY,
+        version: "v1",
+        resource: "endpointslices",
+        singular: "endpointslice",
+        kind: "EndpointSlice",
+        list_kind: "EndpointSliceList",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        field_selectors: &[],
+    },
 ];
 
 /// The resource served at `/{group}/{version}/{resource}`, if any.
@@ -256,7 +270,7 @@ mod tests {
         assert_eq!(deploy.qualified_kind(), "Deployment.apps");
         assert_eq!(by_kind("v1", "Pod").map(|r| r.resource), Some("pods"));
         assert!(find("apps", "v1", "pods").is_none());
-        assert_eq!(groups(), vec!["apps"]);
+        assert_eq!(groups(), vec!["apps", "discovery.k8s.io"]);
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //!   lose their pods once the pods' tolerations run out.
 //! - [`gc`]: ownerReferences garbage collection (background, foreground, orphan).
 //! - [`nodeipam`]: a pod CIDR for every Node.
+//! - [`endpoints`]: a Service's Endpoints and EndpointSlices, from the pods it selects.
 //! - [`owners`], [`pods`], [`names`]: controller references and adoption, what a pod's status
 //!   means to a controller, random-but-injectable name suffixes.
 //!
@@ -49,6 +50,7 @@
 //! "expectations": the loop remembers how many creates/deletes it applied for a key and waits
 //! for the watch to show them (or for a timeout of a few minutes) before reconciling it again.
 pub mod deployment;
+pub mod endpoints;
 pub mod gc;
 pub mod names;
 pub mod nodeipam;
@@ -65,7 +67,8 @@ use std::fmt;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Endpoints, Node, ObjectReference, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
@@ -105,6 +108,8 @@ pub enum Object {
     ReplicaSet(Box<ReplicaSet>),
     Deployment(Box<Deployment>),
     Node(Box<Node>),
+    Endpoints(Box<Endpoints>),
+    EndpointSlice(Box<EndpointSlice>),
     /// Any kind, with `apiVersion`, `kind` and `metadata` (the garbage collector's view).
     Dynamic(Value),
 }
@@ -171,6 +176,8 @@ impl Object {
             Object::ReplicaSet(o) => serde_json::to_value(o),
             Object::Deployment(o) => serde_json::to_value(o),
             Object::Node(o) => serde_json::to_value(o),
+            Object::Endpoints(o) => serde_json::to_value(o),
+            Object::EndpointSlice(o) => serde_json::to_value(o),
             Object::Dynamic(v) => return v.clone(),
         };
         // Serialising a k8s-openapi struct to a Value has no failure case (string keys, no
@@ -185,6 +192,8 @@ impl Object {
             Object::ReplicaSet(o) => reference_to(&**o),
             Object::Deployment(o) => reference_to(&**o),
             Object::Node(o) => reference_to(&**o),
+            Object::Endpoints(o) => reference_to(&**o),
+            Object::EndpointSlice(o) => reference_to(&**o),
             Object::Dynamic(v) => dynamic_reference(v),
         }
     }

@@ -3,10 +3,13 @@
 //!
 //! ```text
 //!  watch pods ──┐                      ┌─► ReplicaSet queue ─► replicaset::reconcile ─┐
-//!  watch rs   ──┼─► caches ─► enqueue ─┤                                              ├─► apply (API)
-//!  watch deploy ┘   (by key)           └─► Deployment queue ─► deployment::reconcile ─┘
+//!  watch rs   ──┤                      ├─► Deployment queue ─► deployment::reconcile ─┤
+//!  watch deploy ┼─► caches ─► enqueue ─┤                                              ├─► apply (API)
+//!  watch svc  ──┤   (by key)           └─► Service queue ─► endpoints::reconcile ─────┘
+//!  watch ep, endpointslices ┘
 //!  every second:  nodelifecycle::reconcile(nodes, heartbeats, pods)  ─► apply
-//!  every 2 s:     gc::reconcile(pods, replicasets, deployments)       ─► apply
+//!  every 2 s:     gc::reconcile(pods, replicasets, deployments,
+//!                               services, endpoints, endpointslices) ─► apply
 //! ```
 //! Everything runs on the Raft leader only, and stops when `stop` turns true (another member's
 //! loops take over). A plan is applied in order and stops at the first failed write; the key is
@@ -17,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::Metadata;
 use serde::de::DeserializeOwned;
@@ -29,7 +33,7 @@ use tokio::sync::watch;
 
 use crate::names::NameGenerator;
 use crate::workqueue::WorkQueue;
-use crate::{deployment, gc, nodelifecycle, replicaset, Action, Object, Propagation};
+use crate::{deployment, endpoints, gc, nodelifecycle, replicaset, Action, Object, Propagation};
 
 /// Where heartbeats come from (the API server's in-memory table on this member). The entry
 /// with the empty name, if any, is the time to assume for nodes missing from the table.
@@ -140,32 +144,50 @@ struct Expectation {
     until: Instant,
 }
 
-/// Runs the ReplicaSet, Deployment, node lifecycle and garbage collection controllers until
-/// `stop` turns true.
+/// Runs the ReplicaSet, Deployment, endpoints, node lifecycle and garbage collection
+/// controllers until `stop` turns true.
 pub async fn run(client: Client, config: Config, mut stop: watch::Receiver<bool>) {
     let pods: Cache<Pod> = Cache::default();
     let replica_sets: Cache<ReplicaSet> = Cache::default();
     let deployments: Cache<Deployment> = Cache::default();
     let nodes: Cache<Node> = Cache::default();
+    let services: Cache<Service> = Cache::default();
+    let endpoints_cache: Cache<Endpoints> = Cache::default();
+    let slices: Cache<EndpointSlice> = Cache::default();
     let rs_queue = WorkQueue::new();
     let deploy_queue = WorkQueue::new();
+    // Keyed by Service: one pass writes its Endpoints and its EndpointSlices.
+    let service_queue = WorkQueue::new();
 
     let (pods_synced, mut pods_ready) = watch::channel(false);
     let (rs_synced, mut rs_ready) = watch::channel(false);
     let (d_synced, mut d_ready) = watch::channel(false);
     let (n_synced, mut n_ready) = watch::channel(false);
+    let (svc_synced, mut svc_ready) = watch::channel(false);
+    let (ep_synced, mut ep_ready) = watch::channel(false);
+    let (slice_synced, mut slice_ready) = watch::channel(false);
 
     let mut tasks = Vec::new();
     {
         // A pod change concerns its ReplicaSet (or, for an orphan, every ReplicaSet of its
-        // namespace that might adopt it) and that ReplicaSet's Deployment (availability).
+        // namespace that might adopt it), that ReplicaSet's Deployment (availability) and the
+        // Services that select it (endpoints).
         let (rsq, dq, rs_cache) = (rs_queue.clone(), deploy_queue.clone(), replica_sets.clone());
+        let (sq, svc_cache, slice_cache) =
+            (service_queue.clone(), services.clone(), slices.clone());
         tasks.push(informer(
             &client,
             pods.clone(),
             pods_synced,
             move |pod: &Pod| {
                 let ns = pod.metadata.namespace.clone().unwrap_or_default();
+                let (services, slices) = (
+                    in_namespace(&svc_cache, &ns),
+                    in_namespace(&slice_cache, &ns),
+                );
+                for name in endpoints::services_of_pod(&services, &slices, pod) {
+                    sq.add(&format!("{ns}/{name}"));
+                }
                 match controller_of(&pod.metadata, "ReplicaSet") {
                     Some(rs_key) => {
                         rsq.add(&rs_key);
@@ -216,9 +238,47 @@ pub async fn run(client: Client, config: Config, mut stop: watch::Receiver<bool>
         ));
     }
     tasks.push(informer(&client, nodes.clone(), n_synced, |_: &Node| {}));
+    {
+        // A Service's own Endpoints and slices are named after it (the slices by label), so
+        // a change to them, by hand or by a deletion, puts the Service back in the queue.
+        let sq = service_queue.clone();
+        tasks.push(informer(
+            &client,
+            services.clone(),
+            svc_synced,
+            move |svc: &Service| sq.add(&key_of(&svc.metadata)),
+        ));
+        let sq = service_queue.clone();
+        tasks.push(informer(
+            &client,
+            endpoints_cache.clone(),
+            ep_synced,
+            move |ep: &Endpoints| sq.add(&key_of(&ep.metadata)),
+        ));
+        let sq = service_queue.clone();
+        tasks.push(informer(
+            &client,
+            slices.clone(),
+            slice_synced,
+            move |slice: &EndpointSlice| {
+                if let Some(service) = endpoints::service_of_slice(slice) {
+                    let ns = slice.metadata.namespace.as_deref().unwrap_or("");
+                    sq.add(&format!("{ns}/{service}"));
+                }
+            },
+        ));
+    }
 
     // Act only on complete caches.
-    for ready in [&mut pods_ready, &mut rs_ready, &mut d_ready, &mut n_ready] {
+    for ready in [
+        &mut pods_ready,
+        &mut rs_ready,
+        &mut d_ready,
+        &mut n_ready,
+        &mut svc_ready,
+        &mut ep_ready,
+        &mut slice_ready,
+    ] {
         tokio::select! {
             _ = ready.wait_for(|r| *r) => {}
             _ = stop.wait_for(|s| *s) => {
@@ -315,6 +375,37 @@ pub async fn run(client: Client, config: Config, mut stop: watch::Receiver<bool>
         }));
     }
 
+    // Endpoints worker. Kubernetes records no event per pass here, and neither does skiff;
+    // failed writes are logged by `apply_plan` and retried with back-off.
+    {
+        let (client, queue) = (client.clone(), service_queue.clone());
+        let (pods, svcs, eps, slices) = (
+            pods.clone(),
+            services.clone(),
+            endpoints_cache.clone(),
+            slices.clone(),
+        );
+        let recorder = recorder("endpoint-controller");
+        workers.push(tokio::spawn(async move {
+            loop {
+                let key = queue.next().await;
+                let svc = read(&svcs).get(&key).cloned();
+                if let Some(svc) = svc {
+                    let ns = svc.metadata.namespace.clone().unwrap_or_default();
+                    let current = read(&eps).get(&key).cloned();
+                    let plan = endpoints::reconcile(
+                        &svc,
+                        &in_namespace(&pods, &ns),
+                        current.as_ref(),
+                        &in_namespace(&slices, &ns),
+                    );
+                    apply_plan(&client, &recorder, &queue, &key, plan).await;
+                }
+                queue.done(&key);
+            }
+        }));
+    }
+
     // Node lifecycle and garbage collection: periodic passes over the whole caches.
     {
         let client = client.clone();
@@ -324,6 +415,7 @@ pub async fn run(client: Client, config: Config, mut stop: watch::Receiver<bool>
             deployments.clone(),
             nodes.clone(),
         );
+        let (svcs, eps, slices) = (services.clone(), endpoints_cache.clone(), slices.clone());
         let node_recorder = recorder("node-controller");
         let gc_recorder = recorder("garbage-collector");
         let idle = WorkQueue::new();
@@ -358,19 +450,24 @@ pub async fn run(client: Client, config: Config, mut stop: watch::Receiver<bool>
                     .collect();
                 apply_plan(&client, &node_recorder, &idle, "nodes", plan).await;
                 if tick.is_multiple_of(2) {
+                    // Dependents are read before their owners: an owner created after its
+                    // snapshot would make a fresh dependent look orphaned.
                     let mut objects: Vec<Value> = Vec::new();
+                    objects.extend(as_values(&eps));
+                    objects.extend(as_values(&slices));
                     objects.extend(all_pods.iter().filter_map(|o| serde_json::to_value(o).ok()));
-                    objects.extend(
-                        read(&rs)
-                            .values()
-                            .filter_map(|o| serde_json::to_value(o).ok()),
-                    );
-                    objects.extend(
-                        read(&ds)
-                            .values()
-                            .filter_map(|o| serde_json::to_value(o).ok()),
-                    );
-                    let plan = gc::reconcile(&objects, &["Pod", "ReplicaSet", "Deployment"]);
+                    objects.extend(as_values(&rs));
+                    objects.extend(as_values(&ds));
+                    objects.extend(as_values(&svcs));
+                    let kinds = [
+                        "Pod",
+                        "ReplicaSet",
+                        "Deployment",
+                        "Service",
+                        "Endpoints",
+                        "EndpointSlice",
+                    ];
+                    let plan = gc::reconcile(&objects, &kinds);
                     apply_plan(&client, &gc_recorder, &idle, "gc", plan).await;
                 }
             }
@@ -382,6 +479,14 @@ pub async fn run(client: Client, config: Config, mut stop: watch::Receiver<bool>
         task.abort();
     }
     tracing::info!("controllers stopped");
+}
+
+/// Every object of a cache as JSON, for the garbage collector.
+fn as_values<K: Clone + serde::Serialize>(cache: &Cache<K>) -> Vec<Value> {
+    read(cache)
+        .values()
+        .filter_map(|o| serde_json::to_value(o).ok())
+        .collect()
 }
 
 fn seed() -> u64 {
@@ -417,8 +522,14 @@ async fn apply_plan(
         match apply(client, recorder, queue, key, &action).await {
             Ok(()) => {}
             Err(e) if matches!(action, Action::Delete { .. }) && e.is_not_found() => {}
+            // A conflict or AlreadyExists only means the cache was behind the store.
+            Err(e) if e.is_conflict() => {
+                tracing::debug!(%key, %action, error = %e, "controller action conflicted; requeued");
+                queue.requeue_with_backoff(key);
+                return false;
+            }
             Err(e) => {
-                tracing::debug!(%key, %action, error = %e, "controller action failed; requeued");
+                tracing::warn!(%key, %action, error = %e, "controller action failed; requeued");
                 queue.requeue_with_backoff(key);
                 return false;
             }
@@ -458,24 +569,25 @@ async fn apply(
             };
             let ns = object.namespace.as_deref().filter(|n| !n.is_empty());
             let name = object.name.as_deref().unwrap_or_default();
-            match object.kind.as_deref() {
-                Some("Pod") => client.delete::<Pod>(ns, name, &options).await.map(|_| ()),
-                Some("ReplicaSet") => client
-                    .delete::<ReplicaSet>(ns, name, &options)
-                    .await
-                    .map(|_| ()),
-                Some("Deployment") => client
-                    .delete::<Deployment>(ns, name, &options)
-                    .await
-                    .map(|_| ()),
-                Some("Node") => client
-                    .delete::<Node>(None, name, &options)
-                    .await
-                    .map(|_| ()),
-                other => Err(skiff_client::Error::Config(format!(
-                    "cannot delete kind {other:?}"
-                ))),
+            macro_rules! delete_as {
+                ($($kind:literal => $t:ty),* $(,)?) => {
+                    match object.kind.as_deref() {
+                        $(Some($kind) => client.delete::<$t>(ns, name, &options).await.map(|_| ()),)*
+                        other => Err(skiff_client::Error::Config(format!(
+                            "cannot delete kind {other:?}"
+                        ))),
+                    }
+                };
             }
+            delete_as!(
+                "Pod" => Pod,
+                "ReplicaSet" => ReplicaSet,
+                "Deployment" => Deployment,
+                "Node" => Node,
+                "Service" => Service,
+                "Endpoints" => Endpoints,
+                "EndpointSlice" => EndpointSlice,
+            )
         }
         Action::Event(note) => {
             recorder.emit(
@@ -494,20 +606,22 @@ async fn apply(
 }
 
 async fn create(client: &Client, object: &Object) -> Result<(), skiff_client::Error> {
+    // Cluster-scoped objects (Nodes) have no namespace, so this is right for them too.
+    macro_rules! post {
+        ($o:expr) => {
+            client
+                .create($o.metadata.namespace.as_deref(), &**$o)
+                .await
+                .map(|_| ())
+        };
+    }
     match object {
-        Object::Pod(o) => client
-            .create(o.metadata.namespace.as_deref(), &**o)
-            .await
-            .map(|_| ()),
-        Object::ReplicaSet(o) => client
-            .create(o.metadata.namespace.as_deref(), &**o)
-            .await
-            .map(|_| ()),
-        Object::Deployment(o) => client
-            .create(o.metadata.namespace.as_deref(), &**o)
-            .await
-            .map(|_| ()),
-        Object::Node(o) => client.create(None, &**o).await.map(|_| ()),
+        Object::Pod(o) => post!(o),
+        Object::ReplicaSet(o) => post!(o),
+        Object::Deployment(o) => post!(o),
+        Object::Node(o) => post!(o),
+        Object::Endpoints(o) => post!(o),
+        Object::EndpointSlice(o) => post!(o),
         Object::Dynamic(_) => Err(skiff_client::Error::Config(
             "cannot create a dynamic object".into(),
         )),
@@ -520,20 +634,26 @@ async fn replace(
     status: bool,
 ) -> Result<(), skiff_client::Error> {
     macro_rules! put {
-        ($o:expr, $ns:expr) => {{
-            let name = $o.metadata.name.clone().unwrap_or_default();
+        ($o:expr) => {{
+            let (ns, name) = (
+                $o.metadata.namespace.as_deref(),
+                $o.metadata.name.as_deref(),
+            );
+            let name = name.unwrap_or_default();
             if status {
-                client.replace_status($ns, &name, &**$o).await.map(|_| ())
+                client.replace_status(ns, name, &**$o).await.map(|_| ())
             } else {
-                client.replace($ns, &name, &**$o).await.map(|_| ())
+                client.replace(ns, name, &**$o).await.map(|_| ())
             }
         }};
     }
     match object {
-        Object::Pod(o) => put!(o, o.metadata.namespace.as_deref()),
-        Object::ReplicaSet(o) => put!(o, o.metadata.namespace.as_deref()),
-        Object::Deployment(o) => put!(o, o.metadata.namespace.as_deref()),
-        Object::Node(o) => put!(o, None),
+        Object::Pod(o) => put!(o),
+        Object::ReplicaSet(o) => put!(o),
+        Object::Deployment(o) => put!(o),
+        Object::Node(o) => put!(o),
+        Object::Endpoints(o) => put!(o),
+        Object::EndpointSlice(o) => put!(o),
         Object::Dynamic(value) => {
             // A generic update (the garbage collector editing ownerReferences or finalizers):
             // PUT to the object's own URL, built from its apiVersion and kind.
@@ -557,6 +677,9 @@ fn dynamic_url(client: &Client, value: &Value) -> Option<String> {
         "Pod" => client.collection_url::<Pod>(ns),
         "ReplicaSet" => client.collection_url::<ReplicaSet>(ns),
         "Deployment" => client.collection_url::<Deployment>(ns),
+        "Service" => client.collection_url::<Service>(ns),
+        "Endpoints" => client.collection_url::<Endpoints>(ns),
+        "EndpointSlice" => client.collection_url::<EndpointSlice>(ns),
         _ => return None,
     };
     Some(format!("{collection}/{name}"))

@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{
     ClientIPConfig, Container, EmptyDirVolumeSource, Endpoints, Namespace, Node, Pod, PodSpec,
     Probe, Secret, Service, SessionAffinityConfig, Volume,
 };
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 
@@ -310,6 +311,15 @@ pub(super) fn endpoints(e: &mut Endpoints) {
         for port in subset.ports.iter_mut().flatten() {
             default_str(&mut port.protocol, "TCP");
         }
+    }
+}
+
+/// An EndpointSlice port with no name or protocol is the unnamed TCP port, as in
+/// `discovery/v1/defaults.go`.
+pub(super) fn endpoint_slice(slice: &mut EndpointSlice) {
+    for port in slice.ports.iter_mut().flatten() {
+        default(&mut port.name, String::new());
+        default(&mut port.protocol, "TCP".to_string());
     }
 }
 

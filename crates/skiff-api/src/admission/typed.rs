@@ -8,6 +8,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service,
 };
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -25,6 +26,7 @@ pub(super) enum Typed {
     Pod(Pod),
     Service(Service),
     Endpoints(Endpoints),
+    EndpointSlice(EndpointSlice),
     Node(Node),
     ConfigMap(ConfigMap),
     Secret(Secret),
@@ -41,6 +43,7 @@ macro_rules! each_kind {
             Typed::Pod($obj) => $body,
             Typed::Service($obj) => $body,
             Typed::Endpoints($obj) => $body,
+            Typed::EndpointSlice($obj) => $body,
             Typed::Node($obj) => $body,
             Typed::ConfigMap($obj) => $body,
             Typed::Secret($obj) => $body,
@@ -59,6 +62,7 @@ impl Typed {
             "Pod" => Typed::Pod(decode(info, body)?),
             "Service" => Typed::Service(decode(info, body)?),
             "Endpoints" => Typed::Endpoints(decode(info, body)?),
+            "EndpointSlice" => Typed::EndpointSlice(decode(info, body)?),
             "Node" => Typed::Node(decode(info, body)?),
             "ConfigMap" => Typed::ConfigMap(decode(info, body)?),
             "Secret" => Typed::Secret(decode(info, body)?),
@@ -97,6 +101,7 @@ impl Typed {
             Typed::Pod(pod) => defaults::pod(pod),
             Typed::Service(svc) => defaults::service(svc),
             Typed::Endpoints(eps) => defaults::endpoints(eps),
+            Typed::EndpointSlice(slice) => defaults::endpoint_slice(slice),
             Typed::Node(node) => defaults::node(node),
             Typed::Secret(secret) => defaults::secret(secret),
             Typed::Deployment(d) => defaults::deployment(d),
@@ -122,6 +127,7 @@ impl Typed {
             }
             Typed::Service(svc) => validation::service::service(svc),
             Typed::Endpoints(eps) => validation::service::endpoints(eps),
+            Typed::EndpointSlice(slice) => validation::service::endpoint_slice(slice),
             Typed::ConfigMap(cm) => validation::config::config_map(cm),
             Typed::Secret(secret) => validation::config::secret(secret),
             Typed::Deployment(d) => validation::apps::deployment(d, selector_given),

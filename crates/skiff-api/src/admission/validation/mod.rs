@@ -8,7 +8,7 @@
 //! ## Layout
 //! - this file: object metadata, labels, annotations, label selectors, Go-style printing.
 //! - `pod`: pod specs, for Pods and for pod templates.
-//! - `service`: Services and Endpoints.
+//! - `service`: Services, Endpoints and EndpointSlices.
 //! - `apps`: Deployments and ReplicaSets.
 //! - `config`: ConfigMaps and Secrets.
 

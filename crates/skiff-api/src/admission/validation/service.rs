@@ -1,9 +1,10 @@
-//! Services and Endpoints: ports, types and addresses.
+//! Services, Endpoints and EndpointSlices: ports, types and addresses.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::pod::PROTOCOLS;
@@ -18,6 +19,8 @@ const TRAFFIC_POLICIES: &[&str] = &["Cluster", "Local"];
 /// Kubernetes' default `--service-node-port-range`.
 const NODE_PORTS: std::ops::RangeInclusive<i32> = 30000..=32767;
 const IP_DETAIL: &str = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)";
+/// What an EndpointSlice's addresses may be, sorted as Kubernetes lists them.
+const ADDRESS_TYPES: &[&str] = &["FQDN", "IPv4", "IPv6"];
 
 pub(in crate::admission) fn service(svc: &Service) -> Vec<Cause> {
     let mut causes = Vec::new();
@@ -61,13 +64,7 @@ pub(in crate::admission) fn service(svc: &Service) -> Vec<Cause> {
             "" if require_names => causes.push(Cause::required(format!("{path}.name"))),
             "" => {}
             name => {
-                for msg in names::dns1123_label(name) {
-                    causes.push(Cause::invalid(
-                        format!("{path}.name"),
-                        &go_quote(name),
-                        &msg,
-                    ));
-                }
+                causes.extend(port_name(name, &path));
                 if !port_names.insert(name) {
                     causes.push(Cause::duplicate(format!("{path}.name"), name));
                 }
@@ -158,15 +155,7 @@ pub(in crate::admission) fn endpoints(endpoints: &Endpoints) -> Vec<Cause> {
             match port.name.as_deref().unwrap_or("") {
                 "" if ports.len() > 1 => causes.push(Cause::required(format!("{path}.name"))),
                 "" => {}
-                name => {
-                    for msg in names::dns1123_label(name) {
-                        causes.push(Cause::invalid(
-                            format!("{path}.name"),
-                            &go_quote(name),
-                            &msg,
-                        ));
-                    }
-                }
+                name => causes.extend(port_name(name, &path)),
             }
             causes.extend(port_number(port.port, &format!("{path}.port")));
             causes.extend(one_of(
@@ -177,6 +166,77 @@ pub(in crate::admission) fn endpoints(endpoints: &Endpoints) -> Vec<Cause> {
         }
     }
     causes
+}
+
+/// An EndpointSlice (`discovery/validation`, trimmed to what a hand-written slice gets
+/// wrong): a known address type, at least one address per endpoint, each of that type, and
+/// ports with DNS-label names that differ, a known protocol and a valid number.
+pub(in crate::admission) fn endpoint_slice(slice: &EndpointSlice) -> Vec<Cause> {
+    let address_type = slice.address_type.as_str();
+    let mut causes: Vec<Cause> = one_of(Some(address_type), "addressType", ADDRESS_TYPES)
+        .into_iter()
+        .collect();
+    for (i, endpoint) in slice.endpoints.iter().enumerate() {
+        let path = format!("endpoints[{i}].addresses");
+        if endpoint.addresses.is_empty() {
+            causes.push(Cause::required_because(
+                &path,
+                "must contain at least 1 address",
+            ));
+        }
+        for (j, address) in endpoint.addresses.iter().enumerate() {
+            let problems = match address_type {
+                "IPv4" => (address.parse::<std::net::Ipv4Addr>().is_err())
+                    .then(|| "must be a valid IPv4 address".to_string())
+                    .into_iter()
+                    .collect(),
+                "IPv6" => (address.parse::<std::net::Ipv6Addr>().is_err())
+                    .then(|| "must be a valid IPv6 address".to_string())
+                    .into_iter()
+                    .collect(),
+                "FQDN" => names::dns1123_subdomain(address),
+                // An unknown type is reported once above; its addresses mean nothing.
+                _ => Vec::new(),
+            };
+            for msg in problems {
+                causes.push(Cause::invalid(
+                    format!("{path}[{j}]"),
+                    &go_quote(address),
+                    &msg,
+                ));
+            }
+        }
+    }
+    let mut port_names = BTreeSet::new();
+    for (i, port) in slice.ports.iter().flatten().enumerate() {
+        let path = format!("ports[{i}]");
+        let name = port.name.as_deref().unwrap_or("");
+        if !name.is_empty() {
+            causes.extend(port_name(name, &path));
+        }
+        // Unlike a Service's, the unnamed port counts too: two unnamed ports clash.
+        if !port_names.insert(name) {
+            causes.push(Cause::duplicate(format!("{path}.name"), name));
+        }
+        causes.extend(one_of(
+            port.protocol.as_deref(),
+            &format!("{path}.protocol"),
+            PROTOCOLS,
+        ));
+        // No port number means "all ports" (a slice for a headless service without ports).
+        if let Some(number) = port.port {
+            causes.extend(port_number(number, &format!("{path}.port")));
+        }
+    }
+    causes
+}
+
+/// `{path}.name` must be a DNS label (Service, Endpoints and EndpointSlice ports).
+fn port_name(name: &str, path: &str) -> Vec<Cause> {
+    names::dns1123_label(name)
+        .iter()
+        .map(|msg| Cause::invalid(format!("{path}.name"), &go_quote(name), msg))
+        .collect()
 }
 
 #[cfg(test)]
@@ -252,5 +312,55 @@ mod tests {
                 r#"subsets[0].addresses[1].ip: Invalid value: "pod-a": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"#
             ]
         );
+    }
+
+    #[test]
+    fn endpoint_slice_problems() {
+        let slice = |body: serde_json::Value| -> EndpointSlice {
+            let mut slice: EndpointSlice = serde_json::from_value(body).expect("EndpointSlice");
+            crate::admission::defaults::endpoint_slice(&mut slice);
+            slice
+        };
+        let cases: Vec<(serde_json::Value, Vec<&str>)> = vec![
+            (
+                json!({"addressType": "IPv4", "endpoints": [{"addresses": ["10.1.0.5"]}],
+                    "ports": [{"port": 80}]}),
+                vec![],
+            ),
+            (
+                json!({"endpoints": []}),
+                vec!["addressType: Required value"],
+            ),
+            (
+                json!({"addressType": "IP", "endpoints": [{"addresses": ["10.1.0.5"]}]}),
+                vec![
+                    r#"addressType: Unsupported value: "IP": supported values: "FQDN", "IPv4", "IPv6""#,
+                ],
+            ),
+            (
+                json!({"addressType": "IPv4", "endpoints": [{"addresses": []}, {"addresses": ["fd00::1"]}]}),
+                vec![
+                    "endpoints[0].addresses: Required value: must contain at least 1 address",
+                    r#"endpoints[1].addresses[0]: Invalid value: "fd00::1": must be a valid IPv4 address"#,
+                ],
+            ),
+            (
+                json!({"addressType": "IPv4", "endpoints": [],
+                    "ports": [{"port": 80}, {"port": 81}, {"name": "Web", "port": 0, "protocol": "HTTP"}]}),
+                vec![
+                    r#"ports[1].name: Duplicate value: """#,
+                    r#"ports[2].name: Invalid value: "Web": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"#,
+                    r#"ports[2].protocol: Unsupported value: "HTTP": supported values: "SCTP", "TCP", "UDP""#,
+                    "ports[2].port: Invalid value: 0: must be between 1 and 65535, inclusive",
+                ],
+            ),
+        ];
+        for (input, want) in cases {
+            let got: Vec<String> = endpoint_slice(&slice(input.clone()))
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            assert_eq!(got, want, "{input}");
+        }
     }
 }
