@@ -31,6 +31,55 @@ fn ok(output: &Output) -> String {
     stdout
 }
 
+/// Runs `kubectl get configmaps -w <args>`, applies a ConfigMap `watched` with `data` (YAML
+/// lines under `data:`) once the first line is out, and returns the first line and the first
+/// one about `watched`.
+fn watch_configmaps(
+    kubeconfig: &Path,
+    cache: &Path,
+    dir: &Path,
+    args: &[&str],
+    data: &str,
+) -> (String, String) {
+    let mut watch = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(["get", "configmaps", "-w"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl get -w");
+    let mut lines = BufReader::new(watch.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("read");
+    let manifest = dir.join("watched.yaml");
+    std::fs::write(
+        &manifest,
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\ndata:\n{data}"),
+    )
+    .expect("write manifest");
+    ok(&kubectl(
+        kubeconfig,
+        cache,
+        &["apply", "-f", manifest.to_str().expect("path")],
+    ));
+    let seen = eventually(
+        "get -w to print the new ConfigMap",
+        Duration::from_secs(20),
+        || {
+            lines
+                .next()
+                .and_then(|l| l.ok())
+                .filter(|l| l.contains("watched"))
+        },
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+    (first, seen)
+}
+
 #[test]
 fn kubectl_gets_applies_watches_and_deletes() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -133,44 +182,10 @@ fn kubectl_gets_applies_watches_and_deletes() {
     assert_eq!(again, "2 25%");
 
     // get -w sees a change made by someone else.
-    let mut watch = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kc)
-        .arg("--cache-dir")
-        .arg(&cache)
-        .args(["get", "configmaps", "-w", "-o", "name"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kubectl get -w");
-    let mut lines = BufReader::new(watch.stdout.take().expect("stdout")).lines();
-    let first = lines.next().expect("a line").expect("read");
-    assert_eq!(first, "configmap/web-config");
     // (Not `kubectl create configmap`: its generator sends protobuf, which skiff cannot decode yet.)
-    let watched = dir.path().join("watched.yaml");
-    std::fs::write(
-        &watched,
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\ndata:\n  a: b\n",
-    )
-    .expect("write manifest");
-    ok(&kubectl(
-        &kc,
-        &cache,
-        &["apply", "-f", watched.to_str().expect("path")],
-    ));
-    let seen = eventually(
-        "get -w to print the new ConfigMap",
-        Duration::from_secs(20),
-        || {
-            lines
-                .next()
-                .and_then(|l| l.ok())
-                .filter(|l| l.contains("watched"))
-        },
-    );
+    let (first, seen) = watch_configmaps(&kc, &cache, dir.path(), &["-o", "name"], "  a: b\n");
+    assert_eq!(first, "configmap/web-config");
     assert_eq!(seen, "configmap/watched");
-    let _ = watch.kill();
-    let _ = watch.wait();
 
     // label (merge patch) works; delete removes.
     ok(&kubectl(
@@ -223,4 +238,152 @@ fn kubectl_apply_of_the_broken_seed_manifest_fails_clearly_and_stores_nothing() 
     );
     let listed = ok(&kubectl(&kc, &cache, &["get", "deployments", "-o", "name"]));
     assert_eq!(listed.trim(), "", "nothing stored");
+}
+
+/// The words of the header line of `kubectl get` output.
+fn header(output: &str) -> Vec<&str> {
+    output
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect()
+}
+
+/// The cells of the row whose first cell is `name` (columns are padded with spaces).
+fn row<'a>(output: &'a str, name: &str) -> Vec<&'a str> {
+    output
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.first() == Some(&name))
+        .unwrap_or_else(|| panic!("no row {name} in:\n{output}"))
+}
+
+#[test]
+fn kubectl_get_prints_the_columns_kubernetes_prints() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(&dir.path().join("s1"));
+    server.wait_ready();
+    let kc = server.kubeconfig();
+    let cache = dir.path().join("kube-cache");
+    let get = |args: &[&str]| {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        ok(&kubectl(&kc, &cache, &all))
+    };
+
+    // 1. A pod (Pending: this server runs no agent), a Deployment, a NodePort Service and a
+    //    ConfigMap.
+    let manifest = dir.path().join("objects.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: box\n  labels:\n    app: box\nspec:\n  containers:\n  - name: box\n    image: busybox\n\
+         ---\napiVersion: v1\nkind: Service\nmetadata:\n  name: front\nspec:\n  type: NodePort\n  selector:\n    app: box\n  ports:\n  - port: 80\n    targetPort: 8080\n",
+    )
+    .expect("write manifest");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    for file in [
+        manifest,
+        examples.join("web-deployment.yaml"),
+        examples.join("web-config.yaml"),
+    ] {
+        ok(&kubectl(
+            &kc,
+            &cache,
+            &["apply", "-f", file.to_str().expect("path")],
+        ));
+    }
+
+    // 2. Pods: the columns, and the wide ones.
+    let pods = get(&["pods"]);
+    assert_eq!(
+        header(&pods),
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+        "{pods}"
+    );
+    assert_eq!(row(&pods, "box")[1..4], ["0/1", "Pending", "0"], "{pods}");
+    let wide = get(&["pods", "-o", "wide"]);
+    let columns = header(&wide);
+    assert!(
+        columns.contains(&"IP") && columns.contains(&"NODE") && columns.contains(&"GATES"),
+        "{wide}"
+    );
+    assert!(row(&wide, "box").contains(&"<none>"), "{wide}");
+
+    // 3. Deployments, Services, Namespaces, ConfigMaps.
+    let deployments = get(&["deploy"]);
+    assert_eq!(
+        header(&deployments),
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        "{deployments}"
+    );
+    assert_eq!(row(&deployments, "web")[1], "0/3", "{deployments}");
+    let services = get(&["svc"]);
+    assert_eq!(
+        header(&services),
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE"
+        ],
+        "{services}"
+    );
+    let front = row(&services, "front");
+    assert_eq!(front[1], "NodePort", "{services}");
+    assert_eq!(front[3], "<none>", "{services}");
+    assert!(
+        front[4].starts_with("80:") && front[4].ends_with("/TCP"),
+        "{services}"
+    );
+    let namespaces = get(&["ns"]);
+    assert_eq!(
+        header(&namespaces),
+        ["NAME", "STATUS", "AGE"],
+        "{namespaces}"
+    );
+    assert_eq!(row(&namespaces, "default")[1], "Active", "{namespaces}");
+    let configmaps = get(&["cm"]);
+    assert_eq!(header(&configmaps), ["NAME", "DATA", "AGE"], "{configmaps}");
+    assert_eq!(row(&configmaps, "web-config")[1], "1", "{configmaps}");
+
+    // 4. Nodes, if this server has any (it runs no agent, so usually none).
+    let nodes = get(&["nodes"]);
+    if !nodes.trim().is_empty() {
+        assert_eq!(
+            header(&nodes),
+            ["NAME", "STATUS", "ROLES", "AGE", "VERSION"],
+            "{nodes}"
+        );
+    }
+
+    // 5. -A adds NAMESPACE and --show-labels adds LABELS, both from the rows' metadata.
+    let everywhere = get(&["cm", "-A"]);
+    assert_eq!(
+        header(&everywhere),
+        ["NAMESPACE", "NAME", "DATA", "AGE"],
+        "{everywhere}"
+    );
+    assert_eq!(row(&everywhere, "default")[1], "web-config", "{everywhere}");
+    let labelled = get(&["pods", "--show-labels"]);
+    assert_eq!(header(&labelled).last(), Some(&"LABELS"), "{labelled}");
+    assert_eq!(row(&labelled, "box").last(), Some(&"app=box"), "{labelled}");
+
+    // 6. One object is a one-row table; -o json still gets the objects themselves.
+    let one = get(&["pod", "box"]);
+    assert_eq!(one.lines().count(), 2, "{one}");
+    let json: serde_json::Value =
+        serde_json::from_str(&get(&["pods", "-o", "json"])).expect("JSON list");
+    assert_eq!(json["items"][0]["kind"], "Pod", "{json}");
+    assert_eq!(
+        json["items"][0]["spec"]["containers"][0]["image"],
+        "busybox"
+    );
+
+    // 7. get -w prints the header, then a row per change (one-row tables in the watch).
+    let (first, seen) = watch_configmaps(&kc, &cache, dir.path(), &[], "  a: b\n  c: d\n");
+    assert_eq!(header(&first), ["NAME", "DATA", "AGE"]);
+    assert_eq!(row(&seen, "watched")[1], "2", "{seen}");
 }

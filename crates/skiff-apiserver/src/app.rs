@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::{Metrics, RaftGauges};
 use crate::query::Params;
 use crate::target::{self, Target};
-use crate::{cluster, discovery, objects, openapi, respond, watch};
+use crate::{cluster, discovery, objects, openapi, respond, tables, watch};
 
 /// Requests bigger than this are refused with 413, as Kubernetes' 3 MiB limit does.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -353,17 +353,16 @@ async fn resource_request(State(app): State<Arc<App>>, request: Request) -> Resp
         let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
             .await
             .unwrap_or_default();
-        let response =
-            crate::scale::serve(
-                &app,
-                &target,
-                &parts.method,
-                parts.uri.query(),
-                content_type.as_deref(),
-                &body,
-            )
-            .await
-            .unwrap_or_else(respond::error);
+        let response = crate::scale::serve(
+            &app,
+            &target,
+            &parts.method,
+            parts.uri.query(),
+            content_type.as_deref(),
+            &body,
+        )
+        .await
+        .unwrap_or_else(respond::error);
         app.metrics.observe_request(
             verb_of(&parts.method, &target, &Params::default()),
             target.info.resource,
@@ -389,17 +388,29 @@ async fn resource_request(State(app): State<Arc<App>>, request: Request) -> Resp
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let verb = verb_of(&parts.method, &target, &params);
-    let result = match verb {
-        "WATCH" => {
+    // Reads may be answered as a Table: server-side printing for `kubectl get`.
+    let table = match verb {
+        "WATCH" | "LIST" | "GET" => tables::requested(
+            parts
+                .headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok()),
+            params.include_object.as_deref(),
+        ),
+        _ => Ok(None),
+    };
+    let result = match (verb, table) {
+        (_, Err(e)) => Err(e),
+        ("WATCH", Ok(table)) => {
             single_object_watch(&mut target, &mut params);
-            watch::watch(app.clone(), &target, &params)
+            watch::watch(app.clone(), &target, &params, table)
         }
-        "LIST" => objects::list(&app, &target, &params).await,
-        "GET" => objects::get(&app, &target, &params).await,
-        "CREATE" => objects::create(&app, &target, &params, content_type, &body).await,
-        "UPDATE" => objects::update(&app, &target, &params, content_type, &body).await,
-        "PATCH" => objects::patch(&app, &target, &params, content_type, &body).await,
-        "DELETE" => objects::delete(&app, &target, &params, &body).await,
+        ("LIST", Ok(table)) => objects::list(&app, &target, &params, table).await,
+        ("GET", Ok(table)) => objects::get(&app, &target, &params, table).await,
+        ("CREATE", _) => objects::create(&app, &target, &params, content_type, &body).await,
+        ("UPDATE", _) => objects::update(&app, &target, &params, content_type, &body).await,
+        ("PATCH", _) => objects::patch(&app, &target, &params, content_type, &body).await,
+        ("DELETE", _) => objects::delete(&app, &target, &params, &body).await,
         _ => Err(ApiError::MethodNotAllowed(format!(
             "the server does not allow this method on the requested resource: {}",
             parts.method

@@ -16,6 +16,7 @@
 //! - [`objects`]: the verbs on objects — get, list, create, update, patch, delete.
 //! - [`services`]: ClusterIP and NodePort allocation for Services.
 //! - [`watch`]: `?watch=true` streams with resume, bookmarks and 410.
+//! - [`tables`]: `Table` responses (server-side printing) for `kubectl get`.
 //! - [`cluster`]: joining servers, listing and removing members.
 //! - [`respond`]: JSON responses, `Status` errors, and store errors as Kubernetes errors.
 pub mod app;
@@ -32,5 +33,6 @@ pub mod query;
 pub mod respond;
 pub mod scale;
 pub mod services;
+pub mod tables;
 pub mod target;
 pub mod watch;

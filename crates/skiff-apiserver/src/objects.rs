@@ -25,6 +25,7 @@ use crate::app::App;
 use crate::query::Params;
 use crate::respond;
 use crate::services::{self, InUse};
+use crate::tables::{self, TableOptions};
 use crate::target::Target;
 
 /// Namespaces that always exist and may not be deleted.
@@ -53,17 +54,35 @@ fn check_subresource(target: &Target) -> Result<()> {
     }
 }
 
-/// GET of one object (or its status subresource, which is the whole object in Kubernetes).
-pub async fn get(app: &App, target: &Target, params: &Params) -> Result<Response> {
+/// GET of one object (or its status subresource, which is the whole object in Kubernetes);
+/// a one-row Table when `table` says the client asked for one.
+pub async fn get(
+    app: &App,
+    target: &Target,
+    params: &Params,
+    table: Option<TableOptions>,
+) -> Result<Response> {
     check_subresource(target)?;
     let name = name_of(target)?;
     if !params.any_version_ok() {
         app.store.linearize().await.map_err(respond::store_error)?;
     }
-    match app.store.get(&target.key()) {
-        Some(object) => Ok(respond::json(StatusCode::OK, &object)),
-        None => Err(not_found(target, name)),
-    }
+    let object = app
+        .store
+        .get(&target.key())
+        .ok_or_else(|| not_found(target, name))?;
+    Ok(match table {
+        Some(options) => respond::json(
+            StatusCode::OK,
+            &tables::for_object(
+                &target.info.qualified_resource(),
+                &object,
+                options,
+                jiff::Timestamp::now(),
+            ),
+        ),
+        None => respond::json(StatusCode::OK, &object),
+    })
 }
 
 /// The object at `key`, re-read after a read index if this member does not have it: a write
@@ -120,15 +139,33 @@ impl Filter {
     }
 }
 
-/// GET of a collection (not a watch).
-pub async fn list(app: &App, target: &Target, params: &Params) -> Result<Response> {
+/// GET of a collection (not a watch); a Table when `table` says the client asked for one.
+pub async fn list(
+    app: &App,
+    target: &Target,
+    params: &Params,
+    table: Option<TableOptions>,
+) -> Result<Response> {
     let filter = Filter::from_params(target, params)?;
     if !params.any_version_ok() {
         app.store.linearize().await.map_err(respond::store_error)?;
     }
     let (items, revision) = app.store.list(&target.prefix());
     let items: Vec<Arc<Value>> = items.into_iter().filter(|o| filter.matches(o)).collect();
-    Ok(respond::list(target.info, revision, &items))
+    Ok(match table {
+        Some(options) => respond::json(
+            StatusCode::OK,
+            &tables::for_list(
+                &target.info.qualified_resource(),
+                items.iter().map(|o| o.as_ref()),
+                revision,
+                None,
+                options,
+                jiff::Timestamp::now(),
+            ),
+        ),
+        None => respond::list(target.info, revision, &items),
+    })
 }
 
 /// POST to a collection.

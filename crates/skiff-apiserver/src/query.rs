@@ -22,6 +22,8 @@ pub struct Params {
     pub propagation_policy: Option<String>,
     pub limit: Option<u64>,
     pub pretty: Option<String>,
+    /// What the rows of a Table response carry: `None`, `Metadata` (default) or `Object`.
+    pub include_object: Option<String>,
 }
 
 fn truthy(v: &Option<String>) -> bool {

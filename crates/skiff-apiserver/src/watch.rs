@@ -33,14 +33,21 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::app::App;
 use crate::objects::Filter;
 use crate::query::Params;
+use crate::tables::{TableOptions, WatchTables};
 use crate::target::Target;
 
 pub const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
 /// Watches without `timeoutSeconds` end after this long (Kubernetes picks 30–60 minutes).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
-/// Starts a watch on `target`'s collection (or one object, via `metadata.name` selectors).
-pub fn watch(app: Arc<App>, target: &Target, params: &Params) -> Result<Response, ApiError> {
+/// Starts a watch on `target`'s collection (or one object, via `metadata.name` selectors);
+/// with `table`, each event's object is a one-row Table (`kubectl get -w`).
+pub fn watch(
+    app: Arc<App>,
+    target: &Target,
+    params: &Params,
+    table: Option<TableOptions>,
+) -> Result<Response, ApiError> {
     let filter = Filter::from_params(target, params)?;
     let prefix = target.prefix();
     let resource = target.info.qualified_resource();
@@ -49,22 +56,24 @@ pub fn watch(app: Arc<App>, target: &Target, params: &Params) -> Result<Response
         Some(seconds) if seconds > 0 => Duration::from_secs(seconds).min(DEFAULT_TIMEOUT),
         _ => DEFAULT_TIMEOUT,
     };
-    let watcher = Watcher {
+    let mut watcher = Watcher {
         prefix,
         filter,
         kind: target.info.kind,
         api_version: target.info.api_version(),
         bookmarks: params.bookmarks(),
+        tables: table.map(|options| WatchTables::new(resource.clone(), options)),
     };
 
     let start = match params.watch_from()? {
         None => match app.store.list_and_watch(&watcher.prefix) {
             Ok((items, revision, subscription)) => {
-                let initial: Vec<Bytes> = items
-                    .iter()
-                    .filter(|o| watcher.filter.matches(o))
-                    .map(|o| event_line("ADDED", o))
-                    .collect();
+                let mut initial = Vec::new();
+                for object in &items {
+                    if watcher.filter.matches(object) {
+                        initial.push(watcher.event("ADDED", object));
+                    }
+                }
                 Ok((initial, revision, subscription))
             }
             Err(e) => Err(e),
@@ -113,11 +122,21 @@ struct Watcher {
     kind: &'static str,
     api_version: String,
     bookmarks: bool,
+    /// Set when the client asked for Tables: turns each object into a one-row Table.
+    tables: Option<WatchTables>,
 }
 
 impl Watcher {
+    /// One event line, the object printed as a Table row if the client asked for Tables.
+    fn event(&mut self, kind: &str, object: &Value) -> Bytes {
+        match &mut self.tables {
+            Some(tables) => event_line(kind, &tables.event_object(object)),
+            None => event_line(kind, object),
+        }
+    }
+
     /// What this watcher should be told about one change, if anything.
-    fn translate(&self, event: &ChangeEvent) -> Option<Bytes> {
+    fn translate(&mut self, event: &ChangeEvent) -> Option<Bytes> {
         if !event.key.starts_with(&self.prefix) {
             return None;
         }
@@ -134,18 +153,21 @@ impl Watcher {
             (EventKind::Deleted, true, _) => "DELETED",
             _ => return None,
         };
-        Some(event_line(kind, &event.object))
+        Some(self.event(kind, &event.object))
     }
 
     fn bookmark(&self, revision: u64) -> Bytes {
-        event_line(
-            "BOOKMARK",
-            &json!({"kind": self.kind, "apiVersion": self.api_version, "metadata": {"resourceVersion": revision.to_string()}}),
-        )
+        let object = match &self.tables {
+            Some(tables) => tables.bookmark(revision),
+            None => {
+                json!({"kind": self.kind, "apiVersion": self.api_version, "metadata": {"resourceVersion": revision.to_string()}})
+            }
+        };
+        event_line("BOOKMARK", &object)
     }
 
     fn stream(
-        self,
+        mut self,
         app: Arc<App>,
         initial: Vec<Bytes>,
         mut revision: u64,

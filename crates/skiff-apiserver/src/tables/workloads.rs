@@ -1,0 +1,195 @@
+//! Deployments and ReplicaSets: desired against current and ready replicas, and with `-o wide`
+//! the pod template's containers and images and the selector.
+
+use jiff::Timestamp;
+use serde_json::Value;
+
+use super::{age, array_at, column, docs, int_at, name, or_none, str_at, strings_at, wide};
+use super::{Column, Printer, AGE, NAME};
+
+const CONTAINERS: Column = wide("Containers", "string", docs::CONTAINERS);
+const IMAGES: Column = wide("Images", "string", docs::IMAGES);
+
+pub(super) const DEPLOYMENTS: Printer = Printer::new(
+    &[
+        NAME,
+        column("Ready", "string", docs::READY_PODS),
+        column("Up-to-date", "string", docs::DEPLOY_UPDATED),
+        column("Available", "string", docs::DEPLOY_AVAILABLE),
+        AGE,
+        CONTAINERS,
+        IMAGES,
+        wide("Selector", "string", docs::DEPLOY_SELECTOR),
+    ],
+    deployment_cells,
+);
+
+fn deployment_cells(d: &Value, now: Timestamp) -> Vec<Value> {
+    let ready = format!("{}/{}", int_at(d, "/status/readyReplicas"), replicas(d));
+    let counts = [
+        ready.into(),
+        int_at(d, "/status/updatedReplicas").into(),
+        int_at(d, "/status/availableReplicas").into(),
+    ];
+    // Deployments print their selector as is: an empty one stays empty.
+    workload_cells(d, counts, selector_string(d.pointer("/spec/selector")), now)
+}
+
+pub(super) const REPLICASETS: Printer = Printer::new(
+    &[
+        NAME,
+        column("Desired", "integer", docs::RS_REPLICAS),
+        column("Current", "integer", docs::RS_CURRENT),
+        column("Ready", "integer", docs::RS_READY),
+        AGE,
+        CONTAINERS,
+        IMAGES,
+        wide("Selector", "string", docs::RS_SELECTOR),
+    ],
+    replicaset_cells,
+);
+
+fn replicaset_cells(rs: &Value, now: Timestamp) -> Vec<Value> {
+    let counts = [
+        replicas(rs).into(),
+        int_at(rs, "/status/replicas").into(),
+        int_at(rs, "/status/readyReplicas").into(),
+    ];
+    let selector = or_none(selector_string(rs.pointer("/spec/selector")));
+    workload_cells(rs, counts, selector, now)
+}
+
+/// A workload's row: its name, three replica counts, its age, then (for `-o wide`) the
+/// containers and images of its pod template and its selector.
+fn workload_cells(
+    workload: &Value,
+    counts: [Value; 3],
+    selector: String,
+    now: Timestamp,
+) -> Vec<Value> {
+    let (containers, images) = container_cells(workload);
+    let mut cells = vec![name(workload)];
+    cells.extend(counts);
+    cells.extend([
+        age(workload, now).into(),
+        containers.into(),
+        images.into(),
+        selector.into(),
+    ]);
+    cells
+}
+
+/// `spec.replicas`, which defaults to 1.
+fn replicas(object: &Value) -> i64 {
+    object
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1)
+}
+
+/// The names and the images of a workload's pod template, each joined with commas.
+pub(super) fn container_cells(workload: &Value) -> (String, String) {
+    let containers = array_at(workload, "/spec/template/spec/containers");
+    let join = |field: &str| {
+        containers
+            .iter()
+            .map(|c| c.get(field).and_then(Value::as_str).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    (join("name"), join("image"))
+}
+
+/// A `LabelSelector` in selector syntax (`app=web,tier in (a,b),!legacy`), requirements sorted
+/// by key as Kubernetes prints them; empty for an empty selector.
+fn selector_string(selector: Option<&Value>) -> String {
+    let Some(selector) = selector else {
+        return String::new();
+    };
+    let mut requirements: Vec<(String, String)> = selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), format!("{k}={}", v.as_str().unwrap_or(""))))
+        .collect();
+    for expression in array_at(selector, "/matchExpressions") {
+        let key = str_at(expression, "/key");
+        let mut values = strings_at(expression, "/values");
+        values.sort_unstable();
+        let values = values.join(",");
+        let text = match str_at(expression, "/operator") {
+            "In" => format!("{key} in ({values})"),
+            "NotIn" => format!("{key} notin ({values})"),
+            "Exists" => key.to_string(),
+            "DoesNotExist" => format!("!{key}"),
+            other => format!("{key} {other} ({values})"),
+        };
+        requirements.push((key.to_string(), text));
+    }
+    requirements.sort_by(|a, b| a.0.cmp(&b.0));
+    requirements
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{ago, now};
+    use super::*;
+    use serde_json::json;
+
+    fn workload(kind: &str, status: Value) -> Value {
+        json!({
+            "kind": kind,
+            "metadata": {"name": "web", "creationTimestamp": ago(200)},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": {"app": "web"},
+                             "matchExpressions": [{"key": "tier", "operator": "In", "values": ["fe", "api"]},
+                                                  {"key": "legacy", "operator": "DoesNotExist"}]},
+                "template": {"spec": {"containers": [{"name": "app", "image": "web:1"},
+                                                     {"name": "proxy", "image": "envoy:1"}]}},
+            },
+            "status": status,
+        })
+    }
+
+    #[test]
+    fn deployments_show_ready_against_desired() {
+        let d = workload(
+            "Deployment",
+            json!({"replicas": 3, "readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}),
+        );
+        assert_eq!(
+            deployment_cells(&d, now()),
+            [
+                json!("web"),
+                json!("2/3"),
+                json!(3),
+                json!(2),
+                json!("3m20s"),
+                json!("app,proxy"),
+                json!("web:1,envoy:1"),
+                json!("app=web,!legacy,tier in (api,fe)"),
+            ]
+        );
+        let fresh = workload("Deployment", json!({}));
+        assert_eq!(
+            deployment_cells(&fresh, now())[1..4],
+            [json!("0/3"), json!(0), json!(0)]
+        );
+    }
+
+    #[test]
+    fn replicasets_show_desired_current_and_ready() {
+        let rs = workload("ReplicaSet", json!({"replicas": 3, "readyReplicas": 1}));
+        let cells = replicaset_cells(&rs, now());
+        assert_eq!(cells[1..4], [json!(3), json!(3), json!(1)]);
+        let mut no_selector = rs.clone();
+        no_selector["spec"]["selector"] = json!({});
+        assert_eq!(replicaset_cells(&no_selector, now())[7], "<none>");
+    }
+}
