@@ -122,7 +122,11 @@ fn kubectl_gets_applies_watches_and_deletes() {
         &cache,
         &["get", "deployment", "web", "-o", "yaml"],
     ));
-    assert!(yaml.contains("maxSurge: 25%"), "defaults applied: {yaml}");
+    assert!(yaml.contains("maxSurge: 1"), "{yaml}");
+    assert!(
+        yaml.contains("progressDeadlineSeconds: 600"),
+        "defaults applied: {yaml}"
+    );
     assert!(yaml.contains("revisionHistoryLimit: 10"), "{yaml}");
     assert!(
         yaml.contains("kubectl.kubernetes.io/last-applied-configuration"),
@@ -179,7 +183,7 @@ fn kubectl_gets_applies_watches_and_deletes() {
             "jsonpath={.metadata.generation} {.spec.strategy.rollingUpdate.maxSurge}",
         ],
     ));
-    assert_eq!(again, "2 25%");
+    assert_eq!(again, "2 1");
 
     // get -w sees a change made by someone else.
     // (Not `kubectl create configmap`: its generator sends protobuf, which skiff cannot decode yet.)

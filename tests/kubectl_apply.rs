@@ -187,7 +187,11 @@ fn server_side_apply_round(kubectl: &str) {
     // The OpenAPI documents carry real schemas: explain prints field docs.
     let out = run(kubectl, &kc, &["explain", "pod.spec.containers"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("List of containers belonging to the pod"), "{}", text(&out));
+    assert!(
+        text(&out).contains("List of containers belonging to the pod"),
+        "{}",
+        text(&out)
+    );
 
     // A missing fieldManager is refused by the API itself.
     let client = server.wait_ready();

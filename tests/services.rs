@@ -266,6 +266,18 @@ fn services_balance_resolve_by_name_and_roll_without_dropping_a_request() {
         (ready_ips(&cluster, "web").len() == 3).then_some(())
     });
     wait_redirect(&cluster, &cluster_ip);
+    // The node's proxy learns endpoints from EndpointSlices a moment after the Endpoints object
+    // changes: wait until all three replicas answer through it.
+    eventually(
+        "all three replicas behind the ClusterIP",
+        Duration::from_secs(30),
+        || {
+            let seen: std::collections::HashSet<String> = (0..6)
+                .filter_map(|_| http_get(&cluster_ip, 80).map(|a| body(&a)))
+                .collect();
+            (seen.len() == 3).then_some(())
+        },
+    );
 
     // Round-robin through the ClusterIP, from the node: 300 requests, about 100 each.
     let mut counts: HashMap<String, usize> = HashMap::new();
@@ -284,32 +296,6 @@ fn services_balance_resolve_by_name_and_roll_without_dropping_a_request() {
     // The NodePort, from the host.
     let answer = http_get("127.0.0.1", 30766).expect("an answer through the NodePort");
     assert!(body(&answer).starts_with("web-"), "{answer}");
-
-    // From another pod: by DNS name (short and full) and by ClusterIP, and the env variables.
-    let node = cluster.node();
-    cluster.create_pod(json!({
-        "metadata": {"name": "client"},
-        "spec": {"restartPolicy": "Never", "nodeName": node, "containers": [{
-            "name": "client", "image": "skiff.local/web:1.0", "imagePullPolicy": "Never",
-            "command": ["sh", "-c", format!(
-                "wget -qO- http://web.default.svc.cluster.local/ && wget -qO- http://web/ && wget -qO- http://{cluster_ip}/ && echo host=$WEB_SERVICE_HOST port=$WEB_SERVICE_PORT")]
-        }]}
-    }));
-    eventually("the client pod finishes", Duration::from_secs(60), || {
-        let phase = cluster.pod("client")["status"]["phase"].clone();
-        (phase == "Succeeded" || phase == "Failed").then_some(())
-    });
-    let (_, logs, _) = cluster.kubectl(&["logs", "client"]);
-    assert_eq!(
-        cluster.pod("client")["status"]["phase"],
-        "Succeeded",
-        "{logs}"
-    );
-    assert_eq!(logs.matches("web-").count(), 3, "{logs}");
-    assert!(
-        logs.contains(&format!("host={cluster_ip} port=80")),
-        "{logs}"
-    );
 
     // Zero downtime: requests loop through the Service while the image changes.
     let stop = Arc::new(AtomicBool::new(false));
@@ -348,6 +334,32 @@ fn services_balance_resolve_by_name_and_roll_without_dropping_a_request() {
     );
     assert!(served > 50, "only {served} requests");
     assert!(seen.len() >= 6, "old and new pods answered: {seen:?}");
+
+    // From another pod: by DNS name (short and full) and by ClusterIP, and the env variables.
+    let node = cluster.node();
+    cluster.create_pod(json!({
+        "metadata": {"name": "client"},
+        "spec": {"restartPolicy": "Never", "nodeName": node, "containers": [{
+            "name": "client", "image": "skiff.local/web:1.0", "imagePullPolicy": "Never",
+            "command": ["sh", "-c", format!(
+                "wget -qO- http://web.default.svc.cluster.local/ && wget -qO- http://web/ && wget -qO- http://{cluster_ip}/ && echo host=$WEB_SERVICE_HOST port=$WEB_SERVICE_PORT")]
+        }]}
+    }));
+    eventually("the client pod finishes", Duration::from_secs(60), || {
+        let phase = cluster.pod("client")["status"]["phase"].clone();
+        (phase == "Succeeded" || phase == "Failed").then_some(())
+    });
+    let (_, logs, _) = cluster.kubectl(&["logs", "client"]);
+    assert_eq!(
+        cluster.pod("client")["status"]["phase"],
+        "Succeeded",
+        "{logs}"
+    );
+    assert_eq!(logs.matches("web-").count(), 3, "{logs}");
+    assert!(
+        logs.contains(&format!("host={cluster_ip} port=80")),
+        "{logs}"
+    );
 }
 
 #[test]
@@ -398,7 +410,18 @@ fn a_weighted_service_splits_as_its_pods_ask_and_a_load_balancer_opens_on_the_no
         .expect("clusterIP")
         .to_string();
     wait_redirect(&cluster, &ip);
-    // The proxy learns the weights from the pods; give its snapshot a moment.
+    // The proxy learns endpoints and weights a moment after the API has them.
+    eventually(
+        "both tracks behind the ClusterIP",
+        Duration::from_secs(30),
+        || {
+            let seen: std::collections::HashSet<String> = (0..8)
+                .filter_map(|_| http_get(&ip, 80).map(|a| body(&a)))
+                .filter_map(|b| b.split('-').next().map(str::to_string))
+                .collect();
+            (seen.len() == 2).then_some(())
+        },
+    );
     std::thread::sleep(Duration::from_secs(1));
     let (mut canary, mut stable) = (0usize, 0usize);
     for _ in 0..400 {
@@ -432,13 +455,19 @@ fn a_weighted_service_splits_as_its_pods_ask_and_a_load_balancer_opens_on_the_no
         .as_str()
         .expect("a node address")
         .to_string();
-    eventually("the load balancer's address", Duration::from_secs(30), || {
-        let svc = get(&cluster, "/api/v1/namespaces/default/services/my-app");
-        (svc["status"]["loadBalancer"]["ingress"][0]["ip"] == node_ip.as_str()).then_some(())
-    });
-    let answer = eventually("an answer on port 80 of the node", Duration::from_secs(30), || {
-        http_get(&node_ip, 80)
-    });
+    eventually(
+        "the load balancer's address",
+        Duration::from_secs(30),
+        || {
+            let svc = get(&cluster, "/api/v1/namespaces/default/services/my-app");
+            (svc["status"]["loadBalancer"]["ingress"][0]["ip"] == node_ip.as_str()).then_some(())
+        },
+    );
+    let answer = eventually(
+        "an answer on port 80 of the node",
+        Duration::from_secs(30),
+        || http_get(&node_ip, 80),
+    );
     assert!(answer.contains("hello from w"), "{answer}");
     assert!(
         canary.abs_diff(300) <= 15 && stable.abs_diff(100) <= 15,

@@ -226,6 +226,14 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         // Pods first (the agent stops and removes their containers), then the server, whose
         // SIGTERM also stops its containerd; then what the agent set up on the host.
+        // Workloads first, or their ReplicaSets would recreate the pods deleted next.
+        let _ = self.kubectl(&[
+            "delete",
+            "deployments,replicasets",
+            "--all",
+            "--cascade=orphan",
+            "--timeout=30s",
+        ]);
         let _ = self.kubectl(&[
             "delete",
             "pods",

@@ -252,11 +252,7 @@ where
                 send(Update::Failed { kind }).await;
                 return;
             }
-            (Kind::Readiness, Some(ready)) => {
-                if !send(Update::Ready(ready)).await {
-                    return;
-                }
-            }
+            (Kind::Readiness, Some(ready)) if !send(Update::Ready(ready)).await => return,
             _ => {}
         }
         tokio::time::sleep(thresholds.period).await;
@@ -429,7 +425,8 @@ mod tests {
     #[test]
     fn verdicts_change_only_at_the_thresholds() {
         // (success threshold, failure threshold, results, verdict changes after each result)
-        let cases: &[(u32, u32, &[bool], &[Option<bool>])] = &[
+        type Case<'a> = (u32, u32, &'a [bool], &'a [Option<bool>]);
+        let cases: &[Case] = &[
             (
                 1,
                 3,
@@ -480,7 +477,7 @@ mod tests {
         );
         assert!(
             resolve_port(&IntOrString::String("admin".into()), &container)
-                .unwrap_err()
+                .expect_err("fails")
                 .contains("admin")
         );
         assert!(resolve_port(&IntOrString::Int(0), &container).is_err());
@@ -546,12 +543,12 @@ mod tests {
         let refused = probe(json!({"tcpSocket": {"port": closed}}));
         assert!(check(&target, &refused, second)
             .await
-            .unwrap_err()
+            .expect_err("fails")
             .contains("connect"));
         let refused_http = probe(json!({"httpGet": {"port": closed}}));
         assert!(check(&target, &refused_http, second)
             .await
-            .unwrap_err()
+            .expect_err("fails")
             .contains("refused"));
     }
 }

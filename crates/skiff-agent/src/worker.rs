@@ -146,6 +146,8 @@ impl Slot {
 
 /// A container (by runtime id) that exited, and how.
 type Exit = (String, ContainerState);
+/// What a container's prober (by the container's runtime id) reports.
+type ProbeNews = (String, probe::Update);
 
 /// A handle the agent keeps per pod.
 pub struct WorkerHandle {
@@ -176,10 +178,7 @@ struct Worker<R> {
     slots: Vec<Slot>,
     exits: (mpsc::Sender<Exit>, mpsc::Receiver<Exit>),
     /// What the containers' probers report.
-    probes: (
-        mpsc::Sender<(String, probe::Update)>,
-        mpsc::Receiver<(String, probe::Update)>,
-    ),
+    probes: (mpsc::Sender<ProbeNews>, mpsc::Receiver<ProbeNews>),
     reported: Option<serde_json::Value>,
     message: Option<(String, String)>,
     wake_at: Option<Instant>,

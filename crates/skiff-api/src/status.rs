@@ -230,7 +230,9 @@ fn apply_conflict_message(conflicts: &[(String, String, String)]) -> String {
     let n = conflicts.len();
     let each: Vec<String> = conflicts
         .iter()
-        .map(|(manager, version, field)| format!("conflict with \"{manager}\" using {version}: {field}"))
+        .map(|(manager, version, field)| {
+            format!("conflict with \"{manager}\" using {version}: {field}")
+        })
         .collect();
     format!(
         "Apply failed with {n} conflict{}: {}",

@@ -217,7 +217,8 @@ mod tests {
 
     #[test]
     fn policies_split_traffic_as_documented() {
-        let cases: &[(Policy, &[u32], usize, &[usize], usize)] = &[
+        type Case<'a> = (Policy, &'a [u32], usize, &'a [usize], usize);
+        let cases: &[Case] = &[
             // policy, weights, picks, expected counts, allowed deviation
             (Policy::RoundRobin, &[1, 1, 1], 300, &[100, 100, 100], 0),
             (Policy::RoundRobin, &[5, 1, 1], 300, &[100, 100, 100], 0),
@@ -296,7 +297,7 @@ mod tests {
             Ok(Policy::Weighted)
         );
         assert!(Policy::from_annotation(Some("least-conn"))
-            .unwrap_err()
+            .expect_err("unknown")
             .contains("least-conn"));
     }
 }
