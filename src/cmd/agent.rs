@@ -231,6 +231,10 @@ pub async fn run_agent(
                 data_dir: data_dir.clone(),
             };
             skiff_agent::network::allow_forwarding(&network.bridge, &network.pod_cidr).await?;
+            // The bridge exists (with its gateway address) before the first pod, so the node's
+            // DNS server can listen there.
+            skiff_agent::network::ensure_bridge(&network.bridge, &network.pod_cidr).await?;
+            let gateway = skiff_agent::network::gateway(&network.pod_cidr);
             let runtime = Arc::new(
                 ContainerdRuntime::connect(
                     &socket,
@@ -257,7 +261,10 @@ pub async fn run_agent(
             serve_endpoint(Some(runtime.clone()));
             config.services = Some(ServicesConfig {
                 proxy_chain: skiff_agent::proxy::iptables::chain_name(&options.bridge),
-                dns: None,
+                dns: gateway.map(|ip| skiff_agent::spec::ClusterDns {
+                    nameserver: ip.to_string(),
+                    domain: "cluster.local".into(),
+                }),
             });
             skiff_agent::run(config, client, runtime, stop).await
         }

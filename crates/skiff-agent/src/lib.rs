@@ -10,6 +10,8 @@
 //! - [`status`]: pod status as Kubernetes computes it (pure).
 //! - [`logs`]: container log files (CRI format, rotation) and reading them back.
 //! - [`node`]: registering the Node, heartbeats.
+//! - [`services`], [`proxy`], [`dns`], [`probe`]: the Service snapshot, the service proxy, the
+//!   node's DNS server, and container probes.
 //!
 //! ## The agent loop
 //! ```text
@@ -21,6 +23,7 @@
 //! At start the agent lists what the runtime already runs: containers of pods that still exist
 //! are adopted by their workers (no restart); everything else is removed.
 pub mod containerd;
+pub mod dns;
 pub mod fake;
 pub mod images;
 pub mod logs;
@@ -104,7 +107,10 @@ pub async fn run<R: Runtime>(
         }
         None => watch::channel(Arc::new(services::Snapshot::default())).1,
     };
-    let dns = config.services.as_ref().and_then(|s| s.dns.clone());
+    let dns = match config.services.as_ref().and_then(|s| s.dns.clone()) {
+        Some(dns) => start_dns(dns, services.clone()).await,
+        None => None,
+    };
     let ctx = Arc::new(NodeContext {
         services,
         dns,
@@ -178,6 +184,30 @@ pub async fn run<R: Runtime>(
     }
     heartbeat.abort();
     Ok(())
+}
+
+/// Starts the node's DNS server on the cluster DNS address; `None` (pods use the node's
+/// resolver) when it cannot listen there.
+async fn start_dns(
+    dns: spec::ClusterDns,
+    snapshots: watch::Receiver<Arc<services::Snapshot>>,
+) -> Option<spec::ClusterDns> {
+    let ip: std::net::IpAddr = dns.nameserver.parse().ok()?;
+    let server = match dns::DnsServer::bind(std::net::SocketAddr::new(ip, 53)).await {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!(address = %ip, error = %e, "the node DNS server cannot listen; pods get the node's resolv.conf");
+            return None;
+        }
+    };
+    let (tx, rx) = watch::channel(Arc::new(dns::DnsTable::default()));
+    tokio::spawn(dns::follow(snapshots, tx, dns.domain.clone()));
+    let upstreams = dns::upstreams_from_resolv_conf(
+        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    );
+    tokio::spawn(server.run(rx, upstreams));
+    tracing::info!(address = %ip, domain = %dns.domain, "node DNS server listening");
+    Some(dns)
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone).
