@@ -121,11 +121,7 @@ impl DnsTable {
                         .as_ref()
                         .and_then(|c| c.ready)
                         .unwrap_or(true);
-                    let Some(ip) = endpoint
-                        .addresses
-                        .first()
-                        .and_then(|a| a.parse::<Ipv4Addr>().ok())
-                    else {
+                    let Some(ip) = crate::services::endpoint_ipv4(endpoint) else {
                         continue;
                     };
                     if ready || spec.publish_not_ready_addresses == Some(true) {

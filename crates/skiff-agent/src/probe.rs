@@ -162,15 +162,13 @@ pub fn spawn<R: Runtime>(
             async move { tx.send((id, u)).await.is_ok() }
         };
         if let Some(probe) = target.container.startup_probe.clone() {
-            match run_until_verdict(&target, &probe, Kind::Startup, &send).await {
-                Some(true) => {}
-                _ => {
-                    send(Update::Failed {
-                        kind: Kind::Startup,
-                    })
-                    .await;
-                    return;
-                }
+            // The first verdict decides: started, or restarted.
+            if !probe_until(&target, &probe, Kind::Startup, &send, |_| true).await {
+                send(Update::Failed {
+                    kind: Kind::Startup,
+                })
+                .await;
+                return;
             }
         }
         if !send(Update::Started).await {
@@ -179,15 +177,21 @@ pub fn spawn<R: Runtime>(
         let liveness = target.container.liveness_probe.clone();
         let readiness = target.container.readiness_probe.clone();
         let live = async {
-            if let Some(probe) = liveness {
-                loop_probe(&target, &probe, Kind::Liveness, &send).await;
-            } else {
-                std::future::pending::<()>().await;
+            match liveness {
+                // Runs until it fails for good; then the container is to be killed.
+                Some(probe) => {
+                    probe_until(&target, &probe, Kind::Liveness, &send, |ok| !ok).await;
+                    send(Update::Failed {
+                        kind: Kind::Liveness,
+                    })
+                    .await;
+                }
+                None => std::future::pending::<()>().await,
             }
         };
         let ready = async {
             if let Some(probe) = readiness {
-                loop_probe(&target, &probe, Kind::Readiness, &send).await;
+                probe_until(&target, &probe, Kind::Readiness, &send, |_| false).await;
             }
             std::future::pending::<()>().await;
         };
@@ -199,13 +203,16 @@ pub fn spawn<R: Runtime>(
     }))
 }
 
-/// Runs a startup probe until it passes (`Some(true)`) or gives up (`Some(false)`).
-async fn run_until_verdict<R: Runtime, F, Fut>(
+/// Runs one probe on its schedule until `done` accepts a verdict (or the worker is gone), and
+/// returns that verdict. Every failed attempt is reported (`Unhealthy`); readiness verdicts are
+/// reported as they change.
+async fn probe_until<R: Runtime, F, Fut>(
     target: &Target<R>,
     probe: &Probe,
     kind: Kind,
     send: &F,
-) -> Option<bool>
+    done: impl Fn(bool) -> bool,
+) -> bool
 where
     F: Fn(Update) -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -216,44 +223,14 @@ where
     loop {
         let result = check(target, probe, thresholds.timeout).await;
         if let Err(message) = &result {
-            send(Update::Unhealthy {
-                kind,
-                message: message.clone(),
-            })
-            .await;
+            let message = message.clone();
+            send(Update::Unhealthy { kind, message }).await;
         }
         if let Some(verdict) = counter.record(result.is_ok()) {
-            return Some(verdict);
-        }
-        tokio::time::sleep(thresholds.period).await;
-    }
-}
-
-/// Runs a liveness or readiness probe forever; returns when liveness failed for good.
-async fn loop_probe<R: Runtime, F, Fut>(target: &Target<R>, probe: &Probe, kind: Kind, send: &F)
-where
-    F: Fn(Update) -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let thresholds = Thresholds::of(probe);
-    let mut counter = Counter::new(thresholds.clone());
-    tokio::time::sleep(thresholds.initial_delay).await;
-    loop {
-        let result = check(target, probe, thresholds.timeout).await;
-        if let Err(message) = &result {
-            send(Update::Unhealthy {
-                kind,
-                message: message.clone(),
-            })
-            .await;
-        }
-        match (kind, counter.record(result.is_ok())) {
-            (Kind::Liveness, Some(false)) => {
-                send(Update::Failed { kind }).await;
-                return;
+            let worker_gone = kind == Kind::Readiness && !send(Update::Ready(verdict)).await;
+            if worker_gone || done(verdict) {
+                return verdict;
             }
-            (Kind::Readiness, Some(ready)) if !send(Update::Ready(ready)).await => return,
-            _ => {}
         }
         tokio::time::sleep(thresholds.period).await;
     }

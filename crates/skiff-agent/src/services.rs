@@ -51,6 +51,13 @@ impl Snapshot {
     }
 }
 
+/// The IPv4 address of an EndpointSlice endpoint (its first address), if it has one.
+pub fn endpoint_ipv4(
+    endpoint: &k8s_openapi::api::discovery::v1::Endpoint,
+) -> Option<std::net::Ipv4Addr> {
+    endpoint.addresses.first()?.parse().ok()
+}
+
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 

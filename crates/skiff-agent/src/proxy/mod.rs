@@ -185,11 +185,7 @@ fn backends(
             continue;
         };
         for endpoint in &slice.endpoints {
-            let Some(ip) = endpoint
-                .addresses
-                .first()
-                .and_then(|a| a.parse::<Ipv4Addr>().ok())
-            else {
+            let Some(ip) = crate::services::endpoint_ipv4(endpoint) else {
                 continue;
             };
             let conditions = endpoint.conditions.clone().unwrap_or_default();
