@@ -37,6 +37,9 @@ const TTL: u32 = 5;
 /// How long a forwarded query may take per upstream.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// An EndpointSlice's ports by (name, protocol).
+type SlicePorts = BTreeMap<(String, String), u16>;
+
 /// What the server answers from: lower-case fully qualified names → records.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct DnsTable {
@@ -98,10 +101,9 @@ impl DnsTable {
                 .as_deref()
                 .and_then(|ip| ip.parse::<Ipv4Addr>().ok());
             // Ready endpoints with their hostnames (for headless services).
-            let mut endpoints: Vec<(String, Ipv4Addr, BTreeMap<(String, String), u16>)> =
-                Vec::new();
+            let mut endpoints: Vec<(String, Ipv4Addr, SlicePorts)> = Vec::new();
             for slice in snapshot_slices.slices_of(svc) {
-                let ports: BTreeMap<(String, String), u16> = slice
+                let ports: SlicePorts = slice
                     .ports
                     .iter()
                     .flatten()
