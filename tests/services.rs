@@ -127,9 +127,12 @@ fn seed_002_probes_gate_endpoints_and_restart_a_failing_container() {
     eventually(
         "the pod in the service's endpoints",
         Duration::from_secs(30),
-        || (ready_ips(&cluster, "my-service") == vec![ip.clone()]).then_some(()),
+        || {
+            (ready_ips(&cluster, "my-service") == vec![ip.clone()]
+                && slice_ready(&cluster, "my-service", &ip) == Some(true))
+            .then_some(())
+        },
     );
-    assert_eq!(slice_ready(&cluster, "my-service", &ip), Some(true));
 
     // /ready fails: after failureThreshold (3) × periodSeconds (5) the pod leaves the endpoints.
     let (ok, _, err) = cluster.kubectl(&["exec", "my-app", "--", "rm", "/var/www/ready"]);
@@ -138,12 +141,13 @@ fn seed_002_probes_gate_endpoints_and_restart_a_failing_container() {
         "the pod out of the endpoints",
         Duration::from_secs(45),
         || {
+            // Endpoints and the EndpointSlice are two writes: wait for both.
             (ready_ips(&cluster, "my-service").is_empty()
-                && not_ready_ips(&cluster, "my-service") == vec![ip.clone()])
+                && not_ready_ips(&cluster, "my-service") == vec![ip.clone()]
+                && slice_ready(&cluster, "my-service", &ip) == Some(false))
             .then_some(())
         },
     );
-    assert_eq!(slice_ready(&cluster, "my-service", &ip), Some(false));
     let pod = cluster.pod("my-app");
     assert_eq!(pod["status"]["containerStatuses"][0]["ready"], false);
     assert_eq!(
@@ -433,6 +437,24 @@ fn a_weighted_service_splits_as_its_pods_ask_and_a_load_balancer_opens_on_the_no
         }
     }
     assert_eq!(canary + stable, 400);
+
+    // An exec readiness probe runs in the container (containerd's exec): ready while the file
+    // is there, not ready once it is gone.
+    cluster.create_pod(json!({
+        "metadata": {"name": "exec-probe"},
+        "spec": {"containers": [{
+            "name": "web", "image": "skiff.local/web:1.0", "imagePullPolicy": "Never",
+            "readinessProbe": {"exec": {"command": ["cat", "/var/www/ready"]},
+                               "periodSeconds": 1, "failureThreshold": 1}
+        }]}
+    }));
+    cluster.wait_running("exec-probe");
+    let (ok, _, err) = cluster.kubectl(&["exec", "exec-probe", "--", "rm", "/var/www/ready"]);
+    assert!(ok, "{err}");
+    eventually("the exec probe fails", Duration::from_secs(20), || {
+        let pod = cluster.pod("exec-probe");
+        (pod["status"]["containerStatuses"][0]["ready"] == false).then_some(())
+    });
 
     // seed-000: a LoadBalancer Service answers on its port (80) on every node, and its status
     // lists the nodes' addresses, as k3s's built-in load balancer does.
