@@ -18,7 +18,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::Metadata;
 use skiff_client::watcher::{self, Event};
 use skiff_client::{Client, ListParams};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::proxy::balancer::WEIGHT_ANNOTATION;
 
@@ -248,20 +248,6 @@ pub fn service_env(snapshot: &Snapshot, namespace: &str) -> Vec<(String, String)
         }
     }
     env
-}
-
-/// A consumer that only needs to know *that* something changed.
-pub fn changes(mut rx: watch::Receiver<Arc<Snapshot>>) -> mpsc::Receiver<Arc<Snapshot>> {
-    let (tx, out) = mpsc::channel(1);
-    tokio::spawn(async move {
-        while rx.changed().await.is_ok() {
-            let latest = rx.borrow_and_update().clone();
-            if tx.send(latest).await.is_err() {
-                return;
-            }
-        }
-    });
-    out
 }
 
 #[cfg(test)]
