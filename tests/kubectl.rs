@@ -1,5 +1,6 @@
-//! End-to-end: the real `kubectl` on PATH against a real `skiff server`, with the kubeconfig the
-//! server writes.
+//! End-to-end: the real `kubectl` against a real `skiff server`, with the kubeconfig the server
+//! writes. Every test runs twice: with the `kubectl` on PATH (a dispatcher that runs the version
+//! matching the server's `/version`, 1.33) and with the 1.32 binary called directly.
 
 mod common;
 
@@ -10,8 +11,41 @@ use std::time::Duration;
 
 use common::{eventually, Server};
 
+/// kubectl 1.32 behind the dispatcher (Debian's google-cloud-sdk layout).
+const KUBECTL_1_32: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32";
+
+thread_local! {
+    /// The kubectl this test drives (each test runs on its own thread).
+    static KUBECTL: std::cell::Cell<&'static str> = const { std::cell::Cell::new("kubectl") };
+}
+
+fn kubectl_binary() -> &'static str {
+    KUBECTL.with(std::cell::Cell::get)
+}
+
+/// One test body, as two tests: with the dispatcher's kubectl (1.33) and with 1.32.
+macro_rules! on_both_kubectls {
+    ($($body:ident => $latest:ident, $v1_32:ident;)*) => {$(
+        #[test]
+        fn $latest() {
+            $body()
+        }
+        #[test]
+        fn $v1_32() {
+            KUBECTL.with(|k| k.set(KUBECTL_1_32));
+            $body()
+        }
+    )*};
+}
+
+on_both_kubectls! {
+    gets_applies_watches_and_deletes => kubectl_gets_applies_watches_and_deletes, kubectl_1_32_gets_applies_watches_and_deletes;
+    broken_seed_manifest => kubectl_apply_of_the_broken_seed_manifest_fails_clearly_and_stores_nothing, kubectl_1_32_apply_of_the_broken_seed_manifest_fails_clearly;
+    prints_kubernetes_columns => kubectl_get_prints_the_columns_kubernetes_prints, kubectl_1_32_get_prints_the_columns_kubernetes_prints;
+}
+
 fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str]) -> Output {
-    Command::new("kubectl")
+    Command::new(kubectl_binary())
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .arg("--cache-dir")
@@ -41,7 +75,7 @@ fn watch_configmaps(
     args: &[&str],
     data: &str,
 ) -> (String, String) {
-    let mut watch = Command::new("kubectl")
+    let mut watch = Command::new(kubectl_binary())
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .arg("--cache-dir")
@@ -80,8 +114,7 @@ fn watch_configmaps(
     (first, seen)
 }
 
-#[test]
-fn kubectl_gets_applies_watches_and_deletes() {
+fn gets_applies_watches_and_deletes() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = Server::start(&dir.path().join("s1"));
     server.wait_ready();
@@ -220,8 +253,7 @@ fn kubectl_gets_applies_watches_and_deletes() {
     );
 }
 
-#[test]
-fn kubectl_apply_of_the_broken_seed_manifest_fails_clearly_and_stores_nothing() {
+fn broken_seed_manifest() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = Server::start(&dir.path().join("s1"));
     server.wait_ready();
@@ -263,8 +295,7 @@ fn row<'a>(output: &'a str, name: &str) -> Vec<&'a str> {
         .unwrap_or_else(|| panic!("no row {name} in:\n{output}"))
 }
 
-#[test]
-fn kubectl_get_prints_the_columns_kubernetes_prints() {
+fn prints_kubernetes_columns() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = Server::start(&dir.path().join("s1"));
     server.wait_ready();

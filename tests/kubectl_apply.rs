@@ -184,6 +184,60 @@ fn server_side_apply_round(kubectl: &str) {
     );
     assert_eq!(text(&out), "3");
 
+    // annotate, edit (through $EDITOR), replace, describe.
+    let out = run(kubectl, &kc, &["annotate", "deploy", "web", "owner=team-a"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The "editor": a script that changes the replica count in the file kubectl opens.
+    let editor = dir.path().join("editor.sh");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i 's/replicas: 3/replicas: 4/' \"$1\"\n",
+    )
+    .expect("editor");
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let out = Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .args(["edit", "deploy", "web"])
+        .env("EDITOR", editor.display().to_string())
+        .output()
+        .expect("kubectl edit");
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(
+        kubectl,
+        &kc,
+        &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"],
+    );
+    assert_eq!(text(&out), "4", "edited through $EDITOR");
+    let out = run(
+        kubectl,
+        &kc,
+        &["replace", "-f", &manifest(dir.path(), 1, false)],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("deployment.apps/web replaced"),
+        "{}",
+        text(&out)
+    );
+    let out = run(kubectl, &kc, &["describe", "deploy", "web"]);
+    let described = text(&out);
+    assert!(out.status.success(), "{described}");
+    for line in [
+        "Name:",
+        "Replicas:",
+        "1 desired",
+        "StrategyType:",
+        "RollingUpdate",
+        "Pod Template:",
+    ] {
+        assert!(
+            described.contains(line),
+            "{line} missing from:\n{described}"
+        );
+    }
+
     // The OpenAPI documents carry real schemas: explain prints field docs.
     let out = run(kubectl, &kc, &["explain", "pod.spec.containers"]);
     assert!(out.status.success(), "{}", text(&out));
