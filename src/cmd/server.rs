@@ -437,6 +437,7 @@ async fn leader_loops(
                     client.clone(),
                     rx.clone(),
                 ));
+                tokio::spawn(skiff_controllers::eventttl::run(client.clone(), rx.clone()));
                 tokio::spawn(skiff_scheduler::runner::run(
                     client.clone(),
                     weights,

@@ -51,6 +51,7 @@
 //! for the watch to show them (or for a timeout of a few minutes) before reconciling it again.
 pub mod deployment;
 pub mod endpoints;
+pub mod eventttl;
 pub mod gc;
 pub mod names;
 pub mod nodeipam;
