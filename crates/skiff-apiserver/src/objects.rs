@@ -253,7 +253,7 @@ pub async fn create(
 
     // Services get their ClusterIP and node ports here; the lock is held until the write is in.
     let _allocation = match is_service(target) {
-        true => Some(allocate_service_addresses(app, info, &mut object, None).await?),
+        true => Some(allocate_service_addresses(app, info, &mut object).await?),
         false => None,
     };
     if let Some(ns) = &target.namespace {
@@ -499,9 +499,8 @@ async fn write_with_retries(
         let mut object = object;
         keep_deletion_fields(&current, &mut object);
         if allocating {
-            let (all, _) = app.store.list(&key_prefix("services", None));
             let skip = (target.namespace.as_deref().unwrap_or(""), name);
-            let mut used = InUse::from_services(all.iter().map(|v| v.as_ref()), Some(skip));
+            let mut used = services_in_use(app, Some(skip));
             services::allocate(&app.services, info, &mut object, Some(&current), &mut used)?;
         }
         admission::validate_update(info, &current, &object)?;
@@ -685,14 +684,18 @@ async fn allocate_service_addresses<'a>(
     app: &'a App,
     info: &skiff_api::resources::ResourceInfo,
     object: &mut Value,
-    old: Option<&Value>,
 ) -> Result<tokio::sync::MutexGuard<'a, ()>> {
     let guard = app.services.lock().await;
     app.store.linearize().await.map_err(respond::store_error)?;
-    let (all, _) = app.store.list(&key_prefix("services", None));
-    let mut used = InUse::from_services(all.iter().map(|v| v.as_ref()), None);
-    services::allocate(&app.services, info, object, old, &mut used)?;
+    let mut used = services_in_use(app, None);
+    services::allocate(&app.services, info, object, None, &mut used)?;
     Ok(guard)
+}
+
+/// The addresses every stored Service holds, but the one at `skip` (namespace, name).
+fn services_in_use(app: &App, skip: Option<(&str, &str)>) -> InUse {
+    let (all, _) = app.store.list(&key_prefix("services", None));
+    InUse::from_services(all.iter().map(|v| v.as_ref()), skip)
 }
 
 fn finalizers_of(object: &Value) -> Vec<String> {
