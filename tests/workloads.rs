@@ -8,9 +8,10 @@
 //!   propagation; a Service's Endpoints and EndpointSlices following its Deployment's pods.
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::fake::{one_simulated_node, FakeAgent};
 use common::node::Cluster;
 use common::{eventually, Server};
 use serde_json::{json, Value};
@@ -134,54 +135,6 @@ fn a_rolling_deployment_scales_updates_and_rolls_back_on_containerd() {
         (pods_of(&cluster.client, "app=my-app").is_empty() && rs_names(&cluster).is_empty())
             .then_some(())
     });
-}
-
-/// A FAKE agent process (runs nothing; simulates a node).
-struct FakeAgent(Child);
-
-impl FakeAgent {
-    fn start(server: &Server, dir: &std::path::Path, name: &str) -> FakeAgent {
-        let token = std::fs::read_to_string(server.dir.join("node-token")).expect("node token");
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args([
-                "agent",
-                "--runtime",
-                "fake",
-                "--server",
-                &server.url(),
-                "--token",
-                token.trim(),
-            ])
-            .arg("--data-dir")
-            .arg(dir.join(name))
-            .args(["--node-name", name, "--kubelet-port", "0"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("skiff agent");
-        FakeAgent(child)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for FakeAgent {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A server with one FAKE agent named `node`; the directory lives as long as the first value.
-fn one_simulated_node(node: &str) -> (tempfile::TempDir, Server, common::Client, FakeAgent) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&dir.path().join("s"));
-    let client = server.wait_ready();
-    let agent = FakeAgent::start(&server, dir.path(), node);
-    (dir, server, client, agent)
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! with the credentials they write.
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod fake;
 pub mod node;
 
 use std::net::TcpListener;

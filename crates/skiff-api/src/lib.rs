@@ -5,7 +5,9 @@
 //! - [`status`]: [`ApiError`], the crate's one error type, and the Kubernetes `Status` it becomes.
 //! - [`names`]: syntax of object names, label keys and values, port names, config keys.
 //! - [`selector`]: label and field selectors, parsed and matched.
-//! - [`decode`]: request bodies (JSON or YAML) to `serde_json::Value`.
+//! - [`decode`]: request bodies (JSON, YAML or protobuf) to `serde_json::Value`.
+//! - [`protobuf`]: Kubernetes' protobuf bodies, decoded by reflection over the vendored
+//!   `proto/k8s/` definitions.
 //! - [`admission`]: a body to the object to store: type checks, unknown fields, defaults,
 //!   validation ([`admission::admit`]), and immutable fields on update.
 //! - [`quantity`]: resource quantities (`500m`, `1.5Gi`) as exact integers.
@@ -15,6 +17,7 @@ pub mod admission;
 pub mod decode;
 pub mod names;
 pub mod patch;
+pub mod protobuf;
 pub mod quantity;
 pub mod resources;
 pub mod selector;

@@ -508,6 +508,17 @@ async fn write_with_retries(
         let finishes_deletion = object.pointer("/metadata/deletionTimestamp").is_some()
             && !finalizers_of(&current).is_empty()
             && finalizers_of(&object).is_empty();
+        // Nothing changed but bookkeeping: no write, no new resourceVersion, no watch event,
+        // as Kubernetes does (and `kubectl patch` then says "patched (no change)"). A stale
+        // resourceVersion is still a conflict.
+        let stale = precondition.is_some_and(|rv| Some(rv) != revision_of(&current));
+        if !finishes_deletion && !stale && unchanged(&current, &object) {
+            return Ok(respond::json_with_warnings(
+                StatusCode::OK,
+                &current,
+                &admitted.warnings,
+            ));
+        }
         if dry_run {
             return Ok(respond::json_with_warnings(
                 StatusCode::OK,
@@ -557,6 +568,20 @@ async fn write_with_retries(
             Err(e) => return Err(respond::op_error(info, name, e)),
         }
     }
+}
+
+/// Whether `new` is `old` except for what every write restamps: the resourceVersion and the
+/// managedFields timestamps of the writer.
+fn unchanged(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("resourceVersion");
+            meta.remove("managedFields");
+        }
+        v
+    };
+    strip(old) == strip(new)
 }
 
 /// DELETE of an object. Namespaces take everything inside them along, atomically.

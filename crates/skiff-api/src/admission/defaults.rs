@@ -29,6 +29,14 @@ fn default<T>(field: &mut Option<T>, value: T) {
     }
 }
 
+/// Like [`default`], also replacing a zero: for Go's non-pointer integers (a Probe's
+/// `periodSeconds`), where 0 and "absent" are the same value, as in protobuf bodies.
+fn default_nonzero(field: &mut Option<i32>, value: i32) {
+    if field.is_none_or(|n| n == 0) {
+        *field = Some(value);
+    }
+}
+
 /// Like [`default`], also replacing an empty string, which Go cannot tell from "absent".
 fn default_str(field: &mut Option<String>, value: &str) {
     if field.as_deref().is_none_or(str::is_empty) {
@@ -152,10 +160,10 @@ fn image_tag(image: &str) -> Option<&str> {
 }
 
 fn probe(p: &mut Probe) {
-    default(&mut p.timeout_seconds, 1);
-    default(&mut p.period_seconds, 10);
-    default(&mut p.success_threshold, 1);
-    default(&mut p.failure_threshold, 3);
+    default_nonzero(&mut p.timeout_seconds, 1);
+    default_nonzero(&mut p.period_seconds, 10);
+    default_nonzero(&mut p.success_threshold, 1);
+    default_nonzero(&mut p.failure_threshold, 3);
     if let Some(http) = p.http_get.as_mut() {
         default_str(&mut http.path, "/");
         default_str(&mut http.scheme, "HTTP");

@@ -295,6 +295,17 @@ fn probes_and_ports_are_defaulted() {
             "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3
         })
     );
+
+    // Zero is "unset" for these Go integers (protobuf clients always send them).
+    let mut manifest = yaml(SERVED_SEEDS[5].1);
+    manifest["spec"]["containers"][0]["livenessProbe"]["periodSeconds"] = json!(0);
+    manifest["spec"]["containers"][0]["livenessProbe"]["failureThreshold"] = json!(0);
+    let admitted = admit(info("Pod"), manifest, FieldValidation::Strict).expect("admitted");
+    let probe = &admitted.object["spec"]["containers"][0]["livenessProbe"];
+    assert_eq!(
+        (&probe["periodSeconds"], &probe["failureThreshold"]),
+        (&json!(10), &json!(3))
+    );
 }
 
 #[test]
