@@ -155,6 +155,25 @@ fn generators_patch_and_describe(binary: &str) {
     let err = k.fails(&["create", "configmap", "cfg"]);
     assert!(err.contains(r#"configmaps "cfg" already exists"#), "{err}");
 
+    // `create -f` (a JSON body, like apply's create path), then again: AlreadyExists.
+    let manifest = dir.path().join("settings.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  level: \"3\"\n",
+    )
+    .expect("manifest");
+    let manifest = manifest.display().to_string();
+    assert_eq!(
+        k.ok(&["create", "-f", &manifest]).trim(),
+        "configmap/settings created"
+    );
+    let err = k.fails(&["create", "-f", &manifest]);
+    assert!(
+        err.contains(r#"Error from server (AlreadyExists): error when creating"#)
+            && err.contains(r#"configmaps "settings" already exists"#),
+        "{err}"
+    );
+
     // --- patch: strategic merge (the default), merge, JSON patch ---
     let add_env = [
         "patch",
