@@ -47,7 +47,14 @@ pub enum Action {
 #[derive(Debug, Default)]
 pub struct Correlator {
     seen: HashMap<String, Seen>,
+    /// When expired entries were last swept out.
+    pruned: Option<Instant>,
 }
+
+/// Expired entries are swept at most this often: sweeping on every event made a burst of
+/// 10,000 Scheduled events quadratic. In between, an expired entry is replaced when its key
+/// comes again.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 struct Seen {
@@ -61,9 +68,19 @@ impl Correlator {
     /// Decides about one occurrence of the event keyed `key`, whose new object would be
     /// named `name`.
     pub fn observe(&mut self, key: &str, name: &str, now: Instant) -> Action {
-        self.seen
-            .retain(|_, s| now.duration_since(s.first) < REPEAT_WINDOW);
-        match self.seen.get_mut(key) {
+        if self
+            .pruned
+            .is_none_or(|at| now.duration_since(at) >= PRUNE_EVERY)
+        {
+            self.seen
+                .retain(|_, s| now.duration_since(s.first) < REPEAT_WINDOW);
+            self.pruned = Some(now);
+        }
+        match self
+            .seen
+            .get_mut(key)
+            .filter(|s| now.duration_since(s.first) < REPEAT_WINDOW)
+        {
             Some(seen) => {
                 seen.count += 1;
                 if now.duration_since(seen.written) < REPEAT_WRITE_EVERY {
@@ -243,6 +260,7 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_secs;
         assert_eq!(c.observe("k", "web.1", t0), Action::Create);
+        assert_eq!(c.observe("late", "db.1", t0 + s(2)), Action::Create);
         // Within the write interval: counted, not written.
         assert_eq!(c.observe("k", "web.2", t0 + s(1)), Action::Skip);
         assert_eq!(c.observe("k", "web.3", t0 + s(2)), Action::Skip);
@@ -258,6 +276,8 @@ mod tests {
         assert_eq!(c.observe("other", "web.5", t0 + s(6)), Action::Create);
         // Ten minutes after the first: a new Event.
         assert_eq!(c.observe("k", "web.6", t0 + s(601)), Action::Create);
+        // Expired but not yet swept (the sweep at 601 s was too early for it): new too.
+        assert_eq!(c.observe("late", "db.2", t0 + s(603)), Action::Create);
     }
 
     #[test]

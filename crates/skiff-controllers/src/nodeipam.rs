@@ -4,6 +4,7 @@
 //! overlap. Deciding them in one place — this controller, on the Raft leader only — makes that
 //! simple: [`assign`] picks the lowest free /24 of `10.42.0.0/16` (k3s' default cluster CIDR),
 //! and the write is a compare-and-swap on the Node, so a concurrent change just retries.
+use std::borrow::Borrow;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
@@ -58,21 +59,31 @@ impl ClusterCidr {
 
 /// The pod CIDR for the next node that needs one: the lowest range no node holds. `None`
 /// when the cluster CIDR is exhausted.
-pub fn assign(cidr: &ClusterCidr, nodes: &[Node]) -> Option<String> {
-    let taken: BTreeSet<String> = nodes
+pub fn assign<N: Borrow<Node>>(cidr: &ClusterCidr, nodes: &[N]) -> Option<String> {
+    next_free(cidr, &taken(nodes))
+}
+
+/// The ranges the nodes hold.
+fn taken<N: Borrow<Node>>(nodes: &[N]) -> BTreeSet<String> {
+    nodes
         .iter()
-        .filter_map(|n| n.spec.as_ref()?.pod_cidr.clone())
-        .collect();
+        .filter_map(|n| n.borrow().spec.as_ref()?.pod_cidr.clone())
+        .collect()
+}
+
+/// The lowest range not in `taken`.
+fn next_free(cidr: &ClusterCidr, taken: &BTreeSet<String>) -> Option<String> {
     (0..cidr.capacity())
         .map(|i| cidr.range(i))
         .find(|r| !taken.contains(r))
 }
 
 /// Nodes without a pod CIDR, in name order (so assignment is deterministic).
-pub fn needing_cidr(nodes: &[Node]) -> Vec<String> {
+pub fn needing_cidr<N: Borrow<Node>>(nodes: &[N]) -> Vec<String> {
     let mut names: Vec<String> = nodes
         .iter()
-        .filter(|n| {
+        .map(Borrow::borrow)
+        .filter(|n: &&Node| {
             n.spec
                 .as_ref()
                 .and_then(|s| s.pod_cidr.as_ref())
@@ -114,10 +125,14 @@ pub async fn run(
                     .collect();
             }
         }
-        let all: Vec<Node> = nodes.values().cloned().collect();
-        for name in needing_cidr(&all) {
-            let known: Vec<Node> = nodes.values().cloned().collect();
-            let Some(range) = assign(&cidr, &known) else {
+        // Borrowed, not cloned, and the taken ranges computed once per event: cloning every
+        // node for every node that needed a range was quadratic when 1,000 nodes registered.
+        let (needing, mut taken) = {
+            let all: Vec<&Node> = nodes.values().collect();
+            (needing_cidr(&all), taken(&all))
+        };
+        for name in needing {
+            let Some(range) = next_free(&cidr, &taken) else {
                 tracing::error!(node = %name, "the cluster CIDR has no free node range left");
                 break;
             };
@@ -130,6 +145,7 @@ pub async fn run(
             match client.merge_patch::<Node>(None, &name, None, &patch).await {
                 Ok(updated) => {
                     tracing::info!(node = %name, pod_cidr = %range, "assigned a pod CIDR");
+                    taken.insert(range);
                     nodes.insert(name, updated);
                 }
                 Err(e) => {
@@ -154,7 +170,7 @@ mod tests {
     fn lowest_free_range_first() {
         let c = ClusterCidr::parse("10.42.0.0/16").expect("cidr");
         assert_eq!(c.capacity(), 256);
-        assert_eq!(assign(&c, &[]).as_deref(), Some("10.42.0.0/24"));
+        assert_eq!(assign::<Node>(&c, &[]).as_deref(), Some("10.42.0.0/24"));
         let nodes = [
             node("a", Some("10.42.0.0/24")),
             node("b", Some("10.42.2.0/24")),

@@ -24,6 +24,7 @@
 //! Caveat: a node missing from the heartbeat table is left alone. The table the API server
 //! keeps answers for every node (a new leader counts all nodes as seen when it took over), so
 //! the loop should ask it for each node rather than pass only the nodes that sent one.
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -58,10 +59,13 @@ impl Default for Config {
 
 /// Plans one pass over all nodes. `last_heartbeat` maps node names to when each was last
 /// heard from; `pods` are all pods (only those bound to tainted nodes are read).
-pub fn reconcile(
-    nodes: &[Node],
+///
+/// Generic over [`Borrow`] so the controller can pass references into its caches (`&[&Node]`)
+/// instead of cloning every node and pod each second, and tests can pass owned values.
+pub fn reconcile<N: Borrow<Node>, P: Borrow<Pod>>(
+    nodes: &[N],
     last_heartbeat: &BTreeMap<String, Timestamp>,
-    pods: &[Pod],
+    pods: &[P],
     now: Timestamp,
     config: &Config,
 ) -> Vec<Action> {
@@ -72,7 +76,7 @@ pub fn reconcile(
             next_check = Some((seconds, why));
         }
     };
-    for node in nodes {
+    for node in nodes.iter().map(Borrow::borrow) {
         let name = node.metadata.name.clone().unwrap_or_default();
         let Some(heard) = last_heartbeat.get(&name) else {
             continue;
@@ -119,7 +123,7 @@ pub fn reconcile(
             continue;
         };
         let tainted_at = taint.time_added.as_ref().map(|t| t.0).unwrap_or(now);
-        for pod in pods.iter().filter(|p| {
+        for pod in pods.iter().map(Borrow::borrow).filter(|p: &&Pod| {
             p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str())
                 && p.metadata.deletion_timestamp.is_none()
         }) {
@@ -327,6 +331,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const NO_PODS: &[Pod] = &[];
+
     fn at(seconds: i64) -> Timestamp {
         let t0: Timestamp = "2024-01-01T00:00:00Z".parse().expect("time");
         t0 + jiff::SignedDuration::from_secs(seconds)
@@ -398,11 +404,17 @@ mod tests {
             (21, true),
             (600, true),
         ] {
-            let actions = reconcile(&[node("True")], &heard_at(0), &[], at(silent_for), &config);
+            let actions = reconcile(
+                &[node("True")],
+                &heard_at(0),
+                NO_PODS,
+                at(silent_for),
+                &config,
+            );
             assert_eq!(written_node(&actions).is_some(), marks, "{silent_for} s");
         }
         // A heartbeat 5 s ago: check again in 15 s.
-        let actions = reconcile(&[node("True")], &heard_at(0), &[], at(5), &config);
+        let actions = reconcile(&[node("True")], &heard_at(0), NO_PODS, at(5), &config);
         assert!(
             matches!(actions.as_slice(), [Action::RequeueAfter { after, .. }] if after.as_secs() == 15)
         );
@@ -411,7 +423,7 @@ mod tests {
     #[test]
     fn a_silent_node_becomes_unknown_then_tainted() {
         let config = Config::default();
-        let actions = reconcile(&[node("True")], &heard_at(0), &[], at(25), &config);
+        let actions = reconcile(&[node("True")], &heard_at(0), NO_PODS, at(25), &config);
         let Some(Action::UpdateStatus(Object::Node(marked))) = actions.first() else {
             panic!("{actions:#?}");
         };
@@ -439,7 +451,13 @@ mod tests {
         );
 
         // Next pass: the taints, stamped with the time they were added.
-        let actions = reconcile(&[(**marked).clone()], &heard_at(0), &[], at(26), &config);
+        let actions = reconcile(
+            &[(**marked).clone()],
+            &heard_at(0),
+            NO_PODS,
+            at(26),
+            &config,
+        );
         let tainted = written_node(&actions).expect("taint update");
         let taints = tainted
             .spec
@@ -463,7 +481,7 @@ mod tests {
         let actions = reconcile(
             std::slice::from_ref(tainted),
             &heard_at(0),
-            &[],
+            NO_PODS,
             at(27),
             &config,
         );
@@ -558,7 +576,13 @@ mod tests {
             |a| matches!(a, Action::Event(e) if e.message == "Node n1 status is now: NodeReady")
         ));
 
-        let actions = reconcile(&[(**ready).clone()], &heard_at(200), &[], at(202), &config);
+        let actions = reconcile(
+            &[(**ready).clone()],
+            &heard_at(200),
+            NO_PODS,
+            at(202),
+            &config,
+        );
         let untainted = written_node(&actions).expect("taints removed");
         let taints = untainted
             .spec
@@ -573,7 +597,7 @@ mod tests {
         let actions = reconcile(
             &[node("True")],
             &BTreeMap::new(),
-            &[],
+            NO_PODS,
             at(1000),
             &Config::default(),
         );
@@ -585,7 +609,7 @@ mod tests {
         let actions = reconcile(
             &[node("False")],
             &heard_at(0),
-            &[],
+            NO_PODS,
             at(1),
             &Config::default(),
         );

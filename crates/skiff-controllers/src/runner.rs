@@ -424,26 +424,31 @@ pub async fn run(client: Client, config: Config, mut stop: watch::Receiver<bool>
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 tick += 1;
-                let all_nodes: Vec<Node> = read(&nodes).values().cloned().collect();
-                let all_pods: Vec<Pod> = read(&pods).values().cloned().collect();
-                // Nodes not heard from since this leader's table started count from its
-                // start (the entry with the empty name).
-                let mut heartbeats = (config.heartbeats)();
-                let start = heartbeats.remove("");
-                if let Some(start) = start {
-                    for node in &all_nodes {
-                        if let Some(name) = &node.metadata.name {
-                            heartbeats.entry(name.clone()).or_insert(start);
+                // Borrowed from the caches, not cloned: at 1,000 nodes and 10,000 pods a
+                // clone of everything every second was most of the leader's CPU.
+                let plan = {
+                    let (nodes, pods) = (read(&nodes), read(&pods));
+                    let all_nodes: Vec<&Node> = nodes.values().collect();
+                    let all_pods: Vec<&Pod> = pods.values().collect();
+                    // Nodes not heard from since this leader's table started count from its
+                    // start (the entry with the empty name).
+                    let mut heartbeats = (config.heartbeats)();
+                    let start = heartbeats.remove("");
+                    if let Some(start) = start {
+                        for node in &all_nodes {
+                            if let Some(name) = &node.metadata.name {
+                                heartbeats.entry(name.clone()).or_insert(start);
+                            }
                         }
                     }
-                }
-                let plan = nodelifecycle::reconcile(
-                    &all_nodes,
-                    &heartbeats,
-                    &all_pods,
-                    Timestamp::now(),
-                    &config.node_lifecycle,
-                );
+                    nodelifecycle::reconcile(
+                        &all_nodes,
+                        &heartbeats,
+                        &all_pods,
+                        Timestamp::now(),
+                        &config.node_lifecycle,
+                    )
+                };
                 let plan: Vec<Action> = plan
                     .into_iter()
                     .filter(|a| !matches!(a, Action::RequeueAfter { .. }))
@@ -455,7 +460,7 @@ pub async fn run(client: Client, config: Config, mut stop: watch::Receiver<bool>
                     let mut objects: Vec<Value> = Vec::new();
                     objects.extend(as_values(&eps));
                     objects.extend(as_values(&slices));
-                    objects.extend(all_pods.iter().filter_map(|o| serde_json::to_value(o).ok()));
+                    objects.extend(as_values(&pods));
                     objects.extend(as_values(&rs));
                     objects.extend(as_values(&ds));
                     objects.extend(as_values(&svcs));
@@ -481,12 +486,31 @@ pub async fn run(client: Client, config: Config, mut stop: watch::Receiver<bool>
     tracing::info!("controllers stopped");
 }
 
-/// Every object of a cache as JSON, for the garbage collector.
-fn as_values<K: Clone + serde::Serialize>(cache: &Cache<K>) -> Vec<Value> {
-    read(cache)
-        .values()
-        .filter_map(|o| serde_json::to_value(o).ok())
-        .collect()
+/// Every object of a cache as the JSON the garbage collector reads: type and the metadata
+/// that links owners and dependents, not the whole object (serialising every pod in full
+/// every other second was a large part of the leader's CPU at 10,000 pods).
+fn as_values<K>(cache: &Cache<K>) -> Vec<Value>
+where
+    K: Clone + k8s_openapi::Resource + Metadata<Ty = ObjectMeta>,
+{
+    read(cache).values().map(gc_view).collect()
+}
+
+fn gc_view<K: k8s_openapi::Resource + Metadata<Ty = ObjectMeta>>(object: &K) -> Value {
+    let meta = object.metadata();
+    serde_json::json!({
+        "apiVersion": K::API_VERSION,
+        "kind": K::KIND,
+        "metadata": {
+            "name": meta.name,
+            "namespace": meta.namespace,
+            "uid": meta.uid,
+            "resourceVersion": meta.resource_version,
+            "ownerReferences": meta.owner_references,
+            "deletionTimestamp": meta.deletion_timestamp,
+            "finalizers": meta.finalizers,
+        },
+    })
 }
 
 fn seed() -> u64 {

@@ -2,6 +2,7 @@
 //! port by every node's proxy, so its external addresses are the nodes' addresses. This
 //! controller writes them into `status.loadBalancer.ingress` (which `kubectl get svc` shows as
 //! EXTERNAL-IP) and keeps them in step as nodes come, go, or stop being Ready.
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -9,10 +10,11 @@ use serde_json::{json, Value};
 
 /// The ingress list for LoadBalancer services: the Ready nodes' ExternalIP, or InternalIP when
 /// they have none, sorted (pure).
-pub fn ingress(nodes: &[Node]) -> Vec<Value> {
+pub fn ingress<N: Borrow<Node>>(nodes: &[N]) -> Vec<Value> {
     let mut ips: Vec<String> = nodes
         .iter()
-        .filter(|n| is_ready(n))
+        .map(Borrow::borrow)
+        .filter(|n: &&Node| is_ready(n))
         .filter_map(|n| {
             let addresses = n.status.as_ref()?.addresses.as_ref()?;
             let pick = |kind: &str| {
@@ -67,7 +69,12 @@ pub async fn run(client: skiff_client::Client, mut stop: tokio::sync::watch::Rec
             _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
             else => return,
         }
-        let all_nodes: Vec<Node> = nodes.values().cloned().collect();
+        // Nothing to keep in step without services (the common case at scale: a node event
+        // then costs nothing here).
+        if services.is_empty() {
+            continue;
+        }
+        let all_nodes: Vec<&Node> = nodes.values().collect();
         let want = ingress(&all_nodes);
         for ((ns, name), svc) in &services {
             let is_lb = svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
