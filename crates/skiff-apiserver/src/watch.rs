@@ -111,8 +111,17 @@ pub fn watch(
 }
 
 fn event_line(kind: &str, object: &Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
-    line.push(b'\n');
+    encoded_event_line(kind, &serde_json::to_vec(object).unwrap_or_default())
+}
+
+/// `{"type":KIND,"object":OBJECT}` and a newline, around an object already encoded.
+fn encoded_event_line(kind: &str, object: &[u8]) -> Bytes {
+    let mut line = Vec::with_capacity(object.len() + kind.len() + 24);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(kind.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    line.extend_from_slice(object);
+    line.extend_from_slice(b"}\n");
     Bytes::from(line)
 }
 
@@ -153,7 +162,11 @@ impl Watcher {
             (EventKind::Deleted, true, _) => "DELETED",
             _ => return None,
         };
-        Some(self.event(kind, &event.object))
+        Some(match self.tables {
+            Some(_) => self.event(kind, &event.object),
+            // The same bytes for every watcher of this change: encoded once.
+            None => encoded_event_line(kind, event.object_json()),
+        })
     }
 
     fn bookmark(&self, revision: u64) -> Bytes {

@@ -10,7 +10,7 @@
 //! operations and each gets its own `resourceVersion`, as etcd's revision does. It only grows.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 
@@ -29,9 +29,18 @@ pub struct ChangeEvent {
     /// The object before the change, so filtered watches can turn a MODIFIED that leaves the
     /// filter into a DELETED, as Kubernetes does.
     pub previous: Option<Arc<Value>>,
+    /// `object` as JSON, encoded once by the first watcher that needs it and shared by every
+    /// other (each watcher gets its own clone of the event; this cell is common to all).
+    pub encoded: Arc<OnceLock<Vec<u8>>>,
 }
 
 impl ChangeEvent {
+    /// The object as JSON bytes, encoded at most once however many watchers send it.
+    pub fn object_json(&self) -> &[u8] {
+        self.encoded
+            .get_or_init(|| serde_json::to_vec(&*self.object).unwrap_or_default())
+    }
+
     /// The qualified resource of the changed object (`deployments.apps`).
     pub fn resource(&self) -> &str {
         key_resource(&self.key)
@@ -248,6 +257,7 @@ impl Objects {
             key: key.to_string(),
             object: Arc::new(object.clone()),
             previous,
+            encoded: Arc::default(),
         };
         (object, event)
     }

@@ -173,6 +173,7 @@ mod tests {
             key: key.into(),
             object: Arc::new(json!({"metadata": {"resourceVersion": revision.to_string()}})),
             previous: None,
+            encoded: Arc::default(),
         }
     }
 
