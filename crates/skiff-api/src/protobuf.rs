@@ -329,15 +329,15 @@ mod tests {
     /// in `runtime.Unknown`, behind the magic. The test's JSON → protobuf step uses
     /// prost-reflect's own JSON mapping, which is independent of the walk under test.
     fn encode(api_version: &str, kind: &str, object: &Value) -> Vec<u8> {
-        let descriptor = message_for(api_version, kind).unwrap();
-        let message = DynamicMessage::deserialize(descriptor, object.clone()).unwrap();
+        let descriptor = message_for(api_version, kind).expect("test value");
+        let message = DynamicMessage::deserialize(descriptor, object.clone()).expect("test value");
         let mut unknown = DynamicMessage::new(
             POOL.get_message_by_name("k8s.io.apimachinery.pkg.runtime.Unknown")
-                .unwrap(),
+                .expect("in the descriptor set"),
         );
         let mut type_meta = DynamicMessage::new(
             POOL.get_message_by_name("k8s.io.apimachinery.pkg.runtime.TypeMeta")
-                .unwrap(),
+                .expect("in the descriptor set"),
         );
         type_meta.set_field_by_name("apiVersion", Field::String(api_version.into()));
         type_meta.set_field_by_name("kind", Field::String(kind.into()));
@@ -352,7 +352,7 @@ mod tests {
     fn configmaps_and_secrets_round_trip() {
         let cm =
             json!({"metadata": {"name": "cfg", "namespace": ""}, "data": {"a": "1", "empty": ""}});
-        let got = decode(&encode("v1", "ConfigMap", &cm)).unwrap();
+        let got = decode(&encode("v1", "ConfigMap", &cm)).expect("test value");
         assert_eq!(
             got,
             json!({"apiVersion": "v1", "kind": "ConfigMap",
@@ -361,7 +361,7 @@ mod tests {
 
         // Secret data is bytes on the wire and base64 in JSON.
         let secret = json!({"metadata": {"name": "s"}, "data": {"password": "aHVudGVyMg=="}, "type": "Opaque"});
-        let got = decode(&encode("v1", "Secret", &secret)).unwrap();
+        let got = decode(&encode("v1", "Secret", &secret)).expect("test value");
         assert_eq!(got["data"]["password"], "aHVudGVyMg==");
         assert_eq!(got["type"], "Opaque");
     }
@@ -393,7 +393,7 @@ mod tests {
                 }
             }
         });
-        let got = decode(&encode("apps/v1", "Deployment", &deployment)).unwrap();
+        let got = decode(&encode("apps/v1", "Deployment", &deployment)).expect("test value");
         assert_eq!(got["apiVersion"], "apps/v1");
         assert_eq!(
             got["metadata"],
@@ -428,7 +428,7 @@ mod tests {
 
         let event_time =
             json!({"metadata": {"name": "e", "creationTimestamp": {"seconds": 1700000000}}});
-        let got = decode(&encode("v1", "ConfigMap", &event_time)).unwrap();
+        let got = decode(&encode("v1", "ConfigMap", &event_time)).expect("test value");
         assert_eq!(got["metadata"]["creationTimestamp"], "2023-11-14T22:13:20Z");
     }
 
@@ -453,7 +453,7 @@ mod tests {
         let at = unknown_kind
             .windows(9)
             .position(|w| w == b"ConfigMap")
-            .unwrap();
+            .expect("test value");
         unknown_kind.splice(at..at + 9, b"CronJobXy".iter().copied());
         assert!(matches!(
             decode(&unknown_kind),
