@@ -679,13 +679,26 @@ async fn replace(
         Object::Endpoints(o) => put!(o),
         Object::EndpointSlice(o) => put!(o),
         Object::Dynamic(value) => {
-            // A generic update (the garbage collector editing ownerReferences or finalizers):
-            // PUT to the object's own URL, built from its apiVersion and kind.
+            // A generic update: the garbage collector editing ownerReferences or finalizers of
+            // an object it sees only by its metadata. A merge patch of exactly those two lists
+            // (null removes one), with the resourceVersion as a compare-and-swap precondition,
+            // to the object's own URL built from its apiVersion and kind.
             let url = dynamic_url(client, value)
                 .ok_or_else(|| skiff_client::Error::Config("object of unknown kind".into()))?;
-            let body = ("application/json", serde_json::to_vec(value)?);
+            let meta = |field: &str| {
+                value
+                    .pointer(&format!("/metadata/{field}"))
+                    .cloned()
+                    .unwrap_or(Value::Null)
+            };
+            let patch = serde_json::json!({"metadata": {
+                "resourceVersion": meta("resourceVersion"),
+                "ownerReferences": meta("ownerReferences"),
+                "finalizers": meta("finalizers"),
+            }});
+            let body = ("application/merge-patch+json", serde_json::to_vec(&patch)?);
             client
-                .request::<Value>(skiff_client::Method::PUT, &url, &[], Some(body))
+                .request::<Value>(skiff_client::Method::PATCH, &url, &[], Some(body))
                 .await
                 .map(|_| ())
         }
