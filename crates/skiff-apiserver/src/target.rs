@@ -75,6 +75,11 @@ pub fn parse(path: &str) -> Result<Option<Target>, ApiError> {
             name: tail.first().map(|s| s.to_string()),
             subresource: tail.get(1).map(|s| s.to_string()),
         },
+        // `/apis/batch/v1/namespaces/a/jobs` where the group has no namespaces of its own: the
+        // resource that is missing is `jobs`, not `namespaces`.
+        (["namespaces", _, resource, ..], None) if find("namespaces").is_none() => {
+            return Err(not_found(resource));
+        }
         ([resource, tail @ ..], _) if tail.len() <= 2 => {
             let info = find(resource).ok_or_else(|| not_found(resource))?;
             if info.namespaced && !tail.is_empty() {
@@ -154,9 +159,14 @@ mod tests {
     #[test]
     fn unknown_resources_are_not_found_and_other_paths_pass() {
         assert!(parse("/api/v1/widgets").is_err());
-        assert!(
-            parse("/apis/apps/v1/namespaces/a/pods").is_err(),
-            "pods are not in apps"
+        assert_eq!(
+            parse("/apis/apps/v1/namespaces/a/pods"),
+            Err(ApiError::NoSuchPath("pods in apps/v1".into())),
+            "pods are not in apps, and the message names them"
+        );
+        assert_eq!(
+            parse("/apis/batch/v1/namespaces/a/jobs"),
+            Err(ApiError::NoSuchPath("jobs in batch/v1".into()))
         );
         assert!(
             parse("/api/v1/pods/web").is_err(),
