@@ -110,12 +110,6 @@ pub fn decode(bytes: &[u8]) -> Result<Value, ApiError> {
         )
     })?;
     let unknown = decode_message("k8s.io.apimachinery.pkg.runtime.Unknown", envelope)?;
-    let text = |message: &DynamicMessage, field: &str| {
-        message
-            .get_field_by_name(field)
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
-    };
     let type_meta = unknown
         .get_field_by_name("typeMeta")
         .and_then(|v| v.as_message().cloned())
@@ -204,12 +198,12 @@ fn message_to_json(message: &DynamicMessage) -> Result<Option<Value>, ApiError> 
         }
         "k8s.io.apimachinery.pkg.util.intstr.IntOrString" => {
             if int("type") == 1 {
-                string_field(message, "strVal")
+                Value::String(text(message, "strVal"))
             } else {
                 Value::from(int("intVal"))
             }
         }
-        "k8s.io.apimachinery.pkg.api.resource.Quantity" => string_field(message, "string"),
+        "k8s.io.apimachinery.pkg.api.resource.Quantity" => Value::String(text(message, "string")),
         "k8s.io.apimachinery.pkg.runtime.RawExtension" => embedded_json(&bytes_field("raw"))?,
         "k8s.io.apimachinery.pkg.apis.meta.v1.FieldsV1" => embedded_json(&bytes_field("Raw"))?,
         _ => {
@@ -232,12 +226,12 @@ fn message_to_json(message: &DynamicMessage) -> Result<Option<Value>, ApiError> 
     Ok(Some(value))
 }
 
-fn string_field(message: &DynamicMessage, name: &str) -> Value {
-    let text = message
+/// A string field's value; `""` when unset.
+fn text(message: &DynamicMessage, name: &str) -> String {
+    message
         .get_field_by_name(name)
         .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    Value::String(text)
+        .unwrap_or_default()
 }
 
 /// RFC 3339 in UTC, as Go's `metav1.Time` (seconds) and `MicroTime` (microseconds) write it.
@@ -269,6 +263,15 @@ fn embedded_json(bytes: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
+/// A list element or map value as JSON. These have no "unset": an empty string stays, as in
+/// `args: ["-p", ""]` or `data: {key: ""}`.
+fn element_to_json(item: &Field) -> Result<Value, ApiError> {
+    match item {
+        Field::String(s) => Ok(Value::String(s.clone())),
+        other => Ok(field_to_json(other)?.unwrap_or(Value::Null)),
+    }
+}
+
 /// One field's value as JSON; `None` drops it (an empty string, see the module docs).
 fn field_to_json(value: &Field) -> Result<Option<Value>, ApiError> {
     let json = match value {
@@ -285,14 +288,10 @@ fn field_to_json(value: &Field) -> Result<Option<Value>, ApiError> {
         Field::Bytes(b) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
         Field::Message(m) => return message_to_json(m),
         Field::List(items) => {
-            let mut list = Vec::with_capacity(items.len());
-            for item in items {
-                // An element has no "unset": an empty string stays in its list.
-                list.push(match item {
-                    Field::String(s) => Value::String(s.clone()),
-                    other => field_to_json(other)?.unwrap_or(Value::Null),
-                });
-            }
+            let list = items
+                .iter()
+                .map(element_to_json)
+                .collect::<Result<_, _>>()?;
             Value::Array(list)
         }
         Field::Map(entries) => {
@@ -306,12 +305,7 @@ fn field_to_json(value: &Field) -> Result<Option<Value>, ApiError> {
                     MapKey::U32(n) => n.to_string(),
                     MapKey::U64(n) => n.to_string(),
                 };
-                // Map values keep empty strings too: `data: {key: ""}` is a value.
-                let item = match item {
-                    Field::String(s) => Value::String(s.clone()),
-                    other => field_to_json(other)?.unwrap_or(Value::Null),
-                };
-                map.insert(key, item);
+                map.insert(key, element_to_json(item)?);
             }
             Value::Object(map)
         }

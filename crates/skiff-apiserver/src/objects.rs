@@ -572,16 +572,30 @@ async fn write_with_retries(
 
 /// Whether `new` is `old` except for what every write restamps: the resourceVersion and the
 /// managedFields timestamps of the writer.
+/// Compared in place, without copying either object (this runs on every write).
 fn unchanged(old: &Value, new: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.remove("resourceVersion");
-            meta.remove("managedFields");
-        }
-        v
+    let (Some(old), Some(new)) = (old.as_object(), new.as_object()) else {
+        return old == new;
     };
-    strip(old) == strip(new)
+    // Equal maps except for the keys `skip` names.
+    fn equal_but(a: &Map<String, Value>, b: &Map<String, Value>, skip: &[&str]) -> bool {
+        let kept =
+            |m: &Map<String, Value>| m.keys().filter(|k| !skip.contains(&k.as_str())).count();
+        kept(a) == kept(b)
+            && a.iter()
+                .filter(|(k, _)| !skip.contains(&k.as_str()))
+                .all(|(k, v)| b.get(k) == Some(v))
+    }
+    let (old_meta, new_meta) = (
+        old.get("metadata").and_then(Value::as_object),
+        new.get("metadata").and_then(Value::as_object),
+    );
+    let bookkeeping = ["resourceVersion", "managedFields"];
+    equal_but(old, new, &["metadata"])
+        && match (old_meta, new_meta) {
+            (Some(a), Some(b)) => equal_but(a, b, &bookkeeping),
+            (a, b) => a == b,
+        }
 }
 
 /// DELETE of an object. Namespaces take everything inside them along, atomically.
@@ -901,4 +915,32 @@ fn random_suffix() -> String {
         .take(5)
         .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unchanged;
+    use serde_json::json;
+
+    #[test]
+    fn only_bookkeeping_differs_means_unchanged() {
+        let old = json!({"kind": "ConfigMap", "metadata": {"name": "a", "resourceVersion": "3",
+            "managedFields": [{"time": "t1"}]}, "data": {"k": "v"}});
+        let same = json!({"kind": "ConfigMap", "metadata": {"name": "a", "resourceVersion": "4",
+            "managedFields": [{"time": "t2"}]}, "data": {"k": "v"}});
+        assert!(unchanged(&old, &same));
+        let mut data = same.clone();
+        data["data"]["k"] = json!("w");
+        assert!(!unchanged(&old, &data));
+        let mut label = same.clone();
+        label["metadata"]["labels"] = json!({"x": "y"});
+        assert!(!unchanged(&old, &label));
+        let mut extra = same.clone();
+        extra["spec"] = json!({});
+        assert!(!unchanged(&old, &extra));
+        assert!(!unchanged(
+            &old,
+            &json!({"kind": "ConfigMap", "data": {"k": "v"}})
+        ));
+    }
 }

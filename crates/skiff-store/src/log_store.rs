@@ -327,8 +327,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut decoded = Vec::new();
         for entry in entries {
             let bytes = serde_json::to_vec(&entry).map_err(io_error)?;
-            batch.insert(&index_key(entry.log_id.index), bytes.as_slice());
-            decoded.push((entry, bytes.len()));
+            let size = bytes.len();
+            batch.insert(&index_key(entry.log_id.index), bytes);
+            decoded.push((entry, size));
         }
         self.log.apply_batch(batch).map_err(io_error)?;
         let mut recent = self.recent();
