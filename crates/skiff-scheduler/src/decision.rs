@@ -94,12 +94,11 @@ impl Decision {
                 Verdict::Rejected(_) => None,
             })
             .collect();
-        // Highest total first; equal totals by name, as the choice was made. Only the first
-        // `best` need ordering, so partition around the cut before sorting them.
-        let by_rank = |a: &(i64, usize), b: &(i64, usize)| {
-            b.0.cmp(&a.0)
-                .then_with(|| self.nodes[a.1].node.cmp(&self.nodes[b.1].node))
-        };
+        // Highest total first; equal totals by name, as the choice was made — and verdicts
+        // are sorted by name, so by index (on a uniform cluster every total ties, and
+        // comparing names cost a string compare per step). Only the first `best` need
+        // ordering, so partition around the cut before sorting them.
+        let by_rank = |a: &(i64, usize), b: &(i64, usize)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
         if best > 0 && best < feasible.len() {
             feasible.select_nth_unstable_by(best - 1, by_rank);
         }
@@ -108,12 +107,17 @@ impl Decision {
         for (_, i) in &feasible {
             keep[*i] = true;
         }
-        if let Some(chosen) = self
-            .nodes
-            .iter()
-            .position(|v| Some(&*v.node) == self.node())
-        {
-            keep[chosen] = true;
+        // The chosen node is the best-ranked one unless the record was edited; look it up by
+        // pointer first (the outcome shares the verdict's name), by name only as a fallback.
+        if let Outcome::Scheduled { node } = &self.outcome {
+            let chosen = self
+                .nodes
+                .iter()
+                .position(|v| Arc::ptr_eq(&v.node, node))
+                .or_else(|| self.nodes.iter().position(|v| v.node == *node));
+            if let Some(chosen) = chosen {
+                keep[chosen] = true;
+            }
         }
         let mut rejected_left = rejected;
         let nodes: Vec<NodeVerdict> = self

@@ -8,6 +8,8 @@
 //! proposing. `apply` only decides what must be identical on every member: whether a precondition
 //! holds, the revision (`resourceVersion`) and the `generation`.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -50,9 +52,22 @@ pub enum Proposal {
 }
 
 /// The application data of one Raft entry.
+///
+/// The proposals are shared, not owned: openraft clones an entry's payload several times on its
+/// way (the proposer keeps one to retry on another leader, the log keeps recent entries
+/// decoded, each read for applying or replicating hands out a copy), and deep copies of
+/// hundreds of JSON objects were ~6 % of a busy leader's CPU. `apply` only reads them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Request {
-    pub proposals: Vec<Proposal>,
+    pub proposals: Arc<Vec<Proposal>>,
+}
+
+impl Request {
+    pub fn new(proposals: Vec<Proposal>) -> Request {
+        Request {
+            proposals: Arc::new(proposals),
+        }
+    }
 }
 
 /// What `apply` answers for one Raft entry: one result per proposal, in order.

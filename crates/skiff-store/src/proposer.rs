@@ -125,7 +125,7 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let outcome = submit(&raft, &transport, id, Request { proposals }).await;
+        let outcome = submit(&raft, &transport, id, Request::new(proposals)).await;
         match outcome {
             Ok(response) => {
                 for (reply, result) in replies.into_iter().zip(response.results) {
