@@ -6,6 +6,12 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 
+/// mimalloc instead of glibc's malloc. A busy control plane allocates and frees many small JSON
+/// values from many threads; glibc's malloc spent about a third of the leader's CPU on it in
+/// the scheduler benchmark (consolidating and unlinking free chunks). See docs/benchmarks.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "skiff",
