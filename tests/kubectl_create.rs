@@ -188,7 +188,10 @@ fn generators_patch_and_describe(binary: &str) {
     // Containers merge by name: the image stays, env is added.
     assert_eq!(container["image"], "skiff.local/web:1.0");
     assert_eq!(container["env"], json!([{"name": "MODE", "value": "fast"}]));
-    // The same patch again changes nothing, and kubectl says so.
+    // The same patch again changes nothing, and kubectl says so. kubectl compares the object it
+    // read before patching with the one the patch returns, so a controller's status write in
+    // between would make it say "patched": let the rollout of the first patch finish first.
+    k.ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
     let out = k.ok(&add_env);
     assert_eq!(out.trim(), "deployment.apps/web patched (no change)");
 
