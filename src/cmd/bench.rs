@@ -76,8 +76,8 @@ struct StoreBench {
     /// Targets to measure: api, store, etcd (etcd only when installed).
     #[arg(long, value_delimiter = ',', default_value = "api,store,etcd")]
     targets: Vec<String>,
-    /// Also write every write's start (ms since the run began) and latency (ms) to
-    /// `DIR/<target>-<members>.tsv`, to see whether slow writes come in clusters (stalls).
+    /// Also write every write's start (ms since the run began), latency (ms) and client number
+    /// to `DIR/<target>-<members>.tsv`, to see whether slow writes come in clusters (stalls).
     #[arg(long)]
     timeline: Option<PathBuf>,
 }
@@ -91,8 +91,8 @@ struct Run {
     elapsed: Duration,
     /// Sorted.
     latencies: Vec<Duration>,
-    /// (start since the run began, latency) of every write, in start order.
-    timeline: Vec<(Duration, Duration)>,
+    /// (start since the run began, latency, client) of every write, in start order.
+    timeline: Vec<(Duration, Duration, usize)>,
 }
 
 impl Run {
@@ -134,11 +134,11 @@ impl Run {
 
     fn write_timeline(&self, dir: &Path) -> anyhow::Result<()> {
         use std::fmt::Write;
-        let mut text = String::from("start_ms\tlatency_ms\n");
-        for (start, latency) in &self.timeline {
+        let mut text = String::from("start_ms\tlatency_ms\tclient\n");
+        for (start, latency, client) in &self.timeline {
             let _ = writeln!(
                 text,
-                "{:.3}\t{:.3}",
+                "{:.3}\t{:.3}\t{client}",
                 start.as_secs_f64() * 1000.0,
                 latency.as_secs_f64() * 1000.0
             );
@@ -243,7 +243,7 @@ where
             for i in 0..per_client {
                 let t = Instant::now();
                 write(client, i).await?;
-                timeline.push((t - started, t.elapsed()));
+                timeline.push((t - started, t.elapsed(), client));
             }
             anyhow::Ok(timeline)
         }));
@@ -254,7 +254,7 @@ where
     }
     let elapsed = started.elapsed();
     timeline.sort();
-    let mut latencies: Vec<Duration> = timeline.iter().map(|(_, latency)| *latency).collect();
+    let mut latencies: Vec<Duration> = timeline.iter().map(|(_, latency, _)| *latency).collect();
     latencies.sort();
     Ok(Run {
         target,
