@@ -335,6 +335,56 @@ fn generators_patch_and_describe(binary: &str) {
     assert_eq!(described(&out, "Non-terminated Pods:"), "(2 in total)");
     assert!(out.contains(&pod), "{out}");
     assert!(out.contains("Allocated resources:"), "{out}");
+    // The node's Lease, made up from the leader's heartbeat table.
+    assert!(!out.contains("Failed to get lease"), "{out}");
+    assert_eq!(described(&out, "  HolderIdentity:"), node, "{out}");
+    assert_ne!(described(&out, "  RenewTime:"), "<unset>", "{out}");
+
+    // --- leases: node leases listed with their holder; a workload's own Lease is stored ---
+    let out = k.ok(&["get", "leases", "-n", "kube-node-lease"]);
+    let mut lines = out.lines();
+    assert_eq!(
+        lines
+            .next()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>()),
+        Some(vec!["NAME", "HOLDER", "AGE"]),
+        "{out}"
+    );
+    let row: Vec<&str> = lines
+        .next()
+        .expect("a lease row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[..2], [node, node], "{out}");
+    let lease = dir.path().join("lease.yaml");
+    std::fs::write(
+        &lease,
+        "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: my-controller\n\
+         spec:\n  holderIdentity: pod-a\n  leaseDurationSeconds: 15\n",
+    )
+    .expect("lease manifest");
+    let lease = lease.display().to_string();
+    assert_eq!(
+        k.ok(&["apply", "-f", &lease]).trim(),
+        "lease.coordination.k8s.io/my-controller created"
+    );
+    assert_eq!(
+        k.json(&["get", "lease", "my-controller"])["spec"]["holderIdentity"],
+        "pod-a"
+    );
+    let bad = k.fails(&[
+        "patch",
+        "lease",
+        "my-controller",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"leaseDurationSeconds":0}}"#,
+    ]);
+    assert!(
+        bad.contains("spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0"),
+        "{bad}"
+    );
 }
 
 #[test]

@@ -65,6 +65,7 @@ impl ResourceInfo {
 const CORE: &str = "";
 const APPS: &str = "apps";
 const DISCOVERY: &str = "discovery.k8s.io";
+const COORDINATION: &str = "coordination.k8s.io";
 
 /// Every resource skiff serves, core group first.
 pub static RESOURCES: &[ResourceInfo] = &[
@@ -232,6 +233,22 @@ pub static RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         field_selectors: &[],
     },
+    // Stored like any other object (leader election in workloads uses them). The node leases
+    // in `kube-node-lease` are answered from the leader's heartbeat table instead, see
+    // skiff-apiserver's nodes.rs.
+    ResourceInfo {
+        group: COORDINATION,
+        version: "v1",
+        resource: "leases",
+        singular: "lease",
+        kind: "Lease",
+        list_kind: "LeaseList",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        field_selectors: &[],
+    },
 ];
 
 /// The resource served at `/{group}/{version}/{resource}`, if any.
@@ -270,7 +287,10 @@ mod tests {
         assert_eq!(deploy.qualified_kind(), "Deployment.apps");
         assert_eq!(by_kind("v1", "Pod").map(|r| r.resource), Some("pods"));
         assert!(find("apps", "v1", "pods").is_none());
-        assert_eq!(groups(), vec!["apps", "discovery.k8s.io"]);
+        assert_eq!(
+            groups(),
+            vec!["apps", "discovery.k8s.io", "coordination.k8s.io"]
+        );
     }
 
     #[test]

@@ -67,10 +67,10 @@ pub async fn get(
     if !params.any_version_ok() {
         app.store.linearize().await.map_err(respond::store_error)?;
     }
-    let object = app
-        .store
-        .get(&target.key())
-        .ok_or_else(|| not_found(target, name))?;
+    let object = match app.store.get(&target.key()) {
+        Some(object) => object,
+        None => node_lease(app, target, name).ok_or_else(|| not_found(target, name))?,
+    };
     Ok(match table {
         Some(options) => respond::json(
             StatusCode::OK,
@@ -94,6 +94,46 @@ async fn get_fresh(app: &App, key: &str) -> Result<Option<Arc<Value>>> {
     }
     app.store.linearize().await.map_err(respond::store_error)?;
     Ok(app.store.get(key))
+}
+
+/// Whether `target` addresses leases in `kube-node-lease` (or in every namespace), where each
+/// Node has a Lease made up from the heartbeat table (see nodes.rs).
+fn has_node_leases(target: &Target) -> bool {
+    target.info.qualified_resource() == "leases.coordination.k8s.io"
+        && target
+            .namespace
+            .as_deref()
+            .is_none_or(|ns| ns == crate::nodes::NODE_LEASE_NAMESPACE)
+}
+
+/// The made-up Lease of node `name`, when `target` is a node lease and that Node exists.
+fn node_lease(app: &App, target: &Target, name: &str) -> Option<Arc<Value>> {
+    if !has_node_leases(target) {
+        return None;
+    }
+    let node = app.store.get(&object_key("nodes", "", name))?;
+    let mut leases = crate::nodes::node_leases(app, [node.as_ref()], &Default::default());
+    leases.pop().map(Arc::new)
+}
+
+/// The made-up node leases a list of `target` includes besides the stored `items`.
+fn node_leases(app: &App, target: &Target, items: &[Arc<Value>]) -> Vec<Arc<Value>> {
+    if !has_node_leases(target) {
+        return Vec::new();
+    }
+    let stored: std::collections::HashSet<String> = items
+        .iter()
+        .filter(|l| {
+            l.pointer("/metadata/namespace").and_then(Value::as_str)
+                == Some(crate::nodes::NODE_LEASE_NAMESPACE)
+        })
+        .filter_map(|l| Some(l.pointer("/metadata/name")?.as_str()?.to_string()))
+        .collect();
+    let (nodes, _) = app.store.list(&key_prefix("nodes", None));
+    crate::nodes::node_leases(app, nodes.iter().map(|n| n.as_ref()), &stored)
+        .into_iter()
+        .map(Arc::new)
+        .collect()
 }
 
 fn not_found(target: &Target, name: &str) -> ApiError {
@@ -150,7 +190,9 @@ pub async fn list(
     if !params.any_version_ok() {
         app.store.linearize().await.map_err(respond::store_error)?;
     }
-    let (items, revision) = app.store.list(&target.prefix());
+    let (mut items, revision) = app.store.list(&target.prefix());
+    let made_up = node_leases(app, target, &items);
+    items.extend(made_up);
     let items: Vec<Arc<Value>> = items.into_iter().filter(|o| filter.matches(o)).collect();
     Ok(match table {
         Some(options) => respond::json(

@@ -26,7 +26,7 @@
 //! - `pods`: a pod's READY, STATUS and RESTARTS, the most involved cells.
 //! - `workloads`: Deployments and ReplicaSets.
 //! - `network`: Services, Endpoints and EndpointSlices.
-//! - `cluster`: Nodes, Namespaces, Events, ConfigMaps and Secrets.
+//! - `cluster`: Nodes, Namespaces, Events, ConfigMaps, Secrets and Leases.
 //! - `docs`: the column descriptions.
 
 mod cluster;
@@ -325,6 +325,7 @@ fn printer_for(resource: &str) -> &'static Printer {
         "configmaps" => &cluster::CONFIGMAPS,
         "secrets" => &cluster::SECRETS,
         "events" => &cluster::EVENTS,
+        "leases.coordination.k8s.io" => &cluster::LEASES,
         _ => &DEFAULT,
     }
 }

@@ -5,6 +5,7 @@
 //! string "two", expected i32`) and what defaulting and validation work on.
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service,
 };
@@ -33,6 +34,7 @@ pub(super) enum Typed {
     Event(Event),
     Deployment(Deployment),
     ReplicaSet(ReplicaSet),
+    Lease(Lease),
 }
 
 /// Calls `$body` with the inner object bound to `$obj`, whatever the kind.
@@ -50,6 +52,7 @@ macro_rules! each_kind {
             Typed::Event($obj) => $body,
             Typed::Deployment($obj) => $body,
             Typed::ReplicaSet($obj) => $body,
+            Typed::Lease($obj) => $body,
         }
     };
 }
@@ -69,6 +72,7 @@ impl Typed {
             "Event" => Typed::Event(decode(info, body)?),
             "Deployment" => Typed::Deployment(decode(info, body)?),
             "ReplicaSet" => Typed::ReplicaSet(decode(info, body)?),
+            "Lease" => Typed::Lease(decode(info, body)?),
             other => {
                 return Err(ApiError::Internal(format!(
                     "skiff-api has no type for served kind {other}; add it to admission::typed"
@@ -106,7 +110,7 @@ impl Typed {
             Typed::Secret(secret) => defaults::secret(secret),
             Typed::Deployment(d) => defaults::deployment(d),
             Typed::ReplicaSet(rs) => defaults::replica_set(rs),
-            Typed::ConfigMap(_) | Typed::Event(_) => {}
+            Typed::ConfigMap(_) | Typed::Event(_) | Typed::Lease(_) => {}
         }
     }
 
@@ -132,6 +136,7 @@ impl Typed {
             Typed::Secret(secret) => validation::config::secret(secret),
             Typed::Deployment(d) => validation::apps::deployment(d, selector_given),
             Typed::ReplicaSet(rs) => validation::apps::replica_set(rs, selector_given),
+            Typed::Lease(lease) => validation::coordination::lease(lease),
             Typed::Namespace(_) | Typed::Node(_) | Typed::Event(_) => Vec::new(),
         });
         causes

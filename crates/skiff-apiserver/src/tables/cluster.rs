@@ -196,6 +196,19 @@ fn secret_cells(secret: &Value, now: Timestamp) -> Vec<Value> {
     ]
 }
 
+pub(super) const LEASES: Printer = Printer::new(
+    &[NAME, column("Holder", "string", docs::LEASE_HOLDER), AGE],
+    lease_cells,
+);
+
+fn lease_cells(lease: &Value, now: Timestamp) -> Vec<Value> {
+    vec![
+        name(lease),
+        str_at(lease, "/spec/holderIdentity").into(),
+        age(lease, now).into(),
+    ]
+}
+
 fn count_keys(object: &Value, pointer: &str) -> usize {
     object
         .pointer(pointer)

@@ -14,6 +14,7 @@
 
 pub(super) mod apps;
 pub(super) mod config;
+pub(super) mod coordination;
 pub(super) mod pod;
 pub(super) mod service;
 
