@@ -183,3 +183,81 @@ fn a_join_token_for_another_ca_is_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("does not hold the CA"), "{stderr}");
 }
+
+/// Creates through two members at once: each member serialises its own allocations, and the
+/// address claims written with each Service (services.rs) keep the two members from handing
+/// out one ClusterIP or node port twice.
+#[test]
+fn services_created_through_two_members_at_once_get_distinct_addresses() {
+    const PER_MEMBER: usize = 25;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = Server::start(&dir.path().join("s1"));
+    let c1 = first.wait_ready();
+    let second = Server::join(&dir.path().join("s2"), &first);
+    second.wait_ready();
+    let clients = [c1.at(&first.url()), c1.at(&second.url())];
+    std::thread::scope(|scope| {
+        for (m, client) in clients.iter().enumerate() {
+            scope.spawn(move || {
+                for i in 0..PER_MEMBER {
+                    let svc = serde_json::json!({
+                        "apiVersion": "v1", "kind": "Service",
+                        "metadata": {"name": format!("svc-{m}-{i}")},
+                        "spec": {"type": "NodePort", "selector": {"app": "x"},
+                                 "ports": [{"port": 80}]},
+                    });
+                    let (status, body) = client.post("/api/v1/namespaces/default/services", &svc);
+                    assert_eq!(status, 201, "{body}");
+                }
+            });
+        }
+    });
+    let (status, list) = c1.get("/api/v1/namespaces/default/services");
+    assert_eq!(status, 200, "{list}");
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let mut ips = std::collections::HashSet::new();
+    let mut node_ports = std::collections::HashSet::new();
+    let ours: Vec<&Value> = items
+        .iter()
+        .filter(|s| {
+            s["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("svc-"))
+        })
+        .collect();
+    for svc in &ours {
+        let name = &svc["metadata"]["name"];
+        assert!(
+            ips.insert(svc["spec"]["clusterIP"].to_string()),
+            "{name}: ClusterIP {} given twice",
+            svc["spec"]["clusterIP"]
+        );
+        assert!(
+            node_ports.insert(svc["spec"]["ports"][0]["nodePort"].to_string()),
+            "{name}: node port {} given twice",
+            svc["spec"]["ports"][0]["nodePort"]
+        );
+    }
+    assert_eq!(ips.len(), 2 * PER_MEMBER);
+
+    // A deleted service's claims are taken over: its ClusterIP can be asked for again.
+    let freed = ours[0]["spec"]["clusterIP"].clone();
+    let gone = ours[0]["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    let (status, body) = clients[1].call(
+        reqwest::Method::DELETE,
+        &format!("/api/v1/namespaces/default/services/{gone}"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let again = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "again"},
+        "spec": {"clusterIP": freed, "selector": {"app": "x"}, "ports": [{"port": 80}]},
+    });
+    let (status, body) = clients[0].post("/api/v1/namespaces/default/services", &again);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["spec"]["clusterIP"], freed);
+}

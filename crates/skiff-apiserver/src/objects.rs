@@ -294,6 +294,7 @@ pub async fn create(
         .to_string();
 
     // Services get their ClusterIP and node ports here; the lock is held until the write is in.
+    let unallocated = is_service(target).then(|| object.clone());
     let _allocation = match is_service(target) {
         true => Some(allocate_service_addresses(app, info, &mut object).await?),
         false => None,
@@ -326,17 +327,81 @@ pub async fn create(
             &admitted.warnings,
         ));
     }
-    let stored = app
-        .store
-        .propose_one(Op::Create { key, object })
-        .await
-        .map_err(respond::store_error)?
-        .map_err(|e| respond::op_error(info, &name, e))?;
+    let mut attempt = 0;
+    let stored = loop {
+        attempt += 1;
+        let claims = match &unallocated {
+            Some(_) => services::claims(&object, None, |k| app.store.get(k)),
+            None => Ok(Vec::new()),
+        };
+        let create = Op::Create {
+            key: key.clone(),
+            object: object.clone(),
+        };
+        let written = match claims {
+            Ok(claims) => write_with_claims(app, create, claims).await?,
+            Err(services::ClaimLost) => None,
+        };
+        match (written, &unallocated) {
+            (Some(result), _) => break result.map_err(|e| respond::op_error(info, &name, e))?,
+            // Another member's Service took an address this one picked: pick again from a
+            // fresh read (an address the user chose is then reported as taken).
+            (None, Some(fresh)) if attempt < CONFLICT_RETRIES => {
+                object = fresh.clone();
+                app.store.linearize().await.map_err(respond::store_error)?;
+                let mut used = services_in_use(app, None);
+                used.scatter(&format!("{key}/{attempt}/{}", uuid::Uuid::new_v4()));
+                services::allocate(&app.services, info, &mut object, None, &mut used)?;
+            }
+            (None, _) => {
+                return Err(ApiError::Conflict {
+                    resource: info.qualified_resource(),
+                    name,
+                    message: "its addresses were taken by concurrent writes; try again".into(),
+                })
+            }
+        }
+    };
     Ok(respond::json_with_warnings(
         StatusCode::CREATED,
         &stored,
         &admitted.warnings,
     ))
+}
+
+/// Writes `op` (of a Service, or of anything when `claims` is empty) in one atomic proposal
+/// with the claims on the addresses it takes (see services.rs). `None`: a claim was lost to a
+/// concurrent write, so nothing was written and the caller allocates again.
+async fn write_with_claims(
+    app: &App,
+    op: Op,
+    claims: Vec<Op>,
+) -> Result<Option<std::result::Result<Value, OpError>>> {
+    if claims.is_empty() {
+        return Ok(Some(
+            app.store
+                .propose_one(op)
+                .await
+                .map_err(respond::store_error)?,
+        ));
+    }
+    let mut ops = vec![op];
+    ops.extend(claims);
+    Ok(
+        match app
+            .store
+            .propose(Proposal::Atomic(ops))
+            .await
+            .map_err(respond::store_error)?
+        {
+            Ok(mut objects) if !objects.is_empty() => Some(Ok(objects.swap_remove(0))),
+            Ok(_) => Some(Ok(Value::Null)),
+            // The Service's own write failed (it exists, a stale resourceVersion): that error.
+            Err(OpError::AtomicAborted { index: 0, cause }) => Some(Err(*cause)),
+            Err(OpError::AtomicAborted { .. }) => None,
+            Err(e) => Some(Err(e)),
+        },
+    )
 }
 
 /// PUT of an object or its status.
@@ -543,6 +608,9 @@ async fn write_with_retries(
         if allocating {
             let skip = (target.namespace.as_deref().unwrap_or(""), name);
             let mut used = services_in_use(app, Some(skip));
+            if attempt > 1 {
+                used.scatter(&format!("{key}/{attempt}/{}", uuid::Uuid::new_v4()));
+            }
             services::allocate(&app.services, info, &mut object, Some(&current), &mut used)?;
         }
         admission::validate_update(info, &current, &object)?;
@@ -582,18 +650,32 @@ async fn write_with_retries(
                 expected_revision: expected,
             }
         };
-        let result = app
-            .store
-            .propose_one(op)
-            .await
-            .map_err(respond::store_error)?
-            .map(|stored| {
-                if finishes_deletion {
-                    object.clone()
-                } else {
-                    stored
-                }
+        // A Service that takes new addresses claims them in the same proposal (services.rs).
+        let claims = match allocating && !finishes_deletion {
+            true => services::claims(&object, Some(&current), |k| app.store.get(k)),
+            false => Ok(Vec::new()),
+        };
+        let written = match claims {
+            Ok(claims) => write_with_claims(app, op, claims).await?,
+            Err(services::ClaimLost) => None,
+        };
+        let Some(result) = written else {
+            if attempt < CONFLICT_RETRIES {
+                continue;
+            }
+            return Err(ApiError::Conflict {
+                resource: info.qualified_resource(),
+                name: name.to_string(),
+                message: "its addresses were taken by concurrent writes; try again".into(),
             });
+        };
+        let result = result.map(|stored| {
+            if finishes_deletion {
+                object.clone()
+            } else {
+                stored
+            }
+        });
         match result {
             Ok(stored) => {
                 return Ok(respond::json_with_warnings(

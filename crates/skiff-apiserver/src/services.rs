@@ -2,16 +2,23 @@
 //! NodePort and LoadBalancer service, and a node port from 30000–32767 for every port of a
 //! NodePort or LoadBalancer service.
 //!
-//! The allocators keep no state of their own: what is in use is read from the services in the
-//! store, under a lock held from that read until the write is committed, so two creates
-//! through this member can never get the same address. (Two creates racing through two
-//! *different* members could; Kubernetes closes that gap with IPAddress objects written in the
-//! same transaction — a follow-up here.)
+//! What is in use is read from the services in the store, under a lock held from that read
+//! until the write is committed, so two creates through this member never pick the same
+//! address. Two creates racing through two *different* members could, so every address a write
+//! takes is also *claimed* in the same atomic store proposal, as Kubernetes does with its
+//! IPAddress objects: a claim is a small object keyed by the address
+//! (`addressclaims.skiff.io//ip-10.43.0.7`, `.../nodeport-30080-tcp`), created if new, or taken
+//! over from a deleted service with a compare-and-swap on its revision. Of two writes claiming
+//! one address, the store applies one; the other's whole proposal fails, and it allocates again
+//! from a fresh read ([`claims`]). Claims are never deleted: one left by a deleted service is
+//! taken over by the next service given that address.
 //!
 //! ```text
 //! create/update of a Service ─► admission (defaults, validation)
 //!   ─► lock ─► read every Service ─► keep what the old object had ─► allocate what is missing
-//!   ─► check what the user chose is in range and free ─► write ─► unlock
+//!   ─► check what the user chose is in range and free
+//!   ─► write the Service + claim each new address, atomically ─► unlock
+//!        └─ a claim lost to another member: read again and allocate again
 //! ```
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -19,6 +26,7 @@ use std::net::Ipv4Addr;
 use serde_json::{json, Value};
 use skiff_api::resources::ResourceInfo;
 use skiff_api::status::{go_quote, ApiError, Cause};
+use skiff_store::{object_key, revision_of, Op};
 use tokio::sync::{Mutex, MutexGuard};
 
 /// Kubernetes' default `--service-node-port-range`.
@@ -85,6 +93,9 @@ impl Default for ServiceNetwork {
 pub struct InUse {
     ips: HashSet<Ipv4Addr>,
     node_ports: HashSet<(u16, String)>,
+    /// Where the search for a free ClusterIP starts, as an offset into the block: 0 (the
+    /// lowest free address first) unless [`InUse::scatter`] moved it.
+    ip_start: u32,
 }
 
 impl InUse {
@@ -112,6 +123,15 @@ impl InUse {
             }
         }
         used
+    }
+
+    /// Makes the next ClusterIP come from a point of the block chosen by `seed`, not the lowest
+    /// free one. For a write that lost its addresses to another member: both members would
+    /// otherwise keep choosing the same lowest free address (Kubernetes picks at random always).
+    pub fn scatter(&mut self, seed: &str) {
+        self.ip_start = seed
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
     }
 }
 
@@ -245,6 +265,88 @@ pub fn allocate(
     }
 }
 
+/// The store resource of address claims; not served by the API.
+const CLAIMS: &str = "addressclaims.skiff.io";
+
+/// The addresses a Service holds, as claim names: `ip-10.43.0.7`, `nodeport-30080-tcp`.
+fn addresses(svc: &Value) -> HashSet<String> {
+    let mut held = HashSet::new();
+    if let Some(ip) = text(svc, "/spec/clusterIP").filter(|ip| ip.parse::<Ipv4Addr>().is_ok()) {
+        held.insert(format!("ip-{ip}"));
+    }
+    for port in ports(svc) {
+        if let Some(node_port) = node_port_of(port) {
+            held.insert(format!(
+                "nodeport-{node_port}-{}",
+                protocol_of(port).to_ascii_lowercase()
+            ));
+        }
+    }
+    held
+}
+
+/// Another write holds one of the addresses this one picked: allocate again from a fresh read.
+#[derive(Debug)]
+pub struct ClaimLost;
+
+/// The store operations that claim every address `svc` holds and `old` (the stored object, on
+/// update) did not, to go in the same atomic proposal as the write of `svc`. `get` reads the
+/// store (after a read index, so a claim written through another member is seen).
+///
+/// A claim whose service still exists with that uid and still holds the address is live: this
+/// write lost a race and gets [`ClaimLost`]. Any other existing claim is stale and is taken over
+/// at its revision; a missing one is created.
+pub fn claims(
+    svc: &Value,
+    old: Option<&Value>,
+    get: impl Fn(&str) -> Option<std::sync::Arc<Value>>,
+) -> Result<Vec<Op>, ClaimLost> {
+    let kept = old.map(addresses).unwrap_or_default();
+    let ns = text(svc, "/metadata/namespace").unwrap_or("");
+    let name = text(svc, "/metadata/name").unwrap_or("");
+    let uid = text(svc, "/metadata/uid").unwrap_or("");
+    let mut wanted: Vec<String> = addresses(svc).difference(&kept).cloned().collect();
+    wanted.sort();
+    let mut ops = Vec::new();
+    for address in wanted {
+        let key = object_key(CLAIMS, "", &address);
+        let claim = json!({
+            "apiVersion": "skiff.io/v1",
+            "kind": "AddressClaim",
+            "metadata": {"name": address},
+            "service": {"namespace": ns, "name": name, "uid": uid},
+        });
+        match get(&key) {
+            None => ops.push(Op::Create { key, object: claim }),
+            Some(existing) => {
+                let holder = |field: &str| {
+                    existing
+                        .pointer(&format!("/service/{field}"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let live = get(&object_key(
+                    "services",
+                    &holder("namespace"),
+                    &holder("name"),
+                ))
+                .filter(|s| text(s, "/metadata/uid") == Some(holder("uid").as_str()))
+                .is_some_and(|s| addresses(&s).contains(&address));
+                if live && holder("uid") != uid {
+                    return Err(ClaimLost);
+                }
+                ops.push(Op::Update {
+                    key,
+                    object: claim,
+                    expected_revision: revision_of(&existing),
+                });
+            }
+        }
+    }
+    Ok(ops)
+}
+
 /// A port left without `nodePort` keeps the one the same port (number and protocol) had.
 fn keep_node_ports(object: &mut Value, old: &Value) {
     let Some(new_ports) = object
@@ -268,7 +370,10 @@ fn keep_node_ports(object: &mut Value, old: &Value) {
 /// The lowest free address. Kubernetes picks at random; the lowest keeps addresses short
 /// and predictable for someone reading `kubectl get svc` on a small cluster.
 fn free_ip(network: &ServiceNetwork, used: &InUse) -> Option<Ipv4Addr> {
-    (2..network.size() - 1)
+    // Usable offsets are 2..size-1; the search wraps around from the start point.
+    let usable = network.size() - 3;
+    (0..usable)
+        .map(|k| 2 + (used.ip_start.wrapping_add(k)) % usable)
         .map(|offset| Ipv4Addr::from(network.base + offset))
         .find(|ip| !used.ips.contains(ip))
 }
@@ -339,6 +444,37 @@ mod tests {
         assert_eq!(a["spec"]["ipFamilies"], json!(["IPv4"]));
         let b = allocated(&net, &[a], service("b", json!({"type": "ClusterIP"})));
         assert_eq!(b["spec"]["clusterIP"], "10.96.0.3");
+    }
+
+    #[test]
+    fn a_scattered_search_stays_in_the_block_and_skips_used_addresses() {
+        let net = ServiceNetwork::parse("10.96.0.0/28").expect("parses"); // usable: .2-.14
+        let taken: Vec<Value> = (2..=13)
+            .map(|n| {
+                service(
+                    &format!("s{n}"),
+                    json!({"clusterIP": format!("10.96.0.{n}")}),
+                )
+            })
+            .collect();
+        for seed in ["a", "b", "some/longer/seed", ""] {
+            let mut used = InUse::from_services(&taken, None);
+            used.scatter(seed);
+            assert_eq!(
+                free_ip(&net, &used),
+                Some(Ipv4Addr::new(10, 96, 0, 14)),
+                "{seed}"
+            );
+        }
+        let mut used = InUse::default();
+        let found: HashSet<Ipv4Addr> = ["x", "y", "z", "w", "v", "u"]
+            .iter()
+            .filter_map(|seed| {
+                used.scatter(seed);
+                free_ip(&net, &used)
+            })
+            .collect();
+        assert!(found.iter().all(|ip| net.contains_usable(*ip)), "{found:?}");
     }
 
     #[test]
@@ -440,5 +576,82 @@ mod tests {
             let err = ServiceNetwork::parse(cidr).err().expect("refused");
             assert!(err.contains(text), "{cidr}: {err}");
         }
+    }
+
+    fn with_uid(mut svc: Value, uid: &str) -> Value {
+        svc["metadata"]["uid"] = json!(uid);
+        svc
+    }
+
+    fn kinds(ops: &[Op]) -> Vec<(String, &'static str)> {
+        ops.iter()
+            .map(|op| {
+                let kind = match op {
+                    Op::Create { .. } => "create",
+                    Op::Update { .. } => "take over",
+                    Op::Delete { .. } => "delete",
+                };
+                (op.key().to_string(), kind)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn new_addresses_are_claimed_stale_claims_taken_over_and_live_ones_lost() {
+        let svc = with_uid(
+            service(
+                "web",
+                json!({"type": "NodePort", "clusterIP": "10.43.0.7",
+                       "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30080}]}),
+            ),
+            "u-web",
+        );
+        let store: std::collections::HashMap<String, std::sync::Arc<Value>> = Default::default();
+        let ops = claims(&svc, None, |k| store.get(k).cloned()).expect("nothing claimed yet");
+        assert_eq!(
+            kinds(&ops),
+            vec![
+                ("addressclaims.skiff.io//ip-10.43.0.7".to_string(), "create"),
+                (
+                    "addressclaims.skiff.io//nodeport-30080-tcp".to_string(),
+                    "create"
+                ),
+            ]
+        );
+
+        // An update that keeps its addresses claims nothing new.
+        let ops = claims(&svc, Some(&svc), |k| store.get(k).cloned()).expect("kept");
+        assert!(ops.is_empty(), "{ops:?}");
+
+        // The IP's claim is left by a deleted service: taken over at its revision.
+        let mut store = store;
+        let claim = |holder: &str, uid: &str| {
+            std::sync::Arc::new(json!({
+                "metadata": {"name": "ip-10.43.0.7", "resourceVersion": "12"},
+                "service": {"namespace": "default", "name": holder, "uid": uid},
+            }))
+        };
+        store.insert(
+            "addressclaims.skiff.io//ip-10.43.0.7".into(),
+            claim("old", "u-old"),
+        );
+        let ops = claims(&svc, None, |k| store.get(k).cloned()).expect("stale claim");
+        assert!(matches!(
+            &ops[0],
+            Op::Update {
+                expected_revision: Some(12),
+                ..
+            }
+        ));
+
+        // A service that exists but has moved to another address no longer holds the claim...
+        let moved = with_uid(service("old", json!({"clusterIP": "10.43.0.9"})), "u-old");
+        store.insert("services/default/old".into(), std::sync::Arc::new(moved));
+        assert!(claims(&svc, None, |k| store.get(k).cloned()).is_ok());
+
+        // ...but one that still holds it means a concurrent write won the address.
+        let holder = with_uid(service("old", json!({"clusterIP": "10.43.0.7"})), "u-old");
+        store.insert("services/default/old".into(), std::sync::Arc::new(holder));
+        assert!(claims(&svc, None, |k| store.get(k).cloned()).is_err());
     }
 }
