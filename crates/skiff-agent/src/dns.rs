@@ -331,14 +331,18 @@ pub async fn follow(
 ) {
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
-        let table = DnsTable::build(&snapshot.services, &snapshot.slices, &cluster_domain);
-        tx.send_if_modified(|current| {
-            let changed = **current != table;
-            if changed {
-                *current = Arc::new(table);
-            }
-            changed
-        });
+        // Until the watches have listed once, keep the empty table, which answers SERVFAIL:
+        // building from empty lists would answer NXDOMAIN, which resolvers cache.
+        if snapshot.synced {
+            let table = DnsTable::build(&snapshot.services, &snapshot.slices, &cluster_domain);
+            tx.send_if_modified(|current| {
+                let changed = **current != table;
+                if changed {
+                    *current = Arc::new(table);
+                }
+                changed
+            });
+        }
         if snapshots.changed().await.is_err() {
             return;
         }
@@ -453,6 +457,36 @@ mod tests {
     fn table() -> DnsTable {
         let (services, slices) = table::tests::objects();
         DnsTable::build(&services, &slices, "cluster.local")
+    }
+
+    #[tokio::test]
+    async fn the_table_waits_for_the_first_full_read() {
+        let (snapshots_tx, snapshots) = watch::channel(Arc::new(Snapshot::default()));
+        let (tx, mut tables) = watch::channel(Arc::new(DnsTable::default()));
+        tokio::spawn(follow(snapshots, tx, "cluster.local".into()));
+        let web = |synced| Snapshot {
+            synced,
+            services: serde_json::from_value(json!([{
+                "metadata": {"name": "web", "namespace": "default"},
+                "spec": {"clusterIP": "10.43.0.7", "ports": [{"port": 80}]},
+            }]))
+            .expect("services"),
+            ..Snapshot::default()
+        };
+        // Lists not read yet: no table, so SERVFAIL rather than a cacheable NXDOMAIN.
+        snapshots_tx.send(Arc::new(web(false))).expect("send");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let name = "web.default.svc.cluster.local.";
+        assert_eq!(
+            tables.borrow().lookup(name, RecordType::A),
+            crate::dns::table::Answer::NotReady
+        );
+        snapshots_tx.send(Arc::new(web(true))).expect("send");
+        tables.changed().await.expect("a table");
+        assert!(matches!(
+            tables.borrow().lookup(name, RecordType::A),
+            crate::dns::table::Answer::Records(_)
+        ));
     }
 
     #[tokio::test]

@@ -105,7 +105,14 @@ pub async fn run<R: Runtime>(
             ));
             snapshots
         }
-        None => watch::channel(Arc::new(services::Snapshot::default())).1,
+        // No services on this node: nothing to wait for.
+        None => {
+            let nothing = services::Snapshot {
+                synced: true,
+                ..services::Snapshot::default()
+            };
+            watch::channel(Arc::new(nothing)).1
+        }
     };
     let dns = match config.services.as_ref().and_then(|s| s.dns.clone()) {
         Some(dns) => start_dns(dns, services.clone()).await,

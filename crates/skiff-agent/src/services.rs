@@ -25,6 +25,11 @@ use crate::proxy::balancer::WEIGHT_ANNOTATION;
 /// Everything service-related the agent knows at one moment.
 #[derive(Debug, Default)]
 pub struct Snapshot {
+    /// Whether Services, EndpointSlices and Pods have each been listed at least once. Until
+    /// then the lists below are not "nothing exists" but "not read yet": DNS answers SERVFAIL
+    /// rather than a cacheable NXDOMAIN, the proxy leaves its rules alone, and a pod that wants
+    /// service variables waits (as kubelet does).
+    pub synced: bool,
     pub services: Vec<Service>,
     pub slices: Vec<EndpointSlice>,
     /// `skiff.io/weight` of pods that set it, by (namespace, name).
@@ -104,6 +109,8 @@ struct Caches {
     services: Cache<Service>,
     slices: Cache<EndpointSlice>,
     weights: HashMap<(String, String), u32>,
+    /// Whether the pod watcher has delivered its first list.
+    pods_listed: bool,
 }
 
 impl Caches {
@@ -123,6 +130,7 @@ impl Caches {
         };
         match event {
             Event::Restarted(pods) => {
+                self.pods_listed = true;
                 self.weights = pods
                     .iter()
                     .filter_map(|p| match weight_of(p) {
@@ -147,6 +155,7 @@ impl Caches {
 
     fn snapshot(&self) -> Snapshot {
         Snapshot {
+            synced: self.services.listed && self.slices.listed && self.pods_listed,
             services: self.services.objects.values().cloned().collect(),
             slices: self.slices.objects.values().cloned().collect(),
             weights: self.weights.clone(),
@@ -157,12 +166,15 @@ impl Caches {
 /// Objects by namespace/name, kept in step with a watcher.
 struct Cache<K> {
     objects: BTreeMap<(String, String), K>,
+    /// Whether the watcher has delivered its first list.
+    listed: bool,
 }
 
 impl<K> Default for Cache<K> {
     fn default() -> Self {
         Cache {
             objects: BTreeMap::new(),
+            listed: false,
         }
     }
 }
@@ -179,6 +191,7 @@ impl<K: Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta
     fn apply(&mut self, event: Event<K>) {
         match event {
             Event::Restarted(all) => {
+                self.listed = true;
                 self.objects = all.into_iter().map(|o| (Self::key(&o), o)).collect();
             }
             Event::Applied(o) => {
@@ -254,6 +267,21 @@ pub fn service_env(snapshot: &Snapshot, namespace: &str) -> Vec<(String, String)
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_snapshot_is_synced_once_every_watch_has_listed() {
+        let mut caches = Caches::default();
+        assert!(!caches.snapshot().synced);
+        caches.services.apply(Event::Restarted(Vec::new()));
+        caches.slices.apply(Event::Restarted(Vec::new()));
+        assert!(!caches.snapshot().synced, "pods not listed yet");
+        // A single change is not a list: still not synced.
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}})).expect("pod");
+        caches.apply_pod(Event::Applied(pod));
+        assert!(!caches.snapshot().synced);
+        caches.apply_pod(Event::Restarted(Vec::new()));
+        assert!(caches.snapshot().synced);
+    }
 
     #[test]
     fn service_env_follows_kubernetes_naming() {

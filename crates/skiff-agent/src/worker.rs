@@ -31,6 +31,10 @@ use crate::runtime::{
 use crate::spec::{self, Downward, PodDirs};
 use crate::status::{self, ContainerView, Current, PodView, Terminated};
 
+/// How long a starting container waits for the agent's first read of the services (its
+/// service variables depend on them) before it fails with CreateContainerConfigError.
+const SERVICES_SYNC_WAIT: Duration = Duration::from_secs(5);
+
 /// Kubernetes' CrashLoopBackOff: 10 s doubling to 5 min; a container that ran 10 minutes
 /// without failing starts over at 10 s.
 pub const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
@@ -675,6 +679,23 @@ impl<R: Runtime> Worker<R> {
         container: &k8s_openapi::api::core::v1::Container,
     ) -> Result<Downward, String> {
         use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+        // Service variables come from the services as they are, not from an empty list before
+        // the agent's first read (kubelet refuses the same way).
+        let links = self.pod.spec.as_ref().and_then(|s| s.enable_service_links) != Some(false);
+        if links {
+            let mut services = self.ctx.services.clone();
+            let synced = tokio::time::timeout(
+                SERVICES_SYNC_WAIT,
+                services.wait_for(|snapshot| snapshot.synced),
+            )
+            .await;
+            if !matches!(synced, Ok(Ok(_))) {
+                return Err(
+                    "services have not yet been read at least once, cannot construct envvars"
+                        .into(),
+                );
+            }
+        }
         let namespace = self.pod.metadata.namespace.clone();
         let (maps, secrets) = spec::env_references(container);
         let mut downward = Downward::default();

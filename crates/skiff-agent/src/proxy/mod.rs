@@ -253,6 +253,14 @@ pub async fn run(
     let mut installed: Option<Vec<Redirect>> = None;
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
+        if !snapshot.synced {
+            // Not read yet: an empty list here would tear down every listener and rule.
+            tokio::select! {
+                changed = snapshots.changed() => if changed.is_err() { break },
+                _ = crate::stopped(&mut shutdown) => break,
+            }
+            continue;
+        }
         let (desired, problems) = desired_ports(&snapshot);
         for problem in problems {
             tracing::warn!("{problem}");
@@ -371,6 +379,7 @@ mod tests {
 
     fn snapshot(services: serde_json::Value, slices: serde_json::Value) -> Snapshot {
         Snapshot {
+            synced: true,
             services: serde_json::from_value(services).expect("services"),
             slices: serde_json::from_value(slices).expect("slices"),
             weights: [(("default".to_string(), "web-b".to_string()), 3)].into(),
