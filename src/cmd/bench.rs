@@ -292,17 +292,9 @@ async fn run_store_peer(peer: StorePeer) -> anyhow::Result<()> {
 }
 
 async fn serve_raft(store: &Store, listener: tokio::net::TcpListener) {
-    use tokio_stream::StreamExt;
-    // tonic's `tcp_nodelay` only reaches connections it accepts itself, not ones handed to
-    // `serve_with_incoming`. Without TCP_NODELAY here, a reply's HTTP/2 frames wait behind
-    // Nagle for the client's delayed ACK: 40 ms on every AppendEntries now and then, which
-    // was the whole of the three-member p99 this benchmark used to report.
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
-        if let Ok(stream) = &accepted {
-            let _ = stream.set_nodelay(true);
-        }
-        accepted
-    });
+    // Without TCP_NODELAY the followers' replies waited for delayed ACKs: that 40 ms stall was
+    // the whole of the three-member p99 this benchmark used to report.
+    let incoming = skiff_store::service::nodelay_incoming(listener);
     let _ = tonic::transport::Server::builder()
         .add_service(store.raft_service())
         .serve_with_incoming(incoming)

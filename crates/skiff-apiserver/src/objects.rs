@@ -294,6 +294,7 @@ pub async fn create(
         .to_string();
 
     // Services get their ClusterIP and node ports here; the lock is held until the write is in.
+    // The object as it was before, to allocate again from if another member wins an address.
     let unallocated = is_service(target).then(|| object.clone());
     let _allocation = match is_service(target) {
         true => Some(allocate_service_addresses(app, info, &mut object).await?),
@@ -348,18 +349,9 @@ pub async fn create(
             // fresh read (an address the user chose is then reported as taken).
             (None, Some(fresh)) if attempt < CONFLICT_RETRIES => {
                 object = fresh.clone();
-                app.store.linearize().await.map_err(respond::store_error)?;
-                let mut used = services_in_use(app, None);
-                used.scatter(&format!("{key}/{attempt}/{}", uuid::Uuid::new_v4()));
-                services::allocate(&app.services, info, &mut object, None, &mut used)?;
+                allocate_from_fresh_read(app, info, &mut object, true).await?;
             }
-            (None, _) => {
-                return Err(ApiError::Conflict {
-                    resource: info.qualified_resource(),
-                    name,
-                    message: "its addresses were taken by concurrent writes; try again".into(),
-                })
-            }
+            (None, _) => return Err(addresses_taken(info, &name)),
         }
     };
     Ok(respond::json_with_warnings(
@@ -394,14 +386,23 @@ async fn write_with_claims(
             .await
             .map_err(respond::store_error)?
         {
-            Ok(mut objects) if !objects.is_empty() => Some(Ok(objects.swap_remove(0))),
-            Ok(_) => Some(Ok(Value::Null)),
+            // The first object is `op`'s; the claims' follow.
+            Ok(objects) => Some(Ok(objects.into_iter().next().unwrap_or(Value::Null))),
             // The Service's own write failed (it exists, a stale resourceVersion): that error.
             Err(OpError::AtomicAborted { index: 0, cause }) => Some(Err(*cause)),
             Err(OpError::AtomicAborted { .. }) => None,
             Err(e) => Some(Err(e)),
         },
     )
+}
+
+/// A Service write that lost its addresses to concurrent writes on every retry.
+fn addresses_taken(info: &skiff_api::resources::ResourceInfo, name: &str) -> ApiError {
+    ApiError::Conflict {
+        resource: info.qualified_resource(),
+        name: name.to_string(),
+        message: "its addresses were taken by concurrent writes; try again".into(),
+    }
 }
 
 /// PUT of an object or its status.
@@ -609,7 +610,7 @@ async fn write_with_retries(
             let skip = (target.namespace.as_deref().unwrap_or(""), name);
             let mut used = services_in_use(app, Some(skip));
             if attempt > 1 {
-                used.scatter(&format!("{key}/{attempt}/{}", uuid::Uuid::new_v4()));
+                used.scatter(&uuid::Uuid::new_v4().to_string());
             }
             services::allocate(&app.services, info, &mut object, Some(&current), &mut used)?;
         }
@@ -663,11 +664,7 @@ async fn write_with_retries(
             if attempt < CONFLICT_RETRIES {
                 continue;
             }
-            return Err(ApiError::Conflict {
-                resource: info.qualified_resource(),
-                name: name.to_string(),
-                message: "its addresses were taken by concurrent writes; try again".into(),
-            });
+            return Err(addresses_taken(info, name));
         };
         let result = result.map(|stored| {
             if finishes_deletion {
@@ -849,10 +846,25 @@ async fn allocate_service_addresses<'a>(
     object: &mut Value,
 ) -> Result<tokio::sync::MutexGuard<'a, ()>> {
     let guard = app.services.lock().await;
+    allocate_from_fresh_read(app, info, object, false).await?;
+    Ok(guard)
+}
+
+/// Gives a new Service its addresses from what every stored Service holds after a read index.
+/// `scatter`: start the ClusterIP search at a random point, after losing a claim to another
+/// member (see [`services::InUse::scatter`]). The caller holds the allocation lock.
+async fn allocate_from_fresh_read(
+    app: &App,
+    info: &skiff_api::resources::ResourceInfo,
+    object: &mut Value,
+    scatter: bool,
+) -> Result<()> {
     app.store.linearize().await.map_err(respond::store_error)?;
     let mut used = services_in_use(app, None);
-    services::allocate(&app.services, info, object, None, &mut used)?;
-    Ok(guard)
+    if scatter {
+        used.scatter(&uuid::Uuid::new_v4().to_string());
+    }
+    services::allocate(&app.services, info, object, None, &mut used)
 }
 
 /// The addresses every stored Service holds, but the one at `skip` (namespace, name).

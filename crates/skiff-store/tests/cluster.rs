@@ -34,15 +34,7 @@ async fn start_member(id: u64, snapshot_every: u64) -> (Member, SocketAddr) {
         .expect("open store");
     let service = store.raft_service();
     let server = tokio::spawn(async move {
-        use tokio_stream::StreamExt;
-        // As the real server's acceptor does: tonic's own `tcp_nodelay` does not reach
-        // connections handed to `serve_with_incoming`.
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
-            if let Ok(stream) = &accepted {
-                let _ = stream.set_nodelay(true);
-            }
-            accepted
-        });
+        let incoming = skiff_store::service::nodelay_incoming(listener);
         let _ = tonic::transport::Server::builder()
             .add_service(service)
             .serve_with_incoming(incoming)
