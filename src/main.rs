@@ -42,6 +42,8 @@ enum Command {
     Token(cmd::members::TokenArgs),
     /// Measure write throughput and latency (see docs/benchmarks.md).
     Bench(cmd::bench::BenchArgs),
+    /// A multi-host cluster on this machine, one network namespace per host (see docs/lab.md).
+    Lab(cmd::lab::LabArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,6 +69,7 @@ fn main() -> anyhow::Result<()> {
             Command::Members(args) => cmd::members::run(args).await,
             Command::Token(args) => cmd::members::token(args),
             Command::Bench(args) => cmd::bench::run(args).await,
+            Command::Lab(args) => cmd::lab::run(args).await,
         }
     })
 }

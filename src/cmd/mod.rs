@@ -8,6 +8,7 @@ pub mod bench_scheduler;
 pub mod client;
 pub mod explain;
 pub mod image;
+pub mod lab;
 pub mod members;
 pub mod server;
 
