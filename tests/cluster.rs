@@ -261,3 +261,145 @@ fn services_created_through_two_members_at_once_get_distinct_addresses() {
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["spec"]["clusterIP"], freed);
 }
+
+/// Automation starts every server at once: both joins must end with three voters (not two
+/// voters and a learner), and the cluster must then survive the loss of its leader.
+#[test]
+fn servers_joining_at_the_same_moment_all_become_voters() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = Server::start(&dir.path().join("s1"));
+    let c1 = first.wait_ready();
+    let second = Server::join(&dir.path().join("s2"), &first);
+    let third = Server::join(&dir.path().join("s3"), &first);
+    second.wait_ready();
+    third.wait_ready();
+    eventually("three voters", Duration::from_secs(30), || {
+        (members(&c1).iter().filter(|m| m["role"] == "voter").count() == 3).then_some(())
+    });
+    let (status, body) = c1.get("/skiff/v1/members");
+    assert_eq!(status, 200);
+    assert!(body["warning"].is_null(), "{body}");
+    let (status, body) = c1.post(CM, &configmap("before", "x"));
+    assert_eq!(status, 201, "{body}");
+
+    // The leader dies; the two others elect one and take writes.
+    let mut servers = vec![first, second, third];
+    let leader = leader_port(&c1).expect("a leader");
+    let index = servers
+        .iter()
+        .position(|s| s.port == leader)
+        .expect("the leader is one of ours");
+    servers[index].kill();
+    let survivor = servers
+        .iter()
+        .find(|s| s.port != leader)
+        .expect("a survivor");
+    let client = c1.at(&survivor.url());
+    eventually(
+        "a write through a survivor",
+        Duration::from_secs(20),
+        || (client.post(CM, &configmap("after", "x")).0 == 201).then_some(()),
+    );
+    let (status, body) = client.get(&format!("{CM}/before"));
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = client.get("/skiff/v1/members");
+    assert_eq!(
+        body["members"]
+            .as_array()
+            .map(|m| m.iter().filter(|m| m["role"] == "voter").count()),
+        Some(3),
+        "{body}"
+    );
+}
+
+/// A tmpfs of a fixed size mounted on a directory (an edge box's small disk), unmounted on
+/// drop, also when the test fails.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mounting a tmpfs on {}", dir.display());
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// One member's disk fills up: that member stops for good (its process exits with the reason,
+/// so a supervisor can restart it), the two others go on acknowledging writes, and once space
+/// is freed the member restarts and holds every acknowledged write.
+#[test]
+fn a_full_disk_stops_one_server_not_the_cluster() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let small = dir.path().join("s3");
+    // Dropped last: after the servers (declared below) are killed.
+    let _disk = SmallDisk::mount(&small, "40m");
+    let first = Server::start(&dir.path().join("s1"));
+    let c1 = first.wait_ready();
+    let second = Server::join(&dir.path().join("s2"), &first);
+    second.wait_ready();
+    let mut third = Server::join(&small, &first);
+    third.wait_ready();
+    eventually("three voters", Duration::from_secs(30), || {
+        (members(&c1).iter().filter(|m| m["role"] == "voter").count() == 3).then_some(())
+    });
+
+    // Fill the small disk to the last byte.
+    let filler = small.join("filler");
+    let mut file = std::fs::File::create(&filler).expect("filler");
+    let chunk = vec![0u8; 1 << 20];
+    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+    drop(file);
+
+    let payload = "x".repeat(3000);
+    let mut acknowledged = Vec::new();
+    for i in 0..40 {
+        let name = format!("full-{i}");
+        let (status, body) = c1.post(CM, &configmap(&name, &payload));
+        assert_eq!(
+            status, 201,
+            "a write while one member's disk is full: {body}"
+        );
+        acknowledged.push(name);
+    }
+    let status = eventually("the full member to exit", Duration::from_secs(30), || {
+        third.exited()
+    });
+    assert!(
+        !status.success(),
+        "a Raft core stopped by a full disk is a failure exit"
+    );
+    let log = std::fs::read_to_string(small.with_extension("log")).unwrap_or_default();
+    assert!(
+        log.contains("the Raft core stopped") && log.contains("No space left on device"),
+        "the log says why it stopped"
+    );
+
+    // Space returns; the member starts again and catches up.
+    std::fs::remove_file(&filler).expect("free the space");
+    third.restart();
+    let c3 = third.wait_ready();
+    for name in &acknowledged {
+        let (status, body) = c3.get(&format!("{CM}/{name}"));
+        assert_eq!(status, 200, "{name} after the restart: {body}");
+    }
+}

@@ -484,3 +484,27 @@ fn services_get_cluster_ips_and_node_ports_that_never_collide() {
     );
     assert_eq!(code, 201, "{again}");
 }
+
+/// A server whose node agent cannot take its port (another skiff or a kubelet holds it) fails
+/// at start and says which port, instead of serving on with no agent.
+#[test]
+fn a_server_whose_agent_port_is_taken_fails_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").expect("a port to hold");
+    let port = taken.local_addr().expect("address").port();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("server")
+        .arg("--data-dir")
+        .arg(dir.path().join("s1"))
+        .args(["--listen", &format!("127.0.0.1:{}", common::free_port())])
+        .args(["--kubelet-port", &port.to_string()])
+        .output()
+        .expect("run skiff server");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("port {port} for the node agent's endpoint is in use")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--disable-agent"), "{stderr}");
+}

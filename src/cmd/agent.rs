@@ -35,6 +35,27 @@ pub enum RuntimeKind {
     Fake,
 }
 
+/// How a node reaches the pods of other nodes (`--pod-network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PodNetworkKind {
+    /// A route per peer via its node IP: no overhead; peers must share this node's subnet.
+    HostGw,
+    /// A VXLAN overlay (UDP 8472): works across routers, 50 bytes per packet.
+    Vxlan,
+    /// Per peer: host-gw on this node's subnet, VXLAN beyond it.
+    Auto,
+}
+
+impl From<PodNetworkKind> for skiff_agent::podnet::Mode {
+    fn from(kind: PodNetworkKind) -> Self {
+        match kind {
+            PodNetworkKind::HostGw => skiff_agent::podnet::Mode::HostGw,
+            PodNetworkKind::Vxlan => skiff_agent::podnet::Mode::Vxlan,
+            PodNetworkKind::Auto => skiff_agent::podnet::Mode::Auto,
+        }
+    }
+}
+
 /// Options every agent has (also accepted by `skiff server` for its own agent).
 #[derive(Args, Debug, Clone)]
 pub struct AgentOptions {
@@ -67,6 +88,11 @@ pub struct AgentOptions {
     /// `containerd` (real containers) or `fake` (runs nothing; for simulated nodes).
     #[arg(long, value_enum, default_value_t = RuntimeKind::Containerd)]
     pub runtime: RuntimeKind,
+    /// How pods reach pods on other nodes: `host-gw` (routes via the peers' node IPs; peers on
+    /// this node's subnet), `vxlan` (an overlay), or `auto` (per peer: host-gw on this node's
+    /// subnet, VXLAN beyond it).
+    #[arg(long, value_enum, default_value_t = PodNetworkKind::Auto)]
+    pub pod_network: PodNetworkKind,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -98,6 +124,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| super::default_data_dir().join("agent"));
+    let listener = bind_endpoint(args.options.kubelet_port)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut agent = tokio::spawn(run_agent(
         args.options,
@@ -105,6 +132,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         token.secret.clone(),
         data_dir,
         Vec::new(),
+        listener,
         stop_rx,
     ));
     tokio::select! {
@@ -117,13 +145,29 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Runs an agent with `client` until `stop` turns true.
+/// Takes the port of the agent's HTTPS endpoint (logs, exec), before anything else starts: a
+/// port in use is an error that says who usually holds it.
+pub fn bind_endpoint(port: u16) -> anyhow::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(("0.0.0.0", port)).with_context(|| {
+        format!(
+            "port {port} for the node agent's endpoint is in use (another skiff, or a kubelet, \
+             on this machine?): give this one --kubelet-port PORT (0 picks a free one), or \
+             --disable-agent on a server that should run no pods"
+        )
+    })?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Runs an agent with `client` until `stop` turns true; `listener` is its endpoint's port
+/// (from [`bind_endpoint`]).
 pub async fn run_agent(
     options: AgentOptions,
     client: Client,
     node_secret: String,
     data_dir: PathBuf,
     labels: Vec<(String, String)>,
+    listener: std::net::TcpListener,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
@@ -132,13 +176,14 @@ pub async fn run_agent(
     // them must be absolute.
     let data_dir = std::path::absolute(&data_dir)
         .with_context(|| format!("resolving {}", data_dir.display()))?;
+    tokio::spawn(learn_servers(client.clone(), stop.clone()));
     let node_name = options
         .node_name
         .clone()
         .unwrap_or_else(super::server::hostname);
     let node_ip = options
         .node_ip
-        .unwrap_or_else(|| local_ip_towards(client.server()))
+        .unwrap_or_else(|| local_ip_towards(&client.server()))
         .to_string();
     let runtime_version = match options.runtime {
         RuntimeKind::Containerd => containerd_version(),
@@ -146,14 +191,6 @@ pub async fn run_agent(
     };
     // The HTTPS endpoint the API server proxies logs and exec to, with a certificate from
     // the cluster CA for the node's name and address.
-    let listener =
-        std::net::TcpListener::bind(("0.0.0.0", options.kubelet_port)).with_context(|| {
-            format!(
-                "listening on port {} for the agent endpoint",
-                options.kubelet_port
-            )
-        })?;
-    listener.set_nonblocking(true)?;
     let endpoint_port = listener.local_addr()?.port();
     let issued: serde_json::Value = client
         .request_leader(
@@ -189,6 +226,7 @@ pub async fn run_agent(
 
     let mut config = AgentConfig {
         services: None,
+        pod_network: None,
         node_name: node_name.clone(),
         node_ip,
         data_dir: data_dir.clone(),
@@ -224,16 +262,45 @@ pub async fn run_agent(
                     skiff_agent::containerd::process::supervise(&data_dir, stop.clone()).await?
                 }
             };
+            // Pods on other nodes: routes to their pod CIDRs, and masquerading only for traffic
+            // that leaves the cluster CIDR.
+            let mode = skiff_agent::podnet::Mode::from(options.pod_network);
+            let cluster = skiff_agent::podnet::cluster_network(&client).await?;
+            let node_ipv4: std::net::Ipv4Addr = config.node_ip.parse().with_context(|| {
+                format!(
+                    "the pod network needs an IPv4 node address, not {}",
+                    config.node_ip
+                )
+            })?;
+            config.pod_network = Some(skiff_agent::podnet::PodNetConfig {
+                mode,
+                node_name: node_name.clone(),
+                node_ip: node_ipv4,
+                pod_cidr: skiff_agent::podnet::Ipv4Net::parse(&pod_cidr)
+                    .with_context(|| format!("the node's pod CIDR {pod_cidr:?}"))?,
+            });
             let network = NetworkConfig {
                 pod_cidr,
                 bridge: options.bridge.clone(),
                 cni_bin: options.cni_bin_dir.clone(),
                 data_dir: data_dir.clone(),
+                mtu: skiff_agent::podnet::pod_mtu(mode, node_ipv4).await,
             };
-            skiff_agent::network::allow_forwarding(&network.bridge, &network.pod_cidr).await?;
+            skiff_agent::network::allow_forwarding(
+                &network.bridge,
+                &network.pod_cidr,
+                &cluster.cluster_cidr,
+            )
+            .await?;
+            // Another skiff on this machine must not be joined silently on its bridge or range.
+            skiff_agent::claims::check_bridge_owner(&network.bridge, &data_dir)
+                .map_err(anyhow::Error::msg)?;
+            skiff_agent::claims::check_pod_cidr_free(&network.bridge, &network.pod_cidr)
+                .map_err(anyhow::Error::msg)?;
             // The bridge exists (with its gateway address) before the first pod, so the node's
             // DNS server can listen there.
             skiff_agent::network::ensure_bridge(&network.bridge, &network.pod_cidr).await?;
+            skiff_agent::claims::mark_bridge_owner(&network.bridge, &data_dir);
             let gateway = skiff_agent::network::gateway(&network.pod_cidr);
             let runtime = Arc::new(
                 ContainerdRuntime::connect(
@@ -267,6 +334,32 @@ pub async fn run_agent(
                 }),
             });
             skiff_agent::run(config, client, runtime, stop).await
+        }
+    }
+}
+
+/// Keeps the client's list of servers current (every 30 s, and every 2 s until it first
+/// succeeds), so the agent fails over when the server it talks to dies.
+async fn learn_servers(client: Client, mut stop: watch::Receiver<bool>) {
+    let mut known = Vec::new();
+    loop {
+        let pause = match client.refresh_servers().await {
+            Ok(_) => {
+                let servers = client.servers();
+                if servers != known {
+                    tracing::info!(?servers, "API servers this agent may use");
+                    known = servers;
+                }
+                Duration::from_secs(30)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "learning the API servers");
+                Duration::from_secs(2)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }

@@ -95,5 +95,8 @@ pub async fn run(args: MembersArgs) -> anyhow::Result<()> {
             }
         );
     }
+    if let Some(warning) = answer["warning"].as_str() {
+        println!("warning: {warning}");
+    }
     Ok(())
 }

@@ -112,6 +112,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", layout.root.display()))?;
     let listener =
         app::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
+    // The node agent's port is taken now, so a server whose agent could not start fails here
+    // (rather than serving on with no agent, leaving deleted pods Terminating for ever).
+    let agent_listener = if args.disable_agent {
+        None
+    } else {
+        Some(super::agent::bind_endpoint(args.agent.kubelet_port)?)
+    };
     let port = listener.local_addr()?.port();
     let advertise = args
         .advertise_address
@@ -154,6 +161,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         },
     );
     app.services = ServiceNetwork::parse(&args.service_cidr).map_err(anyhow::Error::msg)?;
+    app.cluster_cidr = ClusterCidr::parse(&args.cluster_cidr)
+        .map(|c| format!("{}/{}", c.base, c.prefix))
+        .map_err(anyhow::Error::msg)?;
     let app = Arc::new(app);
     let server = tokio::spawn(app::serve(
         app.clone(),
@@ -168,17 +178,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         match &args.join {
             None => store.initialize().await?,
             Some(join_url) => {
-                let client = ClusterClient::new(&ca.cert_pem, &secret)?;
                 let request = AddMember {
                     id: member_id,
                     name: name.clone(),
                     addr: url.clone(),
                 };
-                let endpoint = format!("{}/skiff/v1/members", join_url.trim_end_matches('/'));
-                let _: serde_json::Value = client
-                    .call(Method::POST, &endpoint, Some(&request))
-                    .await
-                    .context("asking the leader to add this server")?;
+                ask_to_be_added(&ca.cert_pem, &secret, join_url, &request).await?;
                 tracing::info!("joined the cluster");
             }
         }
@@ -211,6 +216,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         bin_packing: args.bin_packing_weight,
         spreading: args.spreading_weight,
     };
+    tokio::spawn(promote_learners(app.clone(), stop_rx.clone()));
     tokio::spawn(leader_loops(
         app.clone(),
         local.clone(),
@@ -236,12 +242,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         let dir = layout.root.join("agent");
         let stop = stop_rx.clone();
         let secret = app.node_secret.clone();
-        Some(tokio::spawn(async move {
-            if let Err(e) = super::agent::run_agent(options, local, secret, dir, labels, stop).await
-            {
-                tracing::error!(error = format!("{e:#}"), "the node agent stopped");
-            }
-        }))
+        let listener = agent_listener.context("the agent's port was bound above")?;
+        Some(tokio::spawn(super::agent::run_agent(
+            options, local, secret, dir, labels, listener, stop,
+        )))
     };
     tracing::info!(
         kubeconfig = %layout.kubeconfig().display(),
@@ -253,14 +257,47 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     // 6. Run until told to stop, or until serving fails. Raft stops first: a leader that keeps
     //    heartbeating while its listener drains would hold off the election its followers need.
     let mut server = server;
+    let mut agent = agent;
+    let agent_failed = async {
+        match agent.as_mut() {
+            Some(handle) => handle.await,
+            None => std::future::pending().await,
+        }
+    };
     let served_early = tokio::select! {
         _ = shutdown_signal() => None,
         result = &mut server => Some(result),
+        // A server whose agent cannot run (its bridge or pod range taken by another skiff on
+        // this machine, containerd failing) stops too, saying why: serving on without an
+        // agent would leave this node's pods Terminating for as long as it runs.
+        result = agent_failed => {
+            let why = match result {
+                Ok(Ok(())) => "the node agent stopped".to_string(),
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(e) => format!("the node agent task failed: {e}"),
+            };
+            tracing::error!(error = %why, "the node agent stopped; stopping the server (use --disable-agent for a server that runs no pods)");
+            let _ = stop_tx.send(true);
+            let _ = store.shutdown().await;
+            app.shutdown.cancel();
+            bail!("the node agent stopped: {why}");
+        }
+        fault = store.stopped_by_fault() => {
+            // openraft stops its core for good on a storage error (a full disk): the server
+            // would answer nothing useful again. Exit, so its supervisor restarts it once the
+            // cause is fixed; the other members go on without it. Containers keep running.
+            tracing::error!(error = %fault, "the Raft core stopped; exiting so a supervisor can restart this server");
+            let _ = stop_tx.send(true);
+            app.shutdown.cancel();
+            bail!("the Raft core stopped: {fault}");
+        }
     };
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     if let Some(agent) = agent {
-        let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+        if !agent.is_finished() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+        }
     }
     store.shutdown().await?;
     app.shutdown.cancel();
@@ -273,6 +310,55 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         Err(e) => bail!("server task failed: {e}"),
     }
     Ok(())
+}
+
+/// Asks the leader (through `join_url`) to add this server, until it has. A conflict (another
+/// server joining at the same moment) or a missing leader is temporary: asking again is safe,
+/// since adding a member that already votes changes nothing.
+async fn ask_to_be_added(
+    ca_pem: &str,
+    secret: &str,
+    join_url: &str,
+    request: &AddMember,
+) -> anyhow::Result<()> {
+    let client = ClusterClient::new(ca_pem, secret)?;
+    let endpoint = format!("{}/skiff/v1/members", join_url.trim_end_matches('/'));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let answer: anyhow::Result<serde_json::Value> =
+            client.call(Method::POST, &endpoint, Some(request)).await;
+        match answer {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "asking the leader to add this server; asking again"
+                );
+            }
+            Err(e) => return Err(e.context("asking the leader to add this server")),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// On the leader, every second: learners that have caught up become voters. A join cut short
+/// (the joiner or the leader died between its two steps) is finished here.
+async fn promote_learners(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if app.store.status().is_leader {
+            match app.store.promote_caught_up_learners().await {
+                Ok(ids) if !ids.is_empty() => tracing::info!(?ids, "promoted learners to voters"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "promoting learners"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// Secrets kept in the data dir: created by the first server, or left by an earlier join.

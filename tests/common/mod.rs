@@ -135,6 +135,13 @@ impl Server {
         }
     }
 
+    /// The process's exit status, if it has exited on its own.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Starts the process again with the same data dir, port and flags.
     pub fn restart(&mut self) {
         self.kill();

@@ -5,6 +5,7 @@
 //!   (containerd over gRPC, its own supervised containerd process), [`fake`] a fake for tests
 //!   and simulated nodes.
 //! - [`network`]: pod network namespaces and the CNI plugins.
+//! - [`podnet`]: routes to the other nodes' pods (host-gw or VXLAN, over netlink).
 //! - [`spec`]: a pod's container → an OCI runtime spec (pure).
 //! - [`worker`]: one task per pod: sandbox, init containers, restarts with back-off, teardown.
 //! - [`status`]: pod status as Kubernetes computes it (pure).
@@ -22,6 +23,7 @@
 //! ```
 //! At start the agent lists what the runtime already runs: containers of pods that still exist
 //! are adopted by their workers (no restart); everything else is removed.
+pub mod claims;
 pub mod containerd;
 pub mod dns;
 pub mod fake;
@@ -29,6 +31,7 @@ pub mod images;
 pub mod logs;
 pub mod network;
 pub mod node;
+pub mod podnet;
 pub mod probe;
 pub mod proxy;
 pub mod runtime;
@@ -68,6 +71,8 @@ pub struct AgentConfig {
     pub endpoint_port: u16,
     /// The service proxy and cluster DNS; `None` on simulated nodes.
     pub services: Option<ServicesConfig>,
+    /// Routes to the other nodes' pods; `None` on simulated nodes.
+    pub pod_network: Option<podnet::PodNetConfig>,
 }
 
 /// How this node serves Services.
@@ -93,6 +98,10 @@ pub async fn run<R: Runtime>(
         config.heartbeat,
         shutdown.clone(),
     ));
+
+    if let Some(pod_network) = config.pod_network.clone() {
+        tokio::spawn(podnet::run(pod_network, client.clone(), shutdown.clone()));
+    }
 
     // Services: one snapshot of Services/EndpointSlices for the proxy, DNS and pod env.
     let services = match &config.services {

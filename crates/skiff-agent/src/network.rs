@@ -17,6 +17,8 @@
 //!   IP. `DEL` with the same arguments releases it. The loopback interface is brought up by
 //!   the agent itself (`ip link set lo up` inside the new namespace) rather than by the CNI
 //!   loopback plugin: the same result without starting another Go program per pod.
+//! - Pods on other nodes are reached through routes [`crate::podnet`] keeps; this module's
+//!   iptables rules let that traffic through and masquerade only what leaves the cluster CIDR.
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -39,6 +41,9 @@ pub struct NetworkConfig {
     pub cni_bin: PathBuf,
     /// The agent's data dir: netns files and host-local's IP allocations live under it.
     pub data_dir: PathBuf,
+    /// The pods' interface MTU; `None` leaves CNI's default. Lowered by VXLAN's headers when
+    /// peers may be reached through it ([`crate::podnet::pod_mtu`]).
+    pub mtu: Option<u32>,
 }
 
 impl NetworkConfig {
@@ -57,7 +62,7 @@ impl NetworkConfig {
 
     /// The bridge plugin's configuration (CNI spec 1.0).
     fn bridge_conf(&self) -> Value {
-        json!({
+        let mut conf = json!({
             "cniVersion": "1.0.0",
             "name": "skiff",
             "type": "bridge",
@@ -75,7 +80,11 @@ impl NetworkConfig {
                 "routes": [{"dst": "0.0.0.0/0"}],
                 "dataDir": self.data_dir.join("cni").join("ipam"),
             }
-        })
+        });
+        if let Some(mtu) = self.mtu {
+            conf["mtu"] = json!(mtu);
+        }
+        conf
     }
 
     /// Creates the pod's namespace (if missing) and attaches it; returns its IP.
@@ -348,10 +357,32 @@ pub async fn delete_bridge(name: &str) {
 /// The host's iptables rules for the pod network, each checked before it is added:
 /// - FORWARD accepts traffic to and from the bridge (Docker sets the chain's policy to DROP,
 ///   and bridged pod traffic traverses iptables);
-/// - one MASQUERADE rule in `nat POSTROUTING` for traffic from the pod CIDR leaving by another
-///   interface, so pods reach the outside world with the node's address.
-pub async fn allow_forwarding(bridge: &str, pod_cidr: &str) -> Result<(), RuntimeError> {
+/// - one MASQUERADE rule in `nat POSTROUTING` for traffic from the pod CIDR to anywhere outside
+///   the cluster CIDR, so pods reach the outside world with the node's address while pod → pod
+///   traffic between nodes keeps the pod's own source address.
+///
+/// Agents before the cluster-wide pod network masqueraded everything leaving by another
+/// interface than the bridge (`-s POD_CIDR ! -o BRIDGE`), which hid pods from each other
+/// across nodes; that rule is removed if present.
+pub async fn allow_forwarding(
+    bridge: &str,
+    pod_cidr: &str,
+    cluster_cidr: &str,
+) -> Result<(), RuntimeError> {
     let masquerade = [
+        "-t",
+        "nat",
+        "POSTROUTING",
+        "-s",
+        pod_cidr,
+        "!",
+        "-d",
+        cluster_cidr,
+        "-j",
+        "MASQUERADE",
+    ];
+    ensure_rule(&masquerade).await?;
+    delete_rule(&[
         "-t",
         "nat",
         "POSTROUTING",
@@ -362,12 +393,24 @@ pub async fn allow_forwarding(bridge: &str, pod_cidr: &str) -> Result<(), Runtim
         bridge,
         "-j",
         "MASQUERADE",
-    ];
-    ensure_rule(&masquerade).await?;
+    ])
+    .await;
+    allow_device_forwarding(bridge).await
+}
+
+/// FORWARD accepts traffic arriving on and leaving by `device` (the bridge, the VXLAN device).
+pub async fn allow_device_forwarding(device: &str) -> Result<(), RuntimeError> {
     for direction in ["-i", "-o"] {
-        ensure_rule(&["FORWARD", direction, bridge, "-j", "ACCEPT"]).await?;
+        ensure_rule(&["FORWARD", direction, device, "-j", "ACCEPT"]).await?;
     }
     Ok(())
+}
+
+/// Removes what [`allow_device_forwarding`] added.
+pub async fn remove_device_forwarding(device: &str) {
+    for direction in ["-i", "-o"] {
+        delete_rule(&["FORWARD", direction, device, "-j", "ACCEPT"]).await;
+    }
 }
 
 /// `iptables -C` the rule, and `-I` it when missing. `rule` may start with `-t TABLE`.
@@ -405,31 +448,48 @@ async fn ensure_rule(rule: &[&str]) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// Removes what [`allow_forwarding`] added.
-pub async fn remove_forwarding(bridge: &str, pod_cidr: &str) {
-    let _ = tokio::process::Command::new("iptables")
-        .args([
-            "-w",
-            "-t",
-            "nat",
-            "-D",
-            "POSTROUTING",
-            "-s",
-            pod_cidr,
-            "!",
-            "-o",
-            bridge,
-            "-j",
-            "MASQUERADE",
-        ])
-        .stderr(Stdio::null())
-        .status()
-        .await;
-    for direction in ["-i", "-o"] {
-        let _ = tokio::process::Command::new("iptables")
-            .args(["-D", "FORWARD", direction, bridge, "-j", "ACCEPT"])
+/// `iptables -D` the rule until none is left (an agent that crashed between `-C` and `-I`
+/// could have added it twice). `rule` may start with `-t TABLE`.
+async fn delete_rule(rule: &[&str]) {
+    let (table, rule) = match rule {
+        ["-t", table, rest @ ..] => (*table, rest),
+        rest => ("filter", rest),
+    };
+    for _ in 0..8 {
+        let deleted = tokio::process::Command::new("iptables")
+            .args(["-w", "-t", table, "-D"])
+            .args(rule)
             .stderr(Stdio::null())
             .status()
-            .await;
+            .await
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !deleted {
+            return;
+        }
     }
+}
+
+/// Removes what [`allow_forwarding`] added: every MASQUERADE rule for `pod_cidr` in either
+/// form (so callers need not know the cluster CIDR), and the bridge's FORWARD rules.
+pub async fn remove_forwarding(bridge: &str, pod_cidr: &str) {
+    let listed = tokio::process::Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S", "POSTROUTING"])
+        .stderr(Stdio::null())
+        .output()
+        .await
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for line in listed.lines() {
+        // `-A POSTROUTING -s 10.42.0.0/24 ! -d 10.42.0.0/16 -j MASQUERADE`
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let ours = words.windows(2).any(|w| w == ["-s", pod_cidr])
+            && words.ends_with(&["-j", "MASQUERADE"]);
+        if let (true, ["-A", rule @ ..]) = (ours, words.as_slice()) {
+            let mut delete = vec!["-t", "nat"];
+            delete.extend_from_slice(rule);
+            delete_rule(&delete).await;
+        }
+    }
+    remove_device_forwarding(bridge).await;
 }

@@ -60,6 +60,9 @@ pub struct App {
     pub leases: crate::nodes::Leases,
     /// The service CIDR and node port allocators (see [`crate::services`]).
     pub services: crate::services::ServiceNetwork,
+    /// Every node's pod range together (`--cluster-cidr`), served to agents at
+    /// `/skiff/v1/cluster` so they masquerade only traffic that leaves it.
+    pub cluster_cidr: String,
 }
 
 impl App {
@@ -75,6 +78,7 @@ impl App {
             node_secret,
             leases: crate::nodes::Leases::default(),
             services: crate::services::ServiceNetwork::default(),
+            cluster_cidr: crate::cluster_network::DEFAULT_CLUSTER_CIDR.to_string(),
         }
     }
 }
@@ -107,6 +111,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/skiff/v1/nodes/{name}/certificate",
             post(crate::nodes::certificate),
         )
+        .route("/skiff/v1/cluster", get(crate::cluster_network::get))
         .fallback(resource_request)
         .layer(middleware::from_fn_with_state(app.clone(), authenticate))
         .with_state(app.clone());
@@ -139,8 +144,12 @@ async fn authenticate(State(app): State<Arc<App>>, request: Request, next: Next)
         |secret: &str| skiff_store::service::constant_time_eq(token.as_bytes(), secret.as_bytes());
     // Agents use the node secret for the Kubernetes API and heartbeats. (They may do anything
     // the admin may: restricting a node to its own pods is not built yet.)
+    // Agents also read the member list: it is how they learn every server's address.
     let node = eq(&app.node_secret)
-        && (!path.starts_with("/skiff/v1/") || path.starts_with("/skiff/v1/nodes/"));
+        && (!path.starts_with("/skiff/v1/")
+            || path.starts_with("/skiff/v1/nodes/")
+            || path == "/skiff/v1/cluster"
+            || (path == "/skiff/v1/members" && request.method() == axum::http::Method::GET));
     let allowed =
         eq(&app.admin_token) || node || (path.starts_with("/skiff/v1/") && eq(&app.cluster.secret));
     if allowed {
@@ -167,19 +176,50 @@ async fn version() -> Response {
     )
 }
 
-async fn live() -> &'static str {
-    "ok"
+/// `/livez`, `/healthz`: the process is alive and its Raft core still runs. A core stopped by a
+/// storage error (a full disk) never serves again; the server exits on it (see `skiff server`),
+/// and until then it must not look healthy.
+async fn live(State(app): State<Arc<App>>) -> Response {
+    match app.store.fatal_error() {
+        None => "ok".into_response(),
+        Some(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("[-]raft-core failed: {e}\nlivez check failed\n"),
+        )
+            .into_response(),
+    }
 }
 
+/// `/readyz`: the checks in kube-apiserver's `?verbose` format. A server whose cluster cannot
+/// survive the loss of one server stays ready (it still serves) but says so.
 async fn ready(State(app): State<Arc<App>>) -> Response {
+    let mut body = String::new();
+    let mut failed = false;
+    match app.store.fatal_error() {
+        None => body.push_str("[+]raft-core ok\n"),
+        Some(e) => {
+            failed = true;
+            body.push_str(&format!("[-]raft-core failed: {e}\n"));
+        }
+    }
     if app.store.is_ready() {
-        "ok".into_response()
+        body.push_str("[+]store ok\n");
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "[-]store: no leader or not caught up\nreadyz check failed\n",
-        )
-            .into_response()
+        failed = true;
+        body.push_str("[-]store failed: no leader or not caught up\n");
+    }
+    let warning = app.store.fault_tolerance_warning();
+    if let Some(warning) = &warning {
+        body.push_str(&format!("[!]fault-tolerance warning: {warning}\n"));
+    }
+    if failed {
+        body.push_str("readyz check failed\n");
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    } else if warning.is_some() {
+        body.push_str("readyz check passed, with a warning\n");
+        body.into_response()
+    } else {
+        "ok".into_response()
     }
 }
 

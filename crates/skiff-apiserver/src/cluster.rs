@@ -21,6 +21,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use skiff_api::status::ApiError;
+use skiff_store::StoreError;
 
 use crate::app::{empty, App};
 use crate::respond;
@@ -109,13 +110,37 @@ pub async fn add(State(app): State<Arc<App>>, Json(request): Json<AddMember>) ->
         .add_member(request.id, &request.name, &request.addr)
         .await
     {
-        Ok(()) => respond::json(StatusCode::OK, &json!({"members": app.store.members()})),
-        Err(e) => respond::error(ApiError::Internal(e.to_string())),
+        Ok(()) => members(&app),
+        Err(e) => respond::error(membership_error(e, request.id)),
     }
 }
 
+/// A change that could not be made now is the client's to retry: 409 while another change is
+/// being committed, 503 while there is no leader or the learner is still catching up.
+fn membership_error(e: StoreError, id: u64) -> ApiError {
+    match e {
+        StoreError::MembershipBusy(message) => ApiError::Conflict {
+            resource: "members".into(),
+            name: id.to_string(),
+            message,
+        },
+        other => crate::respond::store_error(other),
+    }
+}
+
+/// The members, and a warning when the voters cannot survive the loss of one server.
+fn members(app: &App) -> Response {
+    respond::json(
+        StatusCode::OK,
+        &json!({
+            "members": app.store.members(),
+            "warning": app.store.fault_tolerance_warning(),
+        }),
+    )
+}
+
 pub async fn list(State(app): State<Arc<App>>) -> Response {
-    respond::json(StatusCode::OK, &json!({"members": app.store.members()}))
+    members(&app)
 }
 
 pub async fn remove(State(app): State<Arc<App>>, Path(id): Path<u64>) -> Response {
@@ -130,7 +155,7 @@ pub async fn remove(State(app): State<Arc<App>>, Path(id): Path<u64>) -> Respons
     }
     tracing::info!(id, "removing member");
     match app.store.remove_member(id).await {
-        Ok(()) => respond::json(StatusCode::OK, &json!({"members": app.store.members()})),
-        Err(e) => respond::error(ApiError::Internal(e.to_string())),
+        Ok(()) => members(&app),
+        Err(e) => respond::error(membership_error(e, id)),
     }
 }

@@ -18,10 +18,12 @@
 //! - [`watch`]: `?watch=true` streams with resume, bookmarks and 410.
 //! - [`tables`]: `Table` responses (server-side printing) for `kubectl get`.
 //! - [`cluster`]: joining servers, listing and removing members.
+//! - [`cluster_network`]: the cluster and service CIDRs agents ask for.
 //! - [`respond`]: JSON responses, `Status` errors, and store errors as Kubernetes errors.
 pub mod app;
 pub mod binding;
 pub mod cluster;
+pub mod cluster_network;
 pub mod discovery;
 pub mod metrics;
 pub mod nodes;

@@ -65,6 +65,11 @@ impl ServiceNetwork {
         })
     }
 
+    /// The block, normalised (`10.43.0.0/16`).
+    pub fn cidr(&self) -> &str {
+        &self.cidr
+    }
+
     /// Held from reading what is in use until the write that uses a new address is committed.
     pub async fn lock(&self) -> MutexGuard<'_, ()> {
         self.lock.lock().await

@@ -22,6 +22,8 @@ pub use kubeconfig::Kubeconfig;
 pub use reqwest::Method;
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use k8s_openapi::Resource;
@@ -127,14 +129,94 @@ struct RawListMeta {
     resource_version: String,
 }
 
-/// A Kubernetes API client for one cluster. Cheap to clone (the connection pool is shared).
+/// A Kubernetes API client for one cluster. Cheap to clone (the connection pool and the list
+/// of servers are shared).
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     /// The same trust, but redirects are returned instead of followed (see `request_leader`).
     no_redirect: reqwest::Client,
-    server: String,
+    servers: Arc<Servers>,
     token: String,
+}
+
+/// Every API server a client may use, and the one it uses now. An agent is given one address
+/// for its first contact and then learns the others (`refresh_servers`), as k3s's agent-side
+/// load balancer does: when the server it talks to stops answering, the next request goes to
+/// another, so one server's death does not take every node that joined through it down too.
+struct Servers {
+    /// Base URLs without a trailing slash; the address first given stays in the list, last,
+    /// as the fallback should every learned address fail.
+    urls: RwLock<Vec<String>>,
+    current: AtomicUsize,
+}
+
+impl Servers {
+    fn new(url: &str) -> Servers {
+        Servers {
+            urls: RwLock::new(vec![url.trim_end_matches('/').to_string()]),
+            current: AtomicUsize::new(0),
+        }
+    }
+
+    fn urls(&self) -> std::sync::RwLockReadGuard<'_, Vec<String>> {
+        self.urls.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn current(&self) -> String {
+        let urls = self.urls();
+        let i = self.current.load(Ordering::Relaxed) % urls.len().max(1);
+        urls.get(i).cloned().unwrap_or_default()
+    }
+
+    /// `url` failed to connect: moves on to the next server (unless another request already
+    /// did) and returns `url` rewritten for it.
+    fn fail_over(&self, url: &str) -> String {
+        let urls = self.urls();
+        let Some(failed) = urls.iter().position(|base| starts_with_base(url, base)) else {
+            return url.to_string();
+        };
+        let next = (failed + 1) % urls.len();
+        let _ = self
+            .current
+            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed);
+        let now = self.current.load(Ordering::Relaxed) % urls.len();
+        format!("{}{}", urls[now], &url[urls[failed].len()..])
+    }
+
+    /// Replaces the learned servers, keeping the one in use when it is still a member.
+    fn set(&self, learned: Vec<String>) {
+        let mut urls = self.urls.write().unwrap_or_else(|p| p.into_inner());
+        let in_use = urls
+            .get(self.current.load(Ordering::Relaxed) % urls.len().max(1))
+            .cloned();
+        let first_given = urls.last().cloned();
+        let mut next: Vec<String> = learned
+            .into_iter()
+            .map(|u| u.trim_end_matches('/').to_string())
+            .collect();
+        next.sort();
+        next.dedup();
+        // The address first given (perhaps a name or a load balancer) was for the first
+        // contact: a learned server takes over unless the one in use is a member itself.
+        let keep = in_use
+            .and_then(|u| next.iter().position(|n| *n == u))
+            .unwrap_or(0);
+        if let Some(first) = first_given {
+            if !next.contains(&first) {
+                next.push(first);
+            }
+        }
+        *urls = next;
+        self.current.store(keep, Ordering::Relaxed);
+    }
+}
+
+/// Whether `url` is under `base` (`https://a:6443/api` is under `https://a:6443`, not under
+/// `https://a:644`).
+fn starts_with_base(url: &str, base: &str) -> bool {
+    url.strip_prefix(base)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
 }
 
 impl Client {
@@ -153,6 +235,12 @@ impl Client {
                 .https_only(true)
                 .tcp_nodelay(true)
                 .connect_timeout(Duration::from_secs(5))
+                // A server cut off by a partition sends no FIN: pings find the dead connection
+                // (a watch would otherwise wait on it for its whole timeout).
+                .http2_keep_alive_interval(Duration::from_secs(5))
+                .http2_keep_alive_timeout(Duration::from_secs(5))
+                .http2_keep_alive_while_idle(true)
+                .tcp_keepalive(Duration::from_secs(15))
                 // Idle pooled connections are closed before a restarted server's would be.
                 .pool_idle_timeout(Duration::from_secs(50))
         };
@@ -162,7 +250,7 @@ impl Client {
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(10))
                 .build()?,
-            server: server.trim_end_matches('/').to_string(),
+            servers: Arc::new(Servers::new(server)),
             token: token.to_string(),
         })
     }
@@ -173,14 +261,47 @@ impl Client {
         Client::new(&config.server, &config.ca_pem, &config.token)
     }
 
-    pub fn server(&self) -> &str {
-        &self.server
+    /// The server requests go to now.
+    pub fn server(&self) -> String {
+        self.servers.current()
+    }
+
+    /// Every server this client may use.
+    pub fn servers(&self) -> Vec<String> {
+        self.servers.urls().clone()
+    }
+
+    /// Learns every server's address from the member list (`/skiff/v1/members`), so requests
+    /// fail over to another server when the one in use stops answering. Returns how many
+    /// servers are known.
+    pub async fn refresh_servers(&self) -> Result<usize> {
+        let answer: Value = self
+            .request(
+                Method::GET,
+                &format!("{}/skiff/v1/members", self.server()),
+                &[],
+                None,
+            )
+            .await?;
+        let learned: Vec<String> = answer["members"]
+            .as_array()
+            .map(|members| {
+                members
+                    .iter()
+                    .filter_map(|m| m["addr"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !learned.is_empty() {
+            self.servers.set(learned);
+        }
+        Ok(self.servers.urls().len())
     }
 
     /// The collection URL of `K` in namespace `ns` (all namespaces when `None` for namespaced
     /// types).
     pub fn collection_url<K: Resource>(&self, ns: Option<&str>) -> String {
-        let mut url = self.server.clone();
+        let mut url = self.server();
         if K::GROUP.is_empty() {
             let _ = write!(url, "/api/{}", K::VERSION);
         } else {
@@ -220,8 +341,10 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<T> {
-        let mut url = format!("{}{path}", self.server);
-        for _ in 0..3 {
+        let mut url = format!("{}{path}", self.server());
+        let mut attempts = 0;
+        while attempts < 3 + self.servers.urls().len() {
+            attempts += 1;
             let mut request = self
                 .no_redirect
                 .request(method.clone(), &url)
@@ -229,7 +352,21 @@ impl Client {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            let response = request.send().await?;
+            let response = match request.send().await {
+                Ok(response) => response,
+                // Nothing was sent: the next server may take it.
+                Err(e) if e.is_connect() => {
+                    let next = self.servers.fail_over(&url);
+                    if next == url {
+                        // A leader's address from a redirect that is not (yet) in the list.
+                        url = format!("{}{path}", self.server());
+                    } else {
+                        url = next;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let status = response.status();
             if status == StatusCode::TEMPORARY_REDIRECT {
                 if let Some(location) = response
@@ -258,23 +395,41 @@ impl Client {
         body: Option<(&str, Vec<u8>)>,
         timeout: Option<Duration>,
     ) -> Result<reqwest::Response> {
-        let mut request = self
-            .http
-            .request(method, url)
-            .bearer_auth(&self.token)
-            .header(reqwest::header::ACCEPT, "application/json");
-        if !query.is_empty() {
-            request = request.query(query);
-        }
-        if let Some((content_type, body)) = body {
-            request = request
-                .header(reqwest::header::CONTENT_TYPE, content_type)
-                .body(body);
-        }
-        if let Some(timeout) = timeout {
-            request = request.timeout(timeout);
-        }
-        let response = request.send().await?;
+        let mut url = url.to_string();
+        let mut tries_left = self.servers.urls().len();
+        let response = loop {
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .bearer_auth(&self.token)
+                .header(reqwest::header::ACCEPT, "application/json");
+            if !query.is_empty() {
+                request = request.query(query);
+            }
+            if let Some((content_type, body)) = &body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, *content_type)
+                    .body(body.clone());
+            }
+            if let Some(timeout) = timeout {
+                request = request.timeout(timeout);
+            }
+            match request.send().await {
+                Ok(response) => break response,
+                // The connection was refused or timed out: nothing was sent, so another server
+                // may take the request, whatever its method.
+                Err(e) if e.is_connect() && tries_left > 1 => {
+                    tries_left -= 1;
+                    url = self.servers.fail_over(&url);
+                }
+                Err(e) => {
+                    if e.is_connect() || e.is_timeout() {
+                        self.servers.fail_over(&url);
+                    }
+                    return Err(e.into());
+                }
+            }
+        };
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -494,7 +649,7 @@ mod tests {
         Client {
             http: reqwest::Client::new(),
             no_redirect: reqwest::Client::new(),
-            server: "https://h:6443".into(),
+            servers: Arc::new(Servers::new("https://h:6443")),
             token: "t".into(),
         }
     }
@@ -525,6 +680,49 @@ mod tests {
         assert_eq!(e.to_string(), "409 Conflict: stale");
         let e = api_error(StatusCode::BAD_GATEWAY, b"upstream down");
         assert_eq!(e.to_string(), "502 Bad Gateway: upstream down");
+    }
+
+    #[test]
+    fn a_failed_server_hands_its_requests_to_the_next() {
+        let servers = Servers::new("https://given:6443/");
+        assert_eq!(servers.current(), "https://given:6443");
+        servers.set(vec![
+            "https://a:6443".into(),
+            "https://c:6443".into(),
+            "https://b:6443".into(),
+        ]);
+        // The learned servers, and the given address last as the fallback.
+        assert_eq!(
+            *servers.urls(),
+            [
+                "https://a:6443",
+                "https://b:6443",
+                "https://c:6443",
+                "https://given:6443"
+            ]
+        );
+        assert_eq!(servers.current(), "https://a:6443");
+        assert_eq!(
+            servers.fail_over("https://a:6443/api/v1/pods?watch=true"),
+            "https://b:6443/api/v1/pods?watch=true"
+        );
+        // A second request that failed on `a` meanwhile does not skip `b`.
+        assert_eq!(servers.fail_over("https://a:6443/x"), "https://b:6443/x");
+        assert_eq!(servers.current(), "https://b:6443");
+        // A URL of no known server (a redirect to the leader) is left alone.
+        assert_eq!(servers.fail_over("https://z:6443/x"), "https://z:6443/x");
+        // The last wraps around to the first.
+        servers.fail_over("https://b:6443/");
+        servers.fail_over("https://c:6443/");
+        assert_eq!(
+            servers.fail_over("https://given:6443/y"),
+            "https://a:6443/y"
+        );
+        // Learning again keeps the server in use when it is still a member.
+        servers.fail_over("https://a:6443/");
+        servers.set(vec!["https://b:6443".into(), "https://d:6443".into()]);
+        assert_eq!(servers.current(), "https://b:6443");
+        assert!(!starts_with_base("https://a:64430/x", "https://a:6443"));
     }
 
     #[test]

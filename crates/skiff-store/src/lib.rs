@@ -23,6 +23,7 @@
 pub mod command;
 mod durable;
 pub mod log_store;
+mod membership;
 pub mod network;
 pub mod objects;
 pub mod proposer;
@@ -96,6 +97,9 @@ pub enum StoreError {
     Raft(String),
     #[error("membership change failed: {0}")]
     Membership(String),
+    /// Another membership change is still in progress: ask again (409).
+    #[error("another membership change is in progress: {0}")]
+    MembershipBusy(String),
     #[error("the store is shutting down")]
     ShuttingDown,
 }

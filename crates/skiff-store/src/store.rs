@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::{ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
+use openraft::{Config, Raft, ServerState, SnapshotPolicy};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -115,6 +115,7 @@ struct Inner {
     log: LogStore,
     proposer: Proposer,
     transport: PeerTransport,
+    membership: crate::membership::MembershipChanges,
     /// Whether this member had never been part of a cluster when it was opened.
     pristine: bool,
 }
@@ -163,6 +164,7 @@ impl Store {
                 log,
                 proposer,
                 transport,
+                membership: Default::default(),
                 pristine,
             }),
         })
@@ -325,6 +327,29 @@ impl Store {
         }
     }
 
+    /// Why this member's Raft core stopped, if it stopped on its own (a storage error such as a
+    /// full disk, a panic) rather than by [`Store::shutdown`]. Such a core never serves again.
+    pub fn fatal_error(&self) -> Option<String> {
+        match &self.inner.raft.metrics().borrow().running_state {
+            Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
+    /// Waits until the Raft core stops on its own and returns why (see [`Store::fatal_error`]).
+    pub async fn stopped_by_fault(&self) -> String {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            if let Some(e) = self.fatal_error() {
+                return e;
+            }
+            if metrics.changed().await.is_err() {
+                // The core is gone without a recorded error: wait forever (a shutdown).
+                return std::future::pending().await;
+            }
+        }
+    }
+
     /// Ready to serve: a leader is known and this member has applied what it knows is committed.
     pub fn is_ready(&self) -> bool {
         let status = self.status();
@@ -366,57 +391,40 @@ impl Store {
     }
 
     /// Adds a member: first as a learner, which waits until it has caught up (by log or
-    /// snapshot), then as a voter. Must run on the leader.
+    /// snapshot), then as a voter. Must run on the leader; changes queue behind each other
+    /// (see [`crate::membership`]).
     pub async fn add_member(&self, id: NodeId, name: &str, addr: &str) -> Result<(), StoreError> {
         let node = Member {
             addr: addr.into(),
             name: name.into(),
         };
         self.inner
-            .raft
-            .add_learner(id, node, true)
+            .membership
+            .add_voter(&self.inner.raft, id, node)
             .await
-            .map_err(|e| StoreError::Membership(e.to_string()))?;
-        self.inner
-            .raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-            .await
-            .map_err(|e| StoreError::Membership(e.to_string()))?;
-        Ok(())
     }
 
     /// Removes a member from the cluster (voter or learner). Must run on the leader.
     pub async fn remove_member(&self, id: NodeId) -> Result<(), StoreError> {
-        let membership_of = |store: &Store| {
-            store
-                .inner
-                .raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .clone()
-        };
-        let current = membership_of(self);
-        let membership = current.membership();
-        if membership.get_node(&id).is_none() {
-            return Err(StoreError::Membership(format!(
-                "member {id} is not in the cluster"
-            )));
-        }
-        let ids = BTreeSet::from([id]);
-        let change = if membership.voter_ids().any(|v| v == id) {
-            // Without `retain`, removing a voter removes the node too; a leader removing itself
-            // steps down once this commits.
-            ChangeMembers::RemoveVoters(ids)
-        } else {
-            ChangeMembers::RemoveNodes(ids)
-        };
+        self.inner.membership.remove(&self.inner.raft, id).await
+    }
+
+    /// On the leader, makes learners that have caught up voters (joins cut short by a crash or a
+    /// failover); a no-op elsewhere. Returns the ids promoted.
+    pub async fn promote_caught_up_learners(&self) -> Result<Vec<NodeId>, StoreError> {
         self.inner
-            .raft
-            .change_membership(change, false)
+            .membership
+            .promote_caught_up_learners(&self.inner.raft)
             .await
-            .map_err(|e| StoreError::Membership(e.to_string()))?;
-        Ok(())
+    }
+
+    /// How many voters may fail with writes still going through, and why not more: `None`
+    /// when the cluster survives the loss of any one server (or is a single server by choice).
+    pub fn fault_tolerance_warning(&self) -> Option<String> {
+        let members = self.members();
+        let voters = members.iter().filter(|m| m.role == "voter").count();
+        let learners = members.len() - voters;
+        crate::membership::fault_tolerance_warning(voters, learners)
     }
 
     /// Waits until some member is known to lead, or `timeout` passes.
