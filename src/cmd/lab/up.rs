@@ -106,11 +106,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             dir.display()
         ))),
         Err(e) => {
-            eprintln!("lab up failed: {e:#}");
-            eprintln!("removing what was built ...");
+            eprintln!("lab up failed; removing what was built:");
             let lab = Lab::load(&dir).unwrap_or(lab);
             down::teardown(&dir, Some(&lab)).print();
-            Err(e.context("`skiff lab up` failed and removed the lab (--keep-on-failure keeps it)"))
+            Err(e.context(
+                "`skiff lab up` failed and removed the lab, logs included (--keep-on-failure keeps it)",
+            ))
         }
     }
 }
@@ -491,6 +492,9 @@ pub fn log_tail(host: &Host) -> String {
     let path = host.log_file();
     let text = std::fs::read_to_string(&path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
+    if lines.is_empty() {
+        return format!("; its log {} is empty", path.display());
+    }
     let tail = lines[lines.len().saturating_sub(12)..].join("\n    ");
     format!("; its log is {}, ending:\n    {tail}", path.display())
 }
