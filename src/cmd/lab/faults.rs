@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use nix::sys::signal::Signal;
 
+use super::cluster::log_tail;
 use super::net;
 use super::procs::{self, ProcState};
 use super::state::Lab;
-use super::up::log_tail;
 
 pub fn kill(dir: &Path, name: &str) -> anyhow::Result<()> {
     let mut lab = Lab::load(dir)?;

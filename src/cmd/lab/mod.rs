@@ -7,6 +7,8 @@
 //!
 //! ## Layout
 //! - [`up`]: check the input, plan, build, start the hosts, wait until Ready.
+//! - [`cluster`]: what the lab asks its cluster (tokens written, nodes Ready, members) and the
+//!   kubeconfigs it writes.
 //! - [`status`]: processes, links, nodes, and who leads as each server sees it.
 //! - [`faults`]: kill, stop/cont, partition, netem, heal, restart.
 //! - [`down`]: the teardown (also what a failed `up` runs).
@@ -16,6 +18,7 @@
 //!
 //! See docs/lab.md for a tutorial.
 
+pub mod cluster;
 pub mod down;
 pub mod faults;
 pub mod net;

@@ -147,6 +147,9 @@ impl Host {
 
 pub const STATE_FILE: &str = "lab.json";
 
+/// Every server serves the Kubernetes API (and Raft) on its own address, this port.
+pub const API_PORT: u16 = 6443;
+
 impl Lab {
     pub fn state_path(dir: &Path) -> PathBuf {
         dir.join(STATE_FILE)

@@ -3,12 +3,11 @@
 
 use std::path::Path;
 
-use k8s_openapi::api::core::v1::Node;
-use skiff_client::{Client, Kubeconfig, ListParams};
+use skiff_client::{Client, Kubeconfig};
 
+use super::cluster::{members, node_readiness};
 use super::procs::{self, ProcState};
-use super::state::{Host, Lab, Role};
-use super::up::members;
+use super::state::{Host, Lab, Role, API_PORT};
 
 pub async fn status(dir: &Path) -> anyhow::Result<()> {
     let lab = Lab::load(dir)?;
@@ -149,7 +148,7 @@ fn server_clients(lab: &Lab) -> Vec<(String, Client)> {
     };
     lab.servers()
         .filter_map(|server| {
-            let url = format!("https://{}:6443", server.ip);
+            let url = format!("https://{}:{API_PORT}", server.ip);
             let client = Client::new(&url, &config.ca_pem, &config.token).ok()?;
             Some((server.name.clone(), client))
         })
@@ -159,27 +158,9 @@ fn server_clients(lab: &Lab) -> Vec<(String, Client)> {
 /// (node, Ready?) from the first server that answers; None when none does.
 async fn node_conditions(clients: &[(String, Client)]) -> Option<Vec<(String, bool)>> {
     for (_, client) in clients {
-        let list = tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            client.list::<Node>(None, &ListParams::default()),
-        )
-        .await;
-        let Ok(Ok(list)) = list else { continue };
-        return Some(
-            list.items
-                .into_iter()
-                .filter_map(|node| {
-                    let ready = node
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|c| {
-                            c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                        });
-                    Some((node.metadata.name?, ready))
-                })
-                .collect(),
-        );
+        if let Some(readiness) = node_readiness(client).await {
+            return Some(readiness);
+        }
     }
     None
 }
