@@ -338,10 +338,12 @@ pub async fn run_agent(
     }
 }
 
-/// Keeps the client's list of servers current (every 30 s, and every 2 s until it first
-/// succeeds), so the agent fails over when the server it talks to dies.
+/// Keeps the client's list of servers current, so the agent fails over when the server it
+/// talks to dies: every 30 s, but every 2 s in its first two minutes while it knows only one
+/// server (automation starts the servers and agents together: the others are joining now).
 async fn learn_servers(client: Client, mut stop: watch::Receiver<bool>) {
     let mut known = Vec::new();
+    let started = tokio::time::Instant::now();
     loop {
         let pause = match client.refresh_servers().await {
             Ok(_) => {
@@ -350,7 +352,11 @@ async fn learn_servers(client: Client, mut stop: watch::Receiver<bool>) {
                     tracing::info!(?servers, "API servers this agent may use");
                     known = servers;
                 }
-                Duration::from_secs(30)
+                if known.len() == 1 && started.elapsed() < Duration::from_secs(120) {
+                    Duration::from_secs(2)
+                } else {
+                    Duration::from_secs(30)
+                }
             }
             Err(e) => {
                 tracing::debug!(error = %e, "learning the API servers");

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses a different part of this module
 
 pub mod fake;
+pub mod lab;
 pub mod node;
 
 use std::net::TcpListener;

@@ -177,9 +177,17 @@ impl Servers {
             return url.to_string();
         };
         let next = (failed + 1) % urls.len();
-        let _ = self
+        let moved = self
             .current
-            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed);
+            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+        if moved && next != failed {
+            tracing::warn!(
+                unreachable = %urls[failed],
+                next = %urls[next],
+                "API server unreachable; failing over"
+            );
+        }
         let now = self.current.load(Ordering::Relaxed) % urls.len();
         format!("{}{}", urls[now], &url[urls[failed].len()..])
     }
