@@ -23,19 +23,16 @@ pub async fn status(dir: &Path) -> anyhow::Result<()> {
     // Each server's own view of the members, asked in parallel (a stopped server would
     // otherwise hold up the others' answers).
     let views = futures::future::join_all(clients.iter().map(|(_, c)| members(c))).await;
+    let seen: Vec<(String, Seen)> = clients
+        .iter()
+        .zip(&views)
+        .map(|((name, _), view)| (name.clone(), Seen::from_members(view.as_deref())))
+        .collect();
     let leader_seen_by = |host: &Host| -> String {
-        let Some(i) = clients.iter().position(|(name, _)| *name == host.name) else {
-            return String::new();
-        };
-        match &views[i] {
-            None => "no answer".into(),
-            Some(members) => members
-                .iter()
-                .find(|m| m["leader"] == true)
-                .and_then(|m| m["name"].as_str())
-                .unwrap_or("none")
-                .to_string(),
-        }
+        seen.iter()
+            .find(|(name, _)| *name == host.name)
+            .map(|(_, s)| s.to_string())
+            .unwrap_or_default()
     };
     let nodes = node_conditions(&clients).await;
 
@@ -93,33 +90,7 @@ pub async fn status(dir: &Path) -> anyhow::Result<()> {
     }
 
     println!();
-    let answers: Vec<(&str, String)> = clients
-        .iter()
-        .zip(&views)
-        .filter_map(|((name, _), view)| {
-            let view = view.as_ref()?;
-            let leader = view.iter().find(|m| m["leader"] == true)?;
-            Some((
-                name.as_str(),
-                leader["name"].as_str().unwrap_or("?").to_string(),
-            ))
-        })
-        .collect();
-    match answers.first() {
-        None => println!("leader: no server answered"),
-        Some((_, leader)) if answers.iter().all(|(_, l)| l == leader) => println!(
-            "leader: {leader} (according to {} of {} servers)",
-            answers.len(),
-            clients.len()
-        ),
-        Some(_) => {
-            let says: Vec<String> = answers
-                .iter()
-                .map(|(s, l)| format!("{s} says {l}"))
-                .collect();
-            println!("leader: the servers disagree ({})", says.join(", "));
-        }
-    }
+    println!("{}", leader_line(&seen));
     if nodes.is_none() {
         println!("nodes: no server answered (the NODE column is unknown)");
     }
@@ -135,6 +106,74 @@ pub async fn status(dir: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// What one server says about the leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Leader(String),
+    /// It answered, but knows no leader (an election is going on, or it cannot reach one).
+    NoLeader,
+    /// It did not answer within 2 s (killed, stopped, or cut off from this machine).
+    NoAnswer,
+}
+
+impl Seen {
+    fn from_members(members: Option<&[serde_json::Value]>) -> Seen {
+        let Some(members) = members else {
+            return Seen::NoAnswer;
+        };
+        match members.iter().find(|m| m["leader"] == true) {
+            Some(m) => Seen::Leader(m["name"].as_str().unwrap_or("?").to_string()),
+            None => Seen::NoLeader,
+        }
+    }
+}
+
+impl std::fmt::Display for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Seen::Leader(name) => f.write_str(name),
+            Seen::NoLeader => f.write_str("none"),
+            Seen::NoAnswer => f.write_str("no answer"),
+        }
+    }
+}
+
+/// `leader: host-2 (seen by host-1, host-2; host-3: none)`, or the disagreement.
+fn leader_line(seen: &[(String, Seen)]) -> String {
+    let mut groups: Vec<(&Seen, Vec<&str>)> = Vec::new();
+    for (server, view) in seen {
+        match groups.iter_mut().find(|(v, _)| *v == view) {
+            Some((_, servers)) => servers.push(server),
+            None => groups.push((view, vec![server])),
+        }
+    }
+    let leaders: Vec<&str> = groups
+        .iter()
+        .filter_map(|(v, _)| match v {
+            Seen::Leader(name) => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|(view, servers)| {
+            let servers = servers.join(", ");
+            match view {
+                Seen::Leader(_) if leaders.len() == 1 => format!("seen by {servers}"),
+                other => format!("{servers}: {other}"),
+            }
+        })
+        .collect();
+    match leaders.as_slice() {
+        [] if seen.is_empty() => {
+            "leader: unknown (no server has written its kubeconfig yet)".into()
+        }
+        [] => format!("leader: none ({})", parts.join("; ")),
+        [leader] => format!("leader: {leader} ({})", parts.join("; ")),
+        _ => format!("leader: the servers disagree ({})", parts.join("; ")),
+    }
 }
 
 /// A client per server, each talking to that server only (the admin credentials of host-1's
@@ -163,4 +202,41 @@ async fn node_conditions(clients: &[(String, Client)]) -> Option<Vec<(String, bo
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(list: &[(&str, Seen)]) -> Vec<(String, Seen)> {
+        list.iter()
+            .map(|(s, v)| (s.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn the_leader_line_says_who_agrees() {
+        let leader = |n: &str| Seen::Leader(n.into());
+        let line = leader_line(&seen(&[
+            ("host-1", leader("host-2")),
+            ("host-2", leader("host-2")),
+            ("host-3", Seen::NoLeader),
+        ]));
+        assert_eq!(
+            line,
+            "leader: host-2 (seen by host-1, host-2; host-3: none)"
+        );
+        // A partitioned old leader still believes in itself.
+        let line = leader_line(&seen(&[
+            ("host-1", leader("host-2")),
+            ("host-2", leader("host-2")),
+            ("host-3", leader("host-3")),
+        ]));
+        assert_eq!(
+            line,
+            "leader: the servers disagree (host-1, host-2: host-2; host-3: host-3)"
+        );
+        let line = leader_line(&seen(&[("host-1", Seen::NoAnswer)]));
+        assert_eq!(line, "leader: none (host-1: no answer)");
+    }
 }

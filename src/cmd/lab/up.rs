@@ -486,15 +486,15 @@ fn print_summary(lab: &Lab, took: Duration) {
         );
     }
     println!();
-    println!("  export KUBECONFIG={dir}/kubeconfig.yaml      # host-1's API; kubeconfig-host-K.yaml for server K");
+    println!("  export KUBECONFIG={dir}/kubeconfig.yaml");
     println!("  kubectl get nodes -o wide");
-    println!("  skiff lab status --dir {dir}                  # processes, faults, who leads");
-    println!(
-        "  nsenter --net=/run/netns/{} sh              # a shell on host-1's network",
-        lab.hosts[0].netns
-    );
-    println!("  skiff lab kill|stop|cont|partition|restart --dir {dir} host-K;  skiff lab heal --dir {dir}");
-    println!("  skiff lab down --dir {dir}                    # removes everything");
+    println!("  skiff lab status --dir {dir}");
+    println!("  skiff lab down --dir {dir}");
+    println!("Each server's API: --kubeconfig {dir}/kubeconfig-host-K.yaml. On host-1's network:");
+    println!("  nsenter --net=/run/netns/{} sh", lab.hosts[0].netns);
+    println!("Faults: skiff lab kill|stop|cont|partition|restart --dir {dir} HOST");
+    println!("        skiff lab netem --dir {dir} HOST --delay 50ms --loss 1%");
+    println!("        skiff lab heal --dir {dir}");
 }
 
 #[cfg(test)]
