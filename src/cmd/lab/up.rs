@@ -79,10 +79,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     lab.save()?;
     println!(
-        "lab {} in {}: {} hosts on {} (bridge {})",
+        "lab {} in {}: {} on {} (bridge {})",
         lab.id,
         dir.display(),
-        lab.hosts.len(),
+        counted(lab.hosts.len(), "host"),
         lab.subnet,
         lab.bridge
     );
@@ -368,10 +368,10 @@ async fn build(
         net::iptables_insert(&rule)?;
     }
     step(&format!(
-        "network: bridge {} {}/24, {} namespaces",
+        "network: bridge {} {}/24, {}",
         lab.bridge,
         lab.bridge_ip,
-        lab.hosts.len()
+        counted(lab.hosts.len(), "namespace")
     ));
     if !checked.images.is_empty() {
         for host in &lab.hosts {
@@ -389,8 +389,8 @@ async fn build(
             }
         }
         step(&format!(
-            "images: {} tarball(s) in every host's airgap dir",
-            checked.images.len()
+            "images: {} in every host's airgap dir",
+            counted(checked.images.len(), "image tarball")
         ));
     }
 
@@ -456,14 +456,23 @@ fn mount_tmpfs(path: &Path, size: &str) -> anyhow::Result<()> {
     .with_context(|| format!("mounting a {size} tmpfs on {}", path.display()))
 }
 
+/// `1 host`, `4 hosts`.
+fn counted(n: usize, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
 fn print_summary(lab: &Lab, took: Duration) {
     let dir = lab.dir.display();
     println!();
     println!(
-        "lab {} is up after {:.1}s: {} hosts on {}",
+        "lab {} is up after {:.1}s: {} on {}",
         lab.id,
         took.as_secs_f64(),
-        lab.hosts.len(),
+        counted(lab.hosts.len(), "host"),
         lab.subnet
     );
     println!(
