@@ -182,7 +182,6 @@ impl Dataplane {
                     failed(format!("creating {VXLAN_DEVICE}"), "gone right after")
                 })?;
                 tracing::info!(device = VXLAN_DEVICE, vni = device.vni, port = device.port, local = %device.local, "VXLAN device created");
-                crate::network::allow_device_forwarding(VXLAN_DEVICE).await?;
                 link.header.index
             }
         };
@@ -193,6 +192,9 @@ impl Dataplane {
             .await
             .map_err(|e| failed(format!("setting {VXLAN_DEVICE} up"), e))?;
         self.ensure_only_address(index, device.address).await?;
+        // Checked on every pass, not only at creation: the device outlives the agent, and
+        // the rules may have been flushed meanwhile.
+        crate::network::allow_device_forwarding(VXLAN_DEVICE).await?;
         Ok(index)
     }
 
