@@ -7,8 +7,8 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::eventually;
 use common::node::{http_get, Cluster};
+use common::{eventually, Server};
 use serde_json::{json, Value};
 #[test]
 fn pods_run_answer_share_localhost_see_env_and_limits_and_stop_gracefully() {
@@ -326,19 +326,37 @@ fn an_agent_restart_adopts_containers_and_thirty_pods_clean_up() {
     let before = ids(&cluster);
     assert_eq!(cluster.containers().len(), 30);
 
-    // SIGKILL the server (and so its agent): containers keep running; the restarted agent
-    // adopts them — same container ids, no restarts.
-    cluster.server.restart();
-    cluster.client = cluster.server.wait_ready();
-    std::thread::sleep(Duration::from_secs(3));
-    for i in 0..30 {
-        let pod = cluster.wait_running(&format!("p{i}"));
+    // Stop the server (and so its agent) cleanly, then SIGKILL it: either way the containers
+    // and their network keep running, and the restarted agent adopts them — same container
+    // ids, no restarts, every pod still answering on its IP.
+    for (how, restart) in [
+        ("SIGTERM", Server::stop_and_start as fn(&mut Server)),
+        ("SIGKILL", Server::restart),
+    ] {
+        restart(&mut cluster.server);
+        cluster.client = cluster.server.wait_ready();
+        std::thread::sleep(Duration::from_secs(3));
+        for i in 0..30 {
+            let pod = cluster.wait_running(&format!("p{i}"));
+            assert_eq!(
+                pod["status"]["containerStatuses"][0]["restartCount"], 0,
+                "p{i} after {how}"
+            );
+            let ip = pod["status"]["podIP"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                http_get(&ip, 8080).is_some_and(|a| a.contains("200 OK")),
+                "p{i} answers on {ip} after {how}"
+            );
+        }
         assert_eq!(
-            pod["status"]["containerStatuses"][0]["restartCount"], 0,
-            "p{i}"
+            ids(&cluster),
+            before,
+            "the same containers, adopted after {how}"
         );
     }
-    assert_eq!(ids(&cluster), before, "the same containers, adopted");
 
     // Deleting all 30 removes every container, snapshot, network namespace and IP.
     let (ok, _, err) = cluster.kubectl(&[

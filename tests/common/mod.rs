@@ -143,6 +143,12 @@ impl Server {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// SIGTERM, a clean exit, then the same process again (data dir, port, flags).
+    pub fn stop_and_start(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
     /// Starts the process again with the same data dir, port and flags.
     pub fn restart(&mut self) {
         self.kill();

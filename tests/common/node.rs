@@ -277,20 +277,23 @@ impl Drop for Cluster {
                 ])
                 .status();
         }
-        let _ = Command::new("iptables")
-            .args([
-                "-w",
-                "-t",
-                "nat",
-                "-D",
-                "POSTROUTING",
-                "-s",
-                &self.pod_cidr,
-                "!",
-                "-o",
-            ])
-            .args([&self.bridge, "-j", "MASQUERADE"])
-            .status();
+        // The node's MASQUERADE rule, in whichever form the agent wrote it (`! -d CLUSTER` now,
+        // `! -o BRIDGE` before).
+        let rules = Command::new("iptables")
+            .args(["-w", "-t", "nat", "-S", "POSTROUTING"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let ours = format!("-A POSTROUTING -s {} ", self.pod_cidr);
+        for rule in rules
+            .lines()
+            .filter(|r| r.starts_with(&ours) && r.ends_with("MASQUERADE"))
+        {
+            let _ = Command::new("iptables")
+                .args(["-w", "-t", "nat", "-D"])
+                .args(rule.split_whitespace().skip(1))
+                .status();
+        }
         // containerd leaves overlay mounts only for running containers; unmount anything left
         // under the test dir so the temp dir can be removed.
         if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {

@@ -110,7 +110,8 @@ fn hex_ipv4(text: &str) -> Option<Ipv4Addr> {
 mod tests {
     use super::*;
 
-    const TABLE: &str = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+    const TABLE: &str =
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
 eth0\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0
 eth0\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
 skiff0\t00002A0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
@@ -122,7 +123,7 @@ eth0\t00012A0A\t0200A8C0\t0003\t0\t0\t0\t00FFFFFF\t0\t0\t0
         // Ours, on our own bridge: free.
         assert!(pod_cidr_verdict(TABLE, "skiff0", "10.42.0.0/24").is_ok());
         // Another instance's bridge holds it.
-        let taken = pod_cidr_verdict(TABLE, "skiff1", "10.42.0.0/24").unwrap_err();
+        let taken = pod_cidr_verdict(TABLE, "skiff1", "10.42.0.0/24").expect_err("taken");
         assert!(taken.contains("routed through skiff0"), "{taken}");
         // A peer node's range routed via eth0 (host-gw) is someone's too.
         assert!(pod_cidr_verdict(TABLE, "skiff0", "10.42.1.0/24").is_err());
@@ -138,7 +139,8 @@ eth0\t00012A0A\t0200A8C0\t0003\t0\t0\t0\t00FFFFFF\t0\t0\t0
         assert!(bridge_owner_verdict("skiff0", mine, mine).is_ok());
         // Someone else's alias that is not skiff's: not ours to judge.
         assert!(bridge_owner_verdict("skiff0", "uplink", mine).is_ok());
-        let refused = bridge_owner_verdict("skiff0", "skiff:/tmp/other", mine).unwrap_err();
+        let refused =
+            bridge_owner_verdict("skiff0", "skiff:/tmp/other", mine).expect_err("refused");
         assert!(refused.contains("/tmp/other"), "{refused}");
         assert!(refused.contains("--bridge"), "{refused}");
     }

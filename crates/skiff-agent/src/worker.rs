@@ -285,10 +285,13 @@ impl<R: Runtime> Worker<R> {
                     match (changed, latest) {
                         (Ok(()), Some(pod)) => self.pod = pod,
                         // The pod is gone from the store (force-deleted): clean up and stop.
-                        _ => {
+                        (Ok(()), None) => {
                             self.terminate(Duration::ZERO, false).await;
                             return;
                         }
+                        // The agent is stopping (it dropped its handle): the containers and
+                        // their network outlive it by design, and a restart adopts them.
+                        (Err(_), _) => return,
                     }
                 }
                 Some((id, state)) = self.exits.1.recv() => self.on_exit(&id, state),
