@@ -103,26 +103,38 @@ impl NetworkConfig {
         } else {
             create_netns(&netns).await?;
         }
+        match self.attach(pod_uid, &netns).await {
+            Ok(ip) => Ok((netns, ip)),
+            Err(e) => {
+                // A half-done ADD (the veth made, then host-local failing on a full disk, or
+                // the IP not saved) would fail every retry on the existing eth0: undo it, so
+                // the next attempt starts clean.
+                if let Err(undo) = self.teardown(pod_uid).await {
+                    tracing::warn!(pod_uid, error = %undo, "undoing a failed CNI ADD");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// CNI ADD into `netns`; the IP it gave is saved for agent restarts.
+    async fn attach(&self, pod_uid: &str, netns: &Path) -> Result<String, RuntimeError> {
         let result = self
-            .plugin(
-                "ADD",
-                "bridge",
-                "eth0",
-                pod_uid,
-                &netns,
-                &self.bridge_conf(),
-            )
+            .plugin("ADD", "bridge", "eth0", pod_uid, netns, &self.bridge_conf())
             .await?;
         let ip = result
             .pointer("/ips/0/address")
             .and_then(Value::as_str)
             .and_then(|cidr| cidr.split('/').next())
             .ok_or_else(|| RuntimeError::Failed(format!("CNI bridge gave no IP: {result}")))?;
+        let saved = self.result_path(pod_uid);
         if let Some(dir) = saved.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let _ = std::fs::write(&saved, ip);
-        Ok((netns, ip.to_string()))
+        std::fs::write(&saved, ip).map_err(|e| {
+            RuntimeError::Failed(format!("saving the pod's IP in {}: {e}", saved.display()))
+        })?;
+        Ok(ip.to_string())
     }
 
     /// Detaches the pod (frees its IP) and removes its namespace. Safe to call twice.
