@@ -317,7 +317,7 @@ impl Store {
         RaftStatus {
             id: self.id(),
             term: metrics.current_term,
-            leader: metrics.current_leader,
+            leader: known_leader(&metrics),
             is_leader: metrics.state == ServerState::Leader,
             commit_index: self.inner.log.committed_index(),
             last_applied: metrics.last_applied.map(|l| l.index).unwrap_or(0),
@@ -372,7 +372,7 @@ impl Store {
                 } else {
                     "learner"
                 },
-                leader: metrics.current_leader == Some(*id),
+                leader: known_leader(&metrics) == Some(*id),
             })
             .collect();
         members.sort_by_key(|m| (m.role != "voter", m.id));
@@ -459,4 +459,24 @@ impl Store {
             .await
             .map_err(|e| StoreError::Raft(e.to_string()))
     }
+}
+
+/// How long a leader may go without hearing from a quorum before it stops calling itself leader
+/// (followers elect a new one after about a second: the lease plus an election timeout).
+const LEADER_SILENCE_MS: u64 = 1_000;
+
+/// The leader as this member knows it. openraft 0.9 leaders do not step down on their own, so
+/// a leader cut off by a partition would go on naming itself; one that has not heard from a
+/// quorum for [`LEADER_SILENCE_MS`] names no leader instead (its writes fail anyway), so
+/// `skiff members list` and `/readyz` on it tell the truth.
+fn known_leader(metrics: &openraft::RaftMetrics<NodeId, crate::Member>) -> Option<NodeId> {
+    let leader = metrics.current_leader?;
+    let alone = metrics.membership_config.membership().voter_ids().count() <= 1;
+    if metrics.state == ServerState::Leader && !alone {
+        match metrics.millis_since_quorum_ack {
+            Some(ms) if ms <= LEADER_SILENCE_MS => {}
+            _ => return None,
+        }
+    }
+    Some(leader)
 }

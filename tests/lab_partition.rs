@@ -1,0 +1,175 @@
+//! End-to-end on `skiff lab`: the leader's host is cut off. Its side stops acknowledging writes
+//! and stops calling itself leader; the majority elects a leader and goes on; on heal the old
+//! leader follows and catches up. Nothing acknowledged is lost, nothing unacknowledged on the
+//! cut-off side appears.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::eventually;
+use common::lab::Lab;
+use serde_json::Value;
+
+/// The lab's record of `host`: its address and network namespace.
+fn host_record(lab: &Lab, host: &str) -> Value {
+    let text = std::fs::read_to_string(lab.dir.join("lab.json")).expect("lab.json");
+    let lab_json: Value = serde_json::from_str(&text).expect("lab.json is JSON");
+    lab_json["hosts"]
+        .as_array()
+        .and_then(|hosts| hosts.iter().find(|h| h["name"] == host))
+        .cloned()
+        .expect("the host is in lab.json")
+}
+
+/// `GET path` on `host`'s own API from inside its network namespace (reachable even while the
+/// host is cut off from the others): (status code, body).
+fn ask_from_inside(lab: &Lab, host: &str, path: &str) -> (u16, String) {
+    let record = host_record(lab, host);
+    let netns = record["netns"].as_str().expect("netns");
+    let ip = record["ip"].as_str().expect("ip");
+    let token = std::fs::read_to_string(lab.dir.join("host-1/server/admin-token"))
+        .expect("the admin token");
+    let output = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{netns}"))
+        .args(["curl", "-sk", "--max-time", "5", "-w", "\n%{http_code}"])
+        .args(["-H", &format!("Authorization: Bearer {}", token.trim())])
+        .arg(format!("https://{ip}:6443{path}"))
+        .output()
+        .expect("nsenter curl");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn leader_name(lab: &Lab, via: &str) -> Option<String> {
+    let (code, body) = ask_from_inside(lab, via, "/skiff/v1/members");
+    if code != 200 {
+        return None;
+    }
+    let members: Value = serde_json::from_str(&body).ok()?;
+    members["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["leader"] == true)
+        .and_then(|m| m["name"].as_str())
+        .map(str::to_string)
+}
+
+#[test]
+fn a_partitioned_leader_stops_acknowledging_and_catches_up_on_heal() {
+    let mut lab = Lab::up(3, 3, &[]);
+    let old = eventually("a leader", Duration::from_secs(30), || {
+        leader_name(&lab, "host-1")
+    });
+    let followers: Vec<String> = ["host-1", "host-2", "host-3"]
+        .iter()
+        .filter(|h| **h != old)
+        .map(|h| h.to_string())
+        .collect();
+    let (ok, out, err) = lab.kubectl(
+        &followers[0],
+        &["create", "configmap", "before", "--from-literal=a=1"],
+    );
+    assert!(ok, "{out}{err}");
+
+    lab.fault("partition", &[&old]);
+
+    // The cut-off side: a write through it is not acknowledged, and within a few seconds it no
+    // longer names itself leader nor says it is ready.
+    // A read without resourceVersion=0 is linearizable: the cut-off member cannot confirm it
+    // still leads, so it does not answer with what may be stale; resourceVersion=0 may be
+    // served from its own state, as Kubernetes serves it from the watch cache.
+    let (code, body) = ask_from_inside(&lab, &old, "/api/v1/namespaces/default/configmaps");
+    assert_ne!(code, 200, "a linearizable read on the cut-off side: {body}");
+    let (code, body) = ask_from_inside(
+        &lab,
+        &old,
+        "/api/v1/namespaces/default/configmaps?resourceVersion=0",
+    );
+    assert_eq!(code, 200, "resourceVersion=0 reads the local state: {body}");
+    let record = host_record(&lab, &old);
+    let token = std::fs::read_to_string(lab.dir.join("host-1/server/admin-token"))
+        .expect("the admin token");
+    let write = Command::new("nsenter")
+        .arg(format!(
+            "--net=/run/netns/{}",
+            record["netns"].as_str().expect("netns")
+        ))
+        .args([
+            "curl",
+            "-sk",
+            "--max-time",
+            "8",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args(["-H", &format!("Authorization: Bearer {}", token.trim())])
+        .args(["-H", "Content-Type: application/json", "-X", "POST", "-d"])
+        .arg(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cut-off"}}"#)
+        .arg(format!(
+            "https://{}:6443/api/v1/namespaces/default/configmaps",
+            record["ip"].as_str().expect("ip")
+        ))
+        .output()
+        .expect("nsenter curl");
+    let code = String::from_utf8_lossy(&write.stdout).trim().to_string();
+    assert!(
+        !code.starts_with('2'),
+        "a write through the cut-off leader was acknowledged ({code})"
+    );
+    eventually(
+        "the cut-off leader to stop naming itself",
+        Duration::from_secs(15),
+        || {
+            let (ready, _) = ask_from_inside(&lab, &old, "/readyz");
+            (leader_name(&lab, &old).is_none() && ready == 503).then_some(())
+        },
+    );
+
+    // The majority elects a leader among itself and takes writes.
+    let new = eventually("a new leader", Duration::from_secs(20), || {
+        leader_name(&lab, &followers[0]).filter(|l| *l != old)
+    });
+    assert!(followers.contains(&new));
+    eventually(
+        "a write on the majority side",
+        Duration::from_secs(20),
+        || {
+            let (ok, _, _) = lab.kubectl(
+                &followers[1],
+                &["create", "configmap", "during", "--from-literal=a=2"],
+            );
+            ok.then_some(())
+        },
+    );
+
+    // Heal: the old leader follows the new one and holds every acknowledged write; the write
+    // it never acknowledged is gone.
+    lab.fault("heal", &[]);
+    eventually(
+        "the old leader to catch up",
+        Duration::from_secs(30),
+        || {
+            let (code, _) =
+                ask_from_inside(&lab, &old, "/api/v1/namespaces/default/configmaps/during");
+            (code == 200 && leader_name(&lab, &old).as_deref() == Some(new.as_str())).then_some(())
+        },
+    );
+    for name in ["before", "during"] {
+        let (code, body) = ask_from_inside(
+            &lab,
+            &old,
+            &format!("/api/v1/namespaces/default/configmaps/{name}"),
+        );
+        assert_eq!(code, 200, "{name} on the healed member: {body}");
+    }
+    let (code, _) = ask_from_inside(&lab, &new, "/api/v1/namespaces/default/configmaps/cut-off");
+    assert_eq!(code, 404, "the unacknowledged write must not appear");
+    let (code, _) = ask_from_inside(&lab, &old, "/readyz");
+    assert_eq!(code, 200);
+    lab.down();
+}
