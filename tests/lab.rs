@@ -66,7 +66,10 @@ fn pods_reach_each_other_across_hosts(pod_network: &str) {
         let url = format!("http://{}:8080/cgi-bin/peer", ips[to]);
         let seen = lab.fetch_from(via, &format!("a{}", from + 1), &url);
         // busybox httpd listens on IPv6 and writes IPv4 peers as `[::ffff:10.42.0.2]`.
-        let seen = seen.trim().trim_start_matches("[::ffff:").trim_end_matches(']');
+        let seen = seen
+            .trim()
+            .trim_start_matches("[::ffff:")
+            .trim_end_matches(']');
         assert_eq!(
             seen,
             ips[from],

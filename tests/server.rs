@@ -503,7 +503,9 @@ fn a_server_whose_agent_port_is_taken_fails_at_start() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains(&format!("port {port} for the node agent's endpoint is in use")),
+        stderr.contains(&format!(
+            "port {port} for the node agent's endpoint is in use"
+        )),
         "{stderr}"
     );
     assert!(stderr.contains("--disable-agent"), "{stderr}");

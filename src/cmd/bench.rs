@@ -44,6 +44,9 @@ enum BenchWhat {
     Pods(super::bench_pods::PodBench),
     /// Scheduler throughput with simulated nodes: pods bound per second.
     Scheduler(super::bench_scheduler::SchedulerBench),
+    /// Leader loss on a lab of three servers: how long until writes are acknowledged again
+    /// (and the same for etcd).
+    Failover(super::bench_failover::FailoverBench),
     /// (Used by `bench store`.) Run one bare store member serving Raft on `--listen`.
     #[command(hide = true)]
     StorePeer(StorePeer),
@@ -155,6 +158,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::StorePeer(peer) => return run_store_peer(peer).await,
         BenchWhat::Pods(bench) => return super::bench_pods::run(bench).await,
         BenchWhat::Scheduler(bench) => return super::bench_scheduler::run(bench).await,
+        BenchWhat::Failover(bench) => return super::bench_failover::run(bench).await,
     };
     let etcd_installed = which("etcd").is_some();
     println!(

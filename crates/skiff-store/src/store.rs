@@ -471,6 +471,11 @@ const LEADER_SILENCE_MS: u64 = 1_000;
 /// `skiff members list` and `/readyz` on it tell the truth.
 fn known_leader(metrics: &openraft::RaftMetrics<NodeId, crate::Member>) -> Option<NodeId> {
     let leader = metrics.current_leader?;
+    // A member names itself only while it leads: a restarted former leader reads its own old
+    // vote until the new leader's first heartbeat.
+    if leader == metrics.id && metrics.state != ServerState::Leader {
+        return None;
+    }
     let alone = metrics.membership_config.membership().voter_ids().count() <= 1;
     if metrics.state == ServerState::Leader && !alone {
         match metrics.millis_since_quorum_ack {
