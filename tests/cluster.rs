@@ -283,7 +283,7 @@ fn servers_joining_at_the_same_moment_all_become_voters() {
     assert_eq!(status, 201, "{body}");
 
     // The leader dies; the two others elect one and take writes.
-    let mut servers = vec![first, second, third];
+    let mut servers = [first, second, third];
     let leader = leader_port(&c1).expect("a leader");
     let index = servers
         .iter()
