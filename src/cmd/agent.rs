@@ -231,7 +231,7 @@ pub async fn run_agent(
         node_ip,
         data_dir: data_dir.clone(),
         labels,
-        heartbeat: Duration::from_secs(5),
+        heartbeat: skiff_agent::node::HEARTBEAT_INTERVAL,
         runtime_version,
         endpoint_port,
     };

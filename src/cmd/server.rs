@@ -68,6 +68,17 @@ pub struct ServerArgs {
     /// The scheduler's weight for spreading replicas of one owner across nodes.
     #[arg(long, default_value_t = 2)]
     pub spreading_weight: i64,
+    /// How long a node may send no heartbeat before it is NotReady, e.g. `12s` (the default;
+    /// Kubernetes' kube-controller-manager flag of the same name, 50s there).
+    #[arg(long, value_parser = skiff_controllers::nodelifecycle::parse_duration)]
+    pub node_monitor_grace_period: Option<Duration>,
+    /// How long pods without their own toleration stay on a node that went silent, in seconds
+    /// (default 8; kube-apiserver's flag of the same name, 300 there).
+    #[arg(long)]
+    pub default_unreachable_toleration_seconds: Option<u64>,
+    /// The same for a node whose agent reports NotReady (default 8; Kubernetes: 300).
+    #[arg(long)]
+    pub default_not_ready_toleration_seconds: Option<u64>,
     #[command(flatten)]
     pub agent: super::agent::AgentOptions,
 }
@@ -217,11 +228,17 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         spreading: args.spreading_weight,
     };
     tokio::spawn(promote_learners(app.clone(), stop_rx.clone()));
+    let node_lifecycle = skiff_controllers::nodelifecycle::Config::with(
+        args.node_monitor_grace_period,
+        args.default_unreachable_toleration_seconds,
+        args.default_not_ready_toleration_seconds,
+    );
     tokio::spawn(leader_loops(
         app.clone(),
         local.clone(),
         cidr,
         weights,
+        node_lifecycle,
         stop_rx.clone(),
     ));
     let agent = if args.disable_agent {
@@ -494,6 +511,7 @@ async fn leader_loops(
     client: skiff_client::Client,
     cidr: ClusterCidr,
     weights: skiff_scheduler::Weights,
+    node_lifecycle: skiff_controllers::nodelifecycle::Config,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut running: Option<tokio::sync::watch::Sender<bool>> = None;
@@ -512,7 +530,7 @@ async fn leader_loops(
                 let leases = app.clone();
                 let config = skiff_controllers::runner::Config {
                     heartbeats: Arc::new(move || leases.leases.as_timestamps()),
-                    node_lifecycle: Default::default(),
+                    node_lifecycle,
                 };
                 tokio::spawn(skiff_controllers::runner::run(
                     client.clone(),

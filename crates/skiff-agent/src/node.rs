@@ -1,9 +1,17 @@
 //! The agent's Node: registered once with what the machine has, then kept alive by heartbeats.
 //!
 //! Heartbeats are not writes: the agent POSTs to `/skiff/v1/nodes/NAME/heartbeat` on the
-//! leader, which keeps the time in memory (a Raft write every 5 s per node would wear out the
-//! flash storage of edge machines). Only changes — Ready becoming NotReady — are written, by
-//! the node lifecycle controller.
+//! leader every 2 s ([`HEARTBEAT_INTERVAL`]), which keeps the time in memory (a Raft write
+//! every few seconds per node would wear out the flash storage of edge machines). Only
+//! changes — Ready becoming NotReady — are written, by the node lifecycle controller, which
+//! calls a node NotReady after 12 s without one (six beats).
+//!
+//! Heartbeats are HTTP over TCP, and TCP hides packet loss behind retransmits, so a beat can
+//! hang for seconds on a bad link or a dead connection. Beats therefore never wait for each
+//! other: every tick sends a new one while earlier ones may still be in flight (at most
+//! [`BEATS_IN_FLIGHT`]), each given [`BEAT_DEADLINE`]. A slow beat still counts when it lands,
+//! and one that cannot connect moves the client on to the next server, which a deadline
+//! shorter than the client's 5 s connect timeout would prevent.
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
@@ -16,6 +24,17 @@ use skiff_client::{Client, Method};
 use tokio::sync::watch;
 
 use crate::AgentConfig;
+
+/// How often the agent tells the leader it is alive (kubelet renews its Lease every 10 s).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long one heartbeat may take before it is given up: more than the client's 5 s connect
+/// timeout (so a server that does not answer SYNs is failed over), less than the node
+/// lifecycle controller's 12 s.
+pub const BEAT_DEADLINE: Duration = Duration::from_secs(6);
+
+/// Heartbeats that may be in flight at once; the tick after that waits for one to finish.
+pub const BEATS_IN_FLIGHT: usize = 3;
 
 /// Kubernetes' default pod limit per node.
 pub const MAX_PODS: u32 = 110;
@@ -190,7 +209,9 @@ fn has_pod_cidr(node: &Node) -> bool {
         .is_some_and(|c| !c.is_empty())
 }
 
-/// Tells the leader every `period` that this node is alive, until shutdown.
+/// Tells the leader every `period` that this node is alive, until shutdown. Beats do not
+/// wait for each other (see the module's notes); the log says when they stop reaching the
+/// leader and when they reach it again.
 pub async fn heartbeat_loop(
     client: Client,
     node: String,
@@ -198,16 +219,64 @@ pub async fn heartbeat_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let path = format!("/skiff/v1/nodes/{node}/heartbeat");
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beats = tokio::task::JoinSet::new();
+    let mut failing: Option<(std::time::Instant, u32)> = None;
     loop {
-        if let Err(e) = client
-            .request_leader::<serde_json::Value>(Method::POST, &path, None)
-            .await
-        {
-            tracing::debug!(error = %e, "heartbeat");
-        }
         tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = crate::stopped(&mut shutdown) => return,
+            _ = tick.tick() => {
+                if beats.len() >= BEATS_IN_FLIGHT {
+                    tracing::debug!(in_flight = beats.len(), "heartbeat skipped: others in flight");
+                    continue;
+                }
+                beats.spawn(beat(client.clone(), path.clone()));
+            }
+            Some(done) = beats.join_next() => {
+                let outcome = done.unwrap_or_else(|e| Err(format!("the heartbeat task: {e}")));
+                failing = note_outcome(failing, outcome);
+            }
+            _ = crate::stopped(&mut shutdown) => {
+                beats.abort_all();
+                return;
+            }
+        }
+    }
+}
+
+/// One heartbeat, given [`BEAT_DEADLINE`].
+async fn beat(client: Client, path: String) -> Result<(), String> {
+    let beat = client.request_leader::<serde_json::Value>(Method::POST, &path, None);
+    match tokio::time::timeout(BEAT_DEADLINE, beat).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {BEAT_DEADLINE:?}")),
+    }
+}
+
+/// Logs when heartbeats start failing and when they reach the leader again; returns since
+/// when, and how many, have failed.
+fn note_outcome(
+    failing: Option<(std::time::Instant, u32)>,
+    outcome: Result<(), String>,
+) -> Option<(std::time::Instant, u32)> {
+    match (failing, outcome) {
+        (None, Ok(())) => None,
+        (Some((since, failed)), Ok(())) => {
+            tracing::info!(
+                failed,
+                after = ?since.elapsed(),
+                "heartbeats reach the leader again"
+            );
+            None
+        }
+        (None, Err(error)) => {
+            tracing::warn!(%error, "a heartbeat did not reach the leader");
+            Some((std::time::Instant::now(), 1))
+        }
+        (Some((since, failed)), Err(error)) => {
+            tracing::debug!(%error, failed = failed + 1, "heartbeat");
+            Some((since, failed + 1))
         }
     }
 }

@@ -4,8 +4,11 @@
 //! cluster with flash storage that is wear for no information: skiff's agents POST
 //! `/skiff/v1/nodes/NAME/heartbeat` to the leader, which only notes the time. The node
 //! lifecycle controller (on the leader) reads these times and writes to the store only when a
-//! node's state changes. A new leader starts with an empty table and counts every node as seen
-//! at the moment it took over, so a failover does not make healthy nodes look dead.
+//! node's state changes. A new leader starts with an empty table and notes when it took over
+//! (the entry with the empty name); the controller counts a node it has not heard from yet as
+//! seen at that moment only if the node's stored `Ready` is `True`, so a failover neither makes
+//! healthy nodes look dead nor dead ones look alive (skiff-controllers' `nodelifecycle`,
+//! "Leader changes").
 //!
 //! Clients still find the Leases they expect: `kubectl describe node` reads
 //! `kube-node-lease/leases/NODE`, and each Node has one there, made up on each read from this
@@ -43,14 +46,10 @@ impl Leases {
         self.lock().0.insert(node.to_string(), Instant::now());
     }
 
-    /// The last heartbeat of `node`, or when this table started if none arrived since.
-    pub fn last_seen(&self, node: &str) -> Instant {
-        let table = self.lock();
-        table.0.get(node).copied().unwrap_or(table.1)
-    }
-
-    /// Every node's last heartbeat as a wall-clock time; the entry with the empty name is
-    /// when this table started (for nodes never heard from since).
+    /// Every node's last heartbeat as a wall-clock time, for the nodes heard from since this
+    /// table started; the entry with the empty name is when it started. A node missing from
+    /// it has sent nothing to this leader: whether it gets a grace period is the node lifecycle
+    /// controller's decision, not the table's.
     pub fn as_timestamps(&self) -> std::collections::BTreeMap<String, jiff::Timestamp> {
         let now = jiff::Timestamp::now();
         let table = self.lock();
@@ -64,8 +63,8 @@ impl Leases {
         out
     }
 
-    /// Forgets all heartbeats: called when this member becomes leader, so every node gets a
-    /// full grace period from then on.
+    /// Forgets all heartbeats and notes the time: called when this member becomes leader (what
+    /// an earlier term of its own heard may be stale).
     pub fn reset(&self) {
         *self.lock() = (HashMap::new(), Instant::now());
     }
@@ -78,9 +77,11 @@ impl Leases {
 /// The namespace of node leases, as in Kubernetes.
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 
-/// How long a node lease lasts: kubelet's default `nodeLeaseDurationSeconds`. The node
-/// lifecycle controller's own grace period is separate (see skiff-controllers' nodelifecycle).
-const NODE_LEASE_SECONDS: i32 = 40;
+/// How long a node lease lasts, as shown in the made-up Lease: skiff's default silence before
+/// a node is NotReady (kubelet's `nodeLeaseDurationSeconds` is 40, its controller's grace 50 s).
+/// The node lifecycle controller's own setting is what counts (skiff-controllers'
+/// nodelifecycle, `--node-monitor-grace-period`).
+const NODE_LEASE_SECONDS: i32 = 12;
 
 /// The Lease of `node`, as kubelet would keep it: held by the node, owned by its Node object,
 /// renewed at its last heartbeat. `renewed` is `None` where this member has not heard from it
@@ -184,5 +185,29 @@ pub async fn certificate(
         Err(e) => respond::error(skiff_api::ApiError::BadRequest(format!(
             "issuing a certificate for node {name}: {e}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_holds_real_heartbeats_and_its_start_only() {
+        let leases = Leases::default();
+        leases.renew("a");
+        let table = leases.as_timestamps();
+        assert_eq!(
+            table.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["", "a"]
+        );
+        assert!(table[""] <= table["a"]);
+        // A new term forgets what an earlier one heard: only the start is left, and it is
+        // later than the forgotten heartbeat.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        leases.reset();
+        let after = leases.as_timestamps();
+        assert_eq!(after.keys().map(String::as_str).collect::<Vec<_>>(), [""]);
+        assert!(after[""] > table["a"]);
     }
 }

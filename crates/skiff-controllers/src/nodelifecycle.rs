@@ -1,18 +1,23 @@
 //! Node lifecycle: what happens when a node goes silent, and when it comes back.
 //!
-//! Agents send a heartbeat every 5 s to the leader, which keeps the times in memory only
+//! Agents send a heartbeat every 2 s to the leader, which keeps the times in memory only
 //! (writing them would wear edge devices' flash; see the API server's `nodes` module). This
 //! controller turns those times into the few writes that matter:
 //!
 //! Expected flow for a node that goes silent (defaults in [`Config`]):
-//! 1. no heartbeat for 20 s → its conditions become `Unknown` (`NodeStatusUnknown`, "Kubelet
+//! 1. no heartbeat for 12 s → its conditions become `Unknown` (`NodeStatusUnknown`, "Kubelet
 //!    stopped posting node status.") and a `NodeNotReady` event is recorded;
 //! 2. next pass → taints `node.kubernetes.io/unreachable:NoExecute` (with `timeAdded`) and
 //!    `:NoSchedule` (so nothing new is scheduled there);
 //! 3. each pod on it is deleted once it has tolerated the taint long enough: its own
-//!    `tolerationSeconds` for that taint, or 30 s if it has no such toleration (skiff's
+//!    `tolerationSeconds` for that taint, or 8 s if it has no such toleration (skiff's
 //!    stand-in for Kubernetes' DefaultTolerationSeconds admission, which adds 300 s);
 //!    a toleration without seconds tolerates forever (DaemonSet pods).
+//!
+//! So a dead node's pods are deleted about 21 s after its last heartbeat (12 s + one pass +
+//! 8 s), and their replacements run elsewhere a few seconds later. A link that drops for less
+//! than 12 s changes nothing; one that drops for up to ~20 s makes the node NotReady for a
+//! while but evicts nothing. docs/benchmarks.md has the measured figures and the reasoning.
 //!
 //! When heartbeats return, `Ready` becomes `True` again (`NodeReady` event) and, on the next
 //! pass, the taints go. A node whose agent itself reports `Ready=False` gets the
@@ -21,9 +26,17 @@
 //! Each node is written at most once per pass: status first, taints on a later pass (they
 //! live in different parts of the object, written through different endpoints).
 //!
-//! Caveat: a node missing from the heartbeat table is left alone. The table the API server
-//! keeps answers for every node (a new leader counts all nodes as seen when it took over), so
-//! the loop should ask it for each node rather than pass only the nodes that sent one.
+//! **Leader changes.** The heartbeat table lives in the leader's memory, so a new leader
+//! starts with an empty one; its start time is the table's entry [`TAKEOVER`]. A node the
+//! new leader has not heard from yet gets a grace period from that moment (or from the node's
+//! creation, if later) **only if its stored `Ready` is `True`** (or it has no `Ready` yet): a
+//! healthy node must not look dead because the leader changed. A node that is already
+//! `Unknown` or `False` stays so — with its taints and its eviction clock — until a real
+//! heartbeat arrives: the old leader had good reason to think it gone, and the new one knows
+//! nothing better. (Granting the grace to every node made a dead node `Ready` again at each
+//! leader change, dropped its taints and restarted its pods' eviction clock.)
+//!
+//! A node missing from the table when there is no [`TAKEOVER`] entry is left alone.
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,31 +47,104 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::{reference_to, seconds_between, wait_for, Action, Object};
 
+#[cfg(test)]
+mod tests;
+
 /// The taint of a node whose agent went silent.
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 /// The taint of a node whose agent reports `Ready=False`.
 pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
+/// The key of the heartbeat table's entry that says when this leader's table started (no node
+/// has an empty name).
+pub const TAKEOVER: &str = "";
 
-/// Timings of the node lifecycle controller.
+/// Timings of the node lifecycle controller. Kubernetes' are in the comments; skiff's are
+/// shorter because its nodes are edge machines that fail often and whose pods should move in
+/// seconds, not minutes (the reasoning is in docs/benchmarks.md, "Node loss").
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Config {
-    /// Silence after which a node is `Ready=Unknown` (Kubernetes: 40 s; skiff: 20 s).
+    /// Silence after which a node is `Ready=Unknown`: kube-controller-manager's
+    /// `--node-monitor-grace-period` (Kubernetes: 50 s since 1.32, 40 s before; skiff: 12 s,
+    /// six of the agent's 2 s heartbeats and more than the 10 s its HTTP/2 pings take to find
+    /// a dead connection).
     pub not_ready_after: Duration,
-    /// How long pods without a toleration for the taint stay on a lost node.
-    pub default_toleration: Duration,
+    /// How long pods without a toleration for the `unreachable` taint stay on a silent node:
+    /// kube-apiserver's `--default-unreachable-toleration-seconds` (Kubernetes: 300 s; skiff:
+    /// 8 s).
+    pub unreachable_toleration: Duration,
+    /// The same for the `not-ready` taint: `--default-not-ready-toleration-seconds`.
+    pub not_ready_toleration: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            not_ready_after: Duration::from_secs(20),
-            default_toleration: Duration::from_secs(30),
+            not_ready_after: Duration::from_secs(12),
+            unreachable_toleration: Duration::from_secs(8),
+            not_ready_toleration: Duration::from_secs(8),
         }
     }
 }
 
+impl Config {
+    /// The defaults with whichever of the three settings were given (the server's flags).
+    pub fn with(
+        not_ready_after: Option<Duration>,
+        unreachable_toleration_seconds: Option<u64>,
+        not_ready_toleration_seconds: Option<u64>,
+    ) -> Config {
+        let defaults = Config::default();
+        Config {
+            not_ready_after: not_ready_after.unwrap_or(defaults.not_ready_after),
+            unreachable_toleration: unreachable_toleration_seconds
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.unreachable_toleration),
+            not_ready_toleration: not_ready_toleration_seconds
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.not_ready_toleration),
+        }
+    }
+}
+
+/// Parses a duration as Kubernetes' flags write them (Go's `time.ParseDuration`): numbers
+/// with units, `12s`, `500ms`, `1m30s`, `1h`; a bare `0` is zero.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let bad = || format!("{text:?} is not a duration (examples: 12s, 500ms, 1m30s)");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let (number, tail) = rest.split_at(number_len);
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let value: f64 = number.parse().map_err(|_| bad())?;
+        let seconds = match unit {
+            "ms" => value / 1000.0,
+            "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            _ => return Err(bad()),
+        };
+        total += Duration::try_from_secs_f64(seconds).map_err(|_| bad())?;
+        rest = tail;
+    }
+    Ok(total)
+}
+
 /// Plans one pass over all nodes. `last_heartbeat` maps node names to when each was last
-/// heard from; `pods` are all pods (only those bound to tainted nodes are read).
+/// heard from, and [`TAKEOVER`] to when this leader's table started (see the module's
+/// "Leader changes"); `pods` are all pods (only those bound to tainted nodes are read).
 ///
 /// Generic over [`Borrow`] so the controller can pass references into its caches (`&[&Node]`)
 /// instead of cloning every node and pod each second, and tests can pass owned values.
@@ -78,32 +164,42 @@ pub fn reconcile<N: Borrow<Node>, P: Borrow<Pod>>(
     };
     for node in nodes.iter().map(Borrow::borrow) {
         let name = node.metadata.name.clone().unwrap_or_default();
-        let Some(heard) = last_heartbeat.get(&name) else {
-            continue;
-        };
-        let silence = seconds_between(*heard, now);
-        let limit = config.not_ready_after.as_secs_f64();
         let ready = ready_status(node);
+        let heard = match (last_heartbeat.get(&name), last_heartbeat.get(TAKEOVER)) {
+            (Some(at), _) => Some(*at),
+            // Not heard from since this leader took over: the takeover grace, for nodes the
+            // old leader had Ready (or that never had a Ready condition) only.
+            (None, Some(start)) if matches!(ready.as_deref(), None | Some("True")) => {
+                let created = node.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                Some(created.map_or(*start, |c| c.max(*start)))
+            }
+            // Already NotReady: it stays so until a real heartbeat arrives.
+            (None, Some(_)) => None,
+            (None, None) => continue,
+        };
+        let limit = config.not_ready_after.as_secs_f64();
 
         // 1. Conditions follow the heartbeats.
-        if silence > limit && ready.as_deref() != Some("Unknown") {
-            actions.push(Action::UpdateStatus(Object::Node(Box::new(mark_unknown(
-                node, now,
-            )))));
-            actions.push(status_event(node, "NodeNotReady"));
-            continue;
-        }
-        if silence <= limit {
-            check_in(
-                limit - silence,
-                format!("node {name} goes NotReady if still silent"),
-            );
-            if ready.as_deref() == Some("Unknown") {
-                actions.push(Action::UpdateStatus(Object::Node(Box::new(mark_ready(
+        if let Some(silence) = heard.map(|at| seconds_between(at, now)) {
+            if silence > limit && ready.as_deref() != Some("Unknown") {
+                actions.push(Action::UpdateStatus(Object::Node(Box::new(mark_unknown(
                     node, now,
                 )))));
-                actions.push(status_event(node, "NodeReady"));
+                actions.push(status_event(node, "NodeNotReady"));
                 continue;
+            }
+            if silence <= limit {
+                check_in(
+                    limit - silence,
+                    format!("node {name} goes NotReady if still silent"),
+                );
+                if ready.as_deref() == Some("Unknown") {
+                    actions.push(Action::UpdateStatus(Object::Node(Box::new(mark_ready(
+                        node, now,
+                    )))));
+                    actions.push(status_event(node, "NodeReady"));
+                    continue;
+                }
             }
         }
 
@@ -173,7 +269,12 @@ pub fn tolerated_seconds(pod: &Pod, taint: &Taint, config: &Config) -> Option<f6
         .filter(|t| tolerates(t, taint))
         .collect();
     if matching.is_empty() {
-        return Some(config.default_toleration.as_secs_f64());
+        let default = if taint.key == NOT_READY {
+            config.not_ready_toleration
+        } else {
+            config.unreachable_toleration
+        };
+        return Some(default.as_secs_f64());
     }
     matching
         .iter()
@@ -324,302 +425,4 @@ fn status_event(node: &Node, new_status: &str) -> Action {
         new_status,
         format!("Node {name} status is now: {new_status}"),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    const NO_PODS: &[Pod] = &[];
-
-    fn at(seconds: i64) -> Timestamp {
-        let t0: Timestamp = "2024-01-01T00:00:00Z".parse().expect("time");
-        t0 + jiff::SignedDuration::from_secs(seconds)
-    }
-
-    fn node(ready: &str) -> Node {
-        serde_json::from_value(json!({
-            "metadata": {"name": "n1", "uid": "n1-uid", "resourceVersion": "5"},
-            "spec": {"taints": [{"key": "dedicated", "value": "edge", "effect": "NoSchedule"}]},
-            "status": {"conditions": [
-                {"type": "Ready", "status": ready, "reason": "KubeletReady",
-                 "lastHeartbeatTime": "2024-01-01T00:00:00Z"},
-                {"type": "MemoryPressure", "status": "False"},
-            ]},
-        }))
-        .expect("node")
-    }
-
-    fn heard_at(seconds: i64) -> BTreeMap<String, Timestamp> {
-        [("n1".to_string(), at(seconds))].into()
-    }
-
-    fn pod(name: &str, tolerations: serde_json::Value) -> Pod {
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
-            "spec": {"nodeName": "n1", "containers": [], "tolerations": tolerations},
-        }))
-        .expect("pod")
-    }
-
-    /// `node` after the lifecycle controller tainted it at `seconds`.
-    fn tainted_at(seconds: i64) -> Node {
-        let mut n = node("Unknown");
-        n.status
-            .as_mut()
-            .expect("status")
-            .conditions
-            .as_mut()
-            .expect("c")[0]
-            .reason = Some("NodeStatusUnknown".into());
-        with_taints(&n, Some(UNREACHABLE), at(seconds)).expect("tainted")
-    }
-
-    fn written_node(actions: &[Action]) -> Option<&Node> {
-        actions.iter().find_map(|a| match a {
-            Action::Update(Object::Node(n)) | Action::UpdateStatus(Object::Node(n)) => Some(&**n),
-            _ => None,
-        })
-    }
-
-    fn evicted(actions: &[Action]) -> Vec<String> {
-        actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Delete { object, .. } => object.name.clone(),
-                _ => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn silence_timeline() {
-        let config = Config::default();
-        // (seconds since last heartbeat, writes the status?)
-        for (silent_for, marks) in [
-            (0, false),
-            (19, false),
-            (20, false),
-            (21, true),
-            (600, true),
-        ] {
-            let actions = reconcile(
-                &[node("True")],
-                &heard_at(0),
-                NO_PODS,
-                at(silent_for),
-                &config,
-            );
-            assert_eq!(written_node(&actions).is_some(), marks, "{silent_for} s");
-        }
-        // A heartbeat 5 s ago: check again in 15 s.
-        let actions = reconcile(&[node("True")], &heard_at(0), NO_PODS, at(5), &config);
-        assert!(
-            matches!(actions.as_slice(), [Action::RequeueAfter { after, .. }] if after.as_secs() == 15)
-        );
-    }
-
-    #[test]
-    fn a_silent_node_becomes_unknown_then_tainted() {
-        let config = Config::default();
-        let actions = reconcile(&[node("True")], &heard_at(0), NO_PODS, at(25), &config);
-        let Some(Action::UpdateStatus(Object::Node(marked))) = actions.first() else {
-            panic!("{actions:#?}");
-        };
-        let conditions = marked
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.clone())
-            .expect("c");
-        for c in &conditions {
-            assert_eq!(c.status, "Unknown", "{}", c.type_);
-            assert_eq!(c.reason.as_deref(), Some("NodeStatusUnknown"));
-            assert_eq!(
-                c.message.as_deref(),
-                Some("Kubelet stopped posting node status.")
-            );
-            assert_eq!(c.last_transition_time, Some(Time(at(25))));
-        }
-        assert_eq!(conditions[0].last_heartbeat_time, Some(Time(at(0))), "kept");
-        let Some(Action::Event(e)) = actions.get(1) else {
-            panic!("{actions:#?}")
-        };
-        assert_eq!(
-            (e.reason.as_str(), e.message.as_str()),
-            ("NodeNotReady", "Node n1 status is now: NodeNotReady")
-        );
-
-        // Next pass: the taints, stamped with the time they were added.
-        let actions = reconcile(
-            &[(**marked).clone()],
-            &heard_at(0),
-            NO_PODS,
-            at(26),
-            &config,
-        );
-        let tainted = written_node(&actions).expect("taint update");
-        let taints = tainted
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.clone())
-            .expect("taints");
-        let keys: Vec<(&str, &str)> = taints
-            .iter()
-            .map(|t| (t.key.as_str(), t.effect.as_str()))
-            .collect();
-        assert_eq!(
-            keys,
-            [
-                ("dedicated", "NoSchedule"),
-                (UNREACHABLE, "NoSchedule"),
-                (UNREACHABLE, "NoExecute")
-            ]
-        );
-        assert_eq!(taints[2].time_added, Some(Time(at(26))));
-        // And then nothing more to write for the node itself.
-        let actions = reconcile(
-            std::slice::from_ref(tainted),
-            &heard_at(0),
-            NO_PODS,
-            at(27),
-            &config,
-        );
-        assert!(written_node(&actions).is_none());
-    }
-
-    #[test]
-    fn eviction_waits_for_each_pods_toleration() {
-        let config = Config::default();
-        let pods = [
-            pod("plain", json!([])),
-            pod(
-                "patient",
-                json!([{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60}]),
-            ),
-            pod(
-                "forever",
-                json!([{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute"}]),
-            ),
-            pod("everything", json!([{"operator": "Exists"}])),
-            pod(
-                "unrelated",
-                json!([{"key": "gpu", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 999}]),
-            ),
-            pod(
-                "shortest",
-                json!([
-                    {"key": UNREACHABLE, "operator": "Exists", "tolerationSeconds": 100},
-                    {"key": UNREACHABLE, "operator": "Exists", "tolerationSeconds": 10},
-                ]),
-            ),
-        ];
-        // (seconds since the taint was added, pods deleted by then)
-        let cases: [(i64, &[&str]); 4] = [
-            (5, &[]),
-            (10, &["shortest"]),
-            (30, &["plain", "unrelated", "shortest"]),
-            (60, &["plain", "patient", "unrelated", "shortest"]),
-        ];
-        for (after, want) in cases {
-            let actions = reconcile(
-                &[tainted_at(100)],
-                &heard_at(0),
-                &pods,
-                at(100 + after),
-                &config,
-            );
-            assert_eq!(evicted(&actions), want, "{after} s after the taint");
-        }
-        let actions = reconcile(&[tainted_at(100)], &heard_at(0), &pods, at(130), &config);
-        assert!(actions.iter().any(|a| matches!(a, Action::Event(e)
-            if e.reason == "TaintManagerEviction" && e.message == "Marking for deletion Pod default/plain")));
-        assert!(actions
-            .iter()
-            .any(|a| matches!(a, Action::Delete { uid, .. } if uid == "uid-plain")));
-        // The next pod to go ("patient") is 30 s away.
-        assert!(actions
-            .iter()
-            .any(|a| matches!(a, Action::RequeueAfter { after, .. } if after.as_secs() == 30)));
-    }
-
-    #[test]
-    fn returning_heartbeats_restore_ready_then_remove_the_taints() {
-        let config = Config::default();
-        let actions = reconcile(
-            &[tainted_at(30)],
-            &heard_at(200),
-            &[pod("p", json!([]))],
-            at(201),
-            &config,
-        );
-        let Some(Action::UpdateStatus(Object::Node(ready))) = actions.first() else {
-            panic!("{actions:#?}");
-        };
-        assert!(
-            evicted(&actions).is_empty(),
-            "a node that is back evicts nothing"
-        );
-        let conditions = ready
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.clone())
-            .expect("c");
-        assert_eq!(
-            (
-                conditions[0].status.as_str(),
-                conditions[0].reason.as_deref()
-            ),
-            ("True", Some("KubeletReady"))
-        );
-        assert!(actions.iter().any(
-            |a| matches!(a, Action::Event(e) if e.message == "Node n1 status is now: NodeReady")
-        ));
-
-        let actions = reconcile(
-            &[(**ready).clone()],
-            &heard_at(200),
-            NO_PODS,
-            at(202),
-            &config,
-        );
-        let untainted = written_node(&actions).expect("taints removed");
-        let taints = untainted
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.clone())
-            .expect("taints");
-        assert_eq!(taints.len(), 1, "only the user's own taint is left");
-    }
-
-    #[test]
-    fn nodes_without_a_heartbeat_entry_are_left_alone() {
-        let actions = reconcile(
-            &[node("True")],
-            &BTreeMap::new(),
-            NO_PODS,
-            at(1000),
-            &Config::default(),
-        );
-        assert!(actions.is_empty());
-    }
-
-    #[test]
-    fn an_agent_reporting_not_ready_gets_the_not_ready_taint() {
-        let actions = reconcile(
-            &[node("False")],
-            &heard_at(0),
-            NO_PODS,
-            at(1),
-            &Config::default(),
-        );
-        let tainted = written_node(&actions).expect("tainted");
-        let keys: Vec<&str> = tainted
-            .spec
-            .iter()
-            .flat_map(|s| s.taints.iter().flatten())
-            .map(|t| t.key.as_str())
-            .collect();
-        assert_eq!(keys, ["dedicated", NOT_READY, NOT_READY]);
-    }
 }

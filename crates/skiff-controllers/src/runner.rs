@@ -36,7 +36,7 @@ use crate::workqueue::WorkQueue;
 use crate::{deployment, endpoints, gc, nodelifecycle, replicaset, Action, Object, Propagation};
 
 /// Where heartbeats come from (the API server's in-memory table on this member). The entry
-/// with the empty name, if any, is the time to assume for nodes missing from the table.
+/// with the empty name ([`nodelifecycle::TAKEOVER`]), if any, is when the table started.
 pub type Heartbeats = Arc<dyn Fn() -> BTreeMap<String, Timestamp> + Send + Sync>;
 
 /// Settings of the controllers.
@@ -430,17 +430,10 @@ pub async fn run(client: Client, config: Config, mut stop: watch::Receiver<bool>
                     let (nodes, pods) = (read(&nodes), read(&pods));
                     let all_nodes: Vec<&Node> = nodes.values().collect();
                     let all_pods: Vec<&Pod> = pods.values().collect();
-                    // Nodes not heard from since this leader's table started count from its
-                    // start (the entry with the empty name).
-                    let mut heartbeats = (config.heartbeats)();
-                    let start = heartbeats.remove("");
-                    if let Some(start) = start {
-                        for node in &all_nodes {
-                            if let Some(name) = &node.metadata.name {
-                                heartbeats.entry(name.clone()).or_insert(start);
-                            }
-                        }
-                    }
+                    // The table as it is, with its start (`nodelifecycle::TAKEOVER`): which
+                    // nodes not heard from since then get a grace period is the controller's
+                    // decision (only those it finds Ready).
+                    let heartbeats = (config.heartbeats)();
                     nodelifecycle::reconcile(
                         &all_nodes,
                         &heartbeats,
