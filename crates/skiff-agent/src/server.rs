@@ -239,6 +239,9 @@ async fn exec(
         .on_upgrade(move |socket| pump(socket, runtime, session))
 }
 
+/// How long the first frames of an exec wait after the upgrade (see `pump`).
+const STREAMS_SETTLE: Duration = Duration::from_millis(100);
+
 /// Moves bytes between the WebSocket and the exec's stdio until the process exits.
 async fn pump(socket: WebSocket, runtime: Arc<ContainerdRuntime>, session: ExecSession) {
     use futures::{SinkExt, StreamExt};
@@ -277,6 +280,12 @@ async fn pump(socket: WebSocket, runtime: Arc<ContainerdRuntime>, session: ExecS
     }
     drop(out_tx);
     let writer = tokio::spawn(async move {
+        // kubectl (client-go's WebSocket executor) reads the connection from the moment it is
+        // open but creates its streams a moment later, and drops frames for a stream it does
+        // not have yet ("Unknown stream id 1, discarding message"): a quick command's output,
+        // and even its exit status, were lost and kubectl waited. The process already runs
+        // (it started before the upgrade), so its output waits here briefly instead.
+        tokio::time::sleep(STREAMS_SETTLE).await;
         while let Some(frame) = out_rx.recv().await {
             if sink.send(Message::Binary(frame.into())).await.is_err() {
                 break;
