@@ -7,6 +7,8 @@
 //! | `stop`      | SIGSTOP to the same processes (a hung machine)                 | `cont`     |
 //! | `partition` | the root side of its veth goes down: frames vanish silently    | `heal`     |
 //! | `netem`     | delay and/or loss on its link, both directions                 | `heal`     |
+//! | `bounce`    | SIGTERM to skiff alone, then the same skiff again (an upgrade) | itself     |
+//! | `wipe`      | `kill`, then its data dir emptied (a lost disk)                | `restart`  |
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -208,5 +210,97 @@ pub fn restart(dir: &Path, name: &str) -> anyhow::Result<()> {
         host.log_file().display()
     );
     println!("  kubectl get nodes -w   # its node turns Ready again within a few seconds");
+    Ok(())
+}
+
+/// A rolling-upgrade step: SIGTERM to the host's skiff alone (containerd, shims and containers
+/// keep running, as a real upgrade leaves them), wait until it has exited, start it again with
+/// the same command line. Its pods must come through untouched.
+pub fn bounce(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let mut lab = Lab::load(dir)?;
+    let host = lab.host(name)?.clone();
+    let Some(pid) = host
+        .pid
+        .filter(|pid| procs::state_of(*pid) != ProcState::Dead)
+    else {
+        bail!(
+            "{name}'s skiff is not running: `skiff lab restart --dir {} {name}` starts a killed host",
+            dir.display()
+        );
+    };
+    let started = Instant::now();
+    let target = nix::unistd::Pid::from_raw(i32::try_from(pid)?);
+    nix::sys::signal::kill(target, Signal::SIGTERM)?;
+    let deadline = started + Duration::from_secs(30);
+    while procs::state_of(pid) != ProcState::Dead {
+        if Instant::now() > deadline {
+            bail!("{name}'s skiff (pid {pid}) did not exit within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stopped_in = started.elapsed();
+    let pid = procs::spawn_host(&lab, &host)?;
+    lab.host_mut(name)?.pid = Some(pid);
+    lab.save()?;
+    std::thread::sleep(Duration::from_secs(1));
+    if procs::state_of(pid) == ProcState::Dead {
+        bail!(
+            "{name}'s skiff exited right away{}",
+            log_tail(lab.host(name)?)
+        );
+    }
+    println!(
+        "bounced {name}: skiff stopped in {:.1}s and started again (pid {pid}); its containers ran on",
+        stopped_in.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A lost disk: every process of the host is killed and its data dir emptied (a `--disk`
+/// tmpfs stays mounted, empty). `restart` then starts it as a new machine: a server joins
+/// again with the token, once the cluster has removed its old member (`skiff members remove`).
+pub fn wipe(dir: &Path, name: &str) -> anyhow::Result<()> {
+    kill(dir, name)?;
+    let lab = Lab::load(dir)?;
+    let host = lab.host(name)?.clone();
+    use nix::mount::{umount2, MntFlags};
+    for _pass in 0..10 {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let points: Vec<_> = super::down::mounts_under(&mountinfo, &host.data_dir)
+            .into_iter()
+            .filter(|p| *p != host.data_dir)
+            .collect();
+        if points.is_empty() {
+            break;
+        }
+        for point in points {
+            let _ = umount2(&point, MntFlags::MNT_DETACH);
+        }
+    }
+    let mut removed = 0;
+    for entry in std::fs::read_dir(&host.data_dir)?.flatten() {
+        let path = entry.path();
+        let result = if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        result.map_err(|e| anyhow::anyhow!("removing {}: {e}", path.display()))?;
+        removed += 1;
+    }
+    println!(
+        "wiped {name}: {removed} entries of {} removed (a lost disk)",
+        host.data_dir.display()
+    );
+    if host.role == super::state::Role::Server {
+        println!(
+            "  skiff members remove ID --kubeconfig {}/kubeconfig.yaml   # its old member",
+            dir.display()
+        );
+    }
+    println!(
+        "  skiff lab restart --dir {} {name}   # starts it as a new machine",
+        dir.display()
+    );
     Ok(())
 }

@@ -58,6 +58,11 @@ pub enum LabAction {
     Netem(NetemArgs),
     /// Start a killed host again, with its data and its command line.
     Restart(HostArg),
+    /// SIGTERM the host's skiff alone and start it again (a rolling-upgrade step; its
+    /// containers keep running).
+    Bounce(HostArg),
+    /// Kill the host and empty its data dir (a lost disk); `restart` brings it back new.
+    Wipe(HostArg),
     /// Remove everything the lab made: processes, mounts, cgroups, namespaces, links, iptables
     /// rules, the directory.
     Down(DirArg),
@@ -113,6 +118,8 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
             a.loss.as_deref(),
         ),
         LabAction::Restart(a) => faults::restart(&resolve(&a.dir), &a.host),
+        LabAction::Bounce(a) => faults::bounce(&resolve(&a.dir), &a.host),
+        LabAction::Wipe(a) => faults::wipe(&resolve(&a.dir), &a.host),
         LabAction::Down(a) => down::down(&resolve(&a.dir)),
     }
 }
