@@ -221,6 +221,46 @@ impl Lab {
         }
     }
 
+    /// The network namespace of `host`, as `lab.json` records it (`/run/netns/NAME`).
+    pub fn netns(&self, host: &str) -> String {
+        let text = std::fs::read_to_string(self.dir.join("lab.json")).expect("lab.json");
+        let lab: Value = serde_json::from_str(&text).expect("lab.json is JSON");
+        lab["hosts"]
+            .as_array()
+            .and_then(|hosts| hosts.iter().find(|h| h["name"] == host))
+            .and_then(|h| h["netns"].as_str())
+            .unwrap_or_else(|| panic!("{host} in lab.json"))
+            .to_string()
+    }
+
+    /// Runs `command` on `host`'s network (`nsenter --net`, from the machine, so it works
+    /// while the host is cut off): (success, stdout + stderr).
+    pub fn on_host(&self, host: &str, command: &[&str]) -> (bool, String) {
+        let output = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.netns(host)))
+            .args(command)
+            .output()
+            .expect("nsenter");
+        (
+            output.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    }
+
+    /// The server every answering server names as leader (`skiff lab status`); `None` while
+    /// they disagree or none answers.
+    pub fn leader(&self) -> Option<String> {
+        let output = self.lab("status", &[]);
+        let text = String::from_utf8_lossy(&output.stdout);
+        let line = text.lines().find(|l| l.starts_with("leader: "))?;
+        let name = line.strip_prefix("leader: ")?.split_whitespace().next()?;
+        name.starts_with("host-").then(|| name.to_string())
+    }
+
     /// The end of every host's log, for a failing test's output.
     fn print_logs(&self) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
