@@ -47,6 +47,8 @@ enum BenchWhat {
     /// Leader loss on a lab of three servers: how long until writes are acknowledged again
     /// (and the same for etcd).
     Failover(super::bench_failover::FailoverBench),
+    /// Host loss on a lab of four: how long until a killed host's replicas run elsewhere.
+    NodeLoss(super::bench_node_loss::NodeLossBench),
     /// (Used by `bench store`.) Run one bare store member serving Raft on `--listen`.
     #[command(hide = true)]
     StorePeer(StorePeer),
@@ -159,6 +161,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Pods(bench) => return super::bench_pods::run(bench).await,
         BenchWhat::Scheduler(bench) => return super::bench_scheduler::run(bench).await,
         BenchWhat::Failover(bench) => return super::bench_failover::run(bench).await,
+        BenchWhat::NodeLoss(bench) => return super::bench_node_loss::run(bench).await,
     };
     let etcd_installed = which("etcd").is_some();
     println!(

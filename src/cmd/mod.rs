@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod bench;
 pub mod bench_failover;
+pub mod bench_node_loss;
 pub mod bench_pods;
 pub mod bench_proxy;
 pub mod bench_scheduler;
