@@ -11,6 +11,7 @@
 //!   kubeconfigs it writes.
 //! - [`status`]: processes, links, nodes, and who leads as each server sees it.
 //! - [`faults`]: kill, stop/cont, partition, netem, heal, restart.
+//! - [`chaos`]: clients, faults and a linearizability check, together (Jepsen-style).
 //! - [`down`]: the teardown (also what a failed `up` runs).
 //! - [`state`]: `lab.json` and the names a lab gives the machine.
 //! - [`net`]: the bridge, veths and namespaces; choosing a free subnet; link faults.
@@ -18,6 +19,7 @@
 //!
 //! See docs/lab.md for a tutorial.
 
+pub mod chaos;
 pub mod cluster;
 pub mod down;
 pub mod faults;
@@ -66,6 +68,9 @@ pub enum LabAction {
     /// Remove everything the lab made: processes, mounts, cgroups, namespaces, links, iptables
     /// rules, the directory.
     Down(DirArg),
+    /// Clients on every server while faults come one after another; then check that what
+    /// they saw is linearizable.
+    Chaos(chaos::ChaosArgs),
 }
 
 #[derive(Args, Debug)]
@@ -121,6 +126,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
         LabAction::Bounce(a) => faults::bounce(&resolve(&a.dir), &a.host),
         LabAction::Wipe(a) => faults::wipe(&resolve(&a.dir), &a.host),
         LabAction::Down(a) => down::down(&resolve(&a.dir)),
+        LabAction::Chaos(a) => chaos::run(a).await,
     }
 }
 
