@@ -218,7 +218,7 @@ async fn lose_host(dir: &Path, clients: &[(String, Client)], victim: &str) -> an
             continue;
         };
         let on_victim = |p: &&Pod| node_of(p) == victim;
-        if evicted.is_none() && pods.iter().filter(on_victim).any(|p| terminating(p)) {
+        if evicted.is_none() && pods.iter().filter(on_victim).any(terminating) {
             evicted = Some(killed.elapsed());
         }
         let live: Vec<&Pod> = pods.iter().filter(|p| !terminating(p)).collect();
