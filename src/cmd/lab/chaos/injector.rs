@@ -8,6 +8,7 @@
 //! to `DIR/chaos-faults.log`, and the run prints one line per fault.
 
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -87,16 +88,36 @@ impl Faults {
 }
 
 pub struct Injector {
-    pub dir: PathBuf,
+    dir: PathBuf,
     /// A client per server, by host name (each reaches that server alone).
-    pub servers: Vec<(String, Client)>,
-    pub clock: Clock,
-    pub rng: Rng,
+    servers: Vec<(String, Client)>,
+    clock: Clock,
+    rng: Rng,
     /// Where the lab commands' own output goes.
-    pub log: PathBuf,
+    log: PathBuf,
+    /// The kinds still to come in this round: every kind once per round of four, in a seeded
+    /// order, so even a short run has each of them.
+    deck: Vec<Kind>,
 }
 
 impl Injector {
+    pub fn new(
+        dir: PathBuf,
+        servers: Vec<(String, Client)>,
+        clock: Clock,
+        rng: Rng,
+        log: PathBuf,
+    ) -> Injector {
+        Injector {
+            dir,
+            servers,
+            clock,
+            rng,
+            log,
+            deck: Vec::new(),
+        }
+    }
+
     /// `count` faults, one after another. Stops at the first that cannot be done or undone
     /// (or after which the servers are not all ready in time), returning what was done.
     pub async fn run(&mut self, count: usize) -> (Faults, anyhow::Result<()>) {
@@ -110,8 +131,15 @@ impl Injector {
     }
 
     async fn one(&mut self, n: usize, count: usize, faults: &mut Faults) -> anyhow::Result<()> {
-        let kind = Kind::ALL[self.rng.below(Kind::ALL.len())];
-        let hold = self.rng.millis(500, 2000);
+        if self.deck.is_empty() {
+            self.deck = Kind::ALL.to_vec();
+            for i in (1..self.deck.len()).rev() {
+                let j = self.rng.below(i + 1);
+                self.deck.swap(i, j);
+            }
+        }
+        let kind = self.deck.pop().unwrap_or(Kind::Kill);
+        let hold = self.rng.millis(500, 3000);
         let calm = self.rng.millis(1500, 3000);
         let random = self.servers[self.rng.below(self.servers.len())].0.clone();
         let leader = self.leader().await;
@@ -152,15 +180,14 @@ impl Injector {
         self.wait_until_ready().await?;
         let recovery = Duration::from_secs_f64((self.clock.secs() - undone).max(0.0));
         faults.slowest_recovery = faults.slowest_recovery.max(recovery);
-        let role = match fault.leader {
-            Some(true) => "leader",
-            Some(false) => "follower",
-            None => "no leader known",
+        let target = match fault.leader {
+            Some(true) => format!("{} (leader)", fault.host),
+            Some(false) => fault.host.clone(),
+            None => format!("{} (no leader known)", fault.host),
         };
         println!(
-            "fault {n:>3}/{count} at {at:>6.1}s: {:<11} {:<7} ({role:<8}) for {:.1}s; every server ready {:.1}s later",
+            "fault {n:>3}/{count} at {at:>6.1}s: {:<11} {target:<15} for {:.1}s, every server ready {:.1}s later",
             kind.name(),
-            fault.host,
             undone - at,
             recovery.as_secs_f64()
         );
@@ -280,7 +307,9 @@ impl Injector {
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
             lock.flush()?;
-            let saved = nix::unistd::dup(&lock)?;
+            // Close-on-exec: a host the command starts must not inherit our real stdout
+            // (a pipe's reader would wait for that host to exit).
+            let saved = lock.as_fd().try_clone_to_owned()?;
             nix::unistd::dup2_stdout(&file)?;
             let result = command(&dir);
             let flushed = lock.flush();

@@ -160,7 +160,7 @@ pub async fn run(mut args: ChaosArgs) -> anyhow::Result<()> {
     );
     let fault_log = args.dir.join("chaos-faults.log");
     println!(
-        "fault commands' own output: {}; the history: {}",
+        "the lab commands' own output goes to {}; the history to {}",
         fault_log.display(),
         history_path.display()
     );
@@ -184,13 +184,13 @@ pub async fn run(mut args: ChaosArgs) -> anyhow::Result<()> {
     // The clients get going before the first fault.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let mut injector = injector::Injector {
-        dir: args.dir.clone(),
-        servers: per_server.clone(),
+    let mut injector = injector::Injector::new(
+        args.dir.clone(),
+        per_server.clone(),
         clock,
-        rng: Rng::new(seed),
-        log: fault_log,
-    };
+        Rng::new(seed),
+        fault_log,
+    );
     let (faults, injected) = injector.run(args.faults).await;
     // A last moment of calm, so the end of the history has definite answers too.
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -65,10 +65,14 @@ pub fn corrupt(history: &History) -> Option<(History, String)> {
     let entry = &mut corrupted.entries[index];
     let was = entry.outcome.clone();
     entry.outcome = Outcome::Found(value.clone());
+    let was = match was {
+        Outcome::Found(v) => format!("{v:?}"),
+        other => other.to_string(),
+    };
     let what = format!(
-        "client {}'s read of {} at {:.3}s ({was}) changed to find {value:?}, {why}",
+        "one read made stale (client {}, {} at {:.3}s: {was} → {value:?}, {why})",
         entry.client,
-        entry.key,
+        entry.key.rsplit('/').next().unwrap_or(&entry.key),
         entry.call as f64 / 1e9
     );
     Some((corrupted, what))
@@ -97,7 +101,7 @@ pub fn corrupted_read(history: &History, options: &CheckOptions) -> anyhow::Resu
     let report = check(&one_key, options)?;
     match report.verdict() {
         Verdict::Violation => Ok(format!(
-            "the recorded history with {what} is a violation (found in {:.1}s), as it must be",
+            "the recorded history with {what} is a violation, as it must be ({:.1}s)",
             started.elapsed().as_secs_f64()
         )),
         verdict => bail!(
