@@ -5,7 +5,7 @@
 //! majority can always make progress; partitions cut off one server, a minority.
 //!
 //! The faults are the lab's own (`lab::faults`); what those commands print for a person goes
-//! to `DIR/chaos-faults.log`, and the run prints one line per fault.
+//! to a log next to the history, and the run prints one line per fault.
 
 use std::io::Write;
 use std::os::fd::AsFd;

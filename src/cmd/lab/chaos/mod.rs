@@ -54,7 +54,8 @@ pub struct ChaosArgs {
     /// Seeds the fault schedule and the clients' choices (default: the clock; printed).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Where to save the history, JSON lines (default: DIR/chaos-history.jsonl).
+    /// Where to save the history, JSON lines (default: DIR/chaos-history.jsonl); what the
+    /// lab's fault commands print goes next to it (`chaos-history.faults.log`).
     #[arg(long)]
     pub history: Option<PathBuf>,
     /// Give the check this many seconds; past them its verdict is "unknown" (a failure).
@@ -158,7 +159,8 @@ pub async fn run(mut args: ChaosArgs) -> anyhow::Result<()> {
         keys[keys.len() - 1],
         args.faults
     );
-    let fault_log = args.dir.join("chaos-faults.log");
+    // Next to the history, so both outlive `lab down` (which leaves files it did not make).
+    let fault_log = history_path.with_extension("faults.log");
     println!(
         "the lab commands' own output goes to {}; the history to {}",
         fault_log.display(),
