@@ -4,6 +4,8 @@
 //! - After it, the recorded history with one read made stale must be one too: that shows the
 //!   checker judges what the clients recorded (keys, values, times), not something else.
 
+use std::collections::HashMap;
+
 use anyhow::bail;
 use skiff_lincheck::{check, CheckOptions, History, Op, Outcome, Verdict};
 
@@ -28,36 +30,49 @@ pub fn synthetic_stale_read() -> anyhow::Result<()> {
 
 /// The recorded `history` with one read made stale, and what was changed.
 ///
-/// The earliest read (by call) of a key, called after some compare-and-set of that key
-/// returned Ok, now finds the value that compare-and-set replaced. That value can never come
-/// back — values are unique, and its only write came before the compare-and-set — so the
-/// read is stale for certain. Without such a pair, a read finds a value nobody wrote.
+/// The first read (by call) from the middle of the run on — among the faults, with much of
+/// the history before it for the search to get through — that was called after a
+/// compare-and-set of its key had returned Ok, now finds the value the latest such
+/// compare-and-set replaced. That value can never come back — values are unique, and its
+/// only write came before the compare-and-set — so the read is stale for certain, if only by
+/// one write. Failing that, the first such read of the run; failing that, a read finds a value
+/// nobody wrote.
 pub fn corrupt(history: &History) -> Option<(History, String)> {
     let entries = &history.entries;
-    // Per key, the compare-and-set that returned Ok first: (return time, value it replaced).
-    let mut first_swap: std::collections::HashMap<&str, (u64, &str)> = Default::default();
+    // Per key, each compare-and-set that returned Ok: (return time, value it replaced), by
+    // return time.
+    let mut swaps: HashMap<&str, Vec<(u64, &str)>> = HashMap::new();
     for e in entries {
         if let (Op::Update { expected, .. }, Outcome::Ok) = (&e.op, &e.outcome) {
-            let slot = first_swap.entry(&e.key).or_insert((e.ret, expected));
-            if e.ret < slot.0 {
-                *slot = (e.ret, expected);
-            }
+            swaps.entry(&e.key).or_default().push((e.ret, expected));
         }
     }
-    let mut order: Vec<usize> = (0..entries.len()).collect();
-    order.sort_by_key(|&i| entries[i].call);
-    let is_found_read =
-        |i: usize| entries[i].op == Op::Get && matches!(entries[i].outcome, Outcome::Found(_));
-    let mut reads = order.iter().copied().filter(|&i| is_found_read(i));
-    let stale = reads.clone().find_map(|i| {
-        let (swapped_at, replaced) = first_swap.get(entries[i].key.as_str())?;
-        let found_other = entries[i].outcome != Outcome::Found(replaced.to_string());
-        (*swapped_at < entries[i].call && found_other).then(|| (i, replaced.to_string()))
-    });
+    for list in swaps.values_mut() {
+        list.sort_unstable();
+    }
+    let mut reads: Vec<usize> = (0..entries.len())
+        .filter(|&i| entries[i].op == Op::Get && matches!(entries[i].outcome, Outcome::Found(_)))
+        .collect();
+    reads.sort_by_key(|&i| entries[i].call);
+    // The value the latest compare-and-set of the read's key that returned before the read
+    // was called replaced (unless the read found that very value: then it is stale already).
+    let replaced_before = |i: usize| {
+        let list = swaps.get(entries[i].key.as_str())?;
+        let before = list.partition_point(|(ret, _)| *ret < entries[i].call);
+        let (_, replaced) = list.get(before.checked_sub(1)?)?;
+        (entries[i].outcome != Outcome::Found(replaced.to_string()))
+            .then(|| (i, replaced.to_string()))
+    };
+    let middle = entries.iter().map(|e| e.call).max().unwrap_or(0) / 2;
+    let stale = reads
+        .iter()
+        .filter(|&&i| entries[i].call >= middle)
+        .find_map(|&i| replaced_before(i))
+        .or_else(|| reads.iter().find_map(|&i| replaced_before(i)));
     let (index, value, why) = match stale {
         Some((i, replaced)) => (i, replaced, "the value an earlier compare-and-set replaced"),
         None => {
-            let i = reads.next()?;
+            let i = *reads.first()?;
             (i, "never-written".to_string(), "a value nobody wrote")
         }
     };
@@ -121,16 +136,19 @@ mod tests {
     }
 
     #[test]
-    fn the_first_read_after_a_swap_is_made_stale() {
+    fn a_read_from_the_middle_on_is_made_stale_by_one_write() {
         let mut h = History::new();
         h.op(1, "k", 0..10).create("a").ok();
         h.op(2, "k", 12..14).get().found("a"); // before the swap returned: left alone
         h.op(2, "k", 11..20).update("a", "b").ok();
-        h.op(3, "k", 30..40).get().found("b"); // the one
-        h.op(3, "k", 50..60).get().found("b");
+        h.op(3, "k", 30..40).get().found("b"); // before the middle (50)
+        h.op(2, "k", 35..45).update("b", "c").ok();
+        h.op(3, "k", 60..70).get().found("c"); // the one: made to find "b"
+        h.op(3, "k", 90..100).get().found("c");
         let (corrupted, what) = corrupt(&h).expect("a read to corrupt");
-        assert_eq!(corrupted.entries[3].outcome, Outcome::Found("a".into()));
-        assert_eq!(corrupted.entries[4].outcome, Outcome::Found("b".into()));
+        assert_eq!(corrupted.entries[5].outcome, Outcome::Found("b".into()));
+        let changed = (0..h.len()).filter(|&i| corrupted.entries[i] != h.entries[i]);
+        assert_eq!(changed.count(), 1);
         assert!(what.contains("client 3"), "{what}");
         let verdict = corrupted_read(&h, &CheckOptions::default()).expect("a violation");
         assert!(verdict.contains("is a violation"), "{verdict}");
