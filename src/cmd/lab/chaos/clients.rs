@@ -21,9 +21,11 @@
 //! and is left out of the history (counted in [`ClientLog::refused_deletes`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use anyhow::Context;
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{json, Value};
 use skiff_client::{Client, Method};
@@ -134,6 +136,31 @@ enum Answer {
     Status(u16, String),
     /// No answer to go by, and why.
     Lost(&'static str),
+}
+
+/// Runs `worker` until `stop` on a thread of its own that has entered network namespace
+/// `netns` — its server's host — as a client on that machine would be: a partition then cuts
+/// the server off from the others but not from this client, which keeps asking it (a cut-off
+/// old leader must neither acknowledge writes nor answer reads from what it alone knows).
+/// Namespaces belong to threads, and the thread's runtime makes every connection from it.
+pub fn spawn_on_host(
+    netns: PathBuf,
+    worker: Worker,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<ClientLog>>> {
+    let thread = std::thread::Builder::new()
+        .name(format!("chaos-client-{}", worker.id))
+        .spawn(move || {
+            let namespace = std::fs::File::open(&netns)
+                .with_context(|| format!("opening {}", netns.display()))?;
+            nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET)
+                .with_context(|| format!("entering {}", netns.display()))?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok(runtime.block_on(worker.run(stop)))
+        })?;
+    Ok(thread)
 }
 
 impl Worker {

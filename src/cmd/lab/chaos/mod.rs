@@ -11,7 +11,9 @@
 //!
 //! ## Expected flow
 //! 1. Self-check: a synthetic stale read must be a violation.
-//! 2. A fresh run id, so the keys `chaos-<run>-<k>` start absent; start the clients.
+//! 2. A fresh run id, so the keys `chaos-<run>-<k>` start absent; start the clients, each
+//!    inside its server's host (network namespace), so it stays with its server when that
+//!    host is cut off — the client a stale, cut-off leader could lie to.
 //! 3. N faults, one after another; then stop the clients (requests in flight finish or time
 //!    out).
 //! 4. Heal, continue, restart; wait until every server is ready; one last read of every key
@@ -181,7 +183,8 @@ pub async fn run(mut args: ChaosArgs) -> anyhow::Result<()> {
             rng: Rng::new(seed ^ (i as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F)),
             shared: shared.clone(),
         };
-        tasks.push(tokio::spawn(worker.run(stop_rx.clone())));
+        let netns = lab.host(server)?.netns_path();
+        tasks.push(clients::spawn_on_host(netns, worker, stop_rx.clone())?);
     }
     // The clients get going before the first fault.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -200,7 +203,9 @@ pub async fn run(mut args: ChaosArgs) -> anyhow::Result<()> {
     let clients_ran = clock.secs();
     let mut logs = Vec::new();
     for task in tasks {
-        logs.push(task.await.context("a client task panicked")?);
+        let joined = tokio::task::spawn_blocking(move || task.join()).await?;
+        let log = joined.map_err(|_| anyhow::anyhow!("a client thread panicked"))?;
+        logs.push(log?);
     }
     let stats = Stats::of(&logs);
 
