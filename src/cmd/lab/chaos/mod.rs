@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use skiff_client::Client;
-use skiff_lincheck::{CheckOptions, History, Outcome, Verdict};
+use skiff_lincheck::{CheckOptions, History, Outcome, Report, Verdict};
 
 use super::state::Lab;
 use clients::{ClientLog, Shared};
@@ -240,35 +240,9 @@ pub async fn run(mut args: ChaosArgs) -> anyhow::Result<()> {
         history_path.display(),
         history.len()
     );
-    injected?;
-    recovered?;
 
-    let options = CheckOptions {
-        time_limit: Some(Duration::from_secs(args.check_seconds)),
-        ..CheckOptions::default()
-    };
-    let started = Instant::now();
-    let to_check = history.clone();
-    let check_options = options.clone();
-    let report =
-        tokio::task::spawn_blocking(move || skiff_lincheck::check(&to_check, &check_options))
-            .await
-            .context("the checker panicked")??;
-    let checked_in = started.elapsed();
-    println!(
-        "check: {:.1}s, {} search steps",
-        checked_in.as_secs_f64(),
-        report.steps()
-    );
-
-    // The checker, on this very history with one read made stale, must say no.
-    let to_corrupt = history.clone();
-    let corrupted =
-        tokio::task::spawn_blocking(move || selfcheck::corrupted_read(&to_corrupt, &options))
-            .await
-            .context("the checker panicked")??;
-    println!("self-check: {corrupted}");
-
+    // Judged even when a fault could not be undone: what the clients saw until then counts.
+    let report = judge(&history, args.check_seconds).await?;
     let anomalies = shared.anomalies();
     let unknown = history
         .entries
@@ -300,18 +274,50 @@ pub async fn run(mut args: ChaosArgs) -> anyhow::Result<()> {
         }
         Verdict::Unknown => print!("{report}"),
     }
-    match report.verdict() {
-        Verdict::Violation => bail!("the store is not linearizable (see above)"),
-        Verdict::Unknown => bail!(
+    // A violation first: it matters more than a fault that could not be undone.
+    if report.verdict() == Verdict::Violation {
+        bail!("the store is not linearizable (see above)");
+    }
+    injected?;
+    recovered?;
+    if report.verdict() == Verdict::Unknown {
+        bail!(
             "the check gave up before deciding (--check-seconds {}); check the history again \
              with more time",
             args.check_seconds
-        ),
-        Verdict::Linearizable if !anomalies.is_empty() => {
-            bail!("{} anomalies (see above)", anomalies.len())
-        }
-        Verdict::Linearizable => Ok(()),
+        );
     }
+    if !anomalies.is_empty() {
+        bail!("{} anomalies (see above)", anomalies.len());
+    }
+    Ok(())
+}
+
+/// Checks the history (time-limited), then the same history with one read made stale, which
+/// must be a violation: the checker is shown to judge what was recorded.
+async fn judge(history: &History, check_seconds: u64) -> anyhow::Result<Report> {
+    let options = CheckOptions {
+        time_limit: Some(Duration::from_secs(check_seconds)),
+        ..CheckOptions::default()
+    };
+    let started = Instant::now();
+    let (to_check, check_options) = (history.clone(), options.clone());
+    let report =
+        tokio::task::spawn_blocking(move || skiff_lincheck::check(&to_check, &check_options))
+            .await
+            .context("the checker panicked")??;
+    println!(
+        "check: {:.1}s, {} search steps",
+        started.elapsed().as_secs_f64(),
+        report.steps()
+    );
+    let to_corrupt = history.clone();
+    let corrupted =
+        tokio::task::spawn_blocking(move || selfcheck::corrupted_read(&to_corrupt, &options))
+            .await
+            .context("the checker panicked")??;
+    println!("self-check: {corrupted}");
+    Ok(report)
 }
 
 /// A client of server `name` alone (its own connection pool; built from that server's
