@@ -9,10 +9,10 @@
 //!    allowed to catch up before the next run.
 //! 3. Every acknowledged write must be there at the end (read through a survivor).
 //! 4. The peer, in the same run: three etcd members on loopback, the leader SIGKILLed the same
-//!    way, writes through a survivor with etcd's gRPC Put.
+//!    way, writes through a survivor (etcd's JSON gateway, `/v3/kv/put`).
 //!
 //! The target (issue: first acknowledged write ≤ 1 s after the kill) is etcd's default election
-//! time; skiff's Raft runs 100 ms heartbeats and a 400–500 ms election timeout.
+//! time; skiff's Raft runs 50 ms heartbeats and a 300–400 ms election timeout.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,6 +26,9 @@ use serde_json::Value;
 use skiff_client::{Client, ListParams, Method};
 
 use super::lab;
+
+/// How often the benchmark looks (for a leader, an acknowledged write, a ready server).
+const POLL: Duration = Duration::from_millis(20);
 
 #[derive(Args, Debug, Clone)]
 pub struct FailoverBench {
@@ -43,10 +46,83 @@ pub struct FailoverBench {
     skip_etcd: bool,
 }
 
-/// Writes sent while a run lasts: when each was sent, and when (if) it was acknowledged.
-#[derive(Default)]
-struct Writes {
-    sent: Vec<(String, Instant, Option<Instant>)>,
+/// One write: its name, when it was sent, when it was acknowledged.
+type Sent = (String, Instant, Option<Instant>);
+
+/// A write every 20 ms while a run lasts, each on its own task (so one stuck write does not hold
+/// up the next): when each was sent, and when (if) it was acknowledged.
+struct WriteLoad {
+    sent: Arc<Mutex<Vec<Sent>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WriteLoad {
+    /// Starts writing `failover-RUN-I` for I = 0, 1, … with `write`, which says whether the
+    /// write was acknowledged.
+    fn start<F, Fut>(run: usize, write: F) -> WriteLoad
+    where
+        F: Fn(String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = bool> + Send + 'static,
+    {
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let log = sent.clone();
+        let task = tokio::spawn(async move {
+            for i in 0.. {
+                let name = format!("failover-{run}-{i}");
+                let index = match log.lock() {
+                    Ok(mut sent) => {
+                        sent.push((name.clone(), Instant::now(), None));
+                        sent.len() - 1
+                    }
+                    Err(_) => return,
+                };
+                let (acked, log) = (write(name), log.clone());
+                tokio::spawn(async move {
+                    if acked.await {
+                        if let Ok(mut sent) = log.lock() {
+                            sent[index].2 = Some(Instant::now());
+                        }
+                    }
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    _ = stopped.wait_for(|s| *s) => return,
+                }
+            }
+        });
+        WriteLoad { sent, stop, task }
+    }
+
+    /// Waits for the first acknowledged write sent at or after `killed`; the time from the kill
+    /// to its acknowledgement.
+    async fn gap_after(&self, killed: Instant, what: &str) -> anyhow::Result<Duration> {
+        super::poll_until(Duration::from_secs(30), POLL, what, || async {
+            let sent = self.sent.lock().ok()?;
+            sent.iter()
+                .filter(|(_, at, _)| *at >= killed)
+                .filter_map(|(_, _, acked)| *acked)
+                .min()
+                .map(|acked| acked - killed)
+        })
+        .await
+    }
+
+    /// Stops writing; the names of the acknowledged writes.
+    async fn stop(self) -> Vec<String> {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        self.sent
+            .lock()
+            .map(|sent| {
+                sent.iter()
+                    .filter(|(_, _, acked)| acked.is_some())
+                    .map(|(name, _, _)| name.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 pub async fn run(args: FailoverBench) -> anyhow::Result<()> {
@@ -146,56 +222,47 @@ async fn measure_skiff(dir: &Path, runs: usize) -> anyhow::Result<Vec<Duration>>
     let mut gaps = Vec::new();
     let mut acknowledged = Vec::new();
     for run in 0..runs {
-        let victim = wait_for(Duration::from_secs(30), "a leader", || leader(&clients)).await?;
+        let victim = super::poll_until(Duration::from_secs(30), POLL, "a leader", || {
+            leader(&clients)
+        })
+        .await?;
         let (_, survivor) = clients
             .iter()
             .find(|(host, _)| *host != victim)
             .context("a survivor")?;
-        let writes = Arc::new(Mutex::new(Writes::default()));
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let writer = tokio::spawn(write_loop(survivor.clone(), run, writes.clone(), stop_rx));
+        let client = survivor.clone();
+        let load = WriteLoad::start(run, move |name| {
+            let client = client.clone();
+            async move {
+                let mut cm = ConfigMap::default();
+                cm.metadata.name = Some(name);
+                let created = client.create(Some("default"), &cm);
+                matches!(
+                    tokio::time::timeout(Duration::from_secs(2), created).await,
+                    Ok(Ok(_))
+                )
+            }
+        });
         tokio::time::sleep(Duration::from_millis(500)).await;
         let killed = Instant::now();
         lab::faults::kill(dir, &victim)?;
-        let gap = wait_for(Duration::from_secs(30), "a write after the kill", || {
-            let writes = writes.clone();
-            async move {
-                let writes = writes.lock().ok()?;
-                writes
-                    .sent
-                    .iter()
-                    .filter(|(_, sent, _)| *sent >= killed)
-                    .filter_map(|(_, _, acked)| *acked)
-                    .min()
-                    .map(|acked| acked - killed)
-            }
-        })
-        .await?;
-        let _ = stop_tx.send(true);
-        let _ = writer.await;
+        let gap = load.gap_after(killed, "a write after the kill").await?;
+        acknowledged.extend(load.stop().await);
         println!(
             "run {:>2}: killed {victim}, writes resumed after {:>4} ms",
             run + 1,
             gap.as_millis()
         );
         gaps.push(gap);
-        if let Ok(writes) = writes.lock() {
-            acknowledged.extend(
-                writes
-                    .sent
-                    .iter()
-                    .filter(|(_, _, acked)| acked.is_some())
-                    .map(|(name, _, _)| name.clone()),
-            );
-        }
         // The host comes back and catches up before the next kill.
         lab::faults::restart(dir, &victim)?;
         let (_, back) = clients
             .iter()
             .find(|(host, _)| *host == victim)
             .context("the restarted host")?;
-        wait_for(
+        super::poll_until(
             Duration::from_secs(60),
+            POLL,
             "the restarted server to be ready",
             || is_ready(back),
         )
@@ -231,62 +298,6 @@ async fn is_ready(client: &Client) -> Option<()> {
     }
 }
 
-/// Sends a create every 20 ms, each on its own task with a 2 s timeout, until told to stop.
-async fn write_loop(
-    client: Client,
-    run: usize,
-    writes: Arc<Mutex<Writes>>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut i = 0;
-    loop {
-        let name = format!("failover-{run}-{i}");
-        i += 1;
-        let index = match writes.lock() {
-            Ok(mut w) => {
-                w.sent.push((name.clone(), Instant::now(), None));
-                w.sent.len() - 1
-            }
-            Err(_) => return,
-        };
-        let (client, writes) = (client.clone(), writes.clone());
-        tokio::spawn(async move {
-            let mut cm = ConfigMap::default();
-            cm.metadata.name = Some(name);
-            let created =
-                tokio::time::timeout(Duration::from_secs(2), client.create(Some("default"), &cm))
-                    .await;
-            if let Ok(Ok(_)) = created {
-                if let Ok(mut w) = writes.lock() {
-                    w.sent[index].2 = Some(Instant::now());
-                }
-            }
-        });
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-    }
-}
-
-/// Polls `probe` every 20 ms until it gives a value.
-async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Three etcd members on loopback; each run SIGKILLs the leader and measures the same gap.
 async fn measure_etcd(runs: usize) -> anyhow::Result<Vec<Duration>> {
     let dir = tempfile::tempdir()?;
@@ -312,74 +323,36 @@ async fn measure_etcd(runs: usize) -> anyhow::Result<Vec<Duration>> {
         .build()?;
     let mut gaps = Vec::new();
     for run in 0..runs {
-        let leader = wait_for(Duration::from_secs(30), "an etcd leader", || {
+        let leader = super::poll_until(Duration::from_secs(30), POLL, "an etcd leader", || {
             etcd_leader(&http, &members)
         })
         .await?;
         let survivor = (leader + 1) % members.len();
         let url = format!("http://127.0.0.1:{}/v3/kv/put", members[survivor].client);
-        let writes = Arc::new(Mutex::new(Writes::default()));
-        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-        let (loop_http, loop_writes) = (http.clone(), writes.clone());
-        let writer = tokio::spawn(async move {
-            let mut i = 0;
-            loop {
-                let key = format!("failover-{run}-{i}");
-                i += 1;
-                let index = match loop_writes.lock() {
-                    Ok(mut w) => {
-                        w.sent.push((key.clone(), Instant::now(), None));
-                        w.sent.len() - 1
-                    }
-                    Err(_) => return,
-                };
-                let (http, writes, url) = (loop_http.clone(), loop_writes.clone(), url.clone());
-                tokio::spawn(async move {
+        let load = WriteLoad::start(run, {
+            let http = http.clone();
+            move |key| {
+                let (http, url) = (http.clone(), url.clone());
+                async move {
                     use base64::Engine as _;
                     let b64 = base64::engine::general_purpose::STANDARD;
                     let body =
                         serde_json::json!({"key": b64.encode(&key), "value": b64.encode("1")});
-                    let ok = http
-                        .post(&url)
+                    http.post(&url)
                         .json(&body)
                         .send()
                         .await
-                        .is_ok_and(|r| r.status().is_success());
-                    if ok {
-                        if let Ok(mut w) = writes.lock() {
-                            w.sent[index].2 = Some(Instant::now());
-                        }
-                    }
-                });
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                    _ = stop_rx.wait_for(|s| *s) => return,
+                        .is_ok_and(|r| r.status().is_success())
                 }
             }
         });
         tokio::time::sleep(Duration::from_millis(500)).await;
         let killed = Instant::now();
         members[leader].kill();
-        let gap = wait_for(
-            Duration::from_secs(30),
-            "an etcd write after the kill",
-            || {
-                let writes = writes.clone();
-                async move {
-                    let writes = writes.lock().ok()?;
-                    writes
-                        .sent
-                        .iter()
-                        .filter(|(_, sent, _)| *sent >= killed)
-                        .filter_map(|(_, _, acked)| *acked)
-                        .min()
-                        .map(|acked| acked - killed)
-                }
-            },
-        )
-        .await?;
-        let _ = stop_tx.send(true);
-        let _ = writer.await;
+        let gap = load
+            .gap_after(killed, "an etcd write after the kill")
+            .await?;
+        load.stop().await;
         println!(
             "etcd run {:>2}: writes resumed after {:>4} ms",
             run + 1,

@@ -43,6 +43,8 @@ pub struct NodeLossBench {
 }
 
 const IMAGE: &str = "skiff.local/web:1.0";
+/// How often the benchmark looks (the figures are in seconds; a quarter is fine enough).
+const POLL: Duration = Duration::from_millis(250);
 const REPLICAS: usize = 4;
 const SERVERS: [&str; 3] = ["host-1", "host-2", "host-3"];
 
@@ -177,7 +179,12 @@ async fn measure(dir: &Path, args: &NodeLossBench) -> anyhow::Result<Vec<(String
             let (any, _) = survivor(&clients, "").context("a server")?;
             spread(any).await?;
             let victim = match lose.as_str() {
-                "leader" => wait(Duration::from_secs(30), "a leader", || leader(&clients)).await?,
+                "leader" => {
+                    super::poll_until(Duration::from_secs(30), POLL, "a leader", || {
+                        leader(&clients)
+                    })
+                    .await?
+                }
                 _ => "host-4".to_string(),
             };
             let run = lose_host(dir, &clients, &victim).await?;
@@ -227,8 +234,9 @@ async fn lose_host(dir: &Path, clients: &[(String, Client)], victim: &str) -> an
         }
     };
     lab::faults::restart(dir, victim)?;
-    wait(
+    super::poll_until(
         Duration::from_secs(120),
+        POLL,
         "the host back and its evicted pod finished",
         || async move {
             let node = client.get::<Node>(None, victim).await.ok()?;
@@ -252,16 +260,21 @@ async fn spread(client: &Client) -> anyhow::Result<()> {
         client
             .merge_patch::<Deployment>(Some("default"), "web", None, &scale)
             .await?;
-        wait(Duration::from_secs(120), "the replicas", || async move {
-            let pods = web_pods(client).await.ok()?;
-            let hosts: std::collections::BTreeSet<&str> = pods.iter().map(node_of).collect();
-            let done = if replicas == 0 {
-                pods.is_empty()
-            } else {
-                pods.len() == REPLICAS && pods.iter().all(is_ready) && hosts.len() == REPLICAS
-            };
-            done.then_some(())
-        })
+        super::poll_until(
+            Duration::from_secs(120),
+            POLL,
+            "the replicas",
+            || async move {
+                let pods = web_pods(client).await.ok()?;
+                let hosts: std::collections::BTreeSet<&str> = pods.iter().map(node_of).collect();
+                let done = if replicas == 0 {
+                    pods.is_empty()
+                } else {
+                    pods.len() == REPLICAS && pods.iter().all(is_ready) && hosts.len() == REPLICAS
+                };
+                done.then_some(())
+            },
+        )
         .await?;
     }
     Ok(())
@@ -326,22 +339,4 @@ fn is_ready(pod: &Pod) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// Polls `probe` every 250 ms until it gives a value.
-async fn wait<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }

@@ -15,6 +15,7 @@ pub mod members;
 pub mod server;
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// `/var/lib/skiff` for root (as k3s uses /var/lib/rancher/k3s), `./.skiff` otherwise.
 pub fn default_data_dir() -> PathBuf {
@@ -31,4 +32,28 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
         .unwrap_or(false)
+}
+
+/// Calls `probe` every `every` until it gives a value, for at most `timeout` (the benchmarks'
+/// waits for a leader, a write, a Ready replica).
+pub async fn poll_until<T, F, Fut>(
+    timeout: Duration,
+    every: Duration,
+    what: &str,
+    mut probe: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(every).await;
+    }
 }

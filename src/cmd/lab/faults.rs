@@ -22,13 +22,24 @@ use super::procs::{self, ProcState};
 use super::state::Lab;
 
 pub fn kill(dir: &Path, name: &str) -> anyhow::Result<()> {
+    if kill_processes(dir, name)? {
+        println!(
+            "  skiff lab restart --dir {} {name}   # starts it again with its data",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// SIGKILL to every process of the host; whether there were any.
+fn kill_processes(dir: &Path, name: &str) -> anyhow::Result<bool> {
     let mut lab = Lab::load(dir)?;
     let host = lab.host(name)?.clone();
     let started = Instant::now();
     let procs = procs::host_processes(&host);
     if procs.is_empty() {
         println!("{name} has no processes left (already killed?)");
-        return Ok(());
+        return Ok(false);
     }
     // The containers' cgroups outlive them: note them for `down`.
     for cgroup in procs::container_cgroups(&procs) {
@@ -50,11 +61,7 @@ pub fn kill(dir: &Path, name: &str) -> anyhow::Result<()> {
             procs::summary(&left)
         );
     }
-    println!(
-        "  skiff lab restart --dir {} {name}   # starts it again with its data",
-        dir.display()
-    );
-    Ok(())
+    Ok(true)
 }
 
 /// SIGSTOP (`stop`) or SIGCONT (`cont`) to every process of the host. Stopping is repeated
@@ -194,10 +201,21 @@ pub fn restart(dir: &Path, name: &str) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    let pid = procs::spawn_host(&lab, &host)?;
+    let pid = start_again(&mut lab, name)?;
+    println!(
+        "restarted {name}: skiff pid {pid}, log {}",
+        host.log_file().display()
+    );
+    println!("  kubectl get nodes -w   # its node turns Ready again within a few seconds");
+    Ok(())
+}
+
+/// Starts the host's skiff with its recorded command line and records the new pid. An
+/// immediate exit (a port still taken, bad data) shows within a second and is an error.
+fn start_again(lab: &mut Lab, name: &str) -> anyhow::Result<u32> {
+    let pid = procs::spawn_host(lab, lab.host(name)?)?;
     lab.host_mut(name)?.pid = Some(pid);
     lab.save()?;
-    // An immediate exit (a port still taken, bad data) shows within a second.
     std::thread::sleep(Duration::from_secs(1));
     if procs::state_of(pid) == ProcState::Dead {
         bail!(
@@ -205,12 +223,7 @@ pub fn restart(dir: &Path, name: &str) -> anyhow::Result<()> {
             log_tail(lab.host(name)?)
         );
     }
-    println!(
-        "restarted {name}: skiff pid {pid}, log {}",
-        host.log_file().display()
-    );
-    println!("  kubectl get nodes -w   # its node turns Ready again within a few seconds");
-    Ok(())
+    Ok(pid)
 }
 
 /// A rolling-upgrade step: SIGTERM to the host's skiff alone (containerd, shims and containers
@@ -239,16 +252,7 @@ pub fn bounce(dir: &Path, name: &str) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let stopped_in = started.elapsed();
-    let pid = procs::spawn_host(&lab, &host)?;
-    lab.host_mut(name)?.pid = Some(pid);
-    lab.save()?;
-    std::thread::sleep(Duration::from_secs(1));
-    if procs::state_of(pid) == ProcState::Dead {
-        bail!(
-            "{name}'s skiff exited right away{}",
-            log_tail(lab.host(name)?)
-        );
-    }
+    let pid = start_again(&mut lab, name)?;
     println!(
         "bounced {name}: skiff stopped in {:.1}s and started again (pid {pid}); its containers ran on",
         stopped_in.as_secs_f64()
@@ -260,7 +264,7 @@ pub fn bounce(dir: &Path, name: &str) -> anyhow::Result<()> {
 /// tmpfs stays mounted, empty). `restart` then starts it as a new machine: a server joins
 /// again with the token, once the cluster has removed its old member (`skiff members remove`).
 pub fn wipe(dir: &Path, name: &str) -> anyhow::Result<()> {
-    kill(dir, name)?;
+    kill_processes(dir, name)?;
     let lab = Lab::load(dir)?;
     let host = lab.host(name)?.clone();
     use nix::mount::{umount2, MntFlags};

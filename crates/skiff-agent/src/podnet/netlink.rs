@@ -257,15 +257,27 @@ impl Dataplane {
         Ok(())
     }
 
-    async fn sync_fdb(&self, index: u32, desired: &[FdbEntry]) -> Result<(), RuntimeError> {
-        let existing: Vec<NeighbourMessage> = self
-            .handle
+    /// The neighbour table's entries of `family` on link `index` that `keep` accepts (the FDB
+    /// is the bridge family's table, ARP the IPv4 one).
+    async fn neighbours_on(
+        &self,
+        family: AddressFamily,
+        index: u32,
+        keep: impl Fn(&NeighbourMessage) -> bool,
+    ) -> Result<Vec<NeighbourMessage>, rtnetlink::Error> {
+        self.handle
             .neighbours()
             .get()
-            .set_address_family(AddressFamily::Bridge)
+            .set_address_family(family)
             .execute()
-            .try_filter(|m| futures::future::ready(m.header.ifindex == index))
+            .try_filter(|m| futures::future::ready(m.header.ifindex == index && keep(m)))
             .try_collect()
+            .await
+    }
+
+    async fn sync_fdb(&self, index: u32, desired: &[FdbEntry]) -> Result<(), RuntimeError> {
+        let existing = self
+            .neighbours_on(AddressFamily::Bridge, index, |_| true)
             .await
             .map_err(|e| failed("listing FDB entries", e))?;
         for message in existing {
@@ -298,18 +310,10 @@ impl Dataplane {
     }
 
     async fn sync_neighbours(&self, index: u32, desired: &[Neighbour]) -> Result<(), RuntimeError> {
-        let existing: Vec<NeighbourMessage> = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Inet)
-            .execute()
-            .try_filter(|m| {
-                futures::future::ready(
-                    m.header.ifindex == index && m.header.state == NeighbourState::Permanent,
-                )
+        let existing = self
+            .neighbours_on(AddressFamily::Inet, index, |m| {
+                m.header.state == NeighbourState::Permanent
             })
-            .try_collect()
             .await
             .map_err(|e| failed("listing neighbours", e))?;
         for message in existing {
