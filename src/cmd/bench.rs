@@ -12,6 +12,12 @@
 //!
 //! Every write is acknowledged before the client sends its next one, so throughput comes from
 //! concurrency, as with etcd's own benchmark tool.
+//!
+//! With `--lab`, the three members of each target run on three hosts of a `skiff lab` instead
+//! of loopback, each host's link delayed by `--delay` (default 1 ms each way, through `skiff lab
+//! netem`): `api` is the lab's own three servers, `store` has its leader in a thread that
+//! entered host-1 and its peers on host-2 and host-3, and etcd's members run one per host. The
+//! clients of `api` and `etcd` write from outside the hosts, over the lab's bridge.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -85,6 +91,101 @@ struct StoreBench {
     /// to `DIR/<target>-<members>.tsv`, to see whether slow writes come in clusters (stalls).
     #[arg(long)]
     timeline: Option<PathBuf>,
+    /// Run the three members of every target on three lab hosts (network namespaces joined by
+    /// a bridge, as `skiff lab up` makes them) rather than on loopback. Needs root.
+    #[arg(long)]
+    lab: bool,
+    /// With --lab: the delay added to each host's link, each way (`skiff lab netem --delay`);
+    /// `0` for none.
+    #[arg(long, default_value = "1ms", requires = "lab")]
+    delay: String,
+    /// With --lab: the lab's directory (a new one in the temporary directory by default);
+    /// removed at the end unless --keep.
+    #[arg(long, requires = "lab")]
+    lab_dir: Option<PathBuf>,
+    /// With --lab: leave the lab up afterwards.
+    #[arg(long, requires = "lab")]
+    keep: bool,
+}
+
+/// Where a target's members run.
+enum Placement {
+    /// Every member on 127.0.0.1 in this machine's namespace; ports picked free.
+    Loopback,
+    /// Member n on lab host n + 1, at that host's address and a fixed port.
+    Lab(Box<super::lab::state::Lab>),
+}
+
+/// The ports members listen on inside lab hosts (each host has its own ports; the lab's
+/// skiff servers hold 6443 and 10250).
+const LAB_STORE_PORT: u16 = 7480;
+const LAB_ETCD_CLIENT_PORT: u16 = 2379;
+const LAB_ETCD_PEER_PORT: u16 = 2380;
+
+impl Placement {
+    /// Where member `n` listens: on loopback a free port, in a lab host `lab_port`.
+    fn addr(&self, n: usize, lab_port: u16) -> anyhow::Result<std::net::SocketAddr> {
+        match self {
+            Placement::Loopback => Ok(([127, 0, 0, 1], free_port()?).into()),
+            Placement::Lab(lab) => {
+                let host = lab.hosts.get(n).context("more members than lab hosts")?;
+                Ok((host.ip, lab_port).into())
+            }
+        }
+    }
+
+    /// A command that runs `program` where member `n` lives.
+    fn command(&self, n: usize, program: &Path) -> Command {
+        match self {
+            Placement::Loopback => Command::new(program),
+            Placement::Lab(lab) => {
+                let mut command = Command::new("nsenter");
+                if let Some(host) = lab.hosts.get(n) {
+                    command.arg(format!("--net={}", host.netns_path().display()));
+                }
+                command.arg("--").arg(program);
+                command
+            }
+        }
+    }
+
+    /// Runs `work` where member 0 lives: here, or on a thread of its own that entered host-1's
+    /// network namespace, with a runtime whose threads (and so every socket they open) are all
+    /// inside it.
+    async fn on_first<F, Fut, T>(&self, work: F) -> anyhow::Result<T>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+        T: Send + 'static,
+    {
+        let netns = match self {
+            Placement::Loopback => return work().await,
+            Placement::Lab(lab) => lab
+                .hosts
+                .first()
+                .context("a lab with no host")?
+                .netns_path(),
+        };
+        let (done, result) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("bench-host-1".into())
+            .spawn(move || {
+                let run = || -> anyhow::Result<T> {
+                    let namespace = std::fs::File::open(&netns)
+                        .with_context(|| format!("opening {}", netns.display()))?;
+                    nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .with_context(|| format!("entering {}", netns.display()))?;
+                    tokio::runtime::Builder::new_multi_thread()
+                        .enable_all()
+                        .build()?
+                        .block_on(work())
+                };
+                let _ = done.send(run());
+            })?;
+        result
+            .await
+            .context("the benchmark's thread on host-1 died")?
+    }
 }
 
 /// One measured run.
@@ -163,6 +264,88 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Failover(bench) => return super::bench_failover::run(bench).await,
         BenchWhat::NodeLoss(bench) => return super::bench_node_loss::run(bench).await,
     };
+    if bench.lab {
+        return run_on_lab(bench).await;
+    }
+    measure(&bench, &Placement::Loopback).await
+}
+
+/// `--lab`: a lab of three hosts, each link delayed, every target's members one per host.
+async fn run_on_lab(mut bench: StoreBench) -> anyhow::Result<()> {
+    use super::lab;
+    if !super::is_root() {
+        bail!("skiff bench store --lab builds a lab (network namespaces): run it as root");
+    }
+    if bench.members != [1, 3] && bench.members != [3] {
+        bail!("--members with --lab: the lab has three hosts, so only 3 is measured");
+    }
+    bench.members = vec![3];
+    let delay = match bench.delay.trim() {
+        "0" | "0ms" | "none" => None,
+        text => {
+            lab::delayer::parse_delay(text)?;
+            Some(text.to_string())
+        }
+    };
+    let dir = bench.lab_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("skiff-bench-store-{}", std::process::id()))
+    });
+    lab::up::up(lab::up::UpArgs {
+        hosts: 3,
+        servers: Some(3),
+        images: None,
+        pod_network: None,
+        disk: Vec::new(),
+        dir: dir.clone(),
+        timeout: 180,
+        keep_on_failure: false,
+    })
+    .await?;
+    let dir = dir.canonicalize()?;
+    let measured = async {
+        if let Some(delay) = &delay {
+            for host in ["host-1", "host-2", "host-3"] {
+                lab::faults::netem(&dir, host, Some(delay), None)?;
+            }
+        }
+        let lab = lab::state::Lab::load(&dir)?;
+        let second = lab.host("host-2")?.clone();
+        let placement = Placement::Lab(Box::new(lab));
+        let rtt = placement
+            .on_first(move || async move { connect_round_trip(&second) })
+            .await?;
+        println!(
+            "# three lab hosts, {} each way on each host's link; host-1 → host-2 TCP connect: {:.2} ms (median of 20)",
+            delay.as_deref().unwrap_or("no delay"),
+            rtt.as_secs_f64() * 1000.0
+        );
+        measure(&bench, &placement).await
+    }
+    .await;
+    if !bench.keep {
+        if let Err(e) = lab::down::down(&dir) {
+            eprintln!("removing the lab: {e:#}");
+        }
+    }
+    measured
+}
+
+/// The median time of 20 TCP connects to the host's API port: one round trip.
+fn connect_round_trip(host: &super::lab::state::Host) -> anyhow::Result<Duration> {
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        std::net::TcpStream::connect_timeout(&(host.ip, 6443).into(), Duration::from_secs(5))
+            .with_context(|| format!("connecting to {}:6443", host.ip))?;
+        times.push(started.elapsed());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+/// Every target at every cluster size, then skiff against etcd.
+async fn measure(bench: &StoreBench, placement: &Placement) -> anyhow::Result<()> {
     let etcd_installed = which("etcd").is_some();
     println!(
         "# skiff bench store: {} clients, {} writes of ~256 B per run",
@@ -184,9 +367,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for &members in &bench.members {
         for target in &bench.targets {
             let run = match target.as_str() {
-                "store" => bench_store(&bench, members).await?,
-                "api" => bench_api(&bench, members).await?,
-                "etcd" if etcd_installed => bench_etcd(&bench, members).await?,
+                "store" => bench_store(bench, members, placement).await?,
+                "api" => match placement {
+                    Placement::Loopback => bench_api(bench, members).await?,
+                    Placement::Lab(lab) => bench_lab_api(bench, members, lab).await?,
+                },
+                "etcd" if etcd_installed => bench_etcd(bench, members, placement).await?,
                 "etcd" => {
                     println!("etcd   (not installed: apt-get install etcd-server)");
                     continue;
@@ -308,61 +494,74 @@ async fn serve_raft(store: &Store, listener: tokio::net::TcpListener) {
         .await;
 }
 
-async fn bench_store(bench: &StoreBench, members: usize) -> anyhow::Result<Run> {
+async fn bench_store(
+    bench: &StoreBench,
+    members: usize,
+    placement: &Placement,
+) -> anyhow::Result<Run> {
     let dir = tempfile::tempdir()?;
     let exe = std::env::current_exe()?;
     let mut children = Children(Vec::new());
     let mut peers = Vec::new();
     for id in 2..=members as u64 {
-        let port = free_port()?;
-        let child = Command::new(&exe)
+        let listen = placement.addr(id as usize - 1, LAB_STORE_PORT)?;
+        let child = placement
+            .command(id as usize - 1, &exe)
             .args(["bench", "store-peer", "--id", &id.to_string()])
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .args(["--listen", &listen.to_string(), "--data-dir"])
             .arg(dir.path().join(id.to_string()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("starting a store peer")?;
         children.0.push(child);
-        peers.push((id, format!("http://127.0.0.1:{port}")));
+        peers.push((id, format!("http://{listen}")));
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = format!("http://{}", listener.local_addr()?);
-    let config = StoreConfig::new(1, "bench-1", &addr, dir.path().join("1"));
-    let store = Store::open(config, PeerTransport::new(None, BENCH_SECRET)).await?;
-    let serving = store.clone();
-    let server = tokio::spawn(async move { serve_raft(&serving, listener).await });
-    store.initialize().await?;
-    store.wait_for_leader(Duration::from_secs(10)).await?;
-    for (id, addr) in &peers {
-        // The peer may still be starting: adding retries until it answers.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while let Err(e) = store.add_member(*id, &format!("bench-{id}"), addr).await {
-            if Instant::now() > deadline {
-                bail!("adding store peer {id}: {e}");
+    let listen = placement.addr(0, LAB_STORE_PORT)?;
+    let data = dir.path().join("1");
+    let bench = bench.clone();
+    let run = placement
+        .on_first(move || async move {
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            let addr = format!("http://{}", listener.local_addr()?);
+            let config = StoreConfig::new(1, "bench-1", &addr, data);
+            let store = Store::open(config, PeerTransport::new(None, BENCH_SECRET)).await?;
+            let serving = store.clone();
+            let server = tokio::spawn(async move { serve_raft(&serving, listener).await });
+            store.initialize().await?;
+            store.wait_for_leader(Duration::from_secs(10)).await?;
+            for (id, addr) in &peers {
+                // The peer may still be starting: adding retries until it answers.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while let Err(e) = store.add_member(*id, &format!("bench-{id}"), addr).await {
+                    if Instant::now() > deadline {
+                        bail!("adding store peer {id}: {e}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    let leader = store.clone();
-    let run = drive("store", members, bench, move |client, i| {
-        let store = leader.clone();
-        async move {
-            let name = format!("bench-{client}-{i}");
-            let op = Op::Create {
-                key: object_key("configmaps", "default", &name),
-                object: small_object(&name),
-            };
-            store
-                .propose_one(op)
-                .await?
-                .map_err(|e| anyhow::anyhow!(e))?;
-            Ok(())
-        }
-    })
-    .await?;
-    store.shutdown().await?;
-    server.abort();
+            let leader = store.clone();
+            let run = drive("store", members, &bench, move |client, i| {
+                let store = leader.clone();
+                async move {
+                    let name = format!("bench-{client}-{i}");
+                    let op = Op::Create {
+                        key: object_key("configmaps", "default", &name),
+                        object: small_object(&name),
+                    };
+                    store
+                        .propose_one(op)
+                        .await?
+                        .map_err(|e| anyhow::anyhow!(e))?;
+                    Ok(())
+                }
+            })
+            .await?;
+            store.shutdown().await?;
+            server.abort();
+            Ok(run)
+        })
+        .await?;
     drop(children);
     Ok(run)
 }
@@ -440,14 +639,27 @@ async fn bench_api(bench: &StoreBench, members: usize) -> anyhow::Result<Run> {
         }
         urls.push(url);
     }
+    let run = api_writes(bench, members, urls, &ca, token).await;
+    drop(children);
+    run
+}
+
+/// Each client POSTs ConfigMaps to member `client mod N` with the admin token.
+async fn api_writes(
+    bench: &StoreBench,
+    members: usize,
+    urls: Vec<String>,
+    ca: &str,
+    token: String,
+) -> anyhow::Result<Run> {
     // One HTTP client per benchmark client, as independent clients would have.
     let clients: Vec<ClusterClient> = (0..bench.clients)
-        .map(|_| ClusterClient::new(&ca, &token))
+        .map(|_| ClusterClient::new(ca, &token))
         .collect::<anyhow::Result<_>>()?;
     let clients = Arc::new(clients);
     let urls = Arc::new(urls);
     let token = Arc::new(token);
-    let run = drive("api", members, bench, move |client, i| {
+    drive("api", members, bench, move |client, i| {
         let http = clients[client].http().clone();
         let url = format!(
             "{}/api/v1/namespaces/default/configmaps",
@@ -468,40 +680,54 @@ async fn bench_api(bench: &StoreBench, members: usize) -> anyhow::Result<Run> {
             Ok(())
         }
     })
-    .await?;
-    drop(children);
-    Ok(run)
+    .await
 }
 
-async fn bench_etcd(bench: &StoreBench, members: usize) -> anyhow::Result<Run> {
-    let dir = tempfile::tempdir()?;
-    let mut ports = Vec::new();
-    for _ in 0..members {
-        ports.push((free_port()?, free_port()?));
+/// `api` on a lab: its three servers (with their node agents, idle) are the members.
+async fn bench_lab_api(
+    bench: &StoreBench,
+    members: usize,
+    lab: &super::lab::state::Lab,
+) -> anyhow::Result<Run> {
+    let mut urls = Vec::new();
+    let mut config = None;
+    for k in 1..=members {
+        let kubeconfig = Kubeconfig::read(&lab.dir.join(format!("kubeconfig-host-{k}.yaml")))?;
+        urls.push(kubeconfig.server.clone());
+        config = Some(kubeconfig);
     }
-    let cluster: Vec<String> = ports
+    let config = config.context("no lab server")?;
+    api_writes(bench, members, urls, &config.ca_pem, config.token).await
+}
+
+async fn bench_etcd(
+    bench: &StoreBench,
+    members: usize,
+    placement: &Placement,
+) -> anyhow::Result<Run> {
+    let dir = tempfile::tempdir()?;
+    let mut addrs = Vec::new();
+    for n in 0..members {
+        addrs.push((
+            placement.addr(n, LAB_ETCD_CLIENT_PORT)?,
+            placement.addr(n, LAB_ETCD_PEER_PORT)?,
+        ));
+    }
+    let cluster: Vec<String> = addrs
         .iter()
         .enumerate()
-        .map(|(n, (_, peer))| format!("e{n}=http://127.0.0.1:{peer}"))
+        .map(|(n, (_, peer))| format!("e{n}=http://{peer}"))
         .collect();
     let mut children = Children(Vec::new());
-    for (n, (client, peer)) in ports.iter().enumerate() {
-        let child = Command::new("etcd")
+    for (n, (client, peer)) in addrs.iter().enumerate() {
+        let child = placement
+            .command(n, Path::new("etcd"))
             .args(["--name", &format!("e{n}"), "--data-dir"])
             .arg(dir.path().join(format!("e{n}")))
-            .args([
-                "--listen-client-urls",
-                &format!("http://127.0.0.1:{client}"),
-            ])
-            .args([
-                "--advertise-client-urls",
-                &format!("http://127.0.0.1:{client}"),
-            ])
-            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-            .args([
-                "--initial-advertise-peer-urls",
-                &format!("http://127.0.0.1:{peer}"),
-            ])
+            .args(["--listen-client-urls", &format!("http://{client}")])
+            .args(["--advertise-client-urls", &format!("http://{client}")])
+            .args(["--listen-peer-urls", &format!("http://{peer}")])
+            .args(["--initial-advertise-peer-urls", &format!("http://{peer}")])
             .args(["--initial-cluster", &cluster.join(",")])
             .args([
                 "--initial-cluster-state",
@@ -516,10 +742,9 @@ async fn bench_etcd(bench: &StoreBench, members: usize) -> anyhow::Result<Run> {
         children.0.push(child);
     }
     let mut kv_clients = Vec::new();
-    for (client, _) in &ports {
+    for (client, _) in &addrs {
         let channel =
-            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{client}"))?
-                .connect_lazy();
+            tonic::transport::Endpoint::from_shared(format!("http://{client}"))?.connect_lazy();
         kv_clients.push(etcd_pb::kv_client::KvClient::new(channel));
     }
     // Wait until the cluster takes writes.

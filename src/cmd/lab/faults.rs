@@ -170,7 +170,7 @@ pub fn netem(
     let mut lab = Lab::load(dir)?;
     let host = lab.host(name)?.clone();
     net::clear_netem(&host)?;
-    let applied = net::netem(&host, delay, loss)?;
+    let applied = net::netem(&lab.exe, &host, delay, loss)?;
     let via = applied.via.clone();
     lab.host_mut(name)?.netem = Some(applied);
     lab.save()?;
@@ -216,6 +216,16 @@ fn start_again(lab: &mut Lab, name: &str) -> anyhow::Result<u32> {
     let pid = procs::spawn_host(lab, lab.host(name)?)?;
     lab.host_mut(name)?.pid = Some(pid);
     lab.save()?;
+    // A kill took the host's packet delayer with it: its delay comes back with the host.
+    let host = lab.host(name)?.clone();
+    if let Some(netem) = host.netem.as_ref().filter(|n| n.delayer.is_some()) {
+        let delay = netem.delay.clone().unwrap_or_default();
+        let delayer = net::spawn_delayer(&lab.exe, &host, &delay)?;
+        if let Some(netem) = lab.host_mut(name)?.netem.as_mut() {
+            netem.delayer = Some(delayer);
+        }
+        lab.save()?;
+    }
     std::thread::sleep(Duration::from_secs(1));
     if procs::state_of(pid) == ProcState::Dead {
         bail!(

@@ -11,6 +11,7 @@
 //!   kubeconfigs it writes.
 //! - [`status`]: processes, links, nodes, and who leads as each server sees it.
 //! - [`faults`]: kill, stop/cont, partition, netem, heal, restart.
+//! - [`delayer`]: `netem --delay` in user space (NFQUEUE) where the kernel has no netem.
 //! - [`chaos`]: clients, faults and a linearizability check, together (Jepsen-style).
 //! - [`down`]: the teardown (also what a failed `up` runs).
 //! - [`state`]: `lab.json` and the names a lab gives the machine.
@@ -21,6 +22,7 @@
 
 pub mod chaos;
 pub mod cluster;
+pub mod delayer;
 pub mod down;
 pub mod faults;
 pub mod net;
@@ -71,6 +73,16 @@ pub enum LabAction {
     /// Clients on every server while faults come one after another; then check that what
     /// they saw is linearizable.
     Chaos(chaos::ChaosArgs),
+    /// (Used by `netem --delay` on kernels without netem.) Hold every packet of NFQUEUE 0 in
+    /// this network namespace for the delay.
+    #[command(hide = true)]
+    Delayer(DelayerArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DelayerArgs {
+    #[arg(long)]
+    pub delay: String,
 }
 
 #[derive(Args, Debug)]
@@ -127,6 +139,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
         LabAction::Wipe(a) => faults::wipe(&resolve(&a.dir), &a.host),
         LabAction::Down(a) => down::down(&resolve(&a.dir)),
         LabAction::Chaos(a) => chaos::run(a).await,
+        LabAction::Delayer(a) => delayer::run(delayer::parse_delay(&a.delay)?),
     }
 }
 

@@ -13,7 +13,8 @@
 //! would type to do the same by hand.
 
 use std::net::Ipv4Addr;
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
 
@@ -257,9 +258,14 @@ pub fn reconnect(host: &Host) -> anyhow::Result<()> {
 
 /// Delay and/or loss on the host's link, applied on both sides of the veth pair so traffic
 /// in both directions suffers it (a round trip through one impaired host gains 2 × delay).
-/// Kernels built without the netem qdisc get random drops from iptables instead, when only
-/// loss was asked for.
-pub fn netem(host: &Host, delay: Option<&str>, loss: Option<&str>) -> anyhow::Result<Netem> {
+/// Kernels built without the netem qdisc get the same from user space instead: random drops
+/// from iptables for loss, and a [`delayer`](super::delayer) process fed by NFQUEUE for delay.
+pub fn netem(
+    exe: &Path,
+    host: &Host,
+    delay: Option<&str>,
+    loss: Option<&str>,
+) -> anyhow::Result<Netem> {
     let mut params = Vec::new();
     if let Some(delay) = delay {
         params.extend(["delay", delay]);
@@ -286,29 +292,119 @@ pub fn netem(host: &Host, delay: Option<&str>, loss: Option<&str>) -> anyhow::Re
             delay: delay.map(str::to_string),
             loss: loss.map(str::to_string),
             via: "tc".into(),
+            delayer: None,
         }),
         Err(e) if e.to_string().contains("qdisc kind is unknown") => {
             let _ = clear_netem(host);
-            let (Some(loss), None) = (loss, delay) else {
-                bail!(
-                    "this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM is not set), so \
-                     --delay cannot be emulated here; --loss alone works (skiff then drops \
-                     packets at random with iptables)"
-                );
-            };
-            for rule in loss_rules(loss)? {
-                let mut args = vec!["-w", "-t", &rule.table, "-I", &rule.chain];
-                args.extend(rule.spec.iter().map(String::as_str));
-                in_netns(host, "iptables", &args)?;
+            let applied = netem_in_user_space(exe, host, delay, loss);
+            if applied.is_err() {
+                let _ = clear_netem(host);
             }
-            Ok(Netem {
-                delay: None,
-                loss: Some(loss.to_string()),
-                via: "iptables".into(),
-            })
+            applied
         }
         Err(e) => Err(e),
     }
+}
+
+/// The netem qdisc's stand-in: iptables rules in the host's namespace (random DROP for loss,
+/// NFQUEUE to the host's delayer for delay).
+fn netem_in_user_space(
+    exe: &Path,
+    host: &Host,
+    delay: Option<&str>,
+    loss: Option<&str>,
+) -> anyhow::Result<Netem> {
+    let mut rules = Vec::new();
+    if let Some(loss) = loss {
+        rules.extend(loss_rules(loss)?);
+    }
+    let mut delayer = None;
+    if let Some(delay) = delay {
+        super::delayer::parse_delay(delay)?;
+        delayer = Some(spawn_delayer(exe, host, delay)?);
+        rules.extend(delay_rules());
+    }
+    // Loss rules are inserted first in their chains, so a dropped packet is never queued.
+    for rule in rules.iter().rev() {
+        let mut args = vec!["-w", "-t", &rule.table, "-I", &rule.chain];
+        args.extend(rule.spec.iter().map(String::as_str));
+        in_netns(host, "iptables", &args)?;
+    }
+    let via = match (loss, delay) {
+        (Some(_), Some(_)) => "iptables and an NFQUEUE delayer",
+        (Some(_), None) => "iptables",
+        _ => "an NFQUEUE delayer",
+    };
+    Ok(Netem {
+        delay: delay.map(str::to_string),
+        loss: loss.map(str::to_string),
+        via: via.into(),
+        delayer,
+    })
+}
+
+/// Starts `skiff lab delayer` inside the host's network namespace, in its own session (it
+/// outlives this command), and waits for it to say it is bound to the queue. setsid and nsenter
+/// both exec, so the pid returned is the delayer's.
+pub fn spawn_delayer(exe: &Path, host: &Host, delay: &str) -> anyhow::Result<u32> {
+    use std::io::BufRead;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(host.log_file())
+        .with_context(|| format!("opening {}", host.log_file().display()))?;
+    let mut child = Command::new("setsid")
+        .arg("nsenter")
+        .arg(format!("--net={}", host.netns_path().display()))
+        .arg("--")
+        .arg(exe)
+        .args(["lab", "delayer", "--delay", delay])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .context("starting the packet delayer (setsid nsenter skiff)")?;
+    let mut line = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+    }
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!(
+            "the packet delayer for {} did not start (its error is at the end of {})",
+            host.name,
+            host.log_file().display()
+        );
+    }
+    // It runs on after this command ends; lab heal and lab down end it by pid.
+    Ok(child.id())
+}
+
+/// Every packet in and out of the host's eth0 goes to the delayer's queue; with no delayer
+/// bound, `--queue-bypass` lets it through rather than drop it.
+fn delay_rules() -> Vec<IptablesRule> {
+    let rule = |chain: &str, direction: &str| IptablesRule {
+        table: "mangle".into(),
+        chain: chain.into(),
+        spec: [
+            direction,
+            "eth0",
+            "-m",
+            "comment",
+            "--comment",
+            "skiff-lab-delay",
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            "0",
+            "--queue-bypass",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    };
+    vec![rule("PREROUTING", "-i"), rule("POSTROUTING", "-o")]
 }
 
 /// Random drops of `loss` (`1%`) of the packets in and out of the host's eth0, for kernels
@@ -340,15 +436,21 @@ fn loss_rules(loss: &str) -> anyhow::Result<Vec<IptablesRule>> {
     Ok(vec![rule("PREROUTING", "-i"), rule("POSTROUTING", "-o")])
 }
 
-/// Removes whatever `netem` added (missing qdiscs and rules are fine).
+/// Removes whatever `netem` added (missing qdiscs, rules and delayers are fine).
 pub fn clear_netem(host: &Host) -> anyhow::Result<()> {
+    if let Some(pid) = host.netem.as_ref().and_then(|n| n.delayer) {
+        end_delayer(pid);
+    }
     let _ = run(
         "tc",
         &["-n", &host.netns, "qdisc", "del", "dev", "eth0", "root"],
     );
     let _ = run("tc", &["qdisc", "del", "dev", &host.veth, "root"]);
     let rules = in_netns(host, "iptables", &["-w", "-t", "mangle", "-S"]).unwrap_or_default();
-    for line in rules.lines().filter(|l| l.contains("skiff-lab-loss")) {
+    for line in rules
+        .lines()
+        .filter(|l| l.contains("skiff-lab-loss") || l.contains("skiff-lab-delay"))
+    {
         let words: Vec<&str> = line.split_whitespace().collect();
         if let ["-A", chain, spec @ ..] = words.as_slice() {
             let mut args = vec!["-w", "-t", "mangle", "-D", chain];
@@ -357,6 +459,19 @@ pub fn clear_netem(host: &Host) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// SIGKILLs the delayer, if `pid` still is one (the pid may have been reused after a reboot).
+fn end_delayer(pid: u32) {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    if words
+        .windows(2)
+        .any(|w| w == [b"lab".as_slice(), b"delayer".as_slice()])
+    {
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
 }
 
 /// Runs `program args` inside the host's network namespace.

@@ -113,8 +113,12 @@ pub struct Host {
 pub struct Netem {
     pub delay: Option<String>,
     pub loss: Option<String>,
-    /// `tc` (the netem qdisc) or `iptables` (random drops: for kernels built without netem).
+    /// `tc` (the netem qdisc), or what stands in for it on kernels built without netem:
+    /// `iptables` (random drops) and/or `an NFQUEUE delayer`.
     pub via: String,
+    /// The pid of the host's `skiff lab delayer`, when one holds its packets.
+    #[serde(default)]
+    pub delayer: Option<u32>,
 }
 
 impl Host {
