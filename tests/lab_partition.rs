@@ -184,3 +184,49 @@ fn a_partitioned_leader_stops_acknowledging_and_catches_up_on_heal() {
     assert_eq!(code, 200);
     lab.down();
 }
+
+/// The `Ready` status of node `node` as the first of `via` that answers sees it.
+fn node_ready(lab: &Lab, via: &[&str], node: &str) -> Option<String> {
+    let node = via.iter().find_map(|v| lab.get(v, &["node", node]))?;
+    node["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?["status"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Bug: an agent whose server was cut off (not killed: its connections stay open and silent)
+/// waited on it until HTTP/2's pings gave up and a new connection timed out, about 15 s, and
+/// its node went NotReady although the agent and the rest of the cluster were fine. Now a
+/// heartbeat gives a silent server one interval and asks the next.
+#[test]
+fn an_agent_whose_server_is_cut_off_stays_ready() {
+    let mut lab = Lab::up(4, 3, &[]);
+    // host-4's agent joined through host-1 and keeps using it while it answers.
+    eventually("host-4 Ready", Duration::from_secs(60), || {
+        (node_ready(&lab, &["host-2"], "host-4").as_deref() == Some("True")).then_some(())
+    });
+    lab.fault("partition", &["host-1"]);
+    let started = std::time::Instant::now();
+    let mut seen = Vec::new();
+    while started.elapsed() < Duration::from_secs(30) {
+        // During the election neither survivor may answer: only answers count.
+        if let Some(ready) = node_ready(&lab, &["host-2", "host-3"], "host-4") {
+            seen.push((started.elapsed().as_secs(), ready));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let not_ready: Vec<_> = seen.iter().filter(|(_, r)| r != "True").collect();
+    lab.fault("heal", &[]);
+    assert!(
+        seen.len() >= 10,
+        "the survivors answered only {} times in 30 s",
+        seen.len()
+    );
+    assert!(
+        not_ready.is_empty(),
+        "host-4 went NotReady while only host-1 was cut off (second, status): {not_ready:?}"
+    );
+    lab.down();
+}

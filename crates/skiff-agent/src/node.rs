@@ -246,7 +246,14 @@ pub async fn heartbeat_loop(
 
 /// One heartbeat, given [`BEAT_DEADLINE`].
 async fn beat(client: Client, path: String) -> Result<(), String> {
-    let beat = client.request_leader::<serde_json::Value>(Method::POST, &path, None);
+    // A heartbeat twice is harmless, so a server that goes silent (a leader cut off by a
+    // partition keeps its connections open) is given one interval, then the next is asked.
+    let beat = client.request_leader_retrying::<serde_json::Value>(
+        Method::POST,
+        &path,
+        None,
+        HEARTBEAT_INTERVAL,
+    );
     match tokio::time::timeout(BEAT_DEADLINE, beat).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),

@@ -342,12 +342,38 @@ impl Client {
     /// A request to one of skiff's own endpoints (`path` such as `/skiff/v1/...`) that only
     /// the Raft leader answers: a follower redirects (307) and the request is sent again to
     /// the leader, with the token (every member is under the same CA, so the token stays
-    /// within the cluster).
+    /// within the cluster). A server that cannot be reached is failed over; one that took the
+    /// request and went silent (10 s) is failed over for the next request, since this one
+    /// may have been carried out.
     pub async fn request_leader<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
+    ) -> Result<T> {
+        self.leader_request(method, path, body, None).await
+    }
+
+    /// [`Client::request_leader`] for a request that may safely be carried out twice (a
+    /// heartbeat, a read): each server is given `attempt` to answer, then the next one is
+    /// asked. A leader cut off by a partition keeps its connections open without answering,
+    /// and without this a request would wait on it until HTTP/2's pings gave up (up to 10 s).
+    pub async fn request_leader_retrying<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        attempt: Duration,
+    ) -> Result<T> {
+        self.leader_request(method, path, body, Some(attempt)).await
+    }
+
+    async fn leader_request<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        retry_after: Option<Duration>,
     ) -> Result<T> {
         let mut url = format!("{}{path}", self.server());
         let mut attempts = 0;
@@ -360,10 +386,14 @@ impl Client {
             if let Some(body) = body {
                 request = request.json(body);
             }
+            if let Some(attempt) = retry_after {
+                request = request.timeout(attempt);
+            }
             let response = match request.send().await {
                 Ok(response) => response,
-                // Nothing was sent: the next server may take it.
-                Err(e) if e.is_connect() => {
+                // Nothing was sent (or, when the caller allows it, nothing came back in
+                // time): the next server may take it.
+                Err(e) if e.is_connect() || (retry_after.is_some() && e.is_timeout()) => {
                     let next = self.servers.fail_over(&url);
                     if next == url {
                         // A leader's address from a redirect that is not (yet) in the list.
@@ -373,7 +403,12 @@ impl Client {
                     }
                     continue;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    if e.is_timeout() {
+                        self.servers.fail_over(&url);
+                    }
+                    return Err(e.into());
+                }
             };
             let status = response.status();
             if status == StatusCode::TEMPORARY_REDIRECT {
@@ -425,8 +460,13 @@ impl Client {
             match request.send().await {
                 Ok(response) => break response,
                 // The connection was refused or timed out: nothing was sent, so another server
-                // may take the request, whatever its method.
-                Err(e) if e.is_connect() && tries_left > 1 => {
+                // may take the request, whatever its method. A read may be asked again
+                // whatever happened to it.
+                Err(e)
+                    if tries_left > 1
+                        && (e.is_connect()
+                            || (method == Method::GET && (e.is_timeout() || e.is_request()))) =>
+                {
                     tries_left -= 1;
                     url = self.servers.fail_over(&url);
                 }

@@ -170,6 +170,9 @@ fn prepare(history: &History, indices: &[usize]) -> KeyOps {
                 new: values.intern(new),
             },
             Op::Delete => KeyOp::Delete,
+            Op::DeleteIf { expected } => KeyOp::DeleteIf {
+                expected: values.intern(expected),
+            },
         };
         if let KeyOp::Create(v) | KeyOp::Update { new: v, .. } = op {
             if let Some(writer) = values.writers.get_mut(v as usize) {
@@ -253,6 +256,7 @@ fn anonymize_unread_values(ops: &mut [SearchOp], value_count: usize) {
                 mention(expected);
                 mention(new);
             }
+            KeyOp::DeleteIf { expected } => mention(expected),
             KeyOp::Get | KeyOp::Delete => {}
         }
         if let KeyOutcome::Found(v) = op.outcome {

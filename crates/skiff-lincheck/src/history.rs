@@ -24,6 +24,9 @@ pub enum Op {
     Update { expected: String, new: String },
     /// `DELETE`, unconditional.
     Delete,
+    /// `DELETE` with the resourceVersion the client read together with `expected` as its
+    /// precondition: delete the key if its value is still `expected` (compare-and-delete).
+    DeleteIf { expected: String },
 }
 
 /// What the client was told.
@@ -218,7 +221,7 @@ impl Op {
     pub fn written(&self) -> Option<&str> {
         match self {
             Op::Create(value) | Op::Update { new: value, .. } => Some(value),
-            Op::Get | Op::Delete => None,
+            Op::Get | Op::Delete | Op::DeleteIf { .. } => None,
         }
     }
 }
@@ -233,6 +236,7 @@ impl Entry {
                 | (Op::Get, Found(_) | NotFound)
                 | (Op::Update { .. }, Ok | Conflict | NotFound)
                 | (Op::Delete, Ok | NotFound)
+                | (Op::DeleteIf { .. }, Ok | Conflict | NotFound)
         )
     }
 }
@@ -244,6 +248,7 @@ impl fmt::Display for Op {
             Op::Get => f.write_str("get"),
             Op::Update { expected, new } => write!(f, "update({expected:?} -> {new:?})"),
             Op::Delete => f.write_str("delete"),
+            Op::DeleteIf { expected } => write!(f, "delete(if {expected:?})"),
         }
     }
 }
@@ -307,6 +312,12 @@ impl<'h> Invocation<'h> {
 
     pub fn delete(self) -> Pending<'h> {
         self.with(Op::Delete)
+    }
+
+    pub fn delete_if(self, expected: &str) -> Pending<'h> {
+        self.with(Op::DeleteIf {
+            expected: expected.to_string(),
+        })
     }
 
     pub fn with(self, op: Op) -> Pending<'h> {

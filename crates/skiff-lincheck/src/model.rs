@@ -22,6 +22,7 @@ pub(crate) enum KeyOp {
     Get,
     Update { expected: ValueId, new: ValueId },
     Delete,
+    DeleteIf { expected: ValueId },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +64,16 @@ pub(crate) fn step(state: State, op: KeyOp, outcome: KeyOutcome) -> Option<State
         (KeyOp::Delete, O::Ok) => state.is_some().then_some(None),
         (KeyOp::Delete, O::NotFound) => state.is_none().then_some(state),
         (KeyOp::Delete, O::Unknown) => Some(None),
+
+        (KeyOp::DeleteIf { expected }, O::Ok) => (state == Some(expected)).then_some(None),
+        (KeyOp::DeleteIf { expected }, O::Conflict) => {
+            (state.is_some() && state != Some(expected)).then_some(state)
+        }
+        (KeyOp::DeleteIf { .. }, O::NotFound) => state.is_none().then_some(state),
+        (KeyOp::DeleteIf { expected }, O::Unknown) => match state == Some(expected) {
+            true => Some(None),
+            false => Some(state),
+        },
 
         // Outcomes that do not fit the operation are refused by `History::validate`.
         _ => None,
@@ -137,6 +148,15 @@ pub(crate) fn why_not(state: State, op: KeyOp, outcome: KeyOutcome, values: &Val
             "the key holds the expected {}, so the update would have succeeded",
             values.describe(expected)
         ),
+        (KeyOp::DeleteIf { expected }, O::Ok, Some(_)) => format!(
+            "{}, not the expected {}",
+            holds(state),
+            values.describe(expected)
+        ),
+        (KeyOp::DeleteIf { expected }, O::Conflict, Some(_)) => format!(
+            "the key holds the expected {}, so the delete would have succeeded",
+            values.describe(expected)
+        ),
         _ => holds(state),
     }
 }
@@ -150,6 +170,7 @@ mod tests {
     fn the_sequential_store() {
         let (a, b, c) = (0, 1, 2);
         let cas = |expected, new| KeyOp::Update { expected, new };
+        let cad = |expected| KeyOp::DeleteIf { expected };
         // (state before, operation, outcome, state after or None if impossible)
         let table: &[(State, KeyOp, KeyOutcome, Option<State>)] = &[
             (None, KeyOp::Create(a), O::Ok, Some(Some(a))),
@@ -176,6 +197,17 @@ mod tests {
             (None, KeyOp::Delete, O::NotFound, Some(None)),
             (Some(a), KeyOp::Delete, O::NotFound, None),
             (Some(a), KeyOp::Delete, O::Unknown, Some(None)),
+            (Some(a), cad(a), O::Ok, Some(None)),
+            (Some(c), cad(a), O::Ok, None),
+            (None, cad(a), O::Ok, None),
+            (Some(c), cad(a), O::Conflict, Some(Some(c))),
+            (Some(a), cad(a), O::Conflict, None),
+            (None, cad(a), O::Conflict, None),
+            (None, cad(a), O::NotFound, Some(None)),
+            (Some(a), cad(a), O::NotFound, None),
+            (Some(a), cad(a), O::Unknown, Some(None)),
+            (Some(c), cad(a), O::Unknown, Some(Some(c))),
+            (None, cad(a), O::Unknown, Some(None)),
             (Some(a), KeyOp::Get, O::Conflict, None),
         ];
         for (i, (before, op, outcome, after)) in table.iter().enumerate() {

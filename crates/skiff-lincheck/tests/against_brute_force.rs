@@ -75,6 +75,9 @@ fn apply(state: &Option<String>, entry: &Entry) -> Option<Option<String>> {
         (Op::Update { .. }, None) => answer(Outcome::NotFound, None),
         (Op::Delete, Some(_)) => answer(Outcome::Ok, None),
         (Op::Delete, None) => answer(Outcome::NotFound, None),
+        (Op::DeleteIf { expected }, Some(v)) if v == expected => answer(Outcome::Ok, None),
+        (Op::DeleteIf { .. }, Some(_)) => answer(Outcome::Conflict, state.clone()),
+        (Op::DeleteIf { .. }, None) => answer(Outcome::NotFound, None),
     }
 }
 
@@ -88,7 +91,7 @@ fn random_history(rng: &mut Prng, n: usize) -> History {
         let ret = call + rng.below(12);
         let pick =
             |rng: &mut Prng, from: &[String]| from[rng.below(from.len() as u64) as usize].clone();
-        let (op, outcomes) = match rng.below(4) {
+        let (op, outcomes) = match rng.below(5) {
             0 => {
                 let v = format!("w{i}");
                 written.push(v.clone());
@@ -104,6 +107,11 @@ fn random_history(rng: &mut Prng, n: usize) -> History {
                 written.push(new.clone());
                 let outcomes = vec![Outcome::Ok, Outcome::Conflict, Outcome::NotFound];
                 (Op::Update { expected, new }, outcomes)
+            }
+            3 => {
+                let expected = pick(rng, &written);
+                let outcomes = vec![Outcome::Ok, Outcome::Conflict, Outcome::NotFound];
+                (Op::DeleteIf { expected }, outcomes)
             }
             _ => (Op::Delete, vec![Outcome::Ok, Outcome::NotFound]),
         };
@@ -135,7 +143,7 @@ fn mutated_history(seed: u64, rng: &mut Prng) -> History {
         entry.outcome = match (&entry.op, rng.below(3)) {
             (Op::Get, 0) => Outcome::NotFound,
             (Op::Get, _) => Outcome::Found(format!("v{}", rng.below(6))),
-            (Op::Update { .. }, 0) => Outcome::Conflict,
+            (Op::Update { .. } | Op::DeleteIf { .. }, 0) => Outcome::Conflict,
             (_, 0) => Outcome::NotFound,
             (_, 1) => Outcome::Ok,
             _ => Outcome::AlreadyExists,

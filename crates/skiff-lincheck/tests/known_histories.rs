@@ -104,6 +104,19 @@ const VALID: &[Case] = &[
         h.op(2, "j", 2..5).delete().unknown();
         h.op(3, "j", 10..11).get().found("b");
     }),
+    (
+        "conditional deletes: done, refused, and one whose value had changed",
+        |h| {
+            h.op(1, "k", 0..1).create("a").ok();
+            h.op(2, "k", 2..3).delete_if("x").conflict();
+            h.op(2, "k", 4..5).delete_if("a").ok();
+            h.op(3, "k", 6..7).get().not_found();
+            h.op(1, "j", 0..1).create("b").ok();
+            h.op(1, "j", 2..3).update("b", "c").ok();
+            h.op(2, "j", 2..6).delete_if("b").unknown();
+            h.op(3, "j", 10..11).get().found("c");
+        },
+    ),
     ("unknown reads say nothing", |h| {
         h.op(1, "k", 0..1).create("a").ok();
         h.op(2, "k", 2..3).get().unknown();
@@ -185,6 +198,21 @@ const INVALID: &[Case] = &[
         h.op(2, "bad", 0..1).create("b").ok();
         h.op(2, "bad", 2..3).get().not_found();
     }),
+    (
+        "a conditional delete of a value that was no longer there",
+        |h| {
+            h.op(1, "k", 0..1).create("a").ok();
+            h.op(1, "k", 2..3).update("a", "b").ok();
+            h.op(2, "k", 4..5).delete_if("a").ok();
+        },
+    ),
+    (
+        "a conditional delete refused although its value was there",
+        |h| {
+            h.op(1, "k", 0..1).create("a").ok();
+            h.op(2, "k", 2..3).delete_if("a").conflict();
+        },
+    ),
 ];
 
 fn run(build: fn(&mut History)) -> skiff_lincheck::Report {

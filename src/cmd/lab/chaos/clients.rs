@@ -11,14 +11,10 @@
 //!   fail over to);
 //! - a PUT always carries the resourceVersion the client read, and is recorded as
 //!   `Update { expected: the value seen with that resourceVersion, new }`;
+//! - a DELETE carries it too, as a precondition (an unconditional delete with an unknown
+//!   outcome is the hardest thing to check), and is recorded as `DeleteIf { expected }`; a
+//!   delete refused by its precondition (409 Conflict) is a `Conflict`, judged like an update's;
 //! - reads are plain GETs (linearizable; never `resourceVersion=0`).
-//!
-//! Deletes carry a resourceVersion precondition too (an unconditional delete with an unknown
-//! outcome is the hardest thing to check). The checker's `Delete` has no precondition, so a
-//! deleted object is recorded as `Delete → Ok` (true, if less than what was asked), a missing
-//! one as `Delete → NotFound`, one whose answer was lost as `Delete → Unknown`, and a delete
-//! refused by its precondition (409: the object is there, at another version) changed nothing
-//! and is left out of the history (counted in [`ClientLog::refused_deletes`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -103,8 +99,6 @@ pub struct ClientLog {
     pub entries: Vec<Entry>,
     /// Unknown outcomes by cause ("timeouts", "HTTP 503", …).
     pub unknown_why: BTreeMap<String, usize>,
-    /// Deletes refused by their precondition: not in the history (see the module doc).
-    pub refused_deletes: usize,
 }
 
 /// One client: its server, its seeded choices, its own counter of values written.
@@ -263,14 +257,15 @@ impl Worker {
                 (Op::Update { expected, new }, call, answer, self.clock.now())
             }
             Choice::Delete => {
-                let (rv, _) = seen.clone()?;
+                let (rv, read) = seen.clone()?;
+                let expected = self.shared.value_at(k, &rv).unwrap_or(read);
                 let body = json!({
                     "kind": "DeleteOptions", "apiVersion": "v1",
                     "preconditions": {"resourceVersion": rv},
                 });
                 let call = self.clock.now();
                 let answer = send(&self.client, Method::DELETE, &url, Some(&body)).await;
-                (Op::Delete, call, answer, self.clock.now())
+                (Op::DeleteIf { expected }, call, answer, self.clock.now())
             }
         };
 
@@ -292,19 +287,16 @@ impl Worker {
                 *seen = self.observe(k, &object, Some(new));
                 Outcome::Ok
             }
-            (Op::Update { .. }, Answer::Status(409, reason)) if reason == "Conflict" => {
-                // Another version is there now: read it before writing again.
-                *seen = None;
-                Outcome::Conflict
-            }
-            (Op::Delete, Answer::Object(_)) => {
+            (Op::DeleteIf { .. }, Answer::Object(_)) => {
                 *seen = None;
                 Outcome::Ok
             }
-            (Op::Delete, Answer::Status(409, reason)) if reason == "Conflict" => {
+            (Op::Update { .. } | Op::DeleteIf { .. }, Answer::Status(409, reason))
+                if reason == "Conflict" =>
+            {
+                // Another version is there now: read it before writing again.
                 *seen = None;
-                log.refused_deletes += 1;
-                return None;
+                Outcome::Conflict
             }
             (_, Answer::Status(404, _)) => {
                 *seen = None;

@@ -372,7 +372,6 @@ struct Stats {
     acknowledged: usize,
     unknown: usize,
     unknown_why: BTreeMap<String, usize>,
-    refused_deletes: usize,
 }
 
 impl Stats {
@@ -392,7 +391,6 @@ impl Stats {
             acknowledged: operations - unknown,
             unknown,
             unknown_why,
-            refused_deletes: logs.iter().map(|l| l.refused_deletes).sum(),
         }
     }
 
@@ -413,13 +411,6 @@ impl Stats {
                 format!(": {}", why.join(", "))
             }
         );
-        if self.refused_deletes > 0 {
-            println!(
-                "  and {} deletes refused by their resourceVersion precondition (409), not in \
-                 the history: the checker's Delete has no precondition to judge them by",
-                self.refused_deletes
-            );
-        }
         println!(
             "throughput: {:.1} acknowledged operations per second over {:.1}s",
             self.acknowledged as f64 / seconds.max(0.001),
