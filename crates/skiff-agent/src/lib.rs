@@ -31,6 +31,7 @@ pub mod images;
 pub mod logs;
 pub mod network;
 pub mod node;
+pub mod plan;
 pub mod podnet;
 pub mod probe;
 pub mod proxy;

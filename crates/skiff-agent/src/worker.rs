@@ -1,17 +1,20 @@
 //! The pod worker: one task per pod bound to this node, turning the pod's spec into running
 //! containers and its containers' lives into the pod's status.
 //!
-//! A worker wakes up when the pod object changes, when one of its containers exits, or when a
-//! timer it set fires (a back-off ending), and then runs [`Worker::sync`] — one pass that moves
-//! the pod one step closer to its spec:
+//! A worker wakes up when the pod object changes, when one of its containers exits or a probe
+//! reports, or when a timer it set fires (a back-off ending), and then runs [`Worker::sync`]:
+//! it asks [`plan::plan`] what to do — every decision (restart policy, back-off, init order,
+//! probes' kills, deletion) is made there, purely — and carries the plan out:
 //!
 //! ```text
-//! deleting? ── yes ─► stop containers (SIGTERM, grace, SIGKILL) ─► remove ─► free network ─► delete object
-//!    │ no
-//! sandbox (netns + IP) ─► init containers, one at a time, each to exit 0 ─► app containers
-//!    running? keep │ exited? restartPolicy + CrashLoopBackOff decide when to start again
-//! ─► write status if it changed
+//! Delete:   StopAll ─► preStop hooks, SIGTERM, grace, SIGKILL ─► remove containers, files,
+//!           network ─► DeleteObject (grace 0; a failure is retried with back-off)
+//! Finished: free the pod's IP once ─► write status
+//! Run:      kill (failed probes) ─► sandbox (netns + IP) ─► start (image, env, config, the
+//!           runtime) ─► back-offs set CrashLoopBackOff and a timer ─► probers ─► write status
 //! ```
+//! What a worker keeps between passes is what the plan observes: each container's state, its
+//! last exit, its back-off and its probes' verdicts.
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +27,10 @@ use skiff_client::{Client, DeleteOptions};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::plan::{
+    self, BackOff, Backoff, DeleteStep, Kill, Observed, ObservedPod, PodActions, CRASH_LOOP,
+    DELETE_RETRY,
+};
 use crate::probe;
 use crate::runtime::{
     ContainerRecord, ContainerState, Runtime, RuntimeError, Sandbox, SandboxConfig,
@@ -34,12 +41,6 @@ use crate::status::{self, ContainerView, Current, PodView, Terminated};
 /// How long a starting container waits for the agent's first read of the services (its
 /// service variables depend on them) before it fails with CreateContainerConfigError.
 const SERVICES_SYNC_WAIT: Duration = Duration::from_secs(5);
-
-/// Kubernetes' CrashLoopBackOff: 10 s doubling to 5 min; a container that ran 10 minutes
-/// without failing starts over at 10 s.
-pub const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
-pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
-pub const BACKOFF_RESET: Duration = Duration::from_secs(600);
 
 /// What every worker on a node shares.
 pub struct NodeContext<R> {
@@ -80,15 +81,15 @@ struct Slot {
     current: Current,
     last: Option<Terminated>,
     image_id: String,
-    /// No start before this instant (back-off).
-    not_before: Option<Instant>,
-    /// The delay the next failure adds.
-    backoff: Option<Duration>,
+    /// Restarts and failed starts back off ([`CRASH_LOOP`]); lives as long as the worker.
+    backoff: Backoff,
     image_reported: bool,
     /// The startup probe passed (or there is none) for the current container.
     started: bool,
     /// The readiness probe's verdict; `None` when the container has no readiness probe.
     probe_ready: Option<bool>,
+    /// A liveness or startup probe gave up on the current container; cleared once killed.
+    failed_probe: Option<probe::Kind>,
     /// The prober of the current container (by container id).
     prober: Option<(String, Arc<tokio::task::JoinHandle<()>>)>,
 }
@@ -112,22 +113,38 @@ impl Slot {
             },
             last: None,
             image_id: String::new(),
-            not_before: None,
-            backoff: None,
+            backoff: Backoff::default(),
             image_reported: false,
             started: false,
             probe_ready: None,
+            failed_probe: None,
             prober: None,
         }
     }
 
     /// Forgets the probe results of the previous container (a new one starts unproven).
     fn reset_probes(&mut self) {
+        self.stop_prober();
+        self.failed_probe = None;
+        self.started = self.spec.startup_probe.is_none();
+        self.probe_ready = self.spec.readiness_probe.as_ref().map(|_| false);
+    }
+
+    fn stop_prober(&mut self) {
         if let Some((_, task)) = self.prober.take() {
             task.abort();
         }
-        self.started = self.spec.startup_probe.is_none();
-        self.probe_ready = self.spec.readiness_probe.as_ref().map(|_| false);
+    }
+
+    /// What the plan needs to know of this container.
+    fn observed(&self) -> Observed {
+        Observed {
+            init: self.init,
+            current: self.current.clone(),
+            last_exit: self.last.as_ref().map(|t| t.exit_code),
+            backoff: self.backoff,
+            failed_probe: self.failed_probe,
+        }
     }
 
     fn view(&self) -> ContainerView {
@@ -186,7 +203,12 @@ struct Worker<R> {
     reported: Option<serde_json::Value>,
     message: Option<(String, String)>,
     wake_at: Option<Instant>,
-    sandbox_torn_down: bool,
+    /// A finished pod gave its IP back.
+    network_released: bool,
+    /// Deleting: the containers, their files and the network are gone.
+    cleaned_up: bool,
+    /// Deleting: the back-off of the final DELETE after a failure.
+    delete_retry: Backoff,
 }
 
 enum Next {
@@ -268,7 +290,9 @@ impl<R: Runtime> Worker<R> {
             reported: None,
             message: None,
             wake_at: None,
-            sandbox_torn_down: false,
+            network_released: false,
+            cleaned_up: false,
+            delete_retry: Backoff::default(),
         }
     }
 
@@ -286,7 +310,7 @@ impl<R: Runtime> Worker<R> {
                         (Ok(()), Some(pod)) => self.pod = pod,
                         // The pod is gone from the store (force-deleted): clean up and stop.
                         (Ok(()), None) => {
-                            self.terminate(Duration::ZERO, false).await;
+                            self.terminate(Duration::ZERO).await;
                             return;
                         }
                         // The agent is stopping (it dropped its handle): the containers and
@@ -301,36 +325,26 @@ impl<R: Runtime> Worker<R> {
         }
     }
 
-    /// One pass towards the spec.
+    /// One pass towards the spec: the plan, carried out.
     async fn sync(&mut self) -> Next {
-        if self.pod.metadata.deletion_timestamp.is_some() {
-            let grace = self
-                .pod
-                .metadata
-                .deletion_grace_period_seconds
-                .or(self
-                    .pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.termination_grace_period_seconds))
-                .unwrap_or(30)
-                .max(0) as u64;
-            self.terminate(Duration::from_secs(grace), true).await;
-            return Next::Finished;
-        }
-        if self.start_time.is_none() {
-            self.start_time = Some(Timestamp::now());
-        }
-        if self.is_finished() {
-            // A pod that completed keeps its containers (for logs) but frees its IP.
-            if !self.sandbox_torn_down {
-                let _ = self.ctx.runtime.teardown_sandbox(&self.uid).await;
-                self.sandbox_torn_down = true;
+        let actions = plan::plan(&self.pod, &self.observe(), Instant::now());
+        let run = match actions {
+            PodActions::Delete(step) => return self.delete(step).await,
+            PodActions::Finished { release_network } => {
+                self.start_time.get_or_insert_with(Timestamp::now);
+                if release_network {
+                    self.release_network().await;
+                }
+                self.report().await;
+                return Next::Continue;
             }
-            self.report().await;
-            return Next::Continue;
+            PodActions::Run(run) => run,
+        };
+        self.start_time.get_or_insert_with(Timestamp::now);
+        for kill in run.kill {
+            self.kill(kill);
         }
-        if self.sandbox.is_none() {
+        if run.create_sandbox {
             match self.setup_sandbox().await {
                 Ok(sandbox) => {
                     self.sandbox = Some(sandbox);
@@ -348,45 +362,92 @@ impl<R: Runtime> Worker<R> {
                 }
             }
         }
-
-        // Init containers: in order, each must exit 0 before the next starts.
-        let policy = self.restart_policy();
-        let mut init_done = true;
-        for i in 0..self.slots.len() {
-            if !self.slots[i].init {
-                continue;
-            }
-            match self.slots[i].current.clone() {
-                Current::Terminated(t) if t.exit_code == 0 => continue,
-                Current::Running { .. } => {}
-                Current::Terminated(_) if policy == "Never" => {}
-                _ => self.maybe_start(i).await,
-            }
-            init_done = false;
-            break;
+        for start in run.start {
+            self.start(start.index).await;
         }
-        if init_done {
-            for i in 0..self.slots.len() {
-                if self.slots[i].init {
-                    continue;
-                }
-                let restart = match &self.slots[i].current {
-                    Current::Running { .. } => false,
-                    Current::Terminated(t) => match policy.as_str() {
-                        "Never" => false,
-                        "OnFailure" => t.exit_code != 0,
-                        _ => true,
-                    },
-                    Current::Waiting { .. } | Current::Unknown => true,
-                };
-                if restart {
-                    self.maybe_start(i).await;
-                }
-            }
+        for back_off in run.back_off {
+            self.back_off(back_off);
         }
         self.ensure_probers();
         self.report().await;
         Next::Continue
+    }
+
+    /// The pod as the plan sees it.
+    fn observe(&self) -> ObservedPod {
+        ObservedPod {
+            containers: self.slots.iter().map(Slot::observed).collect(),
+            sandbox_ready: self.sandbox.is_some(),
+            network_released: self.network_released,
+            cleaned_up: self.cleaned_up,
+            delete_retry: self.delete_retry,
+        }
+    }
+
+    /// A step of the pod's deletion; `Finished` once the object is gone.
+    async fn delete(&mut self, step: DeleteStep) -> Next {
+        match step {
+            DeleteStep::StopAll { grace } => {
+                self.terminate(grace).await;
+                self.cleaned_up = true;
+                self.delete_object().await
+            }
+            DeleteStep::DeleteObject => self.delete_object().await,
+            DeleteStep::RetryIn(wait) => {
+                self.wake_in(wait);
+                Next::Continue
+            }
+        }
+    }
+
+    /// A finished pod keeps its containers (for logs) but gives its IP back.
+    async fn release_network(&mut self) {
+        match self.ctx.runtime.teardown_sandbox(&self.uid).await {
+            Ok(()) => self.network_released = true,
+            Err(e) => {
+                tracing::warn!(pod = %self.pod_key(), error = %e, "freeing a finished pod's network; will retry");
+                self.wake_in(Duration::from_secs(10));
+            }
+        }
+    }
+
+    /// Stops a container a probe gave up on; its exit comes back through the wait task, and
+    /// restartPolicy and back-off decide what follows.
+    fn kill(&mut self, kill: Kill) {
+        let slot = &mut self.slots[kill.index];
+        slot.failed_probe = None;
+        let Some(id) = slot.id.clone() else { return };
+        let name = slot.spec.name.clone();
+        self.normal(
+            "Killing",
+            &format!(
+                "Container {name} failed {} probe, will be restarted",
+                kill.reason.lower()
+            ),
+        );
+        let runtime = self.ctx.runtime.clone();
+        tokio::spawn(async move {
+            if let Err(e) = runtime.stop(&id, kill.grace).await {
+                tracing::warn!(container = %id, error = %e, "stopping an unhealthy container");
+            }
+        });
+    }
+
+    /// A container waits out its back-off; one that ran before shows `CrashLoopBackOff`.
+    fn back_off(&mut self, back_off: BackOff) {
+        if back_off.crash_loop {
+            let key = self.pod_key();
+            let slot = &mut self.slots[back_off.index];
+            slot.current = Current::Waiting {
+                reason: "CrashLoopBackOff".into(),
+                message: Some(format!(
+                    "back-off {} restarting failed container={} pod={key}",
+                    human(back_off.delay),
+                    slot.spec.name
+                )),
+            };
+        }
+        self.wake_in(back_off.remaining);
     }
 
     /// Every running container with probes has its prober (containers adopted after an agent
@@ -419,7 +480,6 @@ impl<R: Runtime> Worker<R> {
         if !matches!(self.slots[i].current, Current::Running { .. }) {
             return;
         }
-        let name = self.slots[i].spec.name.clone();
         match update {
             probe::Update::Started => self.slots[i].started = true,
             probe::Update::Ready(ready) => self.slots[i].probe_ready = Some(ready),
@@ -429,58 +489,9 @@ impl<R: Runtime> Worker<R> {
                     &format!("{} probe failed: {message}", kind.title()),
                 );
             }
-            probe::Update::Failed { kind } => {
-                self.normal(
-                    "Killing",
-                    &format!(
-                        "Container {name} failed {} probe, will be restarted",
-                        kind.lower()
-                    ),
-                );
-                // The exit comes back through the wait task; restartPolicy and back-off decide.
-                let grace = self.probe_grace(i, kind);
-                let runtime = self.ctx.runtime.clone();
-                let id = id.to_string();
-                tokio::spawn(async move {
-                    if let Err(e) = runtime.stop(&id, grace).await {
-                        tracing::warn!(container = %id, error = %e, "stopping an unhealthy container");
-                    }
-                });
-            }
+            // The plan kills it at the next pass (which follows at once).
+            probe::Update::Failed { kind } => self.slots[i].failed_probe = Some(kind),
         }
-    }
-
-    /// The probe's own terminationGracePeriodSeconds, else the pod's (default 30 s).
-    fn probe_grace(&self, i: usize, kind: probe::Kind) -> Duration {
-        let spec = &self.slots[i].spec;
-        let probe = match kind {
-            probe::Kind::Liveness => spec.liveness_probe.as_ref(),
-            probe::Kind::Startup => spec.startup_probe.as_ref(),
-            probe::Kind::Readiness => None,
-        };
-        let seconds = probe
-            .and_then(|p| p.termination_grace_period_seconds)
-            .or(self
-                .pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.termination_grace_period_seconds))
-            .unwrap_or(30);
-        Duration::from_secs(seconds.max(0) as u64)
-    }
-
-    fn restart_policy(&self) -> String {
-        self.pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.restart_policy.clone())
-            .unwrap_or_else(|| "Always".into())
-    }
-
-    /// Completed or failed for good: nothing will be started again.
-    fn is_finished(&self) -> bool {
-        let phase = status::pod_status(&self.pod, &self.view(), Timestamp::now()).phase;
-        matches!(phase.as_deref(), Some("Succeeded") | Some("Failed"))
     }
 
     async fn setup_sandbox(&self) -> Result<Sandbox, RuntimeError> {
@@ -537,28 +548,9 @@ impl<R: Runtime> Worker<R> {
         Ok(())
     }
 
-    /// Starts slot `i` unless it is backing off.
-    async fn maybe_start(&mut self, i: usize) {
-        let now = Instant::now();
-        if let Some(not_before) = self.slots[i].not_before {
-            if now < not_before {
-                let name = self.slots[i].spec.name.clone();
-                let wait = not_before - now;
-                if self.slots[i].last.is_some() {
-                    let backoff = self.slots[i].backoff.unwrap_or(BACKOFF_INITIAL);
-                    self.slots[i].current = Current::Waiting {
-                        reason: "CrashLoopBackOff".into(),
-                        message: Some(format!(
-                            "back-off {} restarting failed container={name} pod={}",
-                            human(backoff / 2),
-                            self.pod_key()
-                        )),
-                    };
-                }
-                self.wake_in(wait);
-                return;
-            }
-        }
+    /// Starts the container of slot `i`: its image, its environment, then the runtime. A
+    /// failure sets the container's waiting reason and backs off.
+    async fn start(&mut self, i: usize) {
         let slot = self.slots[i].clone();
         let image = slot.spec.image.clone().unwrap_or_default();
         let pull = slot.spec.image_pull_policy.as_deref() != Some("Never");
@@ -606,7 +598,7 @@ impl<R: Runtime> Worker<R> {
                         e.to_string()
                     }),
                 };
-                let delay = self.bump_backoff(i);
+                let delay = self.slots[i].backoff.fail(Instant::now(), CRASH_LOOP);
                 self.wake_in(delay);
                 return;
             }
@@ -622,7 +614,9 @@ impl<R: Runtime> Worker<R> {
 
         // The previous container of this slot goes (its log file stays for --previous).
         if let Some(old) = slot.id.clone() {
-            let _ = self.ctx.runtime.remove(&old).await;
+            if let Err(e) = self.ctx.runtime.remove(&old).await {
+                tracing::warn!(pod = %self.pod_key(), container = %old, error = %e, "removing the previous container");
+            }
         }
         let config = match self.env_sources(&slot.spec).await {
             Ok(downward) => self.container_config(&slot, downward),
@@ -670,7 +664,7 @@ impl<R: Runtime> Worker<R> {
                     message: Some(e.to_string()),
                 };
                 self.slots[i].next_attempt += 1;
-                let delay = self.bump_backoff(i);
+                let delay = self.slots[i].backoff.fail(Instant::now(), CRASH_LOOP);
                 self.wake_in(delay);
             }
         }
@@ -804,25 +798,16 @@ impl<R: Runtime> Worker<R> {
         };
         let slot = &mut self.slots[i];
         slot.reset_probes();
-        // A run of 10 minutes without failing forgives earlier crashes.
         let ran = started_at
-            .map(|s| finished_at.duration_since(s).as_secs_f64())
-            .unwrap_or(0.0);
-        if ran >= BACKOFF_RESET.as_secs_f64() {
-            slot.backoff = None;
-        }
+            .and_then(|s| Duration::try_from(finished_at.duration_since(s)).ok())
+            .unwrap_or_default();
+        slot.backoff.ran_for(ran, CRASH_LOOP);
         slot.last = Some(terminated.clone());
         slot.current = Current::Terminated(terminated);
-        let policy = self.restart_policy();
-        let restarts = match policy.as_str() {
-            "Never" => false,
-            "OnFailure" => exit_code != 0,
-            _ => true,
-        };
-        if restarts && (!self.slots[i].init || exit_code != 0) {
-            let delay = self.bump_backoff(i);
+        if plan::restart_follows(&self.pod, slot.init, exit_code) {
+            let delay = slot.backoff.fail(Instant::now(), CRASH_LOOP);
             if delay > Duration::ZERO {
-                let name = self.slots[i].spec.name.clone();
+                let name = slot.spec.name.clone();
                 self.warn(
                     "BackOff",
                     &format!(
@@ -832,19 +817,6 @@ impl<R: Runtime> Worker<R> {
                 );
             }
         }
-    }
-
-    /// The delay before the next start of slot `i`, and the one after it: the first restart
-    /// is immediate, then 10 s, 20 s, 40 s, ... up to 5 minutes (kubelet's back-off).
-    fn bump_backoff(&mut self, i: usize) -> Duration {
-        let slot = &mut self.slots[i];
-        let delay = slot.backoff.unwrap_or(Duration::ZERO);
-        slot.backoff = Some(match slot.backoff {
-            None => BACKOFF_INITIAL,
-            Some(d) => (d * 2).min(BACKOFF_MAX),
-        });
-        slot.not_before = Some(Instant::now() + delay);
-        delay
     }
 
     fn view(&self) -> PodView {
@@ -899,9 +871,10 @@ impl<R: Runtime> Worker<R> {
         }
     }
 
-    /// Stops everything of the pod and, when `delete_object`, removes the pod object once its
-    /// containers are gone (the last step of a graceful delete).
-    async fn terminate(&mut self, grace: Duration, delete_object: bool) {
+    /// Stops everything of the pod and removes its containers, files and network. Failures are
+    /// logged and the rest goes on: containers and networks that cannot be removed now are
+    /// removed as leftovers at the agent's next start.
+    async fn terminate(&mut self, grace: Duration) {
         let running: Vec<(String, String)> = self
             .slots
             .iter()
@@ -941,15 +914,21 @@ impl<R: Runtime> Worker<R> {
                 tracing::warn!(pod = %self.pod_key(), error = %e, "stopping a container");
             }
         }
+        for slot in &mut self.slots {
+            slot.stop_prober();
+        }
         // Every container this pod ever had on this node, not only the current ones.
         let mut ids: Vec<String> = self.slots.iter().filter_map(|s| s.id.clone()).collect();
-        if let Ok(records) = runtime.list().await {
-            ids.extend(
+        match runtime.list().await {
+            Ok(records) => ids.extend(
                 records
                     .into_iter()
                     .filter(|r| r.pod_uid == self.uid)
                     .map(|r| r.id),
-            );
+            ),
+            Err(e) => {
+                tracing::warn!(pod = %self.pod_key(), error = %e, "listing the pod's earlier containers")
+            }
         }
         ids.sort();
         ids.dedup();
@@ -961,25 +940,43 @@ impl<R: Runtime> Worker<R> {
         if let Err(e) = runtime.teardown_sandbox(&self.uid).await {
             tracing::warn!(pod = %self.pod_key(), error = %e, "removing the pod network");
         }
-        let _ = std::fs::remove_dir_all(self.ctx.pod_dir(&self.uid));
         let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();
         let name = self.pod.metadata.name.clone().unwrap_or_default();
-        let _ = std::fs::remove_dir_all(self.ctx.log_dir(&namespace, &name, &self.uid));
-        if delete_object {
-            let options = DeleteOptions {
-                uid: Some(self.uid.clone()),
-                grace_period_seconds: Some(0),
-                ..DeleteOptions::default()
-            };
-            match self
-                .ctx
-                .client
-                .delete::<Pod>(Some(&namespace), &name, &options)
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if e.is_not_found() || e.is_conflict() => {}
-                Err(e) => tracing::warn!(pod = %self.pod_key(), error = %e, "deleting the pod"),
+        for dir in [
+            self.ctx.pod_dir(&self.uid),
+            self.ctx.log_dir(&namespace, &name, &self.uid),
+        ] {
+            if let Err(e) = remove_dir(&dir) {
+                tracing::warn!(pod = %self.pod_key(), dir = %dir.display(), error = %e, "removing the pod's files");
+            }
+        }
+    }
+
+    /// Deletes the pod object (grace 0: its containers are gone), the last step of a graceful
+    /// delete. A failure is retried with back-off (the plan asks again), so the pod does not
+    /// stay Terminating.
+    async fn delete_object(&mut self) -> Next {
+        let namespace = self.pod.metadata.namespace.clone();
+        let name = self.pod.metadata.name.clone().unwrap_or_default();
+        let options = DeleteOptions {
+            uid: Some(self.uid.clone()),
+            grace_period_seconds: Some(0),
+            ..DeleteOptions::default()
+        };
+        match self
+            .ctx
+            .client
+            .delete::<Pod>(namespace.as_deref(), &name, &options)
+            .await
+        {
+            Ok(_) => Next::Finished,
+            // Gone already, or a new pod of that name: either way ours is gone.
+            Err(e) if e.is_not_found() || e.is_conflict() => Next::Finished,
+            Err(e) => {
+                let wait = self.delete_retry.fail(Instant::now(), DELETE_RETRY);
+                tracing::warn!(pod = %self.pod_key(), error = %e, retry_in = ?wait, "deleting the pod");
+                self.wake_in(wait);
+                Next::Continue
             }
         }
     }
@@ -1017,6 +1014,14 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Removes a directory tree; one already gone is fine.
+fn remove_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
     }
 }
 
