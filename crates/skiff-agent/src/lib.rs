@@ -23,9 +23,11 @@
 //! ```
 //! At start the agent lists what the runtime already runs: containers of pods that still exist
 //! are adopted by their workers (no restart); everything else is removed.
+pub mod adoption;
 pub mod claims;
 pub mod containerd;
 pub mod dns;
+pub mod error;
 pub mod fake;
 pub mod images;
 pub mod logs;
@@ -55,6 +57,8 @@ use tokio::sync::watch;
 
 use crate::runtime::Runtime;
 use crate::worker::{NodeContext, WorkerHandle};
+
+pub use crate::error::AgentError;
 
 /// How an agent is set up.
 #[derive(Debug, Clone)]
@@ -140,8 +144,14 @@ pub async fn run<R: Runtime>(
     });
 
     // What the runtime already has, by pod uid: adopted by workers or removed.
-    let mut leftovers = worker::group_by_pod(runtime.list().await.unwrap_or_default());
-    let mut leftover_sandboxes: Vec<String> = runtime.list_sandboxes().await.unwrap_or_default();
+    let mut leftovers = adoption::group_by_pod(runtime.list().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "listing the containers of an earlier run");
+        Vec::new()
+    }));
+    let mut leftover_sandboxes = runtime.list_sandboxes().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "listing the pod networks of an earlier run");
+        Vec::new()
+    });
     let mut first_list = true;
 
     let mut pods = watcher::spawn::<Pod>(
@@ -181,19 +191,16 @@ pub async fn run<R: Runtime>(
                 }
                 if first_list {
                     first_list = false;
-                    // Containers and networks of pods that no longer exist: deleted while the
-                    // agent was down. Nothing may leak.
-                    for (uid, records) in leftovers.drain() {
-                        tracing::info!(pod_uid = %uid, "removing containers of a deleted pod");
-                        for record in records {
-                            let _ = runtime.stop(&record.id, Duration::ZERO).await;
-                            let _ = runtime.remove(&record.id).await;
-                        }
-                    }
-                    for uid in leftover_sandboxes.drain(..) {
-                        if !present.contains(&uid) {
-                            let _ = runtime.teardown_sandbox(&uid).await;
-                        }
+                    // Containers and networks of pods deleted while the agent was down.
+                    let failures = adoption::remove_leftovers(
+                        runtime.as_ref(),
+                        std::mem::take(&mut leftovers),
+                        std::mem::take(&mut leftover_sandboxes),
+                        &present,
+                    )
+                    .await;
+                    for failure in failures {
+                        tracing::warn!(error = %failure, "a deleted pod's leftovers");
                     }
                 }
             }
