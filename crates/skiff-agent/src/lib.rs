@@ -3,16 +3,25 @@
 //! ## Layout
 //! - [`runtime`]: the [`runtime::Runtime`] trait; [`containerd`] is the real implementation
 //!   (containerd over gRPC, its own supervised containerd process), [`fake`] a fake for tests
-//!   and simulated nodes.
+//!   and simulated nodes. [`images`]: OCI image tarballs imported into containerd (the airgap
+//!   directory).
 //! - [`network`]: pod network namespaces and the CNI plugins.
 //! - [`podnet`]: routes to the other nodes' pods (host-gw or VXLAN, over netlink).
-//! - [`spec`]: a pod's container → an OCI runtime spec (pure).
-//! - [`worker`]: one task per pod: sandbox, init containers, restarts with back-off, teardown.
+//! - [`plan`]: the pod plan (pure): what a pod's worker does next — deletion, kills for failed
+//!   probes, init order, starts, restarts by restartPolicy, back-off.
+//! - [`worker`]: one task per pod carrying its plan out: sandbox, containers, probers,
+//!   teardown, the final DELETE.
+//! - [`adoption`]: what the agent finds in the runtime at start: adopted or removed.
+//! - [`spec`]: a pod's container → its config → an OCI runtime spec (pure); [`env`] its
+//!   environment variables and [`resolv`] the pod's resolv.conf (both pure).
 //! - [`status`]: pod status as Kubernetes computes it (pure).
 //! - [`logs`]: container log files (CRI format, rotation) and reading them back.
 //! - [`node`]: registering the Node, heartbeats.
+//! - [`server`]: the agent's HTTPS endpoint (logs, exec) for the API server.
+//! - [`claims`]: one skiff per machine (the bridge and the pod range are ours).
 //! - [`services`], [`proxy`], [`dns`], [`probe`]: the Service snapshot, the service proxy, the
 //!   node's DNS server, and container probes.
+//! - [`error`]: [`AgentError`], what can fail in the agent's library.
 //!
 //! ## The agent loop
 //! ```text
@@ -27,6 +36,7 @@ pub mod adoption;
 pub mod claims;
 pub mod containerd;
 pub mod dns;
+pub mod env;
 pub mod error;
 pub mod fake;
 pub mod images;
@@ -37,6 +47,7 @@ pub mod plan;
 pub mod podnet;
 pub mod probe;
 pub mod proxy;
+pub mod resolv;
 pub mod runtime;
 pub mod server;
 pub mod services;
@@ -55,6 +66,7 @@ use skiff_client::watcher::{self, Event};
 use skiff_client::{Client, ListParams};
 use tokio::sync::watch;
 
+use crate::resolv::ClusterDns;
 use crate::runtime::Runtime;
 use crate::worker::{NodeContext, WorkerHandle};
 
@@ -86,7 +98,7 @@ pub struct ServicesConfig {
     /// The iptables chain of this node's ClusterIP redirects ([`proxy::iptables::chain_name`]).
     pub proxy_chain: String,
     /// The node's DNS server for pods.
-    pub dns: Option<spec::ClusterDns>,
+    pub dns: Option<ClusterDns>,
 }
 
 /// Runs the agent (its Node registered with [`node::register`]) until `shutdown` turns true. Containers keep running after it returns (an
@@ -213,9 +225,9 @@ pub async fn run<R: Runtime>(
 /// Starts the node's DNS server on the cluster DNS address; `None` (pods use the node's
 /// resolver) when it cannot listen there.
 async fn start_dns(
-    dns: spec::ClusterDns,
+    dns: ClusterDns,
     snapshots: watch::Receiver<Arc<services::Snapshot>>,
-) -> Option<spec::ClusterDns> {
+) -> Option<ClusterDns> {
     let ip: std::net::IpAddr = dns.nameserver.parse().ok()?;
     let server = match dns::DnsServer::bind(std::net::SocketAddr::new(ip, 53)).await {
         Ok(server) => server,

@@ -34,8 +34,8 @@ use tokio::time::Instant;
 
 use crate::plan::{self, BackOff, Backoff, DeleteStep, Kill, ObservedPod, PodActions, CRASH_LOOP};
 use crate::probe;
+use crate::resolv::ClusterDns;
 use crate::runtime::{ContainerRecord, ContainerState, Runtime, Sandbox};
-use crate::spec;
 use crate::status::{self, Current, PodView, Terminated};
 
 /// What every worker on a node shares.
@@ -49,7 +49,7 @@ pub struct NodeContext<R> {
     /// Services as the agent last saw them (for containers' `*_SERVICE_HOST` variables).
     pub services: watch::Receiver<Arc<crate::services::Snapshot>>,
     /// The node's DNS server for pods (`None`: pods use the node's resolver).
-    pub dns: Option<spec::ClusterDns>,
+    pub dns: Option<ClusterDns>,
 }
 
 impl<R> NodeContext<R> {

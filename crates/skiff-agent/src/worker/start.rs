@@ -9,9 +9,11 @@ use tokio::time::Instant;
 
 use super::slot::Slot;
 use super::{watch_exit, Worker};
+use crate::env::{self, Downward};
 use crate::plan::CRASH_LOOP;
+use crate::resolv;
 use crate::runtime::{Runtime, RuntimeError, Sandbox, SandboxConfig};
-use crate::spec::{self, Downward, PodDirs};
+use crate::spec::{self, PodDirs};
 use crate::status::Current;
 
 /// How long a starting container waits for the agent's first read of the services (its
@@ -68,7 +70,7 @@ impl<R: Runtime> Worker<R> {
             )?;
         }
         let node_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let resolv = spec::resolv_conf(&self.pod, &node_resolv, self.ctx.dns.as_ref());
+        let resolv = resolv::resolv_conf(&self.pod, &node_resolv, self.ctx.dns.as_ref());
         std::fs::write(dir.join("resolv.conf"), resolv)?;
         Ok(())
     }
@@ -213,7 +215,7 @@ impl<R: Runtime> Worker<R> {
             }
         }
         let namespace = self.pod.metadata.namespace.clone();
-        let (maps, secrets) = spec::env_references(container);
+        let (maps, secrets) = env::env_references(container);
         let mut downward = Downward::default();
         for name in maps {
             match self
