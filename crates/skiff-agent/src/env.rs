@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
+use crate::error::AgentError;
+
 /// Values `fieldRef` env vars may read that are not in the pod object yet, and the
 /// ConfigMaps and Secrets `envFrom`/`valueFrom` refer to (read by the worker beforehand).
 #[derive(Debug, Clone, Default)]
@@ -58,7 +60,7 @@ fn env_from(
     container: &Container,
     downward: &Downward,
     env: &mut Vec<(String, String)>,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let (source, name, optional, kind) = if let Some(r) = &from.config_map_ref {
@@ -75,20 +77,28 @@ fn env_from(
                 }
             }
             None if optional == Some(true) => {}
-            None => return Err(format!("{kind} \"{name}\" not found")),
+            None => {
+                return Err(AgentError::ContainerConfig(format!(
+                    "{kind} \"{name}\" not found"
+                )))
+            }
         }
     }
     Ok(())
 }
 
 /// The container's environment variables, in the order the process sees them (a later
-/// duplicate wins). Errors are kubelet's (`configmap "cfg" not found`).
+/// duplicate wins). Errors ([`AgentError::ContainerConfig`]) are kubelet's (`configmap "cfg"
+/// not found`).
 pub fn container_env(
     pod: &Pod,
     container: &Container,
     downward: &Downward,
-) -> Result<Vec<(String, String)>, String> {
-    let spec = pod.spec.as_ref().ok_or("pod has no spec")?;
+) -> Result<Vec<(String, String)>, AgentError> {
+    let spec = pod
+        .spec
+        .as_ref()
+        .ok_or_else(|| AgentError::ContainerConfig("pod has no spec".into()))?;
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut env = Vec::new();
     if spec.enable_service_links != Some(false) {
@@ -101,10 +111,10 @@ pub fn container_env(
             (None, Some(from)) => {
                 if let Some(field) = &from.field_ref {
                     field_value(pod, &field.field_path, downward).ok_or_else(|| {
-                        format!(
+                        AgentError::ContainerConfig(format!(
                             "env {}: unsupported fieldPath {:?}",
                             var.name, field.field_path
-                        )
+                        ))
                     })?
                 } else if let Some(r) = &from.config_map_key_ref {
                     key_value(
@@ -143,22 +153,24 @@ fn key_value(
     name: &str,
     key: &str,
     optional: Option<bool>,
-) -> Result<String, String> {
+) -> Result<String, AgentError> {
     let optional = optional == Some(true);
     match source.get(name) {
         None if optional => Ok(String::new()),
-        None => Err(format!("{kind} \"{name}\" not found")),
+        None => Err(AgentError::ContainerConfig(format!(
+            "{kind} \"{name}\" not found"
+        ))),
         Some(data) => match data.get(key) {
             Some(v) => Ok(v.clone()),
             None if optional => Ok(String::new()),
-            None => Err(format!(
+            None => Err(AgentError::ContainerConfig(format!(
                 "couldn't find key {key} in {} {namespace}/{name}",
                 if kind == "configmap" {
                     "ConfigMap"
                 } else {
                     "Secret"
                 }
-            )),
+            ))),
         },
     }
 }
@@ -292,6 +304,6 @@ mod tests {
         );
         downward.config_maps.clear();
         let err = container_env(&p, &spec.containers[0], &downward).expect_err("missing configmap");
-        assert_eq!(err, "configmap \"cfg\" not found");
+        assert_eq!(err.to_string(), "configmap \"cfg\" not found");
     }
 }

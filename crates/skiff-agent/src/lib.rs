@@ -101,14 +101,15 @@ pub struct ServicesConfig {
     pub dns: Option<ClusterDns>,
 }
 
-/// Runs the agent (its Node registered with [`node::register`]) until `shutdown` turns true. Containers keep running after it returns (an
-/// agent restart adopts them).
+/// Runs the agent (its Node registered with [`node::register`]) until `shutdown` turns true.
+/// Containers keep running after it returns (an agent restart adopts them). It cannot fail:
+/// what goes wrong is logged, and retried where retrying helps.
 pub async fn run<R: Runtime>(
     config: AgentConfig,
     client: Client,
     runtime: Arc<R>,
     mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) {
     let heartbeat = tokio::spawn(node::heartbeat_loop(
         client.clone(),
         config.node_name.clone(),
@@ -219,7 +220,6 @@ pub async fn run<R: Runtime>(
         }
     }
     heartbeat.abort();
-    Ok(())
 }
 
 /// Starts the node's DNS server on the cluster DNS address; `None` (pods use the node's

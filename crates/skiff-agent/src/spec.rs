@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use skiff_api::quantity;
 
 use crate::env::{self, Downward};
+use crate::error::AgentError;
 use crate::runtime::{ContainerConfig, Mount, Resources};
 
 /// The cluster DNS is described next to the resolv.conf it goes into; the binary names it here.
@@ -38,9 +39,12 @@ pub fn container_config(
     attempt: u32,
     dirs: &PodDirs<'_>,
     downward: &Downward,
-) -> Result<ContainerConfig, String> {
+) -> Result<ContainerConfig, AgentError> {
     let meta = &pod.metadata;
-    let spec = pod.spec.as_ref().ok_or("pod has no spec")?;
+    let spec = pod
+        .spec
+        .as_ref()
+        .ok_or_else(|| AgentError::ContainerConfig("pod has no spec".into()))?;
     let uid = meta.uid.clone().unwrap_or_default();
     let name = meta.name.clone().unwrap_or_default();
     let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
@@ -54,16 +58,21 @@ pub fn container_config(
             .iter()
             .flatten()
             .find(|v| v.name == mount.name)
-            .ok_or_else(|| format!("volumeMounts {}: no volume of that name", mount.name))?;
+            .ok_or_else(|| {
+                AgentError::ContainerConfig(format!(
+                    "volumeMounts {}: no volume of that name",
+                    mount.name
+                ))
+            })?;
         let host_path = if let Some(host) = &volume.host_path {
             std::path::PathBuf::from(&host.path)
         } else if volume.empty_dir.is_some() {
             dirs.pod_dir.join("volumes").join(&volume.name)
         } else {
-            return Err(format!(
+            return Err(AgentError::ContainerConfig(format!(
                 "volume {}: only emptyDir and hostPath volumes are supported",
                 volume.name
-            ));
+            )));
         };
         mounts.push(Mount {
             host_path,
@@ -511,7 +520,8 @@ mod tests {
             &dirs,
             &Downward::default(),
         )
-        .expect_err("nfs is not supported");
+        .expect_err("nfs is not supported")
+        .to_string();
         assert!(err.contains("volume cfg"), "{err}");
     }
 }

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::slot::Slot;
 use super::{watch_exit, Worker};
 use crate::env::{self, Downward};
+use crate::error::AgentError;
 use crate::plan::CRASH_LOOP;
 use crate::resolv;
 use crate::runtime::{Runtime, RuntimeError, Sandbox, SandboxConfig};
@@ -155,7 +156,7 @@ impl<R: Runtime> Worker<R> {
                 self.warn("Failed", &format!("Error: {e}"));
                 self.slots[i].current = Current::Waiting {
                     reason: "CreateContainerConfigError".into(),
-                    message: Some(e),
+                    message: Some(e.to_string()),
                 };
                 self.wake_in(Duration::from_secs(10));
                 return;
@@ -195,7 +196,7 @@ impl<R: Runtime> Worker<R> {
     async fn env_sources(
         &self,
         container: &k8s_openapi::api::core::v1::Container,
-    ) -> Result<Downward, String> {
+    ) -> Result<Downward, AgentError> {
         use k8s_openapi::api::core::v1::{ConfigMap, Secret};
         // Service variables come from the services as they are, not from an empty list before
         // the agent's first read (kubelet refuses the same way).
@@ -208,10 +209,10 @@ impl<R: Runtime> Worker<R> {
             )
             .await;
             if !matches!(synced, Ok(Ok(_))) {
-                return Err(
+                return Err(AgentError::ContainerConfig(
                     "services have not yet been read at least once, cannot construct envvars"
                         .into(),
-                );
+                ));
             }
         }
         let namespace = self.pod.metadata.namespace.clone();
@@ -230,7 +231,11 @@ impl<R: Runtime> Worker<R> {
                         .insert(name, cm.data.unwrap_or_default());
                 }
                 Ok(None) => {}
-                Err(e) => return Err(format!("reading configmap {name}: {e}")),
+                Err(e) => {
+                    return Err(AgentError::ContainerConfig(format!(
+                        "reading configmap {name}: {e}"
+                    )))
+                }
             }
         }
         for name in secrets {
@@ -251,7 +256,11 @@ impl<R: Runtime> Worker<R> {
                     downward.secrets.insert(name, data);
                 }
                 Ok(None) => {}
-                Err(e) => return Err(format!("reading secret {name}: {e}")),
+                Err(e) => {
+                    return Err(AgentError::ContainerConfig(format!(
+                        "reading secret {name}: {e}"
+                    )))
+                }
             }
         }
         Ok(downward)
@@ -261,7 +270,7 @@ impl<R: Runtime> Worker<R> {
         &self,
         slot: &Slot,
         sources: Downward,
-    ) -> Result<crate::runtime::ContainerConfig, String> {
+    ) -> Result<crate::runtime::ContainerConfig, AgentError> {
         let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();
         let name = self.pod.metadata.name.clone().unwrap_or_default();
         let pod_dir = self.ctx.pod_dir(&self.uid);
