@@ -216,7 +216,7 @@ pub async fn run_agent(
                 Ok(listener) => {
                     skiff_agent::server::serve(endpoint, listener, &cert, &key, stop).await
                 }
-                Err(e) => Err(e.into()),
+                Err(e) => Err(skiff_agent::AgentError::Endpoint(e)),
             };
             if let Err(e) = result {
                 tracing::error!(error = %e, "the agent endpoint stopped");
@@ -235,7 +235,7 @@ pub async fn run_agent(
         runtime_version,
         endpoint_port,
     };
-    let node = skiff_agent::node::register(&client, &config).await?;
+    let node = skiff_agent::node::register(&client, &config).await;
     let pod_cidr = node
         .spec
         .as_ref()
@@ -253,7 +253,8 @@ pub async fn run_agent(
             let prefix = prefix.rsplit_once('.').map(|(p, _)| p).unwrap_or(prefix);
             let runtime = Arc::new(FakeRuntime::new(prefix));
             serve_endpoint(None);
-            skiff_agent::run(config, client, runtime, stop).await
+            skiff_agent::run(config, client, runtime, stop).await;
+            Ok(())
         }
         RuntimeKind::Containerd => {
             let socket = match &options.containerd_socket {
@@ -293,10 +294,8 @@ pub async fn run_agent(
             )
             .await?;
             // Another skiff on this machine must not be joined silently on its bridge or range.
-            skiff_agent::claims::check_bridge_owner(&network.bridge, &data_dir)
-                .map_err(anyhow::Error::msg)?;
-            skiff_agent::claims::check_pod_cidr_free(&network.bridge, &network.pod_cidr)
-                .map_err(anyhow::Error::msg)?;
+            skiff_agent::claims::check_bridge_owner(&network.bridge, &data_dir)?;
+            skiff_agent::claims::check_pod_cidr_free(&network.bridge, &network.pod_cidr)?;
             // The bridge exists (with its gateway address) before the first pod, so the node's
             // DNS server can listen there.
             skiff_agent::network::ensure_bridge(&network.bridge, &network.pod_cidr).await?;
@@ -333,7 +332,8 @@ pub async fn run_agent(
                     domain: "cluster.local".into(),
                 }),
             });
-            skiff_agent::run(config, client, runtime, stop).await
+            skiff_agent::run(config, client, runtime, stop).await;
+            Ok(())
         }
     }
 }

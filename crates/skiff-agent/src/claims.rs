@@ -12,6 +12,8 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+use crate::error::AgentError;
+
 fn alias_path(bridge: &str) -> std::path::PathBuf {
     Path::new("/sys/class/net").join(bridge).join("ifalias")
 }
@@ -21,19 +23,19 @@ fn owner_tag(data_dir: &Path) -> String {
 }
 
 /// Refuses a bridge that another skiff (another data dir) has claimed.
-pub fn check_bridge_owner(bridge: &str, data_dir: &Path) -> Result<(), String> {
+pub fn check_bridge_owner(bridge: &str, data_dir: &Path) -> Result<(), AgentError> {
     let alias = std::fs::read_to_string(alias_path(bridge)).unwrap_or_default();
     bridge_owner_verdict(bridge, alias.trim(), &owner_tag(data_dir))
 }
 
-fn bridge_owner_verdict(bridge: &str, alias: &str, mine: &str) -> Result<(), String> {
+fn bridge_owner_verdict(bridge: &str, alias: &str, mine: &str) -> Result<(), AgentError> {
     match alias.strip_prefix("skiff:") {
-        Some(_) if alias != mine => Err(format!(
+        Some(_) if alias != mine => Err(AgentError::Claimed(format!(
             "the bridge {bridge} belongs to another skiff on this machine (data dir {}): give \
              this one a bridge of its own with --bridge NAME, and a --cluster-cidr that does \
              not overlap",
             &alias["skiff:".len()..]
-        )),
+        ))),
         _ => Ok(()),
     }
 }
@@ -48,14 +50,16 @@ pub fn mark_bridge_owner(bridge: &str, data_dir: &Path) {
 
 /// Refuses a pod CIDR that this machine already routes through an interface other than
 /// `bridge`.
-pub fn check_pod_cidr_free(bridge: &str, pod_cidr: &str) -> Result<(), String> {
+pub fn check_pod_cidr_free(bridge: &str, pod_cidr: &str) -> Result<(), AgentError> {
     let table = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
     pod_cidr_verdict(&table, bridge, pod_cidr)
 }
 
-fn pod_cidr_verdict(route_table: &str, bridge: &str, pod_cidr: &str) -> Result<(), String> {
+fn pod_cidr_verdict(route_table: &str, bridge: &str, pod_cidr: &str) -> Result<(), AgentError> {
     let Some((network, prefix)) = parse_cidr(pod_cidr) else {
-        return Err(format!("the pod CIDR {pod_cidr:?} is not ADDRESS/PREFIX"));
+        return Err(AgentError::Claimed(format!(
+            "the pod CIDR {pod_cidr:?} is not ADDRESS/PREFIX"
+        )));
     };
     for line in route_table.lines().skip(1) {
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -75,11 +79,11 @@ fn pod_cidr_verdict(route_table: &str, bridge: &str, pod_cidr: &str) -> Result<(
             continue;
         }
         if u32::from(dest) & mask_of(prefix) == u32::from(network) {
-            return Err(format!(
+            return Err(AgentError::Claimed(format!(
                 "the pod CIDR {pod_cidr} is already routed through {iface} on this machine \
                  (another skiff, or another network, uses it): give this cluster another \
                  --cluster-cidr, or this agent another --bridge only if {iface} is not in use"
-            ));
+            )));
         }
     }
     Ok(())
@@ -123,7 +127,9 @@ eth0\t00012A0A\t0200A8C0\t0003\t0\t0\t0\t00FFFFFF\t0\t0\t0
         // Ours, on our own bridge: free.
         assert!(pod_cidr_verdict(TABLE, "skiff0", "10.42.0.0/24").is_ok());
         // Another instance's bridge holds it.
-        let taken = pod_cidr_verdict(TABLE, "skiff1", "10.42.0.0/24").expect_err("taken");
+        let taken = pod_cidr_verdict(TABLE, "skiff1", "10.42.0.0/24")
+            .expect_err("taken")
+            .to_string();
         assert!(taken.contains("routed through skiff0"), "{taken}");
         // A peer node's range routed via eth0 (host-gw) is someone's too.
         assert!(pod_cidr_verdict(TABLE, "skiff0", "10.42.1.0/24").is_err());
@@ -139,8 +145,9 @@ eth0\t00012A0A\t0200A8C0\t0003\t0\t0\t0\t00FFFFFF\t0\t0\t0
         assert!(bridge_owner_verdict("skiff0", mine, mine).is_ok());
         // Someone else's alias that is not skiff's: not ours to judge.
         assert!(bridge_owner_verdict("skiff0", "uplink", mine).is_ok());
-        let refused =
-            bridge_owner_verdict("skiff0", "skiff:/tmp/other", mine).expect_err("refused");
+        let refused = bridge_owner_verdict("skiff0", "skiff:/tmp/other", mine)
+            .expect_err("refused")
+            .to_string();
         assert!(refused.contains("/tmp/other"), "{refused}");
         assert!(refused.contains("--bridge"), "{refused}");
     }

@@ -1,7 +1,7 @@
 //! The node's DNS server: pods find Services by name.
 //!
 //! Every agent answers on its pod bridge's address (pods' resolv.conf points there, see
-//! [`crate::spec::resolv_conf`]) from a [`DnsTable`] rebuilt whenever Services or
+//! [`crate::resolv::resolv_conf`]) from a [`DnsTable`] rebuilt whenever Services or
 //! EndpointSlices change ([`follow`]), following Kubernetes' DNS specification
 //! (github.com/kubernetes/dns, docs/specification.md):
 //!

@@ -1,7 +1,7 @@
 //! A FAKE runtime, for unit tests and for simulating many nodes on one machine
 //! (`skiff agent --runtime fake`). It runs nothing: "containers" start at once, run until
 //! stopped, and pods get made-up IPs. Never use it to run real workloads.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -27,6 +27,8 @@ pub struct FakeRuntime {
     next_ip: AtomicU32,
     containers: Mutex<HashMap<String, FakeContainer>>,
     sandboxes: Mutex<HashMap<String, String>>,
+    /// Pods (by uid) whose network teardown fails (tests of cleanup errors).
+    failing_teardowns: Mutex<HashSet<String>>,
 }
 
 impl FakeRuntime {
@@ -36,6 +38,7 @@ impl FakeRuntime {
             next_ip: AtomicU32::new(2),
             containers: Mutex::new(HashMap::new()),
             sandboxes: Mutex::new(HashMap::new()),
+            failing_teardowns: Mutex::new(HashSet::new()),
         }
     }
 
@@ -53,6 +56,15 @@ impl FakeRuntime {
                 oom_killed: false,
             }));
         }
+    }
+
+    /// Makes every teardown of `pod_uid`'s network fail (tests use it to check that cleanup
+    /// errors are reported).
+    pub fn fail_teardown(&self, pod_uid: &str) {
+        self.failing_teardowns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pod_uid.to_string());
     }
 
     /// How many fake containers exist (tests check cleanup with it).
@@ -90,6 +102,16 @@ impl Runtime for FakeRuntime {
     }
 
     async fn teardown_sandbox(&self, pod_uid: &str) -> Result<(), RuntimeError> {
+        let failing = self
+            .failing_teardowns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if failing.contains(pod_uid) {
+            return Err(RuntimeError::Failed(format!(
+                "fake: cannot remove {pod_uid}'s network"
+            )));
+        }
+        drop(failing);
         self.sandboxes
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -3,10 +3,11 @@
 use std::path::Path;
 
 use crate::containerd::ContainerdRuntime;
+use crate::error::AgentError;
 
 /// Imports the images of an OCI layout tarball; returns their names. The runtime forgets what
 /// it had resolved, so a re-imported tag is seen at the next container start.
-pub async fn import(runtime: &ContainerdRuntime, path: &Path) -> anyhow::Result<Vec<String>> {
+pub async fn import(runtime: &ContainerdRuntime, path: &Path) -> Result<Vec<String>, AgentError> {
     let images = skiff_image::import_tarball(
         &runtime.channel(),
         runtime.namespace(),

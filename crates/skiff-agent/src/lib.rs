@@ -3,16 +3,25 @@
 //! ## Layout
 //! - [`runtime`]: the [`runtime::Runtime`] trait; [`containerd`] is the real implementation
 //!   (containerd over gRPC, its own supervised containerd process), [`fake`] a fake for tests
-//!   and simulated nodes.
+//!   and simulated nodes. [`images`]: OCI image tarballs imported into containerd (the airgap
+//!   directory).
 //! - [`network`]: pod network namespaces and the CNI plugins.
 //! - [`podnet`]: routes to the other nodes' pods (host-gw or VXLAN, over netlink).
-//! - [`spec`]: a pod's container → an OCI runtime spec (pure).
-//! - [`worker`]: one task per pod: sandbox, init containers, restarts with back-off, teardown.
+//! - [`plan`]: the pod plan (pure): what a pod's worker does next — deletion, kills for failed
+//!   probes, init order, starts, restarts by restartPolicy, back-off.
+//! - [`worker`]: one task per pod carrying its plan out: sandbox, containers, probers,
+//!   teardown, the final DELETE.
+//! - [`adoption`]: what the agent finds in the runtime at start: adopted or removed.
+//! - [`spec`]: a pod's container → its config → an OCI runtime spec (pure); [`env`] its
+//!   environment variables and [`resolv`] the pod's resolv.conf (both pure).
 //! - [`status`]: pod status as Kubernetes computes it (pure).
 //! - [`logs`]: container log files (CRI format, rotation) and reading them back.
 //! - [`node`]: registering the Node, heartbeats.
+//! - [`server`]: the agent's HTTPS endpoint (logs, exec) for the API server.
+//! - [`claims`]: one skiff per machine (the bridge and the pod range are ours).
 //! - [`services`], [`proxy`], [`dns`], [`probe`]: the Service snapshot, the service proxy, the
 //!   node's DNS server, and container probes.
+//! - [`error`]: [`AgentError`], what can fail in the agent's library.
 //!
 //! ## The agent loop
 //! ```text
@@ -23,17 +32,22 @@
 //! ```
 //! At start the agent lists what the runtime already runs: containers of pods that still exist
 //! are adopted by their workers (no restart); everything else is removed.
+pub mod adoption;
 pub mod claims;
 pub mod containerd;
 pub mod dns;
+pub mod env;
+pub mod error;
 pub mod fake;
 pub mod images;
 pub mod logs;
 pub mod network;
 pub mod node;
+pub mod plan;
 pub mod podnet;
 pub mod probe;
 pub mod proxy;
+pub mod resolv;
 pub mod runtime;
 pub mod server;
 pub mod services;
@@ -52,8 +66,11 @@ use skiff_client::watcher::{self, Event};
 use skiff_client::{Client, ListParams};
 use tokio::sync::watch;
 
+use crate::resolv::ClusterDns;
 use crate::runtime::Runtime;
 use crate::worker::{NodeContext, WorkerHandle};
+
+pub use crate::error::AgentError;
 
 /// How an agent is set up.
 #[derive(Debug, Clone)]
@@ -81,17 +98,18 @@ pub struct ServicesConfig {
     /// The iptables chain of this node's ClusterIP redirects ([`proxy::iptables::chain_name`]).
     pub proxy_chain: String,
     /// The node's DNS server for pods.
-    pub dns: Option<spec::ClusterDns>,
+    pub dns: Option<ClusterDns>,
 }
 
-/// Runs the agent (its Node registered with [`node::register`]) until `shutdown` turns true. Containers keep running after it returns (an
-/// agent restart adopts them).
+/// Runs the agent (its Node registered with [`node::register`]) until `shutdown` turns true.
+/// Containers keep running after it returns (an agent restart adopts them). It cannot fail:
+/// what goes wrong is logged, and retried where retrying helps.
 pub async fn run<R: Runtime>(
     config: AgentConfig,
     client: Client,
     runtime: Arc<R>,
     mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) {
     let heartbeat = tokio::spawn(node::heartbeat_loop(
         client.clone(),
         config.node_name.clone(),
@@ -139,8 +157,14 @@ pub async fn run<R: Runtime>(
     });
 
     // What the runtime already has, by pod uid: adopted by workers or removed.
-    let mut leftovers = worker::group_by_pod(runtime.list().await.unwrap_or_default());
-    let mut leftover_sandboxes: Vec<String> = runtime.list_sandboxes().await.unwrap_or_default();
+    let mut leftovers = adoption::group_by_pod(runtime.list().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "listing the containers of an earlier run");
+        Vec::new()
+    }));
+    let mut leftover_sandboxes = runtime.list_sandboxes().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "listing the pod networks of an earlier run");
+        Vec::new()
+    });
     let mut first_list = true;
 
     let mut pods = watcher::spawn::<Pod>(
@@ -180,34 +204,30 @@ pub async fn run<R: Runtime>(
                 }
                 if first_list {
                     first_list = false;
-                    // Containers and networks of pods that no longer exist: deleted while the
-                    // agent was down. Nothing may leak.
-                    for (uid, records) in leftovers.drain() {
-                        tracing::info!(pod_uid = %uid, "removing containers of a deleted pod");
-                        for record in records {
-                            let _ = runtime.stop(&record.id, Duration::ZERO).await;
-                            let _ = runtime.remove(&record.id).await;
-                        }
-                    }
-                    for uid in leftover_sandboxes.drain(..) {
-                        if !present.contains(&uid) {
-                            let _ = runtime.teardown_sandbox(&uid).await;
-                        }
+                    // Containers and networks of pods deleted while the agent was down.
+                    let failures = adoption::remove_leftovers(
+                        runtime.as_ref(),
+                        std::mem::take(&mut leftovers),
+                        std::mem::take(&mut leftover_sandboxes),
+                        &present,
+                    )
+                    .await;
+                    for failure in failures {
+                        tracing::warn!(error = %failure, "a deleted pod's leftovers");
                     }
                 }
             }
         }
     }
     heartbeat.abort();
-    Ok(())
 }
 
 /// Starts the node's DNS server on the cluster DNS address; `None` (pods use the node's
 /// resolver) when it cannot listen there.
 async fn start_dns(
-    dns: spec::ClusterDns,
+    dns: ClusterDns,
     snapshots: watch::Receiver<Arc<services::Snapshot>>,
-) -> Option<spec::ClusterDns> {
+) -> Option<ClusterDns> {
     let ip: std::net::IpAddr = dns.nameserver.parse().ok()?;
     let server = match dns::DnsServer::bind(std::net::SocketAddr::new(ip, 53)).await {
         Ok(server) => server,

@@ -161,8 +161,9 @@ fn os_image() -> String {
 }
 
 /// Creates the Node (or refreshes its status if it exists: an agent restart) and waits until
-/// the server has given it a pod CIDR.
-pub async fn register(client: &Client, config: &AgentConfig) -> anyhow::Result<Node> {
+/// the server has given it a pod CIDR. It cannot fail: errors are logged and retried until the
+/// servers answer.
+pub async fn register(client: &Client, config: &AgentConfig) -> Node {
     let wanted = node_object(config, jiff::Timestamp::now());
     let name = config.node_name.as_str();
     let mut delay = Duration::from_millis(200);
@@ -187,7 +188,7 @@ pub async fn register(client: &Client, config: &AgentConfig) -> anyhow::Result<N
         }
         .await;
         match result {
-            Ok(node) if has_pod_cidr(&node) => return Ok(node),
+            Ok(node) if has_pod_cidr(&node) => return node,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "registering the node"),
         }
@@ -196,7 +197,7 @@ pub async fn register(client: &Client, config: &AgentConfig) -> anyhow::Result<N
         delay = (delay * 2).min(Duration::from_secs(2));
         if let Ok(node) = client.get::<Node>(None, name).await {
             if has_pod_cidr(&node) {
-                return Ok(node);
+                return node;
             }
         }
     }

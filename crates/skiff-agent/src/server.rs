@@ -20,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::containerd::exec::{ExecRequest, ExecSession};
 use crate::containerd::ContainerdRuntime;
+use crate::error::AgentError;
 use crate::logs::{self, LogOptions};
 
 /// What the endpoint needs.
@@ -51,7 +52,7 @@ pub async fn serve(
     cert_pem: &str,
     key_pem: &str,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> Result<(), AgentError> {
     let config = axum_server::tls_rustls::RustlsConfig::from_pem(
         cert_pem.as_bytes().to_vec(),
         key_pem.as_bytes().to_vec(),

@@ -17,6 +17,8 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use crate::plan::RestartPolicy;
+
 /// What the worker knows about one container of the pod.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ContainerView {
@@ -88,27 +90,72 @@ pub struct PodView {
     pub message: Option<(String, String)>,
 }
 
+/// A pod's phase, kubelet's `getPhase`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+        }
+    }
+
+    /// Succeeded or Failed: no container of the pod will run again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed)
+    }
+}
+
+/// The phase of a pod whose init containers are in `init` (their present states) and whose app
+/// containers are in `containers` (present state, and whether it ran before: a container
+/// waiting after a run is in a crash loop and counts as stopped, as in kubelet).
+pub fn phase<'a>(
+    policy: RestartPolicy,
+    init: impl IntoIterator<Item = &'a Current>,
+    containers: impl IntoIterator<Item = (&'a Current, bool)>,
+) -> Phase {
+    let (mut init_done, mut init_failed) = (true, false);
+    for current in init {
+        match current {
+            Current::Terminated(t) if t.exit_code == 0 => {}
+            Current::Terminated(_) => {
+                init_done = false;
+                init_failed |= policy == RestartPolicy::Never;
+            }
+            _ => init_done = false,
+        }
+    }
+    if init_failed {
+        Phase::Failed
+    } else if !init_done {
+        Phase::Pending
+    } else {
+        app_phase(policy, containers)
+    }
+}
+
 /// The status to write, given the previous one (for transition times) and `now`.
 pub fn pod_status(pod: &Pod, view: &PodView, now: Timestamp) -> PodStatus {
-    let policy = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.clone())
-        .unwrap_or_else(|| "Always".into());
+    let phase = phase(
+        RestartPolicy::of(pod),
+        view.init.iter().map(|c| &c.current),
+        view.containers
+            .iter()
+            .map(|c| (&c.current, c.last.is_some())),
+    );
     let init_done = view
         .init
         .iter()
         .all(|c| matches!(&c.current, Current::Terminated(t) if t.exit_code == 0));
-    let init_failed = view.init.iter().any(|c| {
-        matches!(&c.current, Current::Terminated(t) if t.exit_code != 0) && policy == "Never"
-    });
-    let phase = if init_failed {
-        "Failed"
-    } else if !init_done {
-        "Pending"
-    } else {
-        phase(&policy, &view.containers)
-    };
     let containers_ready = init_done && view.containers.iter().all(|c| c.ready);
 
     let previous = pod.status.as_ref();
@@ -129,7 +176,7 @@ pub fn pod_status(pod: &Pod, view: &PodView, now: Timestamp) -> PodStatus {
             ..PodCondition::default()
         }
     };
-    let terminal = phase == "Succeeded" || phase == "Failed";
+    let terminal = phase.is_terminal();
     let conditions = vec![
         condition(
             "PodReadyToStartContainers",
@@ -151,7 +198,7 @@ pub fn pod_status(pod: &Pod, view: &PodView, now: Timestamp) -> PodStatus {
     ];
 
     PodStatus {
-        phase: Some(phase.to_string()),
+        phase: Some(phase.as_str().to_string()),
         conditions: Some(conditions),
         host_ip: view.host_ip.clone(),
         host_ips: view.host_ip.clone().map(|ip| vec![HostIP { ip }]),
@@ -178,11 +225,14 @@ fn not_ready_reason(terminal: bool) -> &'static str {
     }
 }
 
-/// kubelet's `getPhase` over the app containers.
-fn phase(policy: &str, containers: &[ContainerView]) -> &'static str {
+/// kubelet's `getPhase` over the app containers, once the init containers are done.
+fn app_phase<'a>(
+    policy: RestartPolicy,
+    containers: impl IntoIterator<Item = (&'a Current, bool)>,
+) -> Phase {
     let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
-    for c in containers {
-        match &c.current {
+    for (current, ran_before) in containers {
+        match current {
             Current::Running { .. } => running += 1,
             Current::Terminated(t) => {
                 stopped += 1;
@@ -191,24 +241,24 @@ fn phase(policy: &str, containers: &[ContainerView]) -> &'static str {
                 }
             }
             // Waiting after a run (CrashLoopBackOff) counts as stopped, as in kubelet.
-            Current::Waiting { .. } if c.last.is_some() => stopped += 1,
+            Current::Waiting { .. } if ran_before => stopped += 1,
             Current::Waiting { .. } | Current::Unknown => waiting += 1,
         }
     }
     if waiting > 0 {
-        "Pending"
+        Phase::Pending
     } else if running > 0 {
-        "Running"
+        Phase::Running
     } else if stopped > 0 {
         match policy {
-            "Always" => "Running",
-            "OnFailure" if stopped == succeeded => "Succeeded",
-            "OnFailure" => "Running",
-            _ if stopped == succeeded => "Succeeded",
-            _ => "Failed",
+            RestartPolicy::Always => Phase::Running,
+            RestartPolicy::OnFailure if stopped == succeeded => Phase::Succeeded,
+            RestartPolicy::OnFailure => Phase::Running,
+            RestartPolicy::Never if stopped == succeeded => Phase::Succeeded,
+            RestartPolicy::Never => Phase::Failed,
         }
     } else {
-        "Pending"
+        Phase::Pending
     }
 }
 

@@ -34,6 +34,7 @@ use containerd_client::tonic::{Code, Request, Status};
 use jiff::Timestamp;
 use tokio::sync::Mutex;
 
+use crate::error::AgentError;
 use crate::logs::{self, LogWriter};
 use crate::network::NetworkConfig;
 use crate::runtime::{
@@ -100,12 +101,14 @@ impl ContainerdRuntime {
         namespace: &str,
         network: NetworkConfig,
         data_dir: &Path,
-    ) -> anyhow::Result<ContainerdRuntime> {
+    ) -> Result<ContainerdRuntime, AgentError> {
         let channel = containerd_client::connect(socket).await?;
         Ok(ContainerdRuntime {
             channel,
             namespace: namespace.to_string(),
-            namespace_header: namespace.parse()?,
+            namespace_header: namespace
+                .parse()
+                .map_err(|_| AgentError::ContainerdNamespace(namespace.to_string()))?,
             snapshotter: "overlayfs".into(),
             network,
             fifo_dir: data_dir.join("fifo"),

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::error::AgentError;
+
 /// Where the child containerd keeps its files.
 pub struct ContainerdPaths {
     pub config: PathBuf,
@@ -50,11 +52,15 @@ impl ContainerdPaths {
 pub async fn supervise(
     data_dir: &Path,
     mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<PathBuf> {
+) -> Result<PathBuf, AgentError> {
     let paths = ContainerdPaths::under(data_dir);
-    std::fs::create_dir_all(&paths.root)?;
-    std::fs::create_dir_all(&paths.state)?;
-    std::fs::write(&paths.config, paths.config_toml())?;
+    let files = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| AgentError::ContainerdFiles { path, error }
+    };
+    std::fs::create_dir_all(&paths.root).map_err(files(&paths.root))?;
+    std::fs::create_dir_all(&paths.state).map_err(files(&paths.state))?;
+    std::fs::write(&paths.config, paths.config_toml()).map_err(files(&paths.config))?;
     let socket = paths.socket.clone();
     let (ready_tx, mut ready_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -141,14 +147,12 @@ pub async fn supervise(
             }
         }
     });
-    tokio::time::timeout(Duration::from_secs(30), ready_rx.wait_for(|ready| *ready))
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "containerd did not answer on {} within 30 s",
-                socket.display()
-            )
-        })??;
+    let ready =
+        tokio::time::timeout(Duration::from_secs(30), ready_rx.wait_for(|ready| *ready)).await;
+    // A timeout, or the supervisor gone without ever seeing containerd answer.
+    if !matches!(ready, Ok(Ok(_))) {
+        return Err(AgentError::ContainerdNotReady { socket });
+    }
     Ok(socket)
 }
 
