@@ -58,8 +58,8 @@ pub struct App {
     pub node_secret: String,
     /// When each node last sent a heartbeat to this member (only the leader's matters).
     pub leases: crate::nodes::Leases,
-    /// The service CIDR and node port allocators (see [`crate::services`]).
-    pub services: crate::services::ServiceNetwork,
+    /// The service CIDR and node port allocators (see [`crate::service_ips`]).
+    pub services: crate::service_ips::ServiceNetwork,
     /// Every node's pod range together (`--cluster-cidr`), served to agents at
     /// `/skiff/v1/cluster` so they masquerade only traffic that leaves it.
     pub cluster_cidr: String,
@@ -77,7 +77,7 @@ impl App {
             reserved_ids: Mutex::new(0),
             node_secret,
             leases: crate::nodes::Leases::default(),
-            services: crate::services::ServiceNetwork::default(),
+            services: crate::service_ips::ServiceNetwork::default(),
             cluster_cidr: crate::cluster_network::DEFAULT_CLUSTER_CIDR.to_string(),
         }
     }
@@ -533,7 +533,7 @@ pub fn empty(status: StatusCode) -> Response {
 
 /// Creates the namespaces every Kubernetes cluster has, if missing. Runs on the leader at start.
 pub async fn ensure_system_namespaces(app: &App) -> Result<(), ApiError> {
-    for name in objects::SYSTEM_NAMESPACES {
+    for name in crate::registry::namespaces::SYSTEM_NAMESPACES {
         let key = skiff_store::object_key("namespaces", "", name);
         if app.store.get(&key).is_some() {
             continue;
