@@ -13,6 +13,8 @@
 //! - [`app`]: shared state, the router, authentication, serving over TLS (API and Raft on one port).
 //! - [`target`]: parsing a resource path into resource, namespace, name and subresource.
 //! - [`query`]: the query parameters of resource requests.
+//! - [`subresources`]: the table of subresources served by their own modules: pod logs and
+//!   exec ([`proxy`]), binding ([`binding`]), scale ([`scale`]).
 //! - [`objects`]: the generic verbs on objects — get, list, create, update, patch, delete.
 //! - [`registry`]: what is special about some resources, one strategy per file (pods,
 //!   services, namespaces, leases, workloads).
@@ -39,6 +41,7 @@ pub mod registry;
 pub mod respond;
 pub mod scale;
 pub mod service_ips;
+pub mod subresources;
 pub mod tables;
 pub mod target;
 pub mod watch;
