@@ -14,7 +14,9 @@
 //! - [`target`]: parsing a resource path into resource, namespace, name and subresource.
 //! - [`query`]: the query parameters of resource requests.
 //! - [`subresources`]: the table of subresources served by their own modules: pod logs and
-//!   exec ([`proxy`]), binding ([`binding`]), scale ([`scale`]).
+//!   exec ([`pod_streams`], passed on to the pod's node agent), binding ([`binding`]), scale
+//!   ([`scale`]).
+//! - [`nodes`]: node heartbeats, kept in memory on the leader, and agents' certificates.
 //! - [`objects`]: the generic verbs on objects — get, list, create, update, patch, delete.
 //! - [`registry`]: what is special about some resources, one strategy per file (pods,
 //!   services, namespaces, leases, workloads).
@@ -35,7 +37,7 @@ pub mod nodes;
 pub mod objects;
 pub mod openapi;
 pub mod pki;
-pub mod proxy;
+pub mod pod_streams;
 pub mod query;
 pub mod registry;
 pub mod respond;

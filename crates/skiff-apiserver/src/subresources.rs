@@ -1,7 +1,7 @@
 //! Subresources served by modules of their own rather than by the generic verbs.
 //!
 //! Most subresources are the object itself (`status`, which [`crate::objects`] serves). These
-//! are not: a pod's log and exec streams come from its node's agent ([`crate::proxy`]), a
+//! are not: a pod's log and exec streams come from its node's agent ([`crate::pod_streams`]), a
 //! binding assigns a pod to a node ([`crate::binding`]), and `scale` is a view of a workload's
 //! replica count ([`crate::scale`]). [`SUBRESOURCES`] says which requests go where; a request
 //! it does not match goes to the generic verbs.
@@ -101,11 +101,11 @@ pub async fn serve(
     let (counted, result) = match served {
         Served::Log => (
             Counted::new("GET", "pods/log"),
-            crate::proxy::logs(app, target, query).await,
+            crate::pod_streams::logs(app, target, query).await,
         ),
         Served::Exec => {
             let request = Request::from_parts(parts, body);
-            let response = crate::proxy::exec(app, target, request).await;
+            let response = crate::pod_streams::exec(app, target, request).await;
             return (Counted::new("CONNECT", "pods/exec"), or_error(response));
         }
         Served::Binding => (

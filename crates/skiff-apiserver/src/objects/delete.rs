@@ -70,8 +70,9 @@ pub async fn delete(app: &App, target: &Target, params: &Params, body: &[u8]) ->
     let marked = finalizing_deletion(&current, &options)
         .or_else(|| strategy.before_delete(&current, &options, jiff::Timestamp::now()));
     if let Some(marked) = marked {
-        // The object stays, marked for deletion: the agent running the pod removes it once its
-        // containers have stopped, or the garbage collector once its finalizers are done.
+        // The object stays, marked for deletion: whoever finishes the deletion (the garbage
+        // collector once the finalizers are done, a pod's agent once its containers stopped)
+        // deletes it for good.
         if dry_run || marked == *current {
             return Ok(respond::json(StatusCode::OK, &marked));
         }

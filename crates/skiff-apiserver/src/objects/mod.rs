@@ -18,6 +18,7 @@
 //! - `create`: POST.
 //! - `update`: PUT, PATCH and server-side apply, and the status subresource.
 //! - `delete`: DELETE, finalizers, and the strategy's graceful deletion and cascade.
+//! - `tests`: the verbs against a real one-member store.
 
 use std::sync::Arc;
 
@@ -38,6 +39,9 @@ use crate::target::Target;
 mod create;
 mod delete;
 mod update;
+
+#[cfg(test)]
+mod tests;
 
 pub use create::create;
 pub use delete::delete;
