@@ -119,6 +119,8 @@ pub async fn create(
         }
         None => None,
     };
+    // Every namespaced object lives in a namespace that exists (the API's rule, not one
+    // resource's).
     if let Some(ns) = &target.namespace {
         let ns_key = object_key("namespaces", "", ns);
         if get_fresh(app, &ns_key).await?.is_none() {
