@@ -20,10 +20,10 @@ use skiff_api::status::ApiError;
 use skiff_store::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{Metrics, RaftGauges};
+use crate::metrics::{Counted, Metrics, RaftGauges};
 use crate::query::Params;
 use crate::target::{self, Target};
-use crate::{cluster, discovery, objects, openapi, respond, tables, watch};
+use crate::{cluster, discovery, objects, openapi, respond, subresources, tables, watch};
 
 /// Requests bigger than this are refused with 413, as Kubernetes' 3 MiB limit does.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -58,8 +58,8 @@ pub struct App {
     pub node_secret: String,
     /// When each node last sent a heartbeat to this member (only the leader's matters).
     pub leases: crate::nodes::Leases,
-    /// The service CIDR and node port allocators (see [`crate::services`]).
-    pub services: crate::services::ServiceNetwork,
+    /// The service CIDR and node port allocators (see [`crate::service_ips`]).
+    pub services: crate::service_ips::ServiceNetwork,
     /// Every node's pod range together (`--cluster-cidr`), served to agents at
     /// `/skiff/v1/cluster` so they masquerade only traffic that leaves it.
     pub cluster_cidr: String,
@@ -77,7 +77,7 @@ impl App {
             reserved_ids: Mutex::new(0),
             node_secret,
             leases: crate::nodes::Leases::default(),
-            services: crate::services::ServiceNetwork::default(),
+            services: crate::service_ips::ServiceNetwork::default(),
             cluster_cidr: crate::cluster_network::DEFAULT_CLUSTER_CIDR.to_string(),
         }
     }
@@ -113,6 +113,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/skiff/v1/cluster", get(crate::cluster_network::get))
         .fallback(resource_request)
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
         .layer(middleware::from_fn_with_state(app.clone(), authenticate))
         .with_state(app.clone());
     // Raft traffic authenticates with the cluster secret inside the service itself.
@@ -332,84 +333,19 @@ async fn openapi_document(axum::extract::Path(path): axum::extract::Path<String>
     }
 }
 
-/// Every `/api/...` and `/apis/...` request for objects ends here.
+/// Every `/api/...` and `/apis/...` request for objects ends here: the subresources in
+/// [`crate::subresources::SUBRESOURCES`] go to their own modules, everything else to the
+/// generic verbs. The response says what the request counts as in the metrics ([`observe`]).
 async fn resource_request(State(app): State<Arc<App>>, request: Request) -> Response {
-    let started = Instant::now();
     let (parts, body) = request.into_parts();
     let mut target = match target::parse(parts.uri.path()) {
         Ok(Some(target)) => target,
         Ok(None) => return respond::error(page_not_found(parts.uri.path())),
         Err(e) => return respond::error(e),
     };
-    // Subresources served by the node's agent, not the store.
-    if target.info.resource == "pods" && parts.method == Method::GET {
-        if let Some("log") = target.subresource.as_deref() {
-            let response = crate::proxy::logs(&app, &target, parts.uri.query())
-                .await
-                .unwrap_or_else(respond::error);
-            app.metrics.observe_request(
-                "GET",
-                "pods/log",
-                response.status().as_u16(),
-                started.elapsed().as_secs_f64(),
-            );
-            return response;
-        }
-    }
-    if target.info.resource == "pods" && target.subresource.as_deref() == Some("exec") {
-        let request = Request::from_parts(parts, body);
-        let response = crate::proxy::exec(&app, &target, request)
-            .await
-            .unwrap_or_else(respond::error);
-        app.metrics.observe_request(
-            "CONNECT",
-            "pods/exec",
-            response.status().as_u16(),
-            started.elapsed().as_secs_f64(),
-        );
-        return response;
-    }
-    if crate::binding::handles(&target, &parts.method) {
-        let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
-            .await
-            .unwrap_or_default();
-        let response = crate::binding::serve(&app, &target, &body)
-            .await
-            .unwrap_or_else(respond::error);
-        app.metrics.observe_request(
-            "CREATE",
-            "pods/binding",
-            response.status().as_u16(),
-            started.elapsed().as_secs_f64(),
-        );
-        return response;
-    }
-    if crate::scale::handles(&target) {
-        let content_type = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
-            .await
-            .unwrap_or_default();
-        let response = crate::scale::serve(
-            &app,
-            &target,
-            &parts.method,
-            parts.uri.query(),
-            content_type.as_deref(),
-            &body,
-        )
-        .await
-        .unwrap_or_else(respond::error);
-        app.metrics.observe_request(
-            verb_of(&parts.method, &target, &Params::default()),
-            target.info.resource,
-            response.status().as_u16(),
-            started.elapsed().as_secs_f64(),
-        );
-        return response;
+    if let Some(served) = subresources::route(&target, &parts.method) {
+        let (counted, response) = subresources::serve(&app, served, &target, parts, body).await;
+        return counted.on(response);
     }
     let mut params = match Params::parse(parts.uri.query()) {
         Ok(params) => params,
@@ -456,17 +392,27 @@ async fn resource_request(State(app): State<Arc<App>>, request: Request) -> Resp
             parts.method
         ))),
     };
-    let response = result.unwrap_or_else(respond::error);
-    app.metrics.observe_request(
-        verb,
-        target.info.resource,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    Counted::new(verb, target.info.resource).on(result.unwrap_or_else(respond::error))
+}
+
+/// The one metrics layer: times every request and counts those whose response says what they
+/// are ([`Counted`]: resource requests; health checks, discovery and refused requests are not
+/// counted).
+async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let response = next.run(request).await;
+    if let Some(counted) = response.extensions().get::<Counted>() {
+        app.metrics.observe_request(
+            counted.verb,
+            counted.resource,
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+    }
     response
 }
 
-fn verb_of(method: &Method, target: &Target, params: &Params) -> &'static str {
+pub(crate) fn verb_of(method: &Method, target: &Target, params: &Params) -> &'static str {
     match *method {
         Method::GET if params.is_watch() => "WATCH",
         Method::GET if target.name.is_none() => "LIST",
@@ -533,7 +479,7 @@ pub fn empty(status: StatusCode) -> Response {
 
 /// Creates the namespaces every Kubernetes cluster has, if missing. Runs on the leader at start.
 pub async fn ensure_system_namespaces(app: &App) -> Result<(), ApiError> {
-    for name in objects::SYSTEM_NAMESPACES {
+    for name in crate::registry::namespaces::SYSTEM_NAMESPACES {
         let key = skiff_store::object_key("namespaces", "", name);
         if app.store.get(&key).is_some() {
             continue;

@@ -18,12 +18,6 @@ use crate::target::Target;
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
 
-pub fn handles(target: &Target, method: &axum::http::Method) -> bool {
-    target.info.resource == "pods"
-        && target.subresource.as_deref() == Some("binding")
-        && *method == axum::http::Method::POST
-}
-
 /// The pod with the binding applied, or why it cannot be.
 pub fn bind(pod: &Value, binding: &Value, now: &str) -> Result<Value> {
     let name = pod

@@ -13,8 +13,15 @@
 //! - [`app`]: shared state, the router, authentication, serving over TLS (API and Raft on one port).
 //! - [`target`]: parsing a resource path into resource, namespace, name and subresource.
 //! - [`query`]: the query parameters of resource requests.
-//! - [`objects`]: the verbs on objects — get, list, create, update, patch, delete.
-//! - [`services`]: ClusterIP and NodePort allocation for Services.
+//! - [`subresources`]: the table of subresources served by their own modules: pod logs and
+//!   exec ([`pod_streams`], passed on to the pod's node agent), binding ([`binding`]), scale
+//!   ([`scale`]).
+//! - [`nodes`]: node heartbeats, kept in memory on the leader, and agents' certificates.
+//! - [`objects`]: the generic verbs on objects — get, list, create, update, patch, delete.
+//! - [`registry`]: what is special about some resources, one strategy per file (pods,
+//!   services, namespaces, leases, workloads).
+//! - [`service_ips`]: the allocators behind the Service strategy: ClusterIPs, node ports, and
+//!   the claims that keep two members from handing out one address.
 //! - [`watch`]: `?watch=true` streams with resume, bookmarks and 410.
 //! - [`tables`]: `Table` responses (server-side printing) for `kubectl get`.
 //! - [`cluster`]: joining servers, listing and removing members.
@@ -30,11 +37,17 @@ pub mod nodes;
 pub mod objects;
 pub mod openapi;
 pub mod pki;
-pub mod proxy;
+pub mod pod_streams;
 pub mod query;
+pub mod registry;
 pub mod respond;
 pub mod scale;
-pub mod services;
+pub mod service_ips;
+pub mod subresources;
 pub mod tables;
 pub mod target;
 pub mod watch;
+
+/// The old name of [`service_ips`], kept for the `skiff` binary's `--service-cidr` until it
+/// switches over.
+pub use service_ips as services;

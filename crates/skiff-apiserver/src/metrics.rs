@@ -28,6 +28,28 @@ const DURATION_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// What a finished resource request counts as: set on its response by the handler, read by the
+/// metrics layer (`app.rs`'s `observe`), which records it with the status code and duration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counted {
+    /// kube-apiserver's verb: `GET`, `LIST`, `WATCH`, `CREATE`, `CONNECT`, ...
+    pub verb: &'static str,
+    /// The plural resource (`pods`) or a subresource path (`pods/log`).
+    pub resource: &'static str,
+}
+
+impl Counted {
+    pub fn new(verb: &'static str, resource: &'static str) -> Counted {
+        Counted { verb, resource }
+    }
+
+    /// `response`, marked to be counted as this.
+    pub fn on(self, mut response: axum::response::Response) -> axum::response::Response {
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     verb: String,

@@ -12,8 +12,7 @@
 //!
 //! Clients still find the Leases they expect: `kubectl describe node` reads
 //! `kube-node-lease/leases/NODE`, and each Node has one there, made up on each read from this
-//! table ([`node_lease`]) rather than stored. A Lease written to `kube-node-lease` by a client
-//! is stored as usual and shadows the made-up one.
+//! table by the Lease strategy ([`crate::registry::leases`]) rather than stored.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -21,7 +20,7 @@ use std::time::Instant;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::app::App;
 use crate::respond;
@@ -72,71 +71,6 @@ impl Leases {
     fn lock(&self) -> std::sync::MutexGuard<'_, (HashMap<String, Instant>, Instant)> {
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// The namespace of node leases, as in Kubernetes.
-pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
-
-/// How long a node lease lasts, as shown in the made-up Lease: skiff's default silence before
-/// a node is NotReady (kubelet's `nodeLeaseDurationSeconds` is 40, its controller's grace 50 s).
-/// The node lifecycle controller's own setting is what counts (skiff-controllers'
-/// nodelifecycle, `--node-monitor-grace-period`).
-const NODE_LEASE_SECONDS: i32 = 12;
-
-/// The Lease of `node`, as kubelet would keep it: held by the node, owned by its Node object,
-/// renewed at its last heartbeat. `renewed` is `None` where this member has not heard from it
-/// (a follower: agents heartbeat to the leader only), and `renewTime` is then left out.
-pub fn node_lease(node: &Value, renewed: Option<jiff::Timestamp>) -> Value {
-    let name = node.pointer("/metadata/name").cloned().unwrap_or_default();
-    let mut spec = json!({
-        "holderIdentity": name,
-        "leaseDurationSeconds": NODE_LEASE_SECONDS,
-    });
-    if let Some(at) = renewed {
-        // A MicroTime: RFC 3339 with exactly six fractional digits.
-        spec["renewTime"] = json!(at.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string());
-    }
-    json!({
-        "apiVersion": "coordination.k8s.io/v1",
-        "kind": "Lease",
-        "metadata": {
-            "name": name,
-            "namespace": NODE_LEASE_NAMESPACE,
-            "creationTimestamp": node.pointer("/metadata/creationTimestamp"),
-            "ownerReferences": [{
-                "apiVersion": "v1",
-                "kind": "Node",
-                "name": name,
-                "uid": node.pointer("/metadata/uid"),
-            }],
-        },
-        "spec": spec,
-    })
-}
-
-/// The node leases to show for `nodes`, skipping the names in `stored` (those exist as real
-/// objects). Heartbeat times come from this member's table, so only the leader has them.
-pub fn node_leases<'a>(
-    app: &App,
-    nodes: impl IntoIterator<Item = &'a Value>,
-    stored: &std::collections::HashSet<String>,
-) -> Vec<Value> {
-    let leader = matches!(app.store.leader(), Some((id, _)) if id == app.store.id());
-    let heard = if leader {
-        app.leases.as_timestamps()
-    } else {
-        Default::default()
-    };
-    nodes
-        .into_iter()
-        .filter_map(|node| {
-            let name = node.pointer("/metadata/name")?.as_str()?;
-            if stored.contains(name) {
-                return None;
-            }
-            Some(node_lease(node, heard.get(name).copied()))
-        })
-        .collect()
 }
 
 /// `POST /skiff/v1/nodes/{name}/heartbeat`: the leader notes the time; followers redirect.

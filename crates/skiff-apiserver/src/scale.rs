@@ -18,12 +18,6 @@ use crate::target::Target;
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
 
-/// Whether `target` is a `scale` request this module answers.
-pub fn handles(target: &Target) -> bool {
-    target.subresource.as_deref() == Some("scale")
-        && matches!(target.info.resource, "deployments" | "replicasets")
-}
-
 /// The label selector of a workload as `kubectl` prints it (`app=web,tier in (a,b)`).
 fn selector_string(object: &Value) -> String {
     let mut parts = Vec::new();

@@ -1,4 +1,5 @@
-//! Requests the API server passes on to a node's agent: `pods/log` (and `pods/exec`).
+//! A pod's log and exec streams, which the API server passes on to the pod's node agent:
+//! `pods/log` and `pods/exec`. (Not to be confused with the agent's service proxy.)
 //!
 //! As in Kubernetes, the API server finds the pod's node, then calls the agent's own HTTPS
 //! endpoint (`status.daemonEndpoints.kubeletEndpoint.Port` on the node's InternalIP).

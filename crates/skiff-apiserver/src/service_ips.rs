@@ -27,7 +27,9 @@ use serde_json::{json, Value};
 use skiff_api::resources::ResourceInfo;
 use skiff_api::status::{go_quote, ApiError, Cause};
 use skiff_store::{object_key, revision_of, Op};
-use tokio::sync::{Mutex, MutexGuard};
+
+pub use crate::registry::ClaimLost;
+use tokio::sync::Mutex;
 
 /// Kubernetes' default `--service-node-port-range`.
 pub const NODE_PORT_RANGE: (u16, u16) = (30000, 32767);
@@ -71,8 +73,8 @@ impl ServiceNetwork {
     }
 
     /// Held from reading what is in use until the write that uses a new address is committed.
-    pub async fn lock(&self) -> MutexGuard<'_, ()> {
-        self.lock.lock().await
+    pub fn allocation_lock(&self) -> &Mutex<()> {
+        &self.lock
     }
 
     fn size(&self) -> u32 {
@@ -289,10 +291,6 @@ fn addresses(svc: &Value) -> HashSet<String> {
     }
     held
 }
-
-/// Another write holds one of the addresses this one picked: allocate again from a fresh read.
-#[derive(Debug)]
-pub struct ClaimLost;
 
 /// The store operations that claim every address `svc` holds and `old` (the stored object, on
 /// update) did not, to go in the same atomic proposal as the write of `svc`. `get` reads the
