@@ -11,10 +11,13 @@
 //! - [`Kubeconfig`]: reads the kubeconfig `skiff server` writes.
 //! - [`watcher`]: a list + watch loop that survives dropped connections and `410 Gone`, yielding
 //!   [`watcher::Event`]s — the building block of every control loop.
+//! - [`informer`]: shared informers on top of it: one watch and one cache per kind per
+//!   process, with handlers that enqueue keys and streams for loops that keep their own state.
 //!
 //! Types come from `k8s-openapi`; the URL of a type is derived from its `Resource` constants, so
 //! `client.get::<Pod>(Some("default"), "web")` needs no path strings.
 pub mod events;
+pub mod informer;
 pub mod kubeconfig;
 pub mod watcher;
 
@@ -309,16 +312,28 @@ impl Client {
     /// The collection URL of `K` in namespace `ns` (all namespaces when `None` for namespaced
     /// types).
     pub fn collection_url<K: Resource>(&self, ns: Option<&str>) -> String {
+        self.collection_url_of(K::GROUP, K::VERSION, K::URL_PATH_SEGMENT, ns)
+    }
+
+    /// The collection URL of a resource known only at run time (`group` is `""` for the core
+    /// group; `resource` is the plural, as in the URL).
+    pub fn collection_url_of(
+        &self,
+        group: &str,
+        version: &str,
+        resource: &str,
+        ns: Option<&str>,
+    ) -> String {
         let mut url = self.server();
-        if K::GROUP.is_empty() {
-            let _ = write!(url, "/api/{}", K::VERSION);
+        if group.is_empty() {
+            let _ = write!(url, "/api/{version}");
         } else {
-            let _ = write!(url, "/apis/{}/{}", K::GROUP, K::VERSION);
+            let _ = write!(url, "/apis/{group}/{version}");
         }
         if let Some(ns) = ns {
             let _ = write!(url, "/namespaces/{ns}");
         }
-        let _ = write!(url, "/{}", K::URL_PATH_SEGMENT);
+        let _ = write!(url, "/{resource}");
         url
     }
 
@@ -475,11 +490,19 @@ impl Client {
         ns: Option<&str>,
         params: &ListParams,
     ) -> Result<ObjectList<K>> {
+        self.list_at(&self.collection_url::<K>(ns), params).await
+    }
+
+    /// Lists the collection at `url` (from [`Client::collection_url_of`]), decoding each item
+    /// as `T` (which may read only part of it, such as the metadata).
+    pub async fn list_at<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        params: &ListParams,
+    ) -> Result<ObjectList<T>> {
         let mut query = Vec::new();
         params.append(&mut query);
-        let raw: RawList<K> = self
-            .request(Method::GET, &self.collection_url::<K>(ns), &query, None)
-            .await?;
+        let raw: RawList<T> = self.request(Method::GET, url, &query, None).await?;
         Ok(ObjectList {
             items: raw.items,
             resource_version: raw.metadata.resource_version,
@@ -580,6 +603,19 @@ impl Client {
         resource_version: &str,
         timeout: Duration,
     ) -> Result<reqwest::Response> {
+        let url = self.collection_url::<K>(ns);
+        self.watch_raw_at(&url, params, resource_version, timeout)
+            .await
+    }
+
+    /// [`Client::watch_raw`] of the collection at `url`.
+    pub async fn watch_raw_at(
+        &self,
+        url: &str,
+        params: &ListParams,
+        resource_version: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response> {
         let mut query = vec![
             ("watch", "true".to_string()),
             ("resourceVersion", resource_version.to_string()),
@@ -587,8 +623,7 @@ impl Client {
             ("timeoutSeconds", timeout.as_secs().to_string()),
         ];
         params.append(&mut query);
-        let url = self.collection_url::<K>(ns);
-        self.send(Method::GET, &url, &query, None, None).await
+        self.send(Method::GET, url, &query, None, None).await
     }
 }
 
