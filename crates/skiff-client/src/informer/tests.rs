@@ -48,14 +48,14 @@ fn handlers_see_the_store_already_changed_and_late_ones_catch_up() {
         store.on_change(move |p: &Pod| {
             let key = key_of(&p.metadata);
             let in_store = reader.get(&key).and_then(|p| p.metadata.resource_version);
-            seen.lock().unwrap().push((key, in_store));
+            seen.lock().expect("not poisoned").push((key, in_store));
         });
     }
     store.apply(Event::Applied(pod("a", "new", "2")));
     store.apply(Event::Deleted(pod("a", "old", "3")));
     // A relist tells of every object before and after.
     store.apply(Event::Restarted(vec![pod("a", "new", "4")]));
-    let seen = seen.lock().unwrap().clone();
+    let seen = seen.lock().expect("not poisoned").clone();
     let expected = [
         ("a/old", Some("1")),
         ("a/new", Some("2")),
