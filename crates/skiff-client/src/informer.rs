@@ -196,6 +196,17 @@ impl<K: Object> Store<K> {
             .collect()
     }
 
+    /// The keys of every object of namespace `ns`.
+    pub fn keys_in_namespace(&self, ns: &str) -> Vec<String> {
+        let prefix = format!("{ns}/");
+        self.read()
+            .range(prefix.clone()..)
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(&prefix))
+            .cloned()
+            .collect()
+    }
+
     /// Every object.
     pub fn list(&self) -> Vec<K> {
         self.read().values().cloned().collect()

@@ -594,6 +594,13 @@ impl Client {
         .await
     }
 
+    /// [`Client::delete`] of the object at `url` (a collection URL from
+    /// [`Client::collection_url_of`] and the object's name).
+    pub async fn delete_at(&self, url: &str, options: &DeleteOptions) -> Result<Value> {
+        let body = ("application/json", serde_json::to_vec(&options.to_json())?);
+        self.request(Method::DELETE, url, &[], Some(body)).await
+    }
+
     /// Opens a watch from `resource_version`; the answer is a stream of newline-separated
     /// JSON events. `timeout` bounds how long the server keeps it open.
     pub async fn watch_raw<K: Resource>(

@@ -49,9 +49,12 @@
 //! seen its last creations, or it will create them twice. Kubernetes calls this
 //! "expectations": the loop remembers how many creates/deletes it applied for a key and waits
 //! for the watch to show them (or for a timeout of a few minutes) before reconciling it again.
+pub mod apply;
+pub mod controller;
 pub mod deployment;
 pub mod endpoints;
 pub mod eventttl;
+pub mod expectations;
 pub mod gc;
 pub mod names;
 pub mod nodeipam;
@@ -68,7 +71,7 @@ use std::fmt;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Endpoints, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Endpoints, Node, ObjectReference, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
@@ -109,6 +112,7 @@ pub enum Object {
     ReplicaSet(Box<ReplicaSet>),
     Deployment(Box<Deployment>),
     Node(Box<Node>),
+    Service(Box<Service>),
     Endpoints(Box<Endpoints>),
     EndpointSlice(Box<EndpointSlice>),
     /// Any kind, with `apiVersion`, `kind` and `metadata` (the garbage collector's view).
@@ -177,6 +181,7 @@ impl Object {
             Object::ReplicaSet(o) => serde_json::to_value(o),
             Object::Deployment(o) => serde_json::to_value(o),
             Object::Node(o) => serde_json::to_value(o),
+            Object::Service(o) => serde_json::to_value(o),
             Object::Endpoints(o) => serde_json::to_value(o),
             Object::EndpointSlice(o) => serde_json::to_value(o),
             Object::Dynamic(v) => return v.clone(),
@@ -193,6 +198,7 @@ impl Object {
             Object::ReplicaSet(o) => reference_to(&**o),
             Object::Deployment(o) => reference_to(&**o),
             Object::Node(o) => reference_to(&**o),
+            Object::Service(o) => reference_to(&**o),
             Object::Endpoints(o) => reference_to(&**o),
             Object::EndpointSlice(o) => reference_to(&**o),
             Object::Dynamic(v) => dynamic_reference(v),
