@@ -5,21 +5,33 @@
 //! a **pure function**: it takes the current objects (as the loop's cache sees them) and `now`,
 //! and returns a plan — a list of [`Action`]s. It does no I/O, keeps no state and never
 //! sleeps, so tests call it directly and a learner can read it top to bottom like a script.
-//! A thin loop (watch → work queue → reconcile → apply) lives elsewhere and does the writing.
+//! One generic loop ([`controller`]) does the rest: shared stores fed by one watch per kind,
+//! a work queue of keys, `reconcile`, apply.
 //!
 //! ## Layout
 //! - [`Action`], [`Object`], [`EventNote`] (this file): what a plan is made of.
+//! - [`controller`]: the [`controller::Controller`] trait every controller implements, and
+//!   the loop that runs it; [`workqueue`]: keys, de-duplicated, with back-off;
+//!   [`expectations`]: writes a controller waits to see before it runs again for a key;
+//!   [`apply`]: a plan carried out through the API; [`runner`]: the list of controllers.
 //! - [`replicaset`]: keep `spec.replicas` pods alive; which pod goes first on scale-down
 //!   ([`pod_rank`]).
 //! - [`deployment`]: roll out a new ReplicaSet one move per pass (RollingUpdate, Recreate),
 //!   the pod-template-hash, revisions, conditions and the status `kubectl rollout status` reads.
 //! - [`nodelifecycle`]: silent nodes become `Ready=Unknown`, get the `unreachable` taint, and
 //!   lose their pods once the pods' tolerations run out.
-//! - [`gc`]: ownerReferences garbage collection (background, foreground, orphan).
+//! - [`gc`]: ownerReferences garbage collection (background, foreground, orphan), over every
+//!   kind the API serves.
 //! - [`nodeipam`]: a pod CIDR for every Node.
 //! - [`endpoints`]: a Service's Endpoints and EndpointSlices, from the pods it selects.
+//! - [`servicelb`]: a LoadBalancer Service's addresses, from the Ready nodes.
+//! - [`eventttl`]: Events expire after an hour.
 //! - [`owners`], [`pods`], [`names`]: controller references and adoption, what a pod's status
 //!   means to a controller, random-but-injectable name suffixes.
+//!
+//! Each controller module holds its pure planning function, its `Controller` impl (the stores
+//! it reads, the keys their changes wake, one pass per key) and its table tests; adding one is
+//! that file and one line in [`runner`].
 //!
 //! ## Applying a plan (the loop's contract)
 //!
@@ -47,8 +59,8 @@
 //!
 //! Caveats: a controller that creates children must not run again on a cache that has not yet
 //! seen its last creations, or it will create them twice. Kubernetes calls this
-//! "expectations": the loop remembers how many creates/deletes it applied for a key and waits
-//! for the watch to show them (or for a timeout of a few minutes) before reconciling it again.
+//! "expectations": the loop remembers the writes it applied for a key and waits for the
+//! watch to show them (or for a timeout) before reconciling it again ([`expectations`]).
 pub mod apply;
 pub mod controller;
 pub mod deployment;
