@@ -22,6 +22,8 @@ pub mod kubeconfig;
 mod servers;
 pub mod watcher;
 
+#[cfg(test)]
+use servers::starts_with_base;
 use servers::Servers;
 
 pub use kubeconfig::Kubeconfig;
@@ -606,6 +608,7 @@ fn api_error(status: StatusCode, body: &[u8]) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::servers::starts_with_base;
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::{Node, Pod};
 

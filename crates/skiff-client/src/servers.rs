@@ -84,7 +84,7 @@ impl Servers {
 
 /// Whether `url` is under `base` (`https://a:6443/api` is under `https://a:6443`, not under
 /// `https://a:644`).
-fn starts_with_base(url: &str, base: &str) -> bool {
+pub(crate) fn starts_with_base(url: &str, base: &str) -> bool {
     url.strip_prefix(base)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
 }
