@@ -22,8 +22,6 @@ pub mod kubeconfig;
 mod servers;
 pub mod watcher;
 
-#[cfg(test)]
-use servers::starts_with_base;
 use servers::Servers;
 
 pub use kubeconfig::Kubeconfig;
