@@ -522,28 +522,23 @@ async fn leader_loops(
                 tracing::info!("leading: starting node IPAM, scheduler and controllers");
                 app.leases.reset();
                 let (tx, rx) = tokio::sync::watch::channel(false);
-                tokio::spawn(skiff_controllers::nodeipam::run(
-                    client.clone(),
-                    cidr,
-                    rx.clone(),
-                ));
+                // One watch per kind for all the leader loops: they share these stores.
+                let informers = skiff_client::informer::Informers::new(client.clone());
                 let leases = app.clone();
                 let config = skiff_controllers::runner::Config {
                     heartbeats: Arc::new(move || leases.leases.as_timestamps()),
                     node_lifecycle,
+                    cluster_cidr: cidr,
                 };
                 tokio::spawn(skiff_controllers::runner::run(
                     client.clone(),
+                    informers.clone(),
                     config,
                     rx.clone(),
                 ));
-                tokio::spawn(skiff_controllers::servicelb::run(
-                    client.clone(),
-                    rx.clone(),
-                ));
-                tokio::spawn(skiff_controllers::eventttl::run(client.clone(), rx.clone()));
                 tokio::spawn(skiff_scheduler::runner::run(
                     client.clone(),
+                    informers,
                     weights,
                     rx.clone(),
                 ));

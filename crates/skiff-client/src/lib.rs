@@ -11,19 +11,24 @@
 //! - [`Kubeconfig`]: reads the kubeconfig `skiff server` writes.
 //! - [`watcher`]: a list + watch loop that survives dropped connections and `410 Gone`, yielding
 //!   [`watcher::Event`]s — the building block of every control loop.
+//! - [`informer`]: shared informers on top of it: one watch and one cache per kind per
+//!   process, with handlers that enqueue keys and streams for loops that keep their own state.
 //!
 //! Types come from `k8s-openapi`; the URL of a type is derived from its `Resource` constants, so
 //! `client.get::<Pod>(Some("default"), "web")` needs no path strings.
 pub mod events;
+pub mod informer;
 pub mod kubeconfig;
+mod servers;
 pub mod watcher;
+
+use servers::Servers;
 
 pub use kubeconfig::Kubeconfig;
 pub use reqwest::Method;
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::Resource;
@@ -140,93 +145,6 @@ pub struct Client {
     token: String,
 }
 
-/// Every API server a client may use, and the one it uses now. An agent is given one address
-/// for its first contact and then learns the others (`refresh_servers`), as k3s's agent-side
-/// load balancer does: when the server it talks to stops answering, the next request goes to
-/// another, so one server's death does not take every node that joined through it down too.
-struct Servers {
-    /// Base URLs without a trailing slash; the address first given stays in the list, last,
-    /// as the fallback should every learned address fail.
-    urls: RwLock<Vec<String>>,
-    current: AtomicUsize,
-}
-
-impl Servers {
-    fn new(url: &str) -> Servers {
-        Servers {
-            urls: RwLock::new(vec![url.trim_end_matches('/').to_string()]),
-            current: AtomicUsize::new(0),
-        }
-    }
-
-    fn urls(&self) -> std::sync::RwLockReadGuard<'_, Vec<String>> {
-        self.urls.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn current(&self) -> String {
-        let urls = self.urls();
-        let i = self.current.load(Ordering::Relaxed) % urls.len().max(1);
-        urls.get(i).cloned().unwrap_or_default()
-    }
-
-    /// `url` failed to connect: moves on to the next server (unless another request already
-    /// did) and returns `url` rewritten for it.
-    fn fail_over(&self, url: &str) -> String {
-        let urls = self.urls();
-        let Some(failed) = urls.iter().position(|base| starts_with_base(url, base)) else {
-            return url.to_string();
-        };
-        let next = (failed + 1) % urls.len();
-        let moved = self
-            .current
-            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok();
-        if moved && next != failed {
-            tracing::warn!(
-                unreachable = %urls[failed],
-                next = %urls[next],
-                "API server unreachable; failing over"
-            );
-        }
-        let now = self.current.load(Ordering::Relaxed) % urls.len();
-        format!("{}{}", urls[now], &url[urls[failed].len()..])
-    }
-
-    /// Replaces the learned servers, keeping the one in use when it is still a member.
-    fn set(&self, learned: Vec<String>) {
-        let mut urls = self.urls.write().unwrap_or_else(|p| p.into_inner());
-        let in_use = urls
-            .get(self.current.load(Ordering::Relaxed) % urls.len().max(1))
-            .cloned();
-        let first_given = urls.last().cloned();
-        let mut next: Vec<String> = learned
-            .into_iter()
-            .map(|u| u.trim_end_matches('/').to_string())
-            .collect();
-        next.sort();
-        next.dedup();
-        // The address first given (perhaps a name or a load balancer) was for the first
-        // contact: a learned server takes over unless the one in use is a member itself.
-        let keep = in_use
-            .and_then(|u| next.iter().position(|n| *n == u))
-            .unwrap_or(0);
-        if let Some(first) = first_given {
-            if !next.contains(&first) {
-                next.push(first);
-            }
-        }
-        *urls = next;
-        self.current.store(keep, Ordering::Relaxed);
-    }
-}
-
-/// Whether `url` is under `base` (`https://a:6443/api` is under `https://a:6443`, not under
-/// `https://a:644`).
-fn starts_with_base(url: &str, base: &str) -> bool {
-    url.strip_prefix(base)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
-}
-
 impl Client {
     /// A client for `server` (`https://host:port`) that trusts only `ca_pem` and authenticates
     /// with `token`.
@@ -309,16 +227,28 @@ impl Client {
     /// The collection URL of `K` in namespace `ns` (all namespaces when `None` for namespaced
     /// types).
     pub fn collection_url<K: Resource>(&self, ns: Option<&str>) -> String {
+        self.collection_url_of(K::GROUP, K::VERSION, K::URL_PATH_SEGMENT, ns)
+    }
+
+    /// The collection URL of a resource known only at run time (`group` is `""` for the core
+    /// group; `resource` is the plural, as in the URL).
+    pub fn collection_url_of(
+        &self,
+        group: &str,
+        version: &str,
+        resource: &str,
+        ns: Option<&str>,
+    ) -> String {
         let mut url = self.server();
-        if K::GROUP.is_empty() {
-            let _ = write!(url, "/api/{}", K::VERSION);
+        if group.is_empty() {
+            let _ = write!(url, "/api/{version}");
         } else {
-            let _ = write!(url, "/apis/{}/{}", K::GROUP, K::VERSION);
+            let _ = write!(url, "/apis/{group}/{version}");
         }
         if let Some(ns) = ns {
             let _ = write!(url, "/namespaces/{ns}");
         }
-        let _ = write!(url, "/{}", K::URL_PATH_SEGMENT);
+        let _ = write!(url, "/{resource}");
         url
     }
 
@@ -515,11 +445,19 @@ impl Client {
         ns: Option<&str>,
         params: &ListParams,
     ) -> Result<ObjectList<K>> {
+        self.list_at(&self.collection_url::<K>(ns), params).await
+    }
+
+    /// Lists the collection at `url` (from [`Client::collection_url_of`]), decoding each item
+    /// as `T` (which may read only part of it, such as the metadata).
+    pub async fn list_at<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        params: &ListParams,
+    ) -> Result<ObjectList<T>> {
         let mut query = Vec::new();
         params.append(&mut query);
-        let raw: RawList<K> = self
-            .request(Method::GET, &self.collection_url::<K>(ns), &query, None)
-            .await?;
+        let raw: RawList<T> = self.request(Method::GET, url, &query, None).await?;
         Ok(ObjectList {
             items: raw.items,
             resource_version: raw.metadata.resource_version,
@@ -611,11 +549,31 @@ impl Client {
         .await
     }
 
+    /// [`Client::delete`] of the object at `url` (a collection URL from
+    /// [`Client::collection_url_of`] and the object's name).
+    pub async fn delete_at(&self, url: &str, options: &DeleteOptions) -> Result<Value> {
+        let body = ("application/json", serde_json::to_vec(&options.to_json())?);
+        self.request(Method::DELETE, url, &[], Some(body)).await
+    }
+
     /// Opens a watch from `resource_version`; the answer is a stream of newline-separated
     /// JSON events. `timeout` bounds how long the server keeps it open.
     pub async fn watch_raw<K: Resource>(
         &self,
         ns: Option<&str>,
+        params: &ListParams,
+        resource_version: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response> {
+        let url = self.collection_url::<K>(ns);
+        self.watch_raw_at(&url, params, resource_version, timeout)
+            .await
+    }
+
+    /// [`Client::watch_raw`] of the collection at `url`.
+    pub async fn watch_raw_at(
+        &self,
+        url: &str,
         params: &ListParams,
         resource_version: &str,
         timeout: Duration,
@@ -627,8 +585,7 @@ impl Client {
             ("timeoutSeconds", timeout.as_secs().to_string()),
         ];
         params.append(&mut query);
-        let url = self.collection_url::<K>(ns);
-        self.send(Method::GET, &url, &query, None, None).await
+        self.send(Method::GET, url, &query, None, None).await
     }
 }
 
@@ -689,6 +646,7 @@ fn api_error(status: StatusCode, body: &[u8]) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::servers::starts_with_base;
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::{Node, Pod};
 

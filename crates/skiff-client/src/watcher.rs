@@ -53,15 +53,25 @@ pub fn spawn<K>(client: Client, ns: Option<String>, params: ListParams) -> mpsc:
 where
     K: Resource + DeserializeOwned + Send + 'static,
 {
+    let url = client.collection_url::<K>(ns.as_deref());
+    spawn_at(client, url, params)
+}
+
+/// [`spawn`] for the collection at `url` (from [`Client::collection_url_of`]), each object
+/// decoded as `K` — which may be a partial view, such as only the metadata.
+pub fn spawn_at<K>(client: Client, url: String, params: ListParams) -> mpsc::Receiver<Event<K>>
+where
+    K: DeserializeOwned + Send + 'static,
+{
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(async move {
         let mut backoff = Backoff::default();
         loop {
-            match run::<K>(&client, ns.as_deref(), &params, &tx, &mut backoff).await {
+            match run::<K>(&client, &url, &params, &tx, &mut backoff).await {
                 // The receiver is gone: nobody is listening any more.
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::debug!(resource = K::URL_PATH_SEGMENT, error = %e, "watch restarts");
+                    tracing::debug!(%url, error = %e, "watch restarts");
                     tokio::time::sleep(backoff.delay()).await;
                 }
             }
@@ -77,15 +87,15 @@ where
 /// `Ok(())` means the receiver was dropped.
 async fn run<K>(
     client: &Client,
-    ns: Option<&str>,
+    url: &str,
     params: &ListParams,
     tx: &mpsc::Sender<Event<K>>,
     backoff: &mut Backoff,
 ) -> Result<(), Error>
 where
-    K: Resource + DeserializeOwned,
+    K: DeserializeOwned,
 {
-    let list = client.list::<K>(ns, params).await?;
+    let list = client.list_at::<K>(url, params).await?;
     let mut version = list.resource_version;
     backoff.reset();
     if tx.send(Event::Restarted(list.items)).await.is_err() {
@@ -93,7 +103,7 @@ where
     }
     loop {
         let response = client
-            .watch_raw::<K>(ns, params, &version, WATCH_TIMEOUT)
+            .watch_raw_at(url, params, &version, WATCH_TIMEOUT)
             .await?;
         let mut body = response.bytes_stream();
         let mut buffer: Vec<u8> = Vec::new();

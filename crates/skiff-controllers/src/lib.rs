@@ -5,21 +5,33 @@
 //! a **pure function**: it takes the current objects (as the loop's cache sees them) and `now`,
 //! and returns a plan — a list of [`Action`]s. It does no I/O, keeps no state and never
 //! sleeps, so tests call it directly and a learner can read it top to bottom like a script.
-//! A thin loop (watch → work queue → reconcile → apply) lives elsewhere and does the writing.
+//! One generic loop ([`controller`]) does the rest: shared stores fed by one watch per kind,
+//! a work queue of keys, `reconcile`, apply.
 //!
 //! ## Layout
 //! - [`Action`], [`Object`], [`EventNote`] (this file): what a plan is made of.
+//! - [`controller`]: the [`controller::Controller`] trait every controller implements, and
+//!   the loop that runs it; [`workqueue`]: keys, de-duplicated, with back-off;
+//!   [`expectations`]: writes a controller waits to see before it runs again for a key;
+//!   [`apply`]: a plan carried out through the API; [`runner`]: the list of controllers.
 //! - [`replicaset`]: keep `spec.replicas` pods alive; which pod goes first on scale-down
 //!   ([`pod_rank`]).
 //! - [`deployment`]: roll out a new ReplicaSet one move per pass (RollingUpdate, Recreate),
 //!   the pod-template-hash, revisions, conditions and the status `kubectl rollout status` reads.
 //! - [`nodelifecycle`]: silent nodes become `Ready=Unknown`, get the `unreachable` taint, and
 //!   lose their pods once the pods' tolerations run out.
-//! - [`gc`]: ownerReferences garbage collection (background, foreground, orphan).
+//! - [`gc`]: ownerReferences garbage collection (background, foreground, orphan), over every
+//!   kind the API serves.
 //! - [`nodeipam`]: a pod CIDR for every Node.
 //! - [`endpoints`]: a Service's Endpoints and EndpointSlices, from the pods it selects.
+//! - [`servicelb`]: a LoadBalancer Service's addresses, from the Ready nodes.
+//! - [`eventttl`]: Events expire after an hour.
 //! - [`owners`], [`pods`], [`names`]: controller references and adoption, what a pod's status
 //!   means to a controller, random-but-injectable name suffixes.
+//!
+//! Each controller module holds its pure planning function, its `Controller` impl (the stores
+//! it reads, the keys their changes wake, one pass per key) and its table tests; adding one is
+//! that file and one line in [`runner`].
 //!
 //! ## Applying a plan (the loop's contract)
 //!
@@ -47,11 +59,14 @@
 //!
 //! Caveats: a controller that creates children must not run again on a cache that has not yet
 //! seen its last creations, or it will create them twice. Kubernetes calls this
-//! "expectations": the loop remembers how many creates/deletes it applied for a key and waits
-//! for the watch to show them (or for a timeout of a few minutes) before reconciling it again.
+//! "expectations": the loop remembers the writes it applied for a key and waits for the
+//! watch to show them (or for a timeout) before reconciling it again ([`expectations`]).
+pub mod apply;
+pub mod controller;
 pub mod deployment;
 pub mod endpoints;
 pub mod eventttl;
+pub mod expectations;
 pub mod gc;
 pub mod names;
 pub mod nodeipam;
@@ -68,7 +83,7 @@ use std::fmt;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Endpoints, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Endpoints, Node, ObjectReference, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
@@ -109,6 +124,7 @@ pub enum Object {
     ReplicaSet(Box<ReplicaSet>),
     Deployment(Box<Deployment>),
     Node(Box<Node>),
+    Service(Box<Service>),
     Endpoints(Box<Endpoints>),
     EndpointSlice(Box<EndpointSlice>),
     /// Any kind, with `apiVersion`, `kind` and `metadata` (the garbage collector's view).
@@ -177,6 +193,7 @@ impl Object {
             Object::ReplicaSet(o) => serde_json::to_value(o),
             Object::Deployment(o) => serde_json::to_value(o),
             Object::Node(o) => serde_json::to_value(o),
+            Object::Service(o) => serde_json::to_value(o),
             Object::Endpoints(o) => serde_json::to_value(o),
             Object::EndpointSlice(o) => serde_json::to_value(o),
             Object::Dynamic(v) => return v.clone(),
@@ -193,6 +210,7 @@ impl Object {
             Object::ReplicaSet(o) => reference_to(&**o),
             Object::Deployment(o) => reference_to(&**o),
             Object::Node(o) => reference_to(&**o),
+            Object::Service(o) => reference_to(&**o),
             Object::Endpoints(o) => reference_to(&**o),
             Object::EndpointSlice(o) => reference_to(&**o),
             Object::Dynamic(v) => dynamic_reference(v),

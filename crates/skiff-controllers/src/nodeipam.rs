@@ -8,7 +8,14 @@ use std::borrow::Borrow;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
+use skiff_client::informer::Store;
+
+use crate::controller::{Context, Controller, EVERYTHING};
+use crate::expectations::Expected;
+use crate::workqueue::WorkQueue;
+use crate::{reference_to, Action, Object};
 
 /// A cluster CIDR split into equal node ranges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,81 +85,91 @@ fn next_free(cidr: &ClusterCidr, taken: &BTreeSet<String>) -> Option<String> {
         .find(|r| !taken.contains(r))
 }
 
+fn lacks_cidr(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.pod_cidr.as_ref())
+        .is_none_or(|c| c.is_empty())
+}
+
 /// Nodes without a pod CIDR, in name order (so assignment is deterministic).
 pub fn needing_cidr<N: Borrow<Node>>(nodes: &[N]) -> Vec<String> {
     let mut names: Vec<String> = nodes
         .iter()
         .map(Borrow::borrow)
-        .filter(|n: &&Node| {
-            n.spec
-                .as_ref()
-                .and_then(|s| s.pod_cidr.as_ref())
-                .is_none_or(|c| c.is_empty())
-        })
+        .filter(|n: &&Node| lacks_cidr(n))
         .filter_map(|n| n.metadata.name.clone())
         .collect();
     names.sort();
     names
 }
 
-/// The loop: watch Nodes, give each one without a pod CIDR the next free range. Runs on the
-/// leader until `stop` turns true.
-pub async fn run(
-    client: skiff_client::Client,
+/// Plans a pod CIDR for every node without one, in name order, each a different range
+/// (pure). A node left without one because the cluster CIDR is exhausted gets a warning event.
+pub fn reconcile<N: Borrow<Node>>(cidr: &ClusterCidr, nodes: &[N]) -> Vec<Action> {
+    let mut taken = taken(nodes);
+    let mut plan = Vec::new();
+    let mut needing: Vec<&Node> = nodes
+        .iter()
+        .map(Borrow::borrow)
+        .filter(|n: &&Node| lacks_cidr(n))
+        .collect();
+    needing.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    for node in needing {
+        let Some(range) = next_free(cidr, &taken) else {
+            plan.push(Action::warning_event(
+                reference_to(node),
+                "CIDRNotAvailable",
+                format!(
+                    "Node {} status is now: CIDRNotAvailable",
+                    node.metadata.name.as_deref().unwrap_or("")
+                ),
+            ));
+            break;
+        };
+        // The node as it was read, so the update is a compare-and-swap: a node changed
+        // meanwhile is planned again from its new state.
+        let mut node = node.clone();
+        let spec = node.spec.get_or_insert_with(Default::default);
+        spec.pod_cidr = Some(range.clone());
+        spec.pod_cidrs = Some(vec![range.clone()]);
+        taken.insert(range);
+        plan.push(Action::Update(Object::Node(Box::new(node))));
+    }
+    plan
+}
+
+/// Node IPAM in the loop's shape: one key for all nodes (a range is chosen knowing every
+/// other node's), woken by any Node change. It waits for its assignments to show in the node
+/// store before it plans again, so a range it just gave is never given twice.
+pub struct NodeIpamController {
+    nodes: Store<Node>,
     cidr: ClusterCidr,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    use skiff_client::watcher::{self, Event};
-    use std::collections::BTreeMap;
-    let mut events = watcher::spawn::<Node>(client.clone(), None, Default::default());
-    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
-    loop {
-        let event = tokio::select! {
-            e = events.recv() => match e { Some(e) => e, None => return },
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
-        };
-        match event {
-            Event::Applied(n) => {
-                nodes.insert(n.metadata.name.clone().unwrap_or_default(), n);
-            }
-            Event::Deleted(n) => {
-                nodes.remove(n.metadata.name.as_deref().unwrap_or_default());
-            }
-            Event::Restarted(list) => {
-                nodes = list
-                    .into_iter()
-                    .map(|n| (n.metadata.name.clone().unwrap_or_default(), n))
-                    .collect();
-            }
+}
+
+impl Controller for NodeIpamController {
+    const NAME: &'static str = "node-ipam-controller";
+
+    fn new(ctx: &Context, queue: &WorkQueue) -> Self {
+        let nodes = ctx.informers.store::<Node>();
+        let q = queue.clone();
+        nodes.on_change(move |_: &Node| q.add(EVERYTHING));
+        NodeIpamController {
+            nodes,
+            cidr: ctx.config.cluster_cidr,
         }
-        // Borrowed, not cloned, and the taken ranges computed once per event: cloning every
-        // node for every node that needed a range was quadratic when 1,000 nodes registered.
-        let (needing, mut taken) = {
-            let all: Vec<&Node> = nodes.values().collect();
-            (needing_cidr(&all), taken(&all))
-        };
-        for name in needing {
-            let Some(range) = next_free(&cidr, &taken) else {
-                tracing::error!(node = %name, "the cluster CIDR has no free node range left");
-                break;
-            };
-            let version = nodes[&name].metadata.resource_version.clone();
-            // The resourceVersion makes the patch a compare-and-swap.
-            let patch = serde_json::json!({
-                "metadata": {"resourceVersion": version},
-                "spec": {"podCIDR": range, "podCIDRs": [range]},
-            });
-            match client.merge_patch::<Node>(None, &name, None, &patch).await {
-                Ok(updated) => {
-                    tracing::info!(node = %name, pod_cidr = %range, "assigned a pod CIDR");
-                    taken.insert(range);
-                    nodes.insert(name, updated);
-                }
-                Err(e) => {
-                    tracing::debug!(node = %name, error = %e, "assigning a pod CIDR; will retry")
-                }
-            }
-        }
+    }
+
+    fn reconcile(&mut self, _key: &str, _now: Timestamp) -> Vec<Action> {
+        // Borrowed, not cloned: cloning every node for every node that needed a range was
+        // quadratic when 1,000 nodes registered.
+        let nodes = self.nodes.read();
+        let all: Vec<&Node> = nodes.values().collect();
+        reconcile(&self.cidr, &all)
+    }
+
+    fn expectations(&self, plan: &[Action]) -> Vec<Expected> {
+        Expected::of_plan(plan, |a| matches!(a, Action::Update(_)))
     }
 }
 
@@ -188,5 +205,54 @@ mod tests {
         assert!(ClusterCidr::parse("10.42.0.0").is_err());
         assert!(ClusterCidr::parse("10.42.0.0/28").is_err());
         assert!(ClusterCidr::parse("x/16").is_err());
+    }
+
+    /// The ranges a plan gives, by node, and its warnings.
+    fn given(plan: &[Action]) -> Vec<String> {
+        plan.iter()
+            .map(|a| match a {
+                Action::Update(Object::Node(n)) => format!(
+                    "{} {}",
+                    n.metadata.name.as_deref().unwrap_or(""),
+                    n.spec
+                        .as_ref()
+                        .and_then(|s| s.pod_cidr.as_deref())
+                        .unwrap_or("")
+                ),
+                Action::Event(e) => format!("{} {}", e.reason, e.message),
+                other => panic!("unexpected {other}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_node_without_a_range_gets_a_different_one() {
+        let c = ClusterCidr::parse("10.42.0.0/23").expect("cidr");
+        // (nodes, what the plan gives)
+        let table: [(Vec<Node>, Vec<&str>); 4] = [
+            (vec![], vec![]),
+            (
+                vec![node("b", None), node("a", None)],
+                vec!["a 10.42.0.0/24", "b 10.42.1.0/24"],
+            ),
+            (
+                vec![node("a", Some("10.42.0.0/24")), node("b", None)],
+                vec!["b 10.42.1.0/24"],
+            ),
+            (
+                vec![
+                    node("a", Some("10.42.1.0/24")),
+                    node("b", None),
+                    node("c", None),
+                ],
+                vec![
+                    "b 10.42.0.0/24",
+                    "CIDRNotAvailable Node c status is now: CIDRNotAvailable",
+                ],
+            ),
+        ];
+        for (nodes, want) in table {
+            assert_eq!(given(&reconcile(&c, &nodes)), want);
+        }
     }
 }

@@ -35,6 +35,14 @@ pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
         .find(|r| r.controller == Some(true))
 }
 
+/// The `namespace/name` key of the object's controller if it is a `kind`: the queue key a
+/// change of a child wakes.
+pub fn controller_key(meta: &ObjectMeta, kind: &str) -> Option<String> {
+    controller_of(meta)
+        .filter(|r| r.kind == kind)
+        .map(|r| format!("{}/{}", meta.namespace.as_deref().unwrap_or(""), r.name))
+}
+
 /// A controller reference to `owner`. `blockOwnerDeletion` makes a foreground deletion of the
 /// owner wait for this child to go first.
 pub fn controller_ref<K>(owner: &K) -> OwnerReference

@@ -24,8 +24,13 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use skiff_api::selector::LabelSelector;
 
+use skiff_client::informer::{key_of, Store};
+
+use crate::controller::{Context, Controller};
+use crate::expectations::{self, Expected};
 use crate::names::NameGenerator;
 use crate::owners::{self, Claim};
+use crate::workqueue::WorkQueue;
 use crate::{pod_rank, pods, reference_to, wait_for, Action, Object};
 
 /// The most pods one pass creates or deletes (Kubernetes' `BurstReplicas`).
@@ -207,6 +212,57 @@ fn normalised(mut status: ReplicaSetStatus) -> ReplicaSetStatus {
 
 fn count(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// The ReplicaSet controller in the loop's shape: keyed by ReplicaSet, woken by changes of
+/// the ReplicaSet and of its pods (an orphan pod wakes every ReplicaSet of its namespace,
+/// which might adopt it). It waits for its pod creations and deletions to show in the pod
+/// store before it runs again for the same ReplicaSet ([`crate::expectations`]).
+pub struct ReplicaSetController {
+    replica_sets: Store<ReplicaSet>,
+    pods: Store<Pod>,
+    names: NameGenerator,
+}
+
+impl Controller for ReplicaSetController {
+    const NAME: &'static str = "replicaset-controller";
+
+    fn new(ctx: &Context, queue: &WorkQueue) -> Self {
+        let replica_sets = ctx.informers.store::<ReplicaSet>();
+        let pods = ctx.informers.store::<Pod>();
+        let q = queue.clone();
+        replica_sets.on_change(move |rs: &ReplicaSet| q.add(&key_of(&rs.metadata)));
+        let (q, rs_store) = (queue.clone(), replica_sets.clone());
+        pods.on_change(move |pod: &Pod| {
+            match owners::controller_key(&pod.metadata, "ReplicaSet") {
+                Some(key) => q.add(&key),
+                None => {
+                    let ns = pod.metadata.namespace.as_deref().unwrap_or("");
+                    for key in rs_store.keys_in_namespace(ns) {
+                        q.add(&key);
+                    }
+                }
+            }
+        });
+        let seed = Timestamp::now().as_nanosecond() as u64;
+        ReplicaSetController {
+            replica_sets,
+            pods,
+            names: NameGenerator::from_seed(seed),
+        }
+    }
+
+    fn reconcile(&mut self, key: &str, now: Timestamp) -> Vec<Action> {
+        let Some(rs) = self.replica_sets.get(key) else {
+            return Vec::new();
+        };
+        let ns = rs.metadata.namespace.as_deref().unwrap_or("");
+        reconcile(&rs, &self.pods.in_namespace(ns), now, &mut self.names)
+    }
+
+    fn expectations(&self, plan: &[Action]) -> Vec<Expected> {
+        Expected::of_plan(plan, expectations::pod_churn)
+    }
 }
 
 #[cfg(test)]

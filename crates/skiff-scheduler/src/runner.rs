@@ -11,8 +11,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::json;
 use skiff_client::events::{object_ref, EventType, Recorder};
-use skiff_client::watcher::{self, Event};
-use skiff_client::{Client, ListParams};
+use skiff_client::informer::Informers;
+use skiff_client::watcher::Event;
+use skiff_client::Client;
 use tokio::sync::{watch, Notify};
 
 use crate::cache::{PodKey, Scheduler};
@@ -26,14 +27,19 @@ pub const EXPLAIN_ANNOTATION: &str = "scheduler.skiff.io/decision";
 /// Pods decided per batch.
 const BATCH: usize = 512;
 
-/// Runs until `stop` turns true.
-pub async fn run(client: Client, weights: Weights, mut stop: watch::Receiver<bool>) {
+/// Runs until `stop` turns true, fed by the leader's shared stores of pods and nodes.
+pub async fn run(
+    client: Client,
+    informers: Informers,
+    weights: Weights,
+    mut stop: watch::Receiver<bool>,
+) {
     let state = Arc::new(Mutex::new(Scheduler::new(weights)));
     let wake = Arc::new(Notify::new());
     let recorder = Recorder::new(client.clone(), "default-scheduler", None);
 
-    let mut pods = watcher::spawn::<Pod>(client.clone(), None, ListParams::default());
-    let mut nodes = watcher::spawn::<Node>(client.clone(), None, ListParams::default());
+    let mut pods = informers.store::<Pod>().subscribe();
+    let mut nodes = informers.store::<Node>().subscribe();
     let feeder = {
         let (state, wake) = (state.clone(), wake.clone());
         tokio::spawn(async move {

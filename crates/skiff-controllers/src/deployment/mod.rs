@@ -41,7 +41,11 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use skiff_api::selector::LabelSelector;
 
+use skiff_client::informer::{key_of, Store};
+
+use crate::controller::{Context, Controller};
 use crate::owners::{self, Claim};
+use crate::workqueue::WorkQueue;
 use crate::{reference_to, Action, Object};
 use hash::{same_template, template_hash, POD_TEMPLATE_HASH};
 
@@ -519,4 +523,68 @@ fn oldest_first(rs: &ReplicaSet) -> (Option<Timestamp>, String) {
         rs.metadata.creation_timestamp.as_ref().map(|t| t.0),
         rs.metadata.name.clone().unwrap_or_default(),
     )
+}
+
+/// The Deployment controller in the loop's shape: keyed by Deployment, woken by changes of the
+/// Deployment, of its ReplicaSets (an orphan wakes every Deployment of its namespace, which
+/// might adopt it) and of their pods (availability).
+pub struct DeploymentController {
+    deployments: Store<Deployment>,
+    replica_sets: Store<ReplicaSet>,
+    pods: Store<Pod>,
+}
+
+impl Controller for DeploymentController {
+    const NAME: &'static str = "deployment-controller";
+
+    fn new(ctx: &Context, queue: &WorkQueue) -> Self {
+        let deployments = ctx.informers.store::<Deployment>();
+        let replica_sets = ctx.informers.store::<ReplicaSet>();
+        let pods = ctx.informers.store::<Pod>();
+        let q = queue.clone();
+        deployments.on_change(move |d: &Deployment| q.add(&key_of(&d.metadata)));
+        let (q, d_store) = (queue.clone(), deployments.clone());
+        replica_sets.on_change(move |rs: &ReplicaSet| {
+            match owners::controller_key(&rs.metadata, "Deployment") {
+                Some(key) => q.add(&key),
+                None => {
+                    let ns = rs.metadata.namespace.as_deref().unwrap_or("");
+                    for key in d_store.keys_in_namespace(ns) {
+                        q.add(&key);
+                    }
+                }
+            }
+        });
+        let (q, rs_store) = (queue.clone(), replica_sets.clone());
+        pods.on_change(move |pod: &Pod| {
+            let Some(rs_key) = owners::controller_key(&pod.metadata, "ReplicaSet") else {
+                return;
+            };
+            let deployment = rs_store
+                .read()
+                .get(&rs_key)
+                .and_then(|rs| owners::controller_key(&rs.metadata, "Deployment"));
+            if let Some(key) = deployment {
+                q.add(&key);
+            }
+        });
+        DeploymentController {
+            deployments,
+            replica_sets,
+            pods,
+        }
+    }
+
+    fn reconcile(&mut self, key: &str, now: Timestamp) -> Vec<Action> {
+        let Some(d) = self.deployments.get(key) else {
+            return Vec::new();
+        };
+        let ns = d.metadata.namespace.as_deref().unwrap_or("");
+        reconcile(
+            &d,
+            &self.replica_sets.in_namespace(ns),
+            &self.pods.in_namespace(ns),
+            now,
+        )
+    }
 }

@@ -56,7 +56,12 @@ use k8s_openapi::api::discovery::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use jiff::Timestamp;
+use skiff_client::informer::{key_of, Store};
+
+use crate::controller::{Context, Controller};
 use crate::names::NameGenerator;
+use crate::workqueue::WorkQueue;
 use crate::{owners, pods, reference_to, Action, Object};
 
 /// The label that ties an EndpointSlice to its Service.
@@ -539,4 +544,64 @@ fn slice_suffix(service: &Service, ports: &[PortKey], position: usize) -> String
 /// `None` for an empty list, as Go omits it, so what is compared is what the store holds.
 fn non_empty<T>(list: Vec<T>) -> Option<Vec<T>> {
     Some(list).filter(|l| !l.is_empty())
+}
+
+/// The endpoints controller in the loop's shape: keyed by Service (one pass writes its
+/// Endpoints and its EndpointSlices), woken by changes of the Service, of its Endpoints and
+/// slices (by hand, or a deletion), and of the pods it selects or selected. Kubernetes records
+/// no event per pass here, and neither does skiff.
+pub struct EndpointsController {
+    services: Store<Service>,
+    endpoints: Store<Endpoints>,
+    slices: Store<EndpointSlice>,
+    pods: Store<Pod>,
+}
+
+impl Controller for EndpointsController {
+    const NAME: &'static str = "endpoint-controller";
+
+    fn new(ctx: &Context, queue: &WorkQueue) -> Self {
+        let services = ctx.informers.store::<Service>();
+        let endpoints = ctx.informers.store::<Endpoints>();
+        let slices = ctx.informers.store::<EndpointSlice>();
+        let pods = ctx.informers.store::<Pod>();
+        let q = queue.clone();
+        services.on_change(move |svc: &Service| q.add(&key_of(&svc.metadata)));
+        let q = queue.clone();
+        endpoints.on_change(move |ep: &Endpoints| q.add(&key_of(&ep.metadata)));
+        let q = queue.clone();
+        slices.on_change(move |slice: &EndpointSlice| {
+            if let Some(service) = service_of_slice(slice) {
+                let ns = slice.metadata.namespace.as_deref().unwrap_or("");
+                q.add(&format!("{ns}/{service}"));
+            }
+        });
+        let (q, svc_store, slice_store) = (queue.clone(), services.clone(), slices.clone());
+        pods.on_change(move |pod: &Pod| {
+            let ns = pod.metadata.namespace.as_deref().unwrap_or("");
+            let (services, slices) = (svc_store.in_namespace(ns), slice_store.in_namespace(ns));
+            for name in services_of_pod(&services, &slices, pod) {
+                q.add(&format!("{ns}/{name}"));
+            }
+        });
+        EndpointsController {
+            services,
+            endpoints,
+            slices,
+            pods,
+        }
+    }
+
+    fn reconcile(&mut self, key: &str, _now: Timestamp) -> Vec<Action> {
+        let Some(service) = self.services.get(key) else {
+            return Vec::new();
+        };
+        let ns = service.metadata.namespace.as_deref().unwrap_or("");
+        reconcile(
+            &service,
+            &self.pods.in_namespace(ns),
+            self.endpoints.get(key).as_ref(),
+            &self.slices.in_namespace(ns),
+        )
+    }
 }
