@@ -42,16 +42,26 @@ enum Command {
     Members(cmd::members::MembersArgs),
     /// Print the token other servers join this cluster with.
     Token(cmd::members::TokenArgs),
-    /// Measure write throughput and latency (see docs/benchmarks.md).
-    Bench(cmd::bench::BenchArgs),
+    /// Measure skiff next to its peers (see docs/benchmarks.md; needs a build with
+    /// `--features bench`).
+    #[cfg(feature = "bench")]
+    Bench(skiff_bench::BenchArgs),
+    /// (This build has no benchmarks: `cargo build --release --features bench`.)
+    #[cfg(not(feature = "bench"))]
+    #[command(hide = true, disable_help_flag = true)]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// A multi-host cluster on this machine, one network namespace per host (see docs/lab.md).
-    Lab(cmd::lab::LabArgs),
+    Lab(skiff_lab::LabArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The benchmark prints a table; Raft's warnings about peers it tears down would clutter it.
     let default_filter = match cli.command {
+        #[cfg(feature = "bench")]
         Command::Bench(_) => "error,openraft=off",
         _ => "info,openraft=warn,sled=warn",
     };
@@ -70,8 +80,15 @@ fn main() -> anyhow::Result<()> {
             Command::Explain(args) => cmd::explain::run(args).await,
             Command::Members(args) => cmd::members::run(args).await,
             Command::Token(args) => cmd::members::token(args),
-            Command::Bench(args) => cmd::bench::run(args).await,
-            Command::Lab(args) => cmd::lab::run(args).await,
+            #[cfg(feature = "bench")]
+            Command::Bench(args) => skiff_bench::run(args).await,
+            #[cfg(not(feature = "bench"))]
+            Command::Bench { .. } => Err(anyhow::anyhow!(
+                "this skiff was built without its benchmarks (they carry an etcd client and load \
+                 generators an edge machine does not need): build it with \
+                 `cargo build --release --features bench`"
+            )),
+            Command::Lab(args) => skiff_lab::run(args).await,
         }
     })
 }

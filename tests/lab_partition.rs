@@ -203,10 +203,23 @@ fn node_ready(lab: &Lab, via: &[&str], node: &str) -> Option<String> {
 #[test]
 fn an_agent_whose_server_is_cut_off_stays_ready() {
     let mut lab = Lab::up(4, 3, &[]);
-    // host-4's agent joined through host-1 and keeps using it while it answers.
+    // host-4's agent joined through host-1 and keeps using it while it answers; it learns the
+    // other servers from the member list (the servers joined while it started).
     eventually("host-4 Ready", Duration::from_secs(60), || {
         (node_ready(&lab, &["host-2"], "host-4").as_deref() == Some("True")).then_some(())
     });
+    let log = lab.dir.join("host-4").join("skiff.log");
+    eventually(
+        "host-4's agent to know all three servers",
+        Duration::from_secs(60),
+        || {
+            let text = std::fs::read_to_string(&log).ok()?;
+            text.lines()
+                .filter(|l| l.contains("API servers this agent may use"))
+                .any(|l| l.matches("https://").count() == 3)
+                .then_some(())
+        },
+    );
     lab.fault("partition", &["host-1"]);
     let started = std::time::Instant::now();
     let mut seen = Vec::new();

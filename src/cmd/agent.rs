@@ -24,7 +24,7 @@ use skiff_apiserver::pki::JoinToken;
 use skiff_client::Client;
 use tokio::sync::watch;
 
-use super::client::fetch_ca_unverified;
+use skiff_client::bootstrap::fetch_ca_unverified;
 
 /// Which runtime runs the pods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -327,7 +327,7 @@ pub async fn run_agent(
             serve_endpoint(Some(runtime.clone()));
             config.services = Some(ServicesConfig {
                 proxy_chain: skiff_agent::proxy::iptables::chain_name(&options.bridge),
-                dns: gateway.map(|ip| skiff_agent::spec::ClusterDns {
+                dns: gateway.map(|ip| skiff_agent::resolv::ClusterDns {
                     nameserver: ip.to_string(),
                     domain: "cluster.local".into(),
                 }),

@@ -4,10 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use reqwest::Method;
 use serde_json::Value;
-
-use super::client::ClusterClient;
+use skiff_client::{Client, Method};
 
 #[derive(Args, Debug)]
 pub struct MembersArgs {
@@ -56,26 +54,17 @@ pub async fn run(args: MembersArgs) -> anyhow::Result<()> {
             .join("kubeconfig.yaml")
     });
     let config = Kubeconfig::read(&path)?;
-    let client = ClusterClient::new(&config.ca_pem, &config.token)?;
+    let client = Client::new(&config.server, &config.ca_pem, &config.token)?;
     let answer: Value = match args.action {
         MembersAction::List => {
             client
-                .call(
-                    Method::GET,
-                    &format!("{}/skiff/v1/members", config.server),
-                    None::<&()>,
-                )
+                .request_leader(Method::GET, "/skiff/v1/members", None)
                 .await?
         }
-        MembersAction::Remove { id } => {
-            client
-                .call(
-                    Method::DELETE,
-                    &format!("{}/skiff/v1/members/{id}", config.server),
-                    None::<&()>,
-                )
-                .await?
-        }
+        MembersAction::Remove { id } => client
+            .request_leader(Method::DELETE, &format!("/skiff/v1/members/{id}"), None)
+            .await
+            .with_context(|| format!("removing member {id}"))?,
     };
     println!(
         "{:<4} {:<20} {:<28} {:<8} LEADER",

@@ -16,15 +16,15 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use reqwest::Method;
 use skiff_apiserver::app::{self, App, ClusterSecrets};
 use skiff_apiserver::cluster::{AddMember, JoinGrant, JoinRequest};
 use skiff_apiserver::pki::{self, ClusterCa, JoinToken};
-use skiff_apiserver::services::ServiceNetwork;
+use skiff_apiserver::service_ips::ServiceNetwork;
+use skiff_client::Method;
 use skiff_controllers::nodeipam::ClusterCidr;
 use skiff_store::{PeerTransport, Store, StoreConfig};
 
-use super::client::{fetch_ca_unverified, ClusterClient};
+use skiff_client::bootstrap::fetch_ca_unverified;
 
 #[derive(Args, Debug, Clone)]
 pub struct ServerArgs {
@@ -60,7 +60,7 @@ pub struct ServerArgs {
     #[arg(long, default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
     /// The range ClusterIPs of Services come from (k3s's default).
-    #[arg(long, default_value = skiff_apiserver::services::DEFAULT_SERVICE_CIDR)]
+    #[arg(long, default_value = skiff_apiserver::service_ips::DEFAULT_SERVICE_CIDR)]
     pub service_cidr: String,
     /// The scheduler's weight for bin-packing (fill the fullest node that fits).
     #[arg(long, default_value_t = 1)]
@@ -338,13 +338,14 @@ async fn ask_to_be_added(
     join_url: &str,
     request: &AddMember,
 ) -> anyhow::Result<()> {
-    let client = ClusterClient::new(ca_pem, secret)?;
-    let endpoint = format!("{}/skiff/v1/members", join_url.trim_end_matches('/'));
+    let client = skiff_client::Client::new(join_url, ca_pem, secret)?;
+    let request = serde_json::to_value(request)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     let mut pause = Duration::from_millis(250);
     loop {
-        let answer: anyhow::Result<serde_json::Value> =
-            client.call(Method::POST, &endpoint, Some(request)).await;
+        let answer: Result<serde_json::Value, _> = client
+            .request_leader(Method::POST, "/skiff/v1/members", Some(&request))
+            .await;
         match answer {
             Ok(_) => return Ok(()),
             Err(e) if tokio::time::Instant::now() < deadline => {
@@ -353,7 +354,9 @@ async fn ask_to_be_added(
                     "asking the leader to add this server; asking again"
                 );
             }
-            Err(e) => return Err(e.context("asking the leader to add this server")),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context("asking the leader to add this server"))
+            }
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(5));
@@ -425,16 +428,16 @@ async fn join_secrets(
     token.verify_ca(&ca_pem).with_context(|| {
         format!("the server at {join_url} does not hold the CA this token was issued for")
     })?;
-    let client = ClusterClient::new(&ca_pem, &token.secret)?;
+    let client = skiff_client::Client::new(join_url, &ca_pem, &token.secret)?;
     let request = JoinRequest {
         name: name.to_string(),
         addr: url.to_string(),
     };
     let grant: JoinGrant = client
-        .call(
+        .request_leader(
             Method::POST,
-            &format!("{}/skiff/v1/join", join_url.trim_end_matches('/')),
-            Some(&request),
+            "/skiff/v1/join",
+            Some(&serde_json::to_value(&request)?),
         )
         .await
         .context("asking to join")?;

@@ -50,7 +50,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::services::Snapshot;
+use crate::service_view::Snapshot;
 
 /// How long a forwarded query may take per upstream before the next one is tried.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);

@@ -14,12 +14,12 @@
 //! - [`adoption`]: what the agent finds in the runtime at start: adopted or removed.
 //! - [`spec`]: a pod's container → its config → an OCI runtime spec (pure); [`env`] its
 //!   environment variables and [`resolv`] the pod's resolv.conf (both pure).
-//! - [`status`]: pod status as Kubernetes computes it (pure).
+//! - [`pod_status`]: pod status as Kubernetes computes it (pure).
 //! - [`logs`]: container log files (CRI format, rotation) and reading them back.
 //! - [`node`]: registering the Node, heartbeats.
 //! - [`server`]: the agent's HTTPS endpoint (logs, exec) for the API server.
 //! - [`claims`]: one skiff per machine (the bridge and the pod range are ours).
-//! - [`services`], [`proxy`], [`dns`], [`probe`]: the Service snapshot, the service proxy, the
+//! - [`service_view`], [`proxy`], [`dns`], [`probe`]: the Service snapshot, the service proxy, the
 //!   node's DNS server, and container probes.
 //! - [`error`]: [`AgentError`], what can fail in the agent's library.
 //!
@@ -44,15 +44,15 @@ pub mod logs;
 pub mod network;
 pub mod node;
 pub mod plan;
+pub mod pod_status;
 pub mod podnet;
 pub mod probe;
 pub mod proxy;
 pub mod resolv;
 pub mod runtime;
 pub mod server;
-pub mod services;
+pub mod service_view;
 pub mod spec;
-pub mod status;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -124,7 +124,7 @@ pub async fn run<R: Runtime>(
     // Services: one snapshot of Services/EndpointSlices for the proxy, DNS and pod env.
     let services = match &config.services {
         Some(services_config) => {
-            let snapshots = services::spawn(client.clone(), shutdown.clone());
+            let snapshots = service_view::spawn(client.clone(), shutdown.clone());
             tokio::spawn(proxy::run(
                 services_config.proxy_chain.clone(),
                 snapshots.clone(),
@@ -134,9 +134,9 @@ pub async fn run<R: Runtime>(
         }
         // No services on this node: nothing to wait for.
         None => {
-            let nothing = services::Snapshot {
+            let nothing = service_view::Snapshot {
                 synced: true,
-                ..services::Snapshot::default()
+                ..service_view::Snapshot::default()
             };
             watch::channel(Arc::new(nothing)).1
         }
@@ -226,7 +226,7 @@ pub async fn run<R: Runtime>(
 /// resolver) when it cannot listen there.
 async fn start_dns(
     dns: ClusterDns,
-    snapshots: watch::Receiver<Arc<services::Snapshot>>,
+    snapshots: watch::Receiver<Arc<service_view::Snapshot>>,
 ) -> Option<ClusterDns> {
     let ip: std::net::IpAddr = dns.nameserver.parse().ok()?;
     let server = match dns::DnsServer::bind(std::net::SocketAddr::new(ip, 53)).await {

@@ -24,8 +24,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use tokio::time::Instant;
 
+use crate::pod_status::{self as status, Current};
 use crate::probe;
-use crate::status::{self, Current};
 
 /// `spec.restartPolicy`: which exits start a container again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -379,7 +379,7 @@ fn probe_grace(pod: &Pod, container: &Container, kind: probe::Kind) -> Duration 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::Terminated;
+    use crate::pod_status::Terminated;
     use jiff::Timestamp;
     use serde_json::json;
 

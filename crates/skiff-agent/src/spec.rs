@@ -19,9 +19,6 @@ use crate::env::{self, Downward};
 use crate::error::AgentError;
 use crate::runtime::{ContainerConfig, Mount, Resources};
 
-/// The cluster DNS is described next to the resolv.conf it goes into; the binary names it here.
-pub use crate::resolv::ClusterDns;
-
 /// What an image says about how to run it (entrypoint, cmd, env, working dir, user).
 pub use skiff_image::ImageConfig;
 

@@ -63,6 +63,8 @@ pub struct App {
     /// Every node's pod range together (`--cluster-cidr`), served to agents at
     /// `/skiff/v1/cluster` so they masquerade only traffic that leaves it.
     pub cluster_cidr: String,
+    /// How this server reaches agents for logs and exec.
+    pub agents: crate::pod_streams::AgentClients,
 }
 
 impl App {
@@ -79,6 +81,7 @@ impl App {
             leases: crate::nodes::Leases::default(),
             services: crate::service_ips::ServiceNetwork::default(),
             cluster_cidr: crate::cluster_network::DEFAULT_CLUSTER_CIDR.to_string(),
+            agents: Default::default(),
         }
     }
 }

@@ -47,7 +47,3 @@ pub mod subresources;
 pub mod tables;
 pub mod target;
 pub mod watch;
-
-/// The old name of [`service_ips`], kept for the `skiff` binary's `--service-cidr` until it
-/// switches over.
-pub use service_ips as services;

@@ -22,10 +22,18 @@ type Result<T, E = ApiError> = std::result::Result<T, E>;
 /// The kubelet port when a node does not say.
 const DEFAULT_AGENT_PORT: i64 = 10250;
 
-/// One HTTPS client for every agent, trusting only the cluster CA.
-fn agent_client(app: &App) -> Result<&'static reqwest::Client> {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    if let Some(client) = CLIENT.get() {
+/// How this server reaches agents: one HTTPS client (logs) and one TLS configuration (exec's
+/// upgraded connections), each trusting only this cluster's CA. Built on first use and kept in
+/// the [`App`], so servers of different clusters in one process (tests) never share them.
+#[derive(Default)]
+pub struct AgentClients {
+    http: OnceLock<reqwest::Client>,
+    tls: OnceLock<Arc<rustls::ClientConfig>>,
+}
+
+/// The HTTPS client for every agent.
+fn agent_client(app: &App) -> Result<&reqwest::Client> {
+    if let Some(client) = app.agents.http.get() {
         return Ok(client);
     }
     let ca = reqwest::Certificate::from_pem(app.cluster.ca_cert_pem.as_bytes())
@@ -38,7 +46,7 @@ fn agent_client(app: &App) -> Result<&'static reqwest::Client> {
         .connect_timeout(std::time::Duration::from_secs(5))
         .build()
         .map_err(|e| ApiError::Internal(format!("agent client: {e}")))?;
-    Ok(CLIENT.get_or_init(|| client))
+    Ok(app.agents.http.get_or_init(|| client))
 }
 
 /// `GET /api/v1/namespaces/{ns}/pods/{name}/log`.
@@ -373,8 +381,7 @@ pub async fn exec(
 
 /// TLS settings for connections to agents: trust the cluster CA only.
 fn agent_tls(app: &App) -> Result<Arc<rustls::ClientConfig>> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    if let Some(config) = CONFIG.get() {
+    if let Some(config) = app.agents.tls.get() {
         return Ok(config.clone());
     }
     let mut roots = rustls::RootCertStore::empty();
@@ -391,7 +398,7 @@ fn agent_tls(app: &App) -> Result<Arc<rustls::ClientConfig>> {
     .map_err(|e| ApiError::Internal(e.to_string()))?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    Ok(CONFIG.get_or_init(|| Arc::new(config)).clone())
+    Ok(app.agents.tls.get_or_init(|| Arc::new(config)).clone())
 }
 
 /// The certificates in a PEM bundle.

@@ -16,6 +16,7 @@
 //!
 //! Types come from `k8s-openapi`; the URL of a type is derived from its `Resource` constants, so
 //! `client.get::<Pod>(Some("default"), "web")` needs no path strings.
+pub mod bootstrap;
 pub mod events;
 pub mod informer;
 pub mod kubeconfig;

@@ -26,7 +26,7 @@
 //! - [`endpoints`]: a Service's Endpoints and EndpointSlices, from the pods it selects.
 //! - [`servicelb`]: a LoadBalancer Service's addresses, from the Ready nodes.
 //! - [`eventttl`]: Events expire after an hour.
-//! - [`owners`], [`pods`], [`names`]: controller references and adoption, what a pod's status
+//! - [`owners`], [`pods`], [`child_names`]: controller references and adoption, what a pod's status
 //!   means to a controller, random-but-injectable name suffixes.
 //!
 //! Each controller module holds its pure planning function, its `Controller` impl (the stores
@@ -62,13 +62,13 @@
 //! "expectations": the loop remembers the writes it applied for a key and waits for the
 //! watch to show them (or for a timeout) before reconciling it again ([`expectations`]).
 pub mod apply;
+pub mod child_names;
 pub mod controller;
 pub mod deployment;
 pub mod endpoints;
 pub mod eventttl;
 pub mod expectations;
 pub mod gc;
-pub mod names;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod owners;

@@ -26,9 +26,9 @@ use skiff_api::selector::LabelSelector;
 
 use skiff_client::informer::{key_of, Store};
 
+use crate::child_names::NameGenerator;
 use crate::controller::{Context, Controller};
 use crate::expectations::{self, Expected};
-use crate::names::NameGenerator;
 use crate::owners::{self, Claim};
 use crate::workqueue::WorkQueue;
 use crate::{pod_rank, pods, reference_to, wait_for, Action, Object};

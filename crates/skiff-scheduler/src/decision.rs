@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cache::PodKey;
 use crate::filter::Rejection;
+use crate::scheduler::PodKey;
 use crate::score::{Scores, Weights};
 
 /// One scheduling decision and everything that went into it.

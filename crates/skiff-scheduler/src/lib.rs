@@ -15,24 +15,24 @@
 //! - [`filter`]: the feasibility checks, each refusal with Kubernetes' reason and the numbers.
 //! - [`score`]: bin-packing (`MostAllocated`) and spreading, 0–100 each, and the [`Weights`].
 //! - [`decision`]: the explain record, Kubernetes' unschedulable message, and [`render`].
-//! - [`cache`]: the [`Scheduler`] state machine: nodes, pods, the queue, parked pods, and
+//! - [`scheduler`]: the [`Scheduler`] state machine: nodes, pods, the queue, parked pods, and
 //!   batches of decisions with each binding *assumed* before the next pod is placed.
 //! - [`runner`]: the thin loop: watches, binds through the API, reports unschedulable pods.
 
-pub mod cache;
 pub mod decision;
 pub mod filter;
 pub mod node;
 pub mod resources;
 pub mod runner;
+pub mod scheduler;
 pub mod score;
 
 #[cfg(test)]
 mod testing;
 
-pub use cache::{PodKey, Scheduler};
 pub use decision::{render, Decision, NodeVerdict, Outcome, Verdict};
 pub use filter::Rejection;
+pub use scheduler::{PodKey, Scheduler};
 pub use score::{Scores, Weights};
 /// Quantities are parsed by skiff-api's exact parser, shared with the agent.
 pub use skiff_api::quantity;

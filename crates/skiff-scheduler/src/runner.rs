@@ -16,8 +16,8 @@ use skiff_client::watcher::Event;
 use skiff_client::Client;
 use tokio::sync::{watch, Notify};
 
-use crate::cache::{PodKey, Scheduler};
 use crate::decision::Decision;
+use crate::scheduler::{PodKey, Scheduler};
 use crate::score::Weights;
 
 /// The pod annotation that records why the pod went where it went (a [`Decision`], with the

@@ -14,7 +14,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use crate::services::Snapshot;
+use crate::service_view::Snapshot;
 
 /// Seconds clients may cache an answer (and a negative answer): short, so that changes to
 /// Services and endpoints show up quickly.
@@ -263,7 +263,7 @@ fn ready_endpoints(slices: &Snapshot, svc: &Service, spec: &ServiceSpec) -> Vec<
                 .as_ref()
                 .and_then(|c| c.ready)
                 .unwrap_or(true);
-            let Some(ip) = crate::services::endpoint_ipv4(endpoint) else {
+            let Some(ip) = crate::service_view::endpoint_ipv4(endpoint) else {
                 continue;
             };
             if ready || spec.publish_not_ready_addresses == Some(true) {

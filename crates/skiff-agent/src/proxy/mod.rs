@@ -34,7 +34,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::services::Snapshot;
+use crate::service_view::Snapshot;
 use balancer::{Backend, Balancer, Policy, POLICY_ANNOTATION};
 use iptables::Redirect;
 
@@ -185,7 +185,7 @@ fn backends(
             continue;
         };
         for endpoint in &slice.endpoints {
-            let Some(ip) = crate::services::endpoint_ipv4(endpoint) else {
+            let Some(ip) = crate::service_view::endpoint_ipv4(endpoint) else {
                 continue;
             };
             let conditions = endpoint.conditions.clone().unwrap_or_default();

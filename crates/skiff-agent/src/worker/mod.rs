@@ -33,10 +33,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::plan::{self, BackOff, Backoff, DeleteStep, Kill, ObservedPod, PodActions, CRASH_LOOP};
+use crate::pod_status::{self as status, Current, PodView, Terminated};
 use crate::probe;
 use crate::resolv::ClusterDns;
 use crate::runtime::{ContainerRecord, ContainerState, Runtime, Sandbox};
-use crate::status::{self, Current, PodView, Terminated};
 
 /// What every worker on a node shares.
 pub struct NodeContext<R> {
@@ -47,7 +47,7 @@ pub struct NodeContext<R> {
     pub node_ip: String,
     pub data_dir: PathBuf,
     /// Services as the agent last saw them (for containers' `*_SERVICE_HOST` variables).
-    pub services: watch::Receiver<Arc<crate::services::Snapshot>>,
+    pub services: watch::Receiver<Arc<crate::service_view::Snapshot>>,
     /// The node's DNS server for pods (`None`: pods use the node's resolver).
     pub dns: Option<ClusterDns>,
 }

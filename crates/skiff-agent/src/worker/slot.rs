@@ -5,9 +5,9 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Container;
 
 use crate::plan::{Backoff, Observed};
+use crate::pod_status::{ContainerView, Current, Terminated};
 use crate::probe;
 use crate::runtime::{ContainerRecord, ContainerState};
-use crate::status::{ContainerView, Current, Terminated};
 
 /// One container slot of the pod (an init or app container) and its history.
 #[derive(Debug, Clone)]

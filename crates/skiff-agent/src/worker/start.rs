@@ -12,10 +12,10 @@ use super::{watch_exit, Worker};
 use crate::env::{self, Downward};
 use crate::error::AgentError;
 use crate::plan::CRASH_LOOP;
+use crate::pod_status::Current;
 use crate::resolv;
 use crate::runtime::{Runtime, RuntimeError, Sandbox, SandboxConfig};
 use crate::spec::{self, PodDirs};
-use crate::status::Current;
 
 /// How long a starting container waits for the agent's first read of the services (its
 /// service variables depend on them) before it fails with CreateContainerConfigError.
@@ -280,7 +280,7 @@ impl<R: Runtime> Worker<R> {
             log_dir: &log_dir,
         };
         let sandbox = self.sandbox.clone().unwrap_or_default();
-        let service_env = crate::services::service_env(&self.ctx.services.borrow(), &namespace);
+        let service_env = crate::service_view::service_env(&self.ctx.services.borrow(), &namespace);
         let downward = Downward {
             service_env,
             pod_ip: sandbox.ip.clone(),

@@ -8,9 +8,9 @@ use tokio::time::Instant;
 
 use super::{Next, Worker};
 use crate::plan::DELETE_RETRY;
+use crate::pod_status::Current;
 use crate::probe;
 use crate::runtime::Runtime;
-use crate::status::Current;
 
 impl<R: Runtime> Worker<R> {
     /// Stops everything of the pod and removes its containers, files and network. Failures are

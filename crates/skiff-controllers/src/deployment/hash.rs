@@ -10,12 +10,12 @@
 //! Kubernetes hashes Go's printout of the struct with FNV-32a. skiff hashes a canonical JSON
 //! form instead (keys sorted, nulls dropped, the `pod-template-hash` label removed) with the
 //! same FNV-32a, and renders it the same way: the decimal digits of the 32-bit hash mapped into
-//! [`ALPHANUMS`](crate::names::ALPHANUMS) (`3837541652` → `7d7c985b96`). The values differ
+//! [`ALPHANUMS`](crate::child_names::ALPHANUMS) (`3837541652` → `7d7c985b96`). The values differ
 //! from Kubernetes' (the inputs differ) but look alike and behave alike.
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use serde_json::Value;
 
-use crate::names::safe_encode;
+use crate::child_names::safe_encode;
 
 /// The label (on ReplicaSets, their selectors and pods) that holds the hash.
 pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
@@ -149,7 +149,9 @@ mod tests {
         assert!(same_template(&a, &b));
         let h = template_hash(&a, None);
         assert!(!h.is_empty() && h.len() <= 10);
-        assert!(h.bytes().all(|c| crate::names::ALPHANUMS.contains(&c)));
+        assert!(h
+            .bytes()
+            .all(|c| crate::child_names::ALPHANUMS.contains(&c)));
     }
 
     #[test]

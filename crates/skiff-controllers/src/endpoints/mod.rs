@@ -59,8 +59,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use jiff::Timestamp;
 use skiff_client::informer::{key_of, Store};
 
+use crate::child_names::NameGenerator;
 use crate::controller::{Context, Controller};
-use crate::names::NameGenerator;
 use crate::workqueue::WorkQueue;
 use crate::{owners, pods, reference_to, Action, Object};
 

@@ -16,8 +16,8 @@ use anyhow::{bail, Context};
 use serde_json::Value;
 use skiff_client::{Client, Method};
 
-use super::super::{faults, procs, state::Lab};
 use super::{Clock, Rng};
+use crate::{faults, procs, state::Lab};
 
 /// How long one server may take to be ready again after a fault is undone.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);

@@ -24,7 +24,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{json, Value};
 use skiff_client::{Client, ListParams, Method};
 
-use super::lab;
+use skiff_lab as lab;
 
 #[derive(Args, Debug, Clone)]
 pub struct NodeLossBench {
@@ -66,7 +66,7 @@ pub async fn run(args: NodeLossBench) -> anyhow::Result<()> {
     {
         bail!("--lose {bad}: say agent or leader");
     }
-    if !super::is_root() {
+    if !skiff_lab::is_root() {
         bail!("skiff bench node-loss builds a lab (network namespaces): run it as root");
     }
     let dir = args.dir.clone().unwrap_or_else(|| {
@@ -180,7 +180,7 @@ async fn measure(dir: &Path, args: &NodeLossBench) -> anyhow::Result<Vec<(String
             spread(any).await?;
             let victim = match lose.as_str() {
                 "leader" => {
-                    super::poll_until(Duration::from_secs(30), POLL, "a leader", || {
+                    crate::poll_until(Duration::from_secs(30), POLL, "a leader", || {
                         leader(&clients)
                     })
                     .await?
@@ -234,7 +234,7 @@ async fn lose_host(dir: &Path, clients: &[(String, Client)], victim: &str) -> an
         }
     };
     lab::faults::restart(dir, victim)?;
-    super::poll_until(
+    crate::poll_until(
         Duration::from_secs(120),
         POLL,
         "the host back and its evicted pod finished",
@@ -260,7 +260,7 @@ async fn spread(client: &Client) -> anyhow::Result<()> {
         client
             .merge_patch::<Deployment>(Some("default"), "web", None, &scale)
             .await?;
-        super::poll_until(
+        crate::poll_until(
             Duration::from_secs(120),
             POLL,
             "the replicas",

@@ -51,7 +51,7 @@ pub async fn run(bench: SchedulerBench) -> anyhow::Result<()> {
 async fn one_run(bench: &SchedulerBench, node_count: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let exe = std::env::current_exe()?;
-    let port = super::bench::free_port()?;
+    let port = crate::free_port()?;
     let url = format!("https://127.0.0.1:{port}");
     let mut server = Command::new(&exe)
         .args(["server", "--disable-agent", "--listen"])
@@ -62,7 +62,7 @@ async fn one_run(bench: &SchedulerBench, node_count: usize) -> anyhow::Result<()
         .stderr(Stdio::null())
         .spawn()?;
     let result = async {
-        super::bench::wait_ready(&dir.path().join("kubeconfig.yaml"), &url).await?;
+        crate::wait_ready(&dir.path().join("kubeconfig.yaml"), &url).await?;
         let client = Client::from_kubeconfig(&dir.path().join("kubeconfig.yaml"))?;
         measure(bench, &client, node_count).await
     }

@@ -7,7 +7,7 @@
 //!    Running and Ready; p50 and p99;
 //! 2. a burst: M pods created at once; the time until the last is Running;
 //! 3. RSS of the agent (and of its containerd and shims) idle and with the burst running;
-//! 4. a rolling update, and the service proxy's cost ([`super::bench_proxy`]).
+//! 4. a rolling update, and the service proxy's cost ([`crate::proxy`]).
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -146,7 +146,7 @@ pub async fn run(bench: PodBench) -> anyhow::Result<()> {
     ] {
         pack_web_image(&exe, tag, &agent_dir.join("images").join(file))?;
     }
-    let port = super::bench::free_port()?;
+    let port = crate::free_port()?;
     let url = format!("https://127.0.0.1:{port}");
     let mut procs = Procs(Vec::new());
     procs.0.push(
@@ -166,7 +166,7 @@ pub async fn run(bench: PodBench) -> anyhow::Result<()> {
             .spawn()?,
     );
     let kubeconfig = server_dir.join("kubeconfig.yaml");
-    super::bench::wait_ready(&kubeconfig, &url).await?;
+    crate::wait_ready(&kubeconfig, &url).await?;
     let client = Client::from_kubeconfig(&kubeconfig)?;
     let token = std::fs::read_to_string(server_dir.join("node-token"))?;
     let bridge = "skbench0";
@@ -323,7 +323,7 @@ async fn measure(
     if bench.proxy_seconds > 0 {
         delete_all(client).await?;
         let chain = skiff_agent::proxy::iptables::chain_name("skbench0");
-        super::bench_proxy::run(client, "bench", &chain, bench.proxy_seconds).await?;
+        crate::proxy::run(client, "bench", &chain, bench.proxy_seconds).await?;
     }
     Ok(())
 }

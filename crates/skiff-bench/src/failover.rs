@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::Value;
 use skiff_client::{Client, ListParams, Method};
 
-use super::lab;
+use skiff_lab as lab;
 
 /// How often the benchmark looks (for a leader, an acknowledged write, a ready server).
 const POLL: Duration = Duration::from_millis(20);
@@ -98,7 +98,7 @@ impl WriteLoad {
     /// Waits for the first acknowledged write sent at or after `killed`; the time from the kill
     /// to its acknowledgement.
     async fn gap_after(&self, killed: Instant, what: &str) -> anyhow::Result<Duration> {
-        super::poll_until(Duration::from_secs(30), POLL, what, || async {
+        crate::poll_until(Duration::from_secs(30), POLL, what, || async {
             let sent = self.sent.lock().ok()?;
             sent.iter()
                 .filter(|(_, at, _)| *at >= killed)
@@ -129,7 +129,7 @@ pub async fn run(args: FailoverBench) -> anyhow::Result<()> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    if !super::is_root() {
+    if !skiff_lab::is_root() {
         bail!("skiff bench failover builds a lab (network namespaces): run it as root");
     }
     let dir = args.dir.clone().unwrap_or_else(|| {
@@ -222,7 +222,7 @@ async fn measure_skiff(dir: &Path, runs: usize) -> anyhow::Result<Vec<Duration>>
     let mut gaps = Vec::new();
     let mut acknowledged = Vec::new();
     for run in 0..runs {
-        let victim = super::poll_until(Duration::from_secs(30), POLL, "a leader", || {
+        let victim = crate::poll_until(Duration::from_secs(30), POLL, "a leader", || {
             leader(&clients)
         })
         .await?;
@@ -260,7 +260,7 @@ async fn measure_skiff(dir: &Path, runs: usize) -> anyhow::Result<Vec<Duration>>
             .iter()
             .find(|(host, _)| *host == victim)
             .context("the restarted host")?;
-        super::poll_until(
+        crate::poll_until(
             Duration::from_secs(60),
             POLL,
             "the restarted server to be ready",
@@ -305,8 +305,8 @@ async fn measure_etcd(runs: usize) -> anyhow::Result<Vec<Duration>> {
     for n in 0..3 {
         members.push(EtcdMember {
             name: format!("e{n}"),
-            client: super::bench::free_port()?,
-            peer: super::bench::free_port()?,
+            client: crate::free_port()?,
+            peer: crate::free_port()?,
             child: None,
         });
     }
@@ -323,7 +323,7 @@ async fn measure_etcd(runs: usize) -> anyhow::Result<Vec<Duration>> {
         .build()?;
     let mut gaps = Vec::new();
     for run in 0..runs {
-        let leader = super::poll_until(Duration::from_secs(30), POLL, "an etcd leader", || {
+        let leader = crate::poll_until(Duration::from_secs(30), POLL, "an etcd leader", || {
             etcd_leader(&http, &members)
         })
         .await?;

@@ -20,48 +20,25 @@
 //! clients of `api` and `etcd` write from outside the hosts, over the lab's bridge.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand};
+use clap::Args;
 use serde_json::json;
+use skiff_client::{Client, Kubeconfig, Method};
 use skiff_store::{object_key, Op, PeerTransport, Store, StoreConfig};
 
-use super::client::ClusterClient;
-use super::members::Kubeconfig;
+use crate::placement::{Placement, LAB_ETCD_CLIENT_PORT, LAB_ETCD_PEER_PORT, LAB_STORE_PORT};
+use crate::{free_port, wait_ready, which, Children};
 
 mod etcd_pb {
     tonic::include_proto!("etcdserverpb");
 }
 
-#[derive(Args, Debug)]
-pub struct BenchArgs {
-    #[command(subcommand)]
-    what: BenchWhat,
-}
-
-#[derive(Subcommand, Debug)]
-enum BenchWhat {
-    /// Create small objects as fast as N concurrent clients can.
-    Store(StoreBench),
-    /// Pod startup latency with real containers, and the agent's memory.
-    Pods(super::bench_pods::PodBench),
-    /// Scheduler throughput with simulated nodes: pods bound per second.
-    Scheduler(super::bench_scheduler::SchedulerBench),
-    /// Leader loss on a lab of three servers: how long until writes are acknowledged again
-    /// (and the same for etcd).
-    Failover(super::bench_failover::FailoverBench),
-    /// Host loss on a lab of four: how long until a killed host's replicas run elsewhere.
-    NodeLoss(super::bench_node_loss::NodeLossBench),
-    /// (Used by `bench store`.) Run one bare store member serving Raft on `--listen`.
-    #[command(hide = true)]
-    StorePeer(StorePeer),
-}
-
 #[derive(Args, Debug, Clone)]
-struct StorePeer {
+pub struct StorePeer {
     #[arg(long)]
     id: u64,
     #[arg(long)]
@@ -74,7 +51,7 @@ struct StorePeer {
 const BENCH_SECRET: &str = "skiff-bench";
 
 #[derive(Args, Debug, Clone)]
-struct StoreBench {
+pub struct StoreBench {
     /// Concurrent clients.
     #[arg(long, default_value_t = 16)]
     clients: usize,
@@ -106,86 +83,6 @@ struct StoreBench {
     /// With --lab: leave the lab up afterwards.
     #[arg(long, requires = "lab")]
     keep: bool,
-}
-
-/// Where a target's members run.
-enum Placement {
-    /// Every member on 127.0.0.1 in this machine's namespace; ports picked free.
-    Loopback,
-    /// Member n on lab host n + 1, at that host's address and a fixed port.
-    Lab(Box<super::lab::state::Lab>),
-}
-
-/// The ports members listen on inside lab hosts (each host has its own ports; the lab's
-/// skiff servers hold 6443 and 10250).
-const LAB_STORE_PORT: u16 = 7480;
-const LAB_ETCD_CLIENT_PORT: u16 = 2379;
-const LAB_ETCD_PEER_PORT: u16 = 2380;
-
-impl Placement {
-    /// Where member `n` listens: on loopback a free port, in a lab host `lab_port`.
-    fn addr(&self, n: usize, lab_port: u16) -> anyhow::Result<std::net::SocketAddr> {
-        match self {
-            Placement::Loopback => Ok(([127, 0, 0, 1], free_port()?).into()),
-            Placement::Lab(lab) => {
-                let host = lab.hosts.get(n).context("more members than lab hosts")?;
-                Ok((host.ip, lab_port).into())
-            }
-        }
-    }
-
-    /// A command that runs `program` where member `n` lives.
-    fn command(&self, n: usize, program: &Path) -> Command {
-        match self {
-            Placement::Loopback => Command::new(program),
-            Placement::Lab(lab) => {
-                let mut command = Command::new("nsenter");
-                if let Some(host) = lab.hosts.get(n) {
-                    command.arg(format!("--net={}", host.netns_path().display()));
-                }
-                command.arg("--").arg(program);
-                command
-            }
-        }
-    }
-
-    /// Runs `work` where member 0 lives: here, or on a thread of its own that entered host-1's
-    /// network namespace, with a runtime whose threads (and so every socket they open) are all
-    /// inside it.
-    async fn on_first<F, Fut, T>(&self, work: F) -> anyhow::Result<T>
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = anyhow::Result<T>>,
-        T: Send + 'static,
-    {
-        let netns = match self {
-            Placement::Loopback => return work().await,
-            Placement::Lab(lab) => lab
-                .hosts
-                .first()
-                .context("a lab with no host")?
-                .netns_path(),
-        };
-        let (done, result) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("bench-host-1".into())
-            .spawn(move || {
-                let run = || -> anyhow::Result<T> {
-                    let namespace = std::fs::File::open(&netns)
-                        .with_context(|| format!("opening {}", netns.display()))?;
-                    nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET)
-                        .with_context(|| format!("entering {}", netns.display()))?;
-                    tokio::runtime::Builder::new_multi_thread()
-                        .enable_all()
-                        .build()?
-                        .block_on(work())
-                };
-                let _ = done.send(run());
-            })?;
-        result
-            .await
-            .context("the benchmark's thread on host-1 died")?
-    }
 }
 
 /// One measured run.
@@ -255,15 +152,8 @@ impl Run {
     }
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let bench = match args.what {
-        BenchWhat::Store(bench) => bench,
-        BenchWhat::StorePeer(peer) => return run_store_peer(peer).await,
-        BenchWhat::Pods(bench) => return super::bench_pods::run(bench).await,
-        BenchWhat::Scheduler(bench) => return super::bench_scheduler::run(bench).await,
-        BenchWhat::Failover(bench) => return super::bench_failover::run(bench).await,
-        BenchWhat::NodeLoss(bench) => return super::bench_node_loss::run(bench).await,
-    };
+/// `skiff bench store`: on loopback, or with `--lab` on three lab hosts.
+pub async fn run(bench: StoreBench) -> anyhow::Result<()> {
     if bench.lab {
         return run_on_lab(bench).await;
     }
@@ -272,8 +162,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// `--lab`: a lab of three hosts, each link delayed, every target's members one per host.
 async fn run_on_lab(mut bench: StoreBench) -> anyhow::Result<()> {
-    use super::lab;
-    if !super::is_root() {
+    if !skiff_lab::is_root() {
         bail!("skiff bench store --lab builds a lab (network namespaces): run it as root");
     }
     if bench.members != [1, 3] && bench.members != [3] {
@@ -283,14 +172,14 @@ async fn run_on_lab(mut bench: StoreBench) -> anyhow::Result<()> {
     let delay = match bench.delay.trim() {
         "0" | "0ms" | "none" => None,
         text => {
-            lab::delayer::parse_delay(text)?;
+            skiff_lab::delayer::parse_delay(text)?;
             Some(text.to_string())
         }
     };
     let dir = bench.lab_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("skiff-bench-store-{}", std::process::id()))
     });
-    lab::up::up(lab::up::UpArgs {
+    skiff_lab::up::up(skiff_lab::up::UpArgs {
         hosts: 3,
         servers: Some(3),
         images: None,
@@ -305,10 +194,10 @@ async fn run_on_lab(mut bench: StoreBench) -> anyhow::Result<()> {
     let measured = async {
         if let Some(delay) = &delay {
             for host in ["host-1", "host-2", "host-3"] {
-                lab::faults::netem(&dir, host, Some(delay), None)?;
+                skiff_lab::faults::netem(&dir, host, Some(delay), None)?;
             }
         }
-        let lab = lab::state::Lab::load(&dir)?;
+        let lab = skiff_lab::state::Lab::load(&dir)?;
         let second = lab.host("host-2")?.clone();
         let placement = Placement::Lab(Box::new(lab));
         let rtt = placement
@@ -323,7 +212,7 @@ async fn run_on_lab(mut bench: StoreBench) -> anyhow::Result<()> {
     }
     .await;
     if !bench.keep {
-        if let Err(e) = lab::down::down(&dir) {
+        if let Err(e) = skiff_lab::down::down(&dir) {
             eprintln!("removing the lab: {e:#}");
         }
     }
@@ -331,7 +220,7 @@ async fn run_on_lab(mut bench: StoreBench) -> anyhow::Result<()> {
 }
 
 /// The median time of 20 TCP connects to the host's API port: one round trip.
-fn connect_round_trip(host: &super::lab::state::Host) -> anyhow::Result<Duration> {
+fn connect_round_trip(host: &skiff_lab::state::Host) -> anyhow::Result<Duration> {
     let mut times = Vec::new();
     for _ in 0..20 {
         let started = Instant::now();
@@ -460,22 +349,8 @@ where
     })
 }
 
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| Path::new(dir).join(program))
-        .find(|p| p.is_file())
-}
-
 /// Serves one store member until killed.
-async fn run_store_peer(peer: StorePeer) -> anyhow::Result<()> {
+pub async fn run_store_peer(peer: StorePeer) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(peer.listen).await?;
     let addr = format!("http://{}", listener.local_addr()?);
     let config = StoreConfig::new(peer.id, &format!("bench-{}", peer.id), &addr, peer.data_dir);
@@ -566,40 +441,6 @@ async fn bench_store(
     Ok(run)
 }
 
-/// Child processes killed when dropped.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-pub async fn wait_ready(kubeconfig: &Path, url: &str) -> anyhow::Result<ClusterClient> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(config) = Kubeconfig::read(kubeconfig) {
-            let client = ClusterClient::new(&config.ca_pem, &config.token)?;
-            let ready = client
-                .http()
-                .get(format!("{url}/api/v1/namespaces/default"))
-                .bearer_auth(&config.token)
-                .send()
-                .await;
-            if matches!(ready, Ok(r) if r.status().is_success()) {
-                return Ok(client);
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("skiff server at {url} did not become ready");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn bench_api(bench: &StoreBench, members: usize) -> anyhow::Result<Run> {
     let dir = tempfile::tempdir()?;
     let exe = std::env::current_exe()?;
@@ -639,7 +480,7 @@ async fn bench_api(bench: &StoreBench, members: usize) -> anyhow::Result<Run> {
         }
         urls.push(url);
     }
-    let run = api_writes(bench, members, urls, &ca, token).await;
+    let run = api_writes(bench, members, urls, &ca, &token).await;
     drop(children);
     run
 }
@@ -650,33 +491,29 @@ async fn api_writes(
     members: usize,
     urls: Vec<String>,
     ca: &str,
-    token: String,
+    token: &str,
 ) -> anyhow::Result<Run> {
-    // One HTTP client per benchmark client, as independent clients would have.
-    let clients: Vec<ClusterClient> = (0..bench.clients)
-        .map(|_| ClusterClient::new(ca, &token))
-        .collect::<anyhow::Result<_>>()?;
+    // One client per benchmark client, as independent clients would have, each writing to
+    // member `client mod N`.
+    let clients: Vec<Client> = (0..bench.clients)
+        .map(|client| Client::new(&urls[client % urls.len()], ca, token))
+        .collect::<Result<_, _>>()?;
     let clients = Arc::new(clients);
-    let urls = Arc::new(urls);
-    let token = Arc::new(token);
-    drive("api", members, bench, move |client, i| {
-        let http = clients[client].http().clone();
-        let url = format!(
-            "{}/api/v1/namespaces/default/configmaps",
-            urls[client % urls.len()]
-        );
-        let token = token.clone();
+    drive("api", members, bench, move |c, i| {
+        let client = clients[c].clone();
         async move {
-            let name = format!("bench-{client}-{i}");
-            let response = http
-                .post(url)
-                .bearer_auth(&*token)
-                .json(&small_object(&name))
-                .send()
-                .await?;
-            if response.status().as_u16() != 201 {
-                bail!("create {name}: {}", response.status());
-            }
+            let name = format!("bench-{c}-{i}");
+            let url = format!("{}/api/v1/namespaces/default/configmaps", client.server());
+            let body = serde_json::to_vec(&small_object(&name))?;
+            client
+                .request::<serde_json::Value>(
+                    Method::POST,
+                    &url,
+                    &[],
+                    Some(("application/json", body)),
+                )
+                .await
+                .with_context(|| format!("create {name}"))?;
             Ok(())
         }
     })
@@ -687,7 +524,7 @@ async fn api_writes(
 async fn bench_lab_api(
     bench: &StoreBench,
     members: usize,
-    lab: &super::lab::state::Lab,
+    lab: &skiff_lab::state::Lab,
 ) -> anyhow::Result<Run> {
     let mut urls = Vec::new();
     let mut config = None;
@@ -697,7 +534,7 @@ async fn bench_lab_api(
         config = Some(kubeconfig);
     }
     let config = config.context("no lab server")?;
-    api_writes(bench, members, urls, &config.ca_pem, config.token).await
+    api_writes(bench, members, urls, &config.ca_pem, &config.token).await
 }
 
 async fn bench_etcd(

@@ -632,5 +632,5 @@ fn account(
 }
 
 #[cfg(test)]
-#[path = "cache_tests.rs"]
+#[path = "scheduler_tests.rs"]
 mod tests;
