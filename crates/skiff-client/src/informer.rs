@@ -253,14 +253,16 @@ impl<K: Object> Store<K> {
             .objects
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        let changed: Vec<K> = match &event {
+        // The objects the handlers hear of: the event's own, or after a relist every object
+        // before and after it.
+        let relisted: Vec<K> = match &event {
             Event::Applied(object) => {
                 objects.insert(key_of(object.meta()), object.clone());
-                vec![object.clone()]
+                Vec::new()
             }
             Event::Deleted(object) => {
                 objects.remove(&key_of(object.meta()));
-                vec![object.clone()]
+                Vec::new()
             }
             Event::Restarted(list) => {
                 let fresh: BTreeMap<String, K> =
@@ -270,7 +272,11 @@ impl<K: Object> Store<K> {
             }
         };
         drop(objects);
-        for object in &changed {
+        let changed: &[K] = match &event {
+            Event::Applied(object) | Event::Deleted(object) => std::slice::from_ref(object),
+            Event::Restarted(_) => &relisted,
+        };
+        for object in changed {
             for handler in &dispatch.handlers {
                 handler(object);
             }

@@ -279,6 +279,11 @@ fn has_finalizer(object: &Value, name: &str) -> bool {
 /// kind the API serves (skiff's resource table), so a kind added to the table is collected
 /// without a change here. Kinds another controller reads in full come from that
 /// controller's store; the others get a metadata-only store.
+/// Kinds the collector does not read, as Kubernetes' garbage collector ignores them by default
+/// (`DefaultIgnoredResources`): Events are many, short-lived, never owners, and expire by
+/// themselves (`eventttl`).
+const IGNORED: &[&str] = &["events"];
+
 pub struct GarbageCollector {
     informers: Informers,
     stores: Vec<Arc<dyn MetadataStore>>,
@@ -291,6 +296,7 @@ impl Controller for GarbageCollector {
     fn new(ctx: &Context, _queue: &WorkQueue) -> Self {
         let stores = skiff_api::resources::RESOURCES
             .iter()
+            .filter(|info| !IGNORED.contains(&info.resource))
             .map(|info| ctx.informers.metadata(info))
             .collect();
         GarbageCollector {
