@@ -8,7 +8,11 @@
 //! ## Layout
 //! - [`Client`]: typed requests (`get`, `list`, `create`, `replace`, `patch`, `delete`, subresources)
 //!   over HTTPS with a bearer token, trusting exactly the cluster CA.
-//! - [`Kubeconfig`]: reads the kubeconfig `skiff server` writes.
+//!   Fails over between the servers it knows (`servers`, private: the list learned from
+//!   `/skiff/v1/members`).
+//! - [`kubeconfig`] ([`Kubeconfig`]): reads the kubeconfig `skiff server` writes.
+//! - [`bootstrap`]: the one unverified request, fetching the CA a join token pins.
+//! - [`events`]: an Event recorder with Kubernetes' wording and counting.
 //! - [`watcher`]: a list + watch loop that survives dropped connections and `410 Gone`, yielding
 //!   [`watcher::Event`]s — the building block of every control loop.
 //! - [`informer`]: shared informers on top of it: one watch and one cache per kind per

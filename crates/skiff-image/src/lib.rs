@@ -18,6 +18,7 @@
 //!   requests, leases, reading and writing content).
 //! - [`import`]: tarball → containerd content store → image record → unpacked snapshots
 //!   ([`import_tarball`], [`unpack`]).
+//! - `error` (private; its type is re-exported): the crate's one error type.
 //! - [`inspect`]: what the node has: [`list`] and [`resolve`] (an image's run config and the
 //!   snapshot a container's root filesystem is prepared from).
 //!

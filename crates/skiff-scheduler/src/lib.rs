@@ -18,6 +18,7 @@
 //! - [`scheduler`]: the [`Scheduler`] state machine: nodes, pods, the queue, parked pods, and
 //!   batches of decisions with each binding *assumed* before the next pod is placed.
 //! - [`runner`]: the thin loop: watches, binds through the API, reports unschedulable pods.
+//! - `testing` (tests only): builders such as `pod("a").cpu("500m").on("node-1")`.
 
 pub mod decision;
 pub mod filter;

@@ -17,6 +17,7 @@
 //! | [`watch`] | history and live streams of changes, 410 when too old | — |
 //! | [`store`] | [`Store`], the handle the API server uses | `Raft` |
 //! | `durable` | fdatasync for sled, whose `flush()` is not one | durability of append/vote |
+//! | `membership` | joins and removals one at a time, retried while openraft is busy; learners promoted once caught up | `change_membership`, `add_learner` |
 
 #![allow(clippy::result_large_err)] // openraft's error types are large by design; they are its API.
 
