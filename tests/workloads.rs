@@ -229,7 +229,7 @@ fn simulated_nodes_spread_explain_and_survive_a_dead_node() {
         client.get("/api/v1/namespaces/default/events?fieldSelector=reason=FailedScheduling");
     assert!(!events["items"].as_array().unwrap_or(&Vec::new()).is_empty());
 
-    // fake-c dies: NotReady after 20 s and tainted; its pods are evicted 30 s later and
+    // fake-c dies: NotReady after 12 s and tainted; its pods are evicted 8 s later and
     // replaced on the two nodes left.
     agents[2].kill();
     eventually(

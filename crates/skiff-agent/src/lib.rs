@@ -27,7 +27,7 @@
 //! ```text
 //! register Node ──► watch pods with spec.nodeName=<me> ──► one worker per pod
 //!        │                                                  │ status patches, events
-//!        └─ heartbeat every 5 s to the leader (memory only)  ▼
+//!        └─ heartbeat every 2 s to the leader (memory only)  ▼
 //!                                                       API server
 //! ```
 //! At start the agent lists what the runtime already runs: containers of pods that still exist
