@@ -33,11 +33,15 @@ pub async fn remove_leftovers<R: Runtime>(
         }
         tracing::info!(pod_uid = %uid, "removing containers of a deleted pod");
         for record in records {
-            let removed = match runtime.stop(&record.id, Duration::ZERO).await {
-                Ok(()) => runtime.remove(&record.id).await,
-                Err(e) => Err(e),
-            };
-            if let Err(error) = removed {
+            // A failed stop is reported but does not keep the container: removing it kills a
+            // task that still runs.
+            if let Err(error) = runtime.stop(&record.id, Duration::ZERO).await {
+                failures.push(AgentError::Cleanup {
+                    what: format!("stopping container {} of deleted pod {uid}", record.id),
+                    error,
+                });
+            }
+            if let Err(error) = runtime.remove(&record.id).await {
                 failures.push(AgentError::Cleanup {
                     what: format!("container {} of deleted pod {uid}", record.id),
                     error,

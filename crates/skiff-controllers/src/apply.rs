@@ -2,7 +2,7 @@
 //!
 //! Every write goes to the URL skiff's resource table ([`skiff_api::resources`]) gives the
 //! object's `apiVersion` and `kind`, so there is no list of kinds here: a controller may write
-//! any kind the API serves. The contract (in order, stop at the first failure, a 404 on delete
+//! any kind the API serves. The contract (in order, stop at the first failure unless the controller keeps going, a 404 on delete
 //! is success) is in the crate documentation.
 use k8s_openapi::api::core::v1::ObjectReference;
 use serde_json::Value;
@@ -12,34 +12,45 @@ use skiff_client::{Client, DeleteOptions, Error, Method};
 use crate::workqueue::WorkQueue;
 use crate::{Action, Object, Propagation};
 
-/// Applies a plan in order; stops at the first failure and requeues `key` with back-off.
-/// Returns whether every action was applied.
+/// Applies a plan in order. A failure requeues `key` with back-off and stops the plan, unless
+/// `keep_going` (the garbage collector: one object it cannot delete must not hold up the
+/// rest). Returns the actions that were applied, so the loop expects to see exactly those.
 pub async fn apply_plan(
     client: &Client,
     recorder: &Recorder,
     queue: &WorkQueue,
     key: &str,
     plan: Vec<Action>,
-) -> bool {
+    keep_going: bool,
+) -> Vec<Action> {
+    let mut applied = Vec::with_capacity(plan.len());
+    let mut failed = false;
     for action in plan {
         match apply(client, recorder, queue, key, &action).await {
-            Ok(()) => {}
-            Err(e) if matches!(action, Action::Delete { .. }) && e.is_not_found() => {}
-            // A conflict or AlreadyExists only means the cache was behind the store.
-            Err(e) if e.is_conflict() => {
-                tracing::debug!(%key, %action, error = %e, "controller action conflicted; requeued");
-                queue.requeue_with_backoff(key);
-                return false;
+            Ok(()) => applied.push(action),
+            Err(e) if matches!(action, Action::Delete { .. }) && e.is_not_found() => {
+                applied.push(action)
             }
             Err(e) => {
-                tracing::warn!(%key, %action, error = %e, "controller action failed; requeued");
-                queue.requeue_with_backoff(key);
-                return false;
+                if e.is_conflict() {
+                    // A conflict or AlreadyExists only means the cache was behind the store.
+                    tracing::debug!(%key, %action, error = %e, "controller action conflicted; requeued");
+                } else {
+                    tracing::warn!(%key, %action, error = %e, "controller action failed; requeued");
+                }
+                failed = true;
+                if !keep_going {
+                    break;
+                }
             }
         }
     }
-    queue.forget(key);
-    true
+    if failed {
+        queue.requeue_with_backoff(key);
+    } else {
+        queue.forget(key);
+    }
+    applied
 }
 
 async fn apply(
@@ -76,7 +87,18 @@ async fn apply(
             object,
             uid,
             propagation,
+            unless_owner_exists,
         } => {
+            for owner in unless_owner_exists {
+                if owner_exists(client, owner).await? {
+                    tracing::info!(
+                        object = %crate::describe(object),
+                        owner = %crate::describe(owner),
+                        "not collected: its owner exists (the cache was behind)"
+                    );
+                    return Ok(());
+                }
+            }
             let options = DeleteOptions {
                 uid: Some(uid.clone()).filter(|u| !u.is_empty()),
                 propagation_policy: propagation.map(|p| {
@@ -105,6 +127,22 @@ async fn apply(
             queue.add_after(key, *after);
             Ok(())
         }
+    }
+}
+
+/// Whether the object `owner` names exists with the uid it names, asked of the API (not the
+/// stores). A kind the API does not serve, or a reference that cannot name an object, is an
+/// owner that does not exist.
+async fn owner_exists(client: &Client, owner: &ObjectReference) -> Result<bool, Error> {
+    let Ok(url) = object_url(client, owner) else {
+        return Ok(false);
+    };
+    match client.request::<Value>(Method::GET, &url, &[], None).await {
+        Ok(found) => {
+            Ok(found.pointer("/metadata/uid").and_then(Value::as_str) == owner.uid.as_deref())
+        }
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

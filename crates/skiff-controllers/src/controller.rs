@@ -63,6 +63,8 @@ pub trait Controller: Send + 'static {
     const NAME: &'static str;
     /// For a periodic sweep: how often it runs (its one key is [`EVERYTHING`]).
     const EVERY: Option<Duration> = None;
+    /// Whether a failed action leaves the rest of the plan to run (false: the plan stops).
+    const KEEP_GOING: bool = false;
 
     /// Takes the stores it reads from `ctx.informers` and registers handlers that add the keys
     /// a change concerns to `queue`.
@@ -131,10 +133,12 @@ pub async fn run<C: Controller>(
             continue;
         }
         let plan = controller.reconcile(&key, Timestamp::now());
-        let expected = controller.expectations(&plan);
-        if apply_plan(&client, &recorder, &queue, &key, plan).await {
-            expectations.expect(&key, expected, tokio::time::Instant::now());
-        }
+        let applied = apply_plan(&client, &recorder, &queue, &key, plan, C::KEEP_GOING).await;
+        // What was written must show in the stores before the key runs again, also when the
+        // plan stopped half-way (a ReplicaSet that created 299 of 500 pods must not create
+        // them again from a store that has not seen them yet).
+        let expected = controller.expectations(&applied);
+        expectations.expect(&key, expected, tokio::time::Instant::now());
         if let Some(every) = C::EVERY {
             queue.add_after(&key, every);
         }

@@ -81,10 +81,14 @@ pub fn reconcile(objects: &[Value], complete_kinds: &[&str]) -> Vec<Action> {
         }
         let (mut solid, mut gone) = (0, Vec::new());
         let mut waiting = false;
+        let mut dangling = Vec::new();
         for r in &refs {
             match graph.owner_state(dependent, r) {
                 OwnerState::Solid => solid += 1,
-                OwnerState::Dangling => gone.push(ref_uid(r)),
+                OwnerState::Dangling => {
+                    gone.push(ref_uid(r));
+                    dangling.push(*r);
+                }
                 OwnerState::Waiting => {
                     waiting = true;
                     gone.push(ref_uid(r));
@@ -102,10 +106,19 @@ pub fn reconcile(objects: &[Value], complete_kinds: &[&str]) -> Vec<Action> {
             } else {
                 Propagation::Background
             };
-            deletes.push(Action::delete(
-                dynamic_reference(dependent),
-                Some(propagation),
-            ));
+            let mut delete = Action::delete(dynamic_reference(dependent), Some(propagation));
+            if let Action::Delete {
+                unless_owner_exists,
+                ..
+            } = &mut delete
+            {
+                // The snapshot said these owners are gone; the API is asked again before the
+                // delete, as Kubernetes' collector does, since a store may be behind. (Owners
+                // being deleted in the foreground exist, and are waited for on purpose.)
+                let ns = text(dependent, "/metadata/namespace");
+                *unless_owner_exists = dangling.iter().map(|r| owner_reference(r, ns)).collect();
+            }
+            deletes.push(delete);
             edits.remove(uid(dependent));
         } else {
             edits
@@ -229,6 +242,15 @@ impl<'a> Graph<'a> {
         if !self.complete_kinds.contains(&kind) {
             return OwnerState::Solid;
         }
+        // A cluster-scoped object (a Node, a Namespace) cannot be owned by a namespaced one:
+        // the reference cannot be resolved, and as in Kubernetes that keeps the object rather
+        // than deleting it (a Namespace deleted here would take everything in it along).
+        let namespaced_owner = skiff_api::resources::RESOURCES
+            .iter()
+            .any(|info| info.kind == kind && info.namespaced);
+        if text(dependent, "/metadata/namespace").is_empty() && namespaced_owner {
+            return OwnerState::Solid;
+        }
         let owner = self.by_uid.get(ref_uid(r)).filter(|owner| {
             let owner_ns = text(owner, "/metadata/namespace");
             text(owner, "/kind") == kind
@@ -252,6 +274,21 @@ fn uid(object: &Value) -> &str {
 
 fn ref_uid(reference: &Value) -> &str {
     text(reference, "/uid")
+}
+
+/// An ownerReference as an object reference in the dependent's namespace (`ns`; the URL
+/// ignores it for a cluster-scoped kind).
+fn owner_reference(reference: &Value, ns: &str) -> k8s_openapi::api::core::v1::ObjectReference {
+    let field =
+        |pointer: &str| Some(text(reference, pointer).to_string()).filter(|s| !s.is_empty());
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: field("/apiVersion"),
+        kind: field("/kind"),
+        name: field("/name"),
+        uid: field("/uid"),
+        namespace: Some(ns.to_string()).filter(|s| !s.is_empty()),
+        ..Default::default()
+    }
 }
 
 fn owner_refs(object: &Value) -> Vec<&Value> {
@@ -292,6 +329,9 @@ pub struct GarbageCollector {
 impl Controller for GarbageCollector {
     const NAME: &'static str = "garbage-collector";
     const EVERY: Option<Duration> = Some(Duration::from_secs(2));
+    // Each action concerns another object: one that cannot be collected (a 403, a 422) must
+    // not hold up every other.
+    const KEEP_GOING: bool = true;
 
     fn new(ctx: &Context, _queue: &WorkQueue) -> Self {
         let stores = skiff_api::resources::RESOURCES
@@ -503,6 +543,54 @@ mod tests {
         for (name, objects, want) in cases {
             assert_eq!(summary(&reconcile(&objects, KINDS)), want, "{name}");
         }
+    }
+
+    #[test]
+    fn a_dangling_delete_asks_the_api_about_its_gone_owners_only() {
+        let deployment = deleting(object("Deployment", "web"), &[FOREGROUND]);
+        // Owned by a Deployment being deleted in the foreground (it exists, and is waited
+        // for) and by a ReplicaSet that is gone from the snapshot.
+        let pod = owned_by(
+            object("Pod", "p"),
+            &[("Deployment", "web", true), ("ReplicaSet", "gone", false)],
+        );
+        let plan = reconcile(&[deployment, pod], KINDS);
+        let owners: Vec<_> = plan
+            .iter()
+            .filter_map(|a| match a {
+                Action::Delete {
+                    uid,
+                    unless_owner_exists,
+                    ..
+                } if uid == "p" => Some(unless_owner_exists.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(owners.len(), 1, "{plan:?}");
+        let asked: Vec<_> = owners[0]
+            .iter()
+            .map(|o| (o.kind.clone(), o.name.clone(), o.namespace.clone()))
+            .collect();
+        assert_eq!(
+            asked,
+            vec![(
+                Some("ReplicaSet".to_string()),
+                Some("gone".to_string()),
+                Some("default".to_string())
+            )]
+        );
+    }
+
+    #[test]
+    fn a_cluster_scoped_object_with_a_namespaced_owner_is_kept() {
+        let mut namespace = owned_by(object("Namespace", "team"), &[("ConfigMap", "cm", false)]);
+        namespace["metadata"]["namespace"] = Value::Null;
+        let plan = reconcile(&[namespace], &["Namespace", "ConfigMap"]);
+        assert!(plan.is_empty(), "{plan:?}");
+        // The same reference on a namespaced object is dangling.
+        let secret = owned_by(object("Secret", "s"), &[("ConfigMap", "cm", false)]);
+        let plan = reconcile(&[secret], &["Secret", "ConfigMap"]);
+        assert_eq!(plan.len(), 1, "{plan:?}");
     }
 
     #[test]

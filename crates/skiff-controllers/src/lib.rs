@@ -108,6 +108,9 @@ pub enum Action {
         uid: String,
         /// How dependents are treated; `None` leaves it to the server's default.
         propagation: Option<Propagation>,
+        /// The garbage collector's check: delete only if none of these owners exists when
+        /// asked for live (the stores may be behind the API). Empty for any other delete.
+        unless_owner_exists: Vec<ObjectReference>,
     },
     /// Record an Event (`kubectl describe` shows it).
     Event(EventNote),
@@ -181,6 +184,7 @@ impl Action {
             uid: reference.uid.clone().unwrap_or_default(),
             object: reference,
             propagation,
+            unless_owner_exists: Vec::new(),
         }
     }
 }
@@ -246,7 +250,7 @@ pub fn dynamic_reference(object: &Value) -> ObjectReference {
 }
 
 /// `kind ns/name`, or `kind name` for cluster-scoped objects.
-fn describe(reference: &ObjectReference) -> String {
+pub(crate) fn describe(reference: &ObjectReference) -> String {
     let kind = reference.kind.as_deref().unwrap_or("object");
     let name = reference.name.as_deref().unwrap_or("");
     match reference.namespace.as_deref() {
@@ -272,6 +276,7 @@ impl fmt::Display for Action {
                 object,
                 uid,
                 propagation,
+                ..
             } => {
                 write!(f, "delete {} (uid {uid})", describe(object))?;
                 match propagation {
