@@ -62,6 +62,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use skiff_client::events::Recorder;
+use skiff_client::informer::Informers;
 use skiff_client::watcher::{self, Event};
 use skiff_client::{Client, ListParams};
 use tokio::sync::watch;
@@ -117,14 +118,21 @@ pub async fn run<R: Runtime>(
         shutdown.clone(),
     ));
 
+    // The agent's caches of the cluster: one watch and one store per kind (the pods bound to
+    // this node are the exception: a watch of their own, filtered by the server).
+    let informers = Informers::new(client.clone());
     if let Some(pod_network) = config.pod_network.clone() {
-        tokio::spawn(podnet::run(pod_network, client.clone(), shutdown.clone()));
+        tokio::spawn(podnet::run(
+            pod_network,
+            informers.clone(),
+            shutdown.clone(),
+        ));
     }
 
     // Services: one snapshot of Services/EndpointSlices for the proxy, DNS and pod env.
     let services = match &config.services {
         Some(services_config) => {
-            let snapshots = service_view::spawn(client.clone(), shutdown.clone());
+            let snapshots = service_view::spawn(&informers, shutdown.clone());
             tokio::spawn(proxy::run(
                 services_config.proxy_chain.clone(),
                 snapshots.clone(),

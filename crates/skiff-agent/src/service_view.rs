@@ -3,22 +3,20 @@
 //! service proxy, the DNS server and new containers' environment all read.
 //!
 //! ```text
-//! watch services ──┐
-//! watch endpointslices ──┼─► caches ─► (50 ms quiet) ─► Arc<Snapshot> on a watch channel
-//! watch pods (weights) ──┘                                  ├─► proxy::run
-//!                                                           ├─► dns::serve
-//!                                                           └─► pod env (FOO_SERVICE_HOST)
+//! informer: services ──────────┐
+//! informer: endpointslices ────┼─► (50 ms quiet) ─► Arc<Snapshot> on a watch channel
+//! informer: pods, metadata only ┘                      ├─► proxy::run
+//!   (the weights they ask for)                         ├─► dns::serve
+//!                                                      └─► pod env (FOO_SERVICE_HOST)
 //! ```
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::Metadata;
-use skiff_client::watcher::{self, Event};
-use skiff_client::{Client, ListParams};
-use tokio::sync::watch;
+use skiff_client::informer::{Informers, MetadataStore, PartialObject, Store};
+use tokio::sync::{watch, Notify};
 
 use crate::proxy::balancer::WEIGHT_ANNOTATION;
 
@@ -66,142 +64,104 @@ pub fn endpoint_ipv4(
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// Starts the watches; the receiver always holds the latest snapshot.
+/// Keeps a snapshot of the informers' Services, EndpointSlices and pod weights; the receiver
+/// always holds the latest.
 pub fn spawn(
-    client: Client,
-    mut shutdown: watch::Receiver<bool>,
+    informers: &Informers,
+    shutdown: watch::Receiver<bool>,
 ) -> watch::Receiver<Arc<Snapshot>> {
     let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
-    let mut services = watcher::spawn::<Service>(client.clone(), None, ListParams::default());
-    let mut slices = watcher::spawn::<EndpointSlice>(client.clone(), None, ListParams::default());
-    let mut pods = watcher::spawn::<Pod>(client, None, ListParams::default());
-    tokio::spawn(async move {
-        let mut cache = Caches::default();
-        loop {
-            tokio::select! {
-                Some(e) = services.recv() => cache.services.apply(e),
-                Some(e) = slices.recv() => cache.slices.apply(e),
-                Some(e) = pods.recv() => cache.apply_pod(e),
-                _ = crate::stopped(&mut shutdown) => return,
-                else => return,
-            }
-            // Let a burst of changes (a rollout touches many objects) settle into one snapshot.
-            let quiet = tokio::time::sleep(Duration::from_millis(50));
-            tokio::pin!(quiet);
-            loop {
-                tokio::select! {
-                    Some(e) = services.recv() => cache.services.apply(e),
-                    Some(e) = slices.recv() => cache.slices.apply(e),
-                    Some(e) = pods.recv() => cache.apply_pod(e),
-                    _ = &mut quiet => break,
-                }
-            }
-            if tx.send(Arc::new(cache.snapshot())).is_err() {
-                return;
-            }
-        }
-    });
+    let services = informers.store::<Service>();
+    let slices = informers.store::<EndpointSlice>();
+    // Of pods the agent needs only an annotation: their metadata, not whole pods.
+    let pods = skiff_api::resources::by_kind("v1", "Pod").map(|info| informers.metadata(info));
+    let changed = Arc::new(Notify::new());
+    let wake = || {
+        let changed = changed.clone();
+        move || changed.notify_one()
+    };
+    let ping = wake();
+    services.on_change(move |_| ping());
+    let ping = wake();
+    slices.on_change(move |_| ping());
+    if let Some(store) = pods
+        .as_ref()
+        .and_then(|p| p.as_any().downcast_ref::<Store<PartialObject>>())
+    {
+        let ping = wake();
+        store.on_change(move |_| ping());
+    }
+    tokio::spawn(publish(services, slices, pods, changed, tx, shutdown));
     rx
 }
 
-#[derive(Default)]
-struct Caches {
-    services: Cache<Service>,
-    slices: Cache<EndpointSlice>,
-    weights: HashMap<(String, String), u32>,
-    /// Whether the pod watcher has delivered its first list.
-    pods_listed: bool,
-}
-
-impl Caches {
-    fn apply_pod(&mut self, event: Event<Pod>) {
-        let weight_of = |pod: &Pod| {
-            let key = (
-                pod.metadata.namespace.clone().unwrap_or_default(),
-                pod.metadata.name.clone().unwrap_or_default(),
-            );
-            let weight = pod
-                .metadata
-                .annotations
+/// Publishes a snapshot once every store has its first list, and then after every burst of
+/// changes.
+async fn publish(
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    pods: Option<Arc<dyn MetadataStore>>,
+    changed: Arc<Notify>,
+    tx: watch::Sender<Arc<Snapshot>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let pods_synced =
+        |pods: &Option<Arc<dyn MetadataStore>>| pods.as_ref().is_none_or(|p| p.is_synced());
+    // The first lists, even empty ones (which call no handler).
+    let mut pods_listed = pods.as_ref().map(|p| p.synced());
+    tokio::select! {
+        _ = async {
+            services.wait_synced().await;
+            slices.wait_synced().await;
+            if let Some(listed) = pods_listed.as_mut() {
+                let _ = listed.wait_for(|s| *s).await;
+            }
+        } => {}
+        _ = crate::stopped(&mut shutdown) => return,
+    }
+    loop {
+        let snapshot = Snapshot {
+            synced: services.is_synced() && slices.is_synced() && pods_synced(&pods),
+            services: services.list(),
+            slices: slices.list(),
+            weights: pods
                 .as_ref()
-                .and_then(|a| a.get(WEIGHT_ANNOTATION))
-                .and_then(|w| w.trim().parse::<u32>().ok());
-            (key, weight)
+                .map(|p| weights(p.as_ref()))
+                .unwrap_or_default(),
         };
-        match event {
-            Event::Restarted(pods) => {
-                self.pods_listed = true;
-                self.weights = pods
-                    .iter()
-                    .filter_map(|p| match weight_of(p) {
-                        (key, Some(w)) => Some((key, w)),
-                        _ => None,
-                    })
-                    .collect();
-            }
-            Event::Applied(pod) => match weight_of(&pod) {
-                (key, Some(w)) => {
-                    self.weights.insert(key, w);
-                }
-                (key, None) => {
-                    self.weights.remove(&key);
-                }
-            },
-            Event::Deleted(pod) => {
-                self.weights.remove(&weight_of(&pod).0);
-            }
+        if tx.send(Arc::new(snapshot)).is_err() {
+            return;
         }
-    }
-
-    fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            synced: self.services.listed && self.slices.listed && self.pods_listed,
-            services: self.services.objects.values().cloned().collect(),
-            slices: self.slices.objects.values().cloned().collect(),
-            weights: self.weights.clone(),
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = crate::stopped(&mut shutdown) => return,
+        }
+        // Let a burst of changes (a rollout touches many objects) settle into one snapshot.
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = crate::stopped(&mut shutdown) => return,
         }
     }
 }
 
-/// Objects by namespace/name, kept in step with a watcher.
-struct Cache<K> {
-    objects: BTreeMap<(String, String), K>,
-    /// Whether the watcher has delivered its first list.
-    listed: bool,
-}
-
-impl<K> Default for Cache<K> {
-    fn default() -> Self {
-        Cache {
-            objects: BTreeMap::new(),
-            listed: false,
+/// `skiff.io/weight` of the pods that set it, by (namespace, name).
+fn weights(pods: &dyn MetadataStore) -> HashMap<(String, String), u32> {
+    let mut weights = HashMap::new();
+    pods.for_each_meta(&mut |meta| {
+        let weight = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(WEIGHT_ANNOTATION))
+            .and_then(|w| w.trim().parse::<u32>().ok());
+        if let Some(weight) = weight {
+            let key = (
+                meta.namespace.clone().unwrap_or_default(),
+                meta.name.clone().unwrap_or_default(),
+            );
+            weights.insert(key, weight);
         }
-    }
-}
-
-impl<K: Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>> Cache<K> {
-    fn key(object: &K) -> (String, String) {
-        let meta = object.metadata();
-        (
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone().unwrap_or_default(),
-        )
-    }
-
-    fn apply(&mut self, event: Event<K>) {
-        match event {
-            Event::Restarted(all) => {
-                self.listed = true;
-                self.objects = all.into_iter().map(|o| (Self::key(&o), o)).collect();
-            }
-            Event::Applied(o) => {
-                self.objects.insert(Self::key(&o), o);
-            }
-            Event::Deleted(o) => {
-                self.objects.remove(&Self::key(&o));
-            }
-        }
-    }
+    });
+    weights
 }
 
 /// The variables Kubernetes gives a container for every service of its namespace that existed
@@ -268,19 +228,57 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn a_snapshot_is_synced_once_every_watch_has_listed() {
-        let mut caches = Caches::default();
-        assert!(!caches.snapshot().synced);
-        caches.services.apply(Event::Restarted(Vec::new()));
-        caches.slices.apply(Event::Restarted(Vec::new()));
-        assert!(!caches.snapshot().synced, "pods not listed yet");
-        // A single change is not a list: still not synced.
-        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}})).expect("pod");
-        caches.apply_pod(Event::Applied(pod));
-        assert!(!caches.snapshot().synced);
-        caches.apply_pod(Event::Restarted(Vec::new()));
-        assert!(caches.snapshot().synced);
+    /// A pod seen by its metadata, with a weight annotation.
+    fn weighted(name: &str, weight: &str) -> PartialObject {
+        serde_json::from_value(json!({"metadata": {
+            "name": name, "namespace": "default",
+            "annotations": {WEIGHT_ANNOTATION: weight}}}))
+        .expect("pod metadata")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_snapshot_is_synced_once_every_store_has_listed() {
+        use skiff_client::watcher::Event;
+        let informers = Informers::offline();
+        let (_stop, stop) = watch::channel(false);
+        let mut snapshots = spawn(&informers, stop);
+        let services = informers.store::<Service>();
+        let slices = informers.store::<EndpointSlice>();
+        let pods = informers.find("v1", "Pod").expect("the pods' store");
+        let pods = pods
+            .as_any()
+            .downcast_ref::<Store<PartialObject>>()
+            .expect("metadata only");
+        services.apply(Event::Restarted(Vec::new()));
+        slices.apply(Event::Restarted(Vec::new()));
+        // A single change is not a list: nothing is published as synced yet.
+        pods.apply(Event::Applied(weighted("early", "5")));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!snapshots.borrow().synced, "pods not listed yet");
+        pods.apply(Event::Restarted(vec![
+            weighted("p", "3"),
+            weighted("q", "x"),
+        ]));
+        let synced = tokio::time::timeout(Duration::from_secs(5), snapshots.wait_for(|s| s.synced))
+            .await
+            .expect("a synced snapshot")
+            .expect("the channel")
+            .clone();
+        let weights: Vec<_> = synced.weights.iter().collect();
+        // Only the listed pods count, and only a weight that parses.
+        assert_eq!(
+            weights,
+            vec![(&("default".to_string(), "p".to_string()), &3)]
+        );
+        // A change after the list is published after the quiet period.
+        pods.apply(Event::Applied(weighted("r", "7")));
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            snapshots.wait_for(|s| s.weights.len() == 2),
+        )
+        .await
+        .expect("the change published")
+        .expect("the channel");
     }
 
     #[test]

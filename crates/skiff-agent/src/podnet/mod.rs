@@ -41,8 +41,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use serde::Deserialize;
-use skiff_client::watcher::{self, Event};
-use skiff_client::{Client, ListParams, Method};
+use skiff_client::informer::Informers;
+use skiff_client::watcher::Event;
+use skiff_client::{Client, Method};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -96,7 +97,7 @@ pub async fn pod_mtu(mode: Mode, node_ip: Ipv4Addr) -> Option<u32> {
 }
 
 /// Keeps this node's routes to its peers' pods until `shutdown` turns true.
-pub async fn run(config: PodNetConfig, client: Client, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(config: PodNetConfig, informers: Informers, mut shutdown: watch::Receiver<bool>) {
     if let Err(e) = netlink::enable_ip_forwarding() {
         tracing::error!(error = %e, "pods on other nodes will be unreachable");
     }
@@ -108,7 +109,7 @@ pub async fn run(config: PodNetConfig, client: Client, mut shutdown: watch::Rece
         }
     };
     tracing::info!(mode = config.mode.name(), node_ip = %config.node_ip, pod_cidr = %config.pod_cidr, "pod network across nodes");
-    let mut nodes = watcher::spawn::<Node>(client, None, ListParams::default());
+    let mut nodes = informers.store::<Node>().subscribe();
     let mut peers: BTreeMap<String, Peer> = BTreeMap::new();
     let mut listed = false;
     let mut applied: Option<Plan> = None;
