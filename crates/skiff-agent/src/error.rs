@@ -1,7 +1,8 @@
 //! [`AgentError`]: what can go wrong in the agent's library, one variant per thing that failed.
 //! The binary wraps these in `anyhow`. Inside the agent, what a runtime call reports stays a
-//! [`RuntimeError`] (pod status turns it into `ErrImagePull` or `CreateContainerError`), and a
-//! probe's failure is the message its event shows.
+//! [`RuntimeError`] (pod status turns it into `ErrImagePull` or `CreateContainerError`), and
+//! three results are messages by design, kept as `String`s: a probe's failure (the text of its
+//! `Unhealthy` event), why the pod network skips a peer, and why a heartbeat failed (log lines).
 use std::path::PathBuf;
 
 use crate::runtime::RuntimeError;
@@ -45,6 +46,18 @@ pub enum AgentError {
     /// An image tarball could not be imported into containerd.
     #[error("importing images: {0}")]
     ImageImport(#[from] skiff_image::Error),
+
+    /// A command the agent runs on the machine (`iptables-restore`, `iptables`) could not be
+    /// run or refused what it was given.
+    #[error("{command}: {message}")]
+    Command { command: String, message: String },
+
+    /// A Service asks for a load-balancing policy skiff does not have.
+    #[error("unknown {annotation} {value:?} (round-robin, random or weighted)")]
+    UnknownPolicy {
+        annotation: &'static str,
+        value: String,
+    },
 
     /// The agent's HTTPS endpoint (logs, exec) could not be set up or stopped with an error.
     #[error("the agent endpoint: {0}")]

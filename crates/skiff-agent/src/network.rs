@@ -240,9 +240,9 @@ async fn create_netns(path: &Path) -> Result<(), RuntimeError> {
     // unshare() changes the namespace of the calling thread only, so a short-lived thread of
     // its own does it; the runtime's threads keep the host's namespace.
     let pin = path.clone();
-    let result = std::thread::spawn(move || -> Result<(), String> {
+    let result = std::thread::spawn(move || -> Result<(), RuntimeError> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("unshare: {e}"))?;
+            .map_err(|e| failed("unshare", &e))?;
         let own = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
         nix::mount::mount(
             Some(own.as_str()),
@@ -251,24 +251,26 @@ async fn create_netns(path: &Path) -> Result<(), RuntimeError> {
             nix::mount::MsFlags::MS_BIND,
             None::<&str>,
         )
-        .map_err(|e| format!("bind mount: {e}"))?;
+        .map_err(|e| failed("bind mount", &e))?;
         // A child process inherits the namespaces of the thread that starts it, so `ip` here
         // brings up the new namespace's loopback (what the CNI loopback plugin would do, for a
         // fraction of the cost of starting that Go program for every pod).
         let up = std::process::Command::new("ip")
             .args(["link", "set", "lo", "up"])
             .status()
-            .map_err(|e| format!("ip link set lo up: {e}"))?;
+            .map_err(|e| failed("ip link set lo up", &e))?;
         if !up.success() {
-            return Err("ip link set lo up failed".to_string());
+            return Err(failed("ip link set lo up", &up));
         }
         Ok(())
     })
     .join()
     .map_err(|_| failed("thread", &"panicked"))?;
     if let Err(e) = result {
-        let _ = std::fs::remove_file(&path);
-        return Err(failed("", &e));
+        if let Err(removing) = std::fs::remove_file(&path) {
+            tracing::warn!(path = %path.display(), error = %removing, "removing the pin file of a namespace that failed");
+        }
+        return Err(e);
     }
     Ok(())
 }

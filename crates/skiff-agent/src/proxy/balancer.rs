@@ -21,6 +21,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::error::AgentError;
+
 /// The Service annotation that picks the algorithm.
 pub const POLICY_ANNOTATION: &str = "skiff.io/load-balancer";
 /// The Pod annotation that gives an endpoint its weight under `weighted`.
@@ -35,16 +37,17 @@ pub enum Policy {
 }
 
 impl Policy {
-    /// The policy named by the annotation; an unknown value falls back to round-robin (the
-    /// proxy logs it).
-    pub fn from_annotation(value: Option<&str>) -> Result<Policy, String> {
+    /// The policy named by the annotation; the proxy falls back to round-robin on an unknown
+    /// value, and says so.
+    pub fn from_annotation(value: Option<&str>) -> Result<Policy, AgentError> {
         match value.map(str::trim) {
             None | Some("") | Some("round-robin") => Ok(Policy::RoundRobin),
             Some("random") => Ok(Policy::Random),
             Some("weighted") => Ok(Policy::Weighted),
-            Some(other) => Err(format!(
-                "unknown {POLICY_ANNOTATION} {other:?} (round-robin, random or weighted); using round-robin"
-            )),
+            Some(other) => Err(AgentError::UnknownPolicy {
+                annotation: POLICY_ANNOTATION,
+                value: other.to_string(),
+            }),
         }
     }
 }
@@ -291,13 +294,14 @@ mod tests {
 
     #[test]
     fn unknown_policies_are_reported() {
-        assert_eq!(Policy::from_annotation(None), Ok(Policy::RoundRobin));
+        assert_eq!(Policy::from_annotation(None).ok(), Some(Policy::RoundRobin));
         assert_eq!(
-            Policy::from_annotation(Some("weighted")),
-            Ok(Policy::Weighted)
+            Policy::from_annotation(Some("weighted")).ok(),
+            Some(Policy::Weighted)
         );
         assert!(Policy::from_annotation(Some("least-conn"))
             .expect_err("unknown")
+            .to_string()
             .contains("least-conn"));
     }
 }

@@ -12,6 +12,8 @@ use std::net::Ipv4Addr;
 
 use tokio::io::AsyncWriteExt;
 
+use crate::error::AgentError;
+
 /// One ClusterIP port redirected to a local listener.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Redirect {
@@ -44,27 +46,29 @@ pub fn restore_input(chain: &str, redirects: &[Redirect]) -> String {
 }
 
 /// Makes the chain hold exactly `redirects`, creating it and the jumps to it when missing.
-pub async fn sync(chain: &str, redirects: &[Redirect]) -> Result<(), String> {
+pub async fn sync(chain: &str, redirects: &[Redirect]) -> Result<(), AgentError> {
+    let failed = |command: &str, message: String| AgentError::Command {
+        command: command.to_string(),
+        message,
+    };
+    let restore = |e: std::io::Error| failed("iptables-restore", e.to_string());
     let mut child = tokio::process::Command::new("iptables-restore")
         .args(["--noflush", "--wait"])
         .stdin(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| format!("iptables-restore: {e}"))?;
+        .map_err(restore)?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(restore_input(chain, redirects).as_bytes())
             .await
-            .map_err(|e| format!("iptables-restore: {e}"))?;
+            .map_err(restore)?;
     }
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| format!("iptables-restore: {e}"))?;
+    let out = child.wait_with_output().await.map_err(restore)?;
     if !out.status.success() {
-        return Err(format!(
-            "iptables-restore: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
+        return Err(failed(
+            "iptables-restore",
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
         ));
     }
     for hook in ["PREROUTING", "OUTPUT"] {
@@ -80,11 +84,11 @@ pub async fn sync(chain: &str, redirects: &[Redirect]) -> Result<(), String> {
                 .args(["-t", "nat", "-I", hook, "-j", chain, "-w"])
                 .output()
                 .await
-                .map_err(|e| format!("iptables: {e}"))?;
+                .map_err(|e| failed("iptables", e.to_string()))?;
             if !out.status.success() {
-                return Err(format!(
-                    "iptables -t nat -I {hook} -j {chain}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
+                return Err(failed(
+                    &format!("iptables -t nat -I {hook} -j {chain}"),
+                    String::from_utf8_lossy(&out.stderr).trim().to_string(),
                 ));
             }
         }

@@ -101,7 +101,9 @@ pub fn desired_ports(snapshot: &Snapshot) -> (Vec<DesiredPort>, Vec<String>) {
             .and_then(|a| a.get(POLICY_ANNOTATION))
             .map(String::as_str);
         let policy = Policy::from_annotation(annotation).unwrap_or_else(|e| {
-            problems.push(format!("service {namespace}/{name}: {e}"));
+            problems.push(format!(
+                "service {namespace}/{name}: {e}; using round-robin"
+            ));
             Policy::RoundRobin
         });
         let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
