@@ -459,7 +459,7 @@ mod tests {
         DnsTable::build(&services, &slices, "cluster.local")
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_table_waits_for_the_first_full_read() {
         let (snapshots_tx, snapshots) = watch::channel(Arc::new(Snapshot::default()));
         let (tx, mut tables) = watch::channel(Arc::new(DnsTable::default()));
