@@ -327,8 +327,19 @@ fn services_balance_resolve_by_name_and_roll_without_dropping_a_request() {
     let (ok, out, err) =
         cluster.kubectl(&["rollout", "status", "deployment/web", "--timeout=180s"]);
     assert!(ok, "{out}{err}");
-    // Let the last old pods finish their preStop and go.
-    std::thread::sleep(Duration::from_secs(4));
+    // Requests keep going until the last old pods have finished their preStop and are gone:
+    // three pods left, none terminating, all of the new image.
+    eventually("the old pods gone", Duration::from_secs(60), || {
+        let (ok, out, _) = cluster.kubectl(&["get", "pods", "-l", "app=web", "-o", "json"]);
+        let pods: Value = serde_json::from_str(&out).ok().filter(|_| ok)?;
+        let items = pods["items"].as_array()?;
+        (items.len() == 3
+            && items.iter().all(|p| {
+                p["metadata"]["deletionTimestamp"].is_null()
+                    && p["spec"]["containers"][0]["image"] == "skiff.local/web:2.0"
+            }))
+        .then_some(())
+    });
     stop.store(true, Ordering::Relaxed);
     let (served, failed, seen) = looper.join().expect("the request loop");
     assert!(

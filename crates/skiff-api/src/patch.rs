@@ -37,6 +37,14 @@ pub enum PatchType {
     Apply,
 }
 
+/// The most operations one JSON patch may have (kube-apiserver's `maxJSONPatchOperations`).
+pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+
+/// The most bytes all the `copy` operations of one JSON patch may copy together: the largest
+/// object a request may carry. Each `copy` of a value into itself doubles it, so without this
+/// a 1.6 KB patch of 30 copies would ask for gigabytes (CVE-2019-1002100).
+pub const MAX_JSON_PATCH_COPY_BYTES: usize = 3 * 1024 * 1024;
+
 /// Patch types we apply, for the 415 message.
 const ACCEPTED: &str = "application/json-patch+json, application/merge-patch+json, \
                         application/strategic-merge-patch+json";
@@ -83,11 +91,7 @@ pub fn apply_patch(
         PatchType::Json => {
             let patch: json_patch::Patch = serde_json::from_slice(patch_bytes)
                 .map_err(|e| ApiError::BadRequest(format!("error decoding json patch: {e}")))?;
-            let mut doc = current.clone();
-            if let Err(e) = json_patch::patch(&mut doc, &patch) {
-                return Err(failed_operation(current, &patch, &e));
-            }
-            doc
+            apply_json_patch(current, &patch)?
         }
         PatchType::Strategic => {
             let patch: Value = serde_json::from_slice(patch_bytes).map_err(|e| {
@@ -110,11 +114,67 @@ pub fn apply_patch(
     Ok(patched)
 }
 
+/// Applies an RFC 6902 patch one operation at a time, refusing one with too many operations or
+/// whose copies would grow the object past [`MAX_JSON_PATCH_COPY_BYTES`] before doing the work.
+fn apply_json_patch(current: &Value, patch: &json_patch::Patch) -> Result<Value, ApiError> {
+    if patch.0.len() > MAX_JSON_PATCH_OPERATIONS {
+        return Err(ApiError::RequestEntityTooLarge(format!(
+            "The allowed number of operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, but found {}",
+            patch.0.len()
+        )));
+    }
+    let mut doc = current.clone();
+    let mut copied = 0usize;
+    for (index, operation) in patch.0.iter().enumerate() {
+        if let json_patch::PatchOperation::Copy(copy) = operation {
+            // A missing `from` is the operation's own error, reported below.
+            if let Some(value) = doc.pointer(copy.from.as_str()) {
+                copied = copied.saturating_add(json_size(value, MAX_JSON_PATCH_COPY_BYTES));
+                if copied > MAX_JSON_PATCH_COPY_BYTES {
+                    return Err(ApiError::RequestEntityTooLarge(format!(
+                        "the copy operations of this JSON patch would copy more than {MAX_JSON_PATCH_COPY_BYTES} bytes (operation {index} copies from {:?})",
+                        copy.from.as_str()
+                    )));
+                }
+            }
+        }
+        if let Err(e) = json_patch::patch(&mut doc, std::slice::from_ref(operation)) {
+            return Err(failed_operation(current, index, operation, &e));
+        }
+    }
+    Ok(doc)
+}
+
+/// The size of `value` as compact JSON, counted without writing it out, and only up to a bit
+/// past `limit` (the count stops there: a value far larger costs no more to measure).
+fn json_size(value: &Value, limit: usize) -> usize {
+    struct Count {
+        bytes: usize,
+        limit: usize,
+    }
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.bytes += buf.len();
+            if self.bytes > self.limit {
+                return Err(std::io::Error::other("over the limit"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count { bytes: 0, limit };
+    let _ = serde_json::to_writer(&mut count, value);
+    count.bytes
+}
+
 /// The `422` for a JSON patch operation that could not apply, naming the object (from its own
 /// `apiVersion`, `kind` and name), the operation and the field.
 fn failed_operation(
     current: &Value,
-    patch: &json_patch::Patch,
+    index: usize,
+    operation: &json_patch::PatchOperation,
     error: &json_patch::PatchError,
 ) -> ApiError {
     let text = |pointer: &str| {
@@ -131,14 +191,13 @@ fn failed_operation(
         "" => text("/kind").to_string(),
         group => format!("{}.{group}", text("/kind")),
     };
-    let op = match patch.0.get(error.operation) {
-        Some(json_patch::PatchOperation::Add(_)) => "add",
-        Some(json_patch::PatchOperation::Remove(_)) => "remove",
-        Some(json_patch::PatchOperation::Replace(_)) => "replace",
-        Some(json_patch::PatchOperation::Move(_)) => "move",
-        Some(json_patch::PatchOperation::Copy(_)) => "copy",
-        Some(json_patch::PatchOperation::Test(_)) => "test",
-        None => "unknown",
+    let op = match operation {
+        json_patch::PatchOperation::Add(_) => "add",
+        json_patch::PatchOperation::Remove(_) => "remove",
+        json_patch::PatchOperation::Replace(_) => "replace",
+        json_patch::PatchOperation::Move(_) => "move",
+        json_patch::PatchOperation::Copy(_) => "copy",
+        json_patch::PatchOperation::Test(_) => "test",
     };
     // `/spec/containers/0/image` → `spec.containers[0].image`, the way every other error
     // names fields.
@@ -161,7 +220,7 @@ fn failed_operation(
             reason: "FieldValueInvalid".to_string(),
             message: format!(
                 "json patch operation {} ({op} {}) failed: {}",
-                error.operation, error.path, error.kind
+                index, error.path, error.kind
             ),
             field,
         }],
@@ -234,6 +293,51 @@ mod tests {
             patched.pointer("/metadata/labels/env"),
             Some(&json!("prod"))
         );
+    }
+
+    /// `n` operations each copying `/metadata` into itself: every one doubles the object.
+    fn copy_bomb(n: usize) -> String {
+        let ops: Vec<Value> = (0..n)
+            .map(|i| json!({"op": "copy", "from": "/metadata", "path": format!("/metadata/a{i}")}))
+            .collect();
+        Value::Array(ops).to_string()
+    }
+
+    #[test]
+    fn a_json_patch_copy_bomb_is_refused_before_the_work() {
+        // 40 doublings of a ~150-byte value would be 150 TB; refused as soon as the copies
+        // pass the limit, after about 15 of them.
+        let error = apply_patch(
+            &deployment(),
+            copy_bomb(40).as_bytes(),
+            "application/json-patch+json",
+        )
+        .expect_err("refused");
+        assert_eq!(error.code(), 413, "{error}");
+        assert!(error.to_string().contains("copy"), "{error}");
+        // A few copies are fine.
+        let patched = apply_patch(
+            &deployment(),
+            copy_bomb(3).as_bytes(),
+            "application/json-patch+json",
+        )
+        .expect("three copies");
+        assert!(patched.pointer("/metadata/a2/a1/a0/name").is_some());
+    }
+
+    #[test]
+    fn a_json_patch_has_at_most_ten_thousand_operations() {
+        let ops: Vec<Value> = (0..=MAX_JSON_PATCH_OPERATIONS)
+            .map(|_| json!({"op": "test", "path": "/spec/replicas", "value": 1}))
+            .collect();
+        let error = apply_patch(
+            &deployment(),
+            Value::Array(ops).to_string().as_bytes(),
+            "application/json-patch+json",
+        )
+        .expect_err("refused");
+        assert_eq!(error.code(), 413, "{error}");
+        assert!(error.to_string().contains("10000"), "{error}");
     }
 
     #[test]
