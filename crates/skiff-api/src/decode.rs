@@ -113,6 +113,31 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A body nested 100,000 deep is refused by the parser's depth limit (128), not followed
+    /// into a stack overflow, in JSON and in YAML.
+    #[test]
+    fn deeply_nested_bodies_are_refused() {
+        let json = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let error = decode_body(json.as_bytes(), Some("application/json")).expect_err("json");
+        assert_eq!(error.code(), 400, "{error}");
+        let yaml = format!("a: {}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let error = decode_body(yaml.as_bytes(), Some("application/yaml")).expect_err("yaml");
+        assert_eq!(error.code(), 400, "{error}");
+    }
+
+    /// "Billion laughs": nine levels of aliases, each nine of the one before, would expand to
+    /// 9^9 strings. The decoder's budget refuses it instead of expanding it.
+    #[test]
+    fn yaml_alias_bombs_are_refused() {
+        let mut yaml = String::from("a0: &a0 [\"lol\"]\n");
+        for level in 1..10 {
+            let refs = vec![format!("*a{}", level - 1); 9].join(", ");
+            yaml.push_str(&format!("a{level}: &a{level} [{refs}]\n"));
+        }
+        let error = decode_body(yaml.as_bytes(), Some("application/yaml")).expect_err("refused");
+        assert_eq!(error.code(), 400, "{error}");
+    }
+
     #[test]
     fn formats_follow_the_content_type() {
         let yaml = "kind: Pod\nspec:\n  mode: 0644\n  name: web\n";
