@@ -74,3 +74,28 @@ fn a_json_patch_of_too_many_operations_is_refused() {
         "{status}"
     );
 }
+
+/// An Endpoints object may not send a Service's traffic to the node itself (loopback) or to
+/// the link-local range where clouds serve their metadata (and its credentials): refused with
+/// 422 naming the field, as Kubernetes refuses them.
+#[test]
+fn endpoints_may_not_point_at_the_node_or_its_metadata_service() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(&dir.path().join("s1"));
+    let client = server.wait_ready();
+    for (ip, words) in [("169.254.169.254", "link-local"), ("127.0.0.1", "loopback")] {
+        let (code, status) = client.post(
+            "/api/v1/namespaces/default/endpoints",
+            &json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "steal"},
+                    "subsets": [{"addresses": [{"ip": ip}], "ports": [{"port": 80}]}]}),
+        );
+        assert_eq!(code, 422, "{ip}: {status}");
+        let message = status["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains("subsets[0].addresses[0].ip") && message.contains(words),
+            "{ip}: {message}"
+        );
+    }
+    let (code, _) = client.get("/api/v1/namespaces/default/endpoints/steal");
+    assert_eq!(code, 404, "nothing stored");
+}

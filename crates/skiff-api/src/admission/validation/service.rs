@@ -140,12 +140,14 @@ pub(in crate::admission) fn endpoints(endpoints: &Endpoints) -> Vec<Cause> {
             ("notReadyAddresses", &subset.not_ready_addresses),
         ] {
             for (j, address) in addresses.iter().flatten().enumerate() {
-                if address.ip.parse::<IpAddr>().is_err() {
-                    causes.push(Cause::invalid(
-                        format!("{subset_path}.{list}[{j}].ip"),
-                        &go_quote(&address.ip),
-                        IP_DETAIL,
-                    ));
+                let path = format!("{subset_path}.{list}[{j}].ip");
+                match address.ip.parse::<IpAddr>() {
+                    Err(_) => causes.push(Cause::invalid(path, &go_quote(&address.ip), IP_DETAIL)),
+                    Ok(ip) => {
+                        for msg in special_ip(ip, &address.ip) {
+                            causes.push(Cause::invalid(path.clone(), &go_quote(&address.ip), &msg));
+                        }
+                    }
                 }
             }
         }
@@ -186,14 +188,14 @@ pub(in crate::admission) fn endpoint_slice(slice: &EndpointSlice) -> Vec<Cause> 
         }
         for (j, address) in endpoint.addresses.iter().enumerate() {
             let problems = match address_type {
-                "IPv4" => (address.parse::<std::net::Ipv4Addr>().is_err())
-                    .then(|| "must be a valid IPv4 address".to_string())
-                    .into_iter()
-                    .collect(),
-                "IPv6" => (address.parse::<std::net::Ipv6Addr>().is_err())
-                    .then(|| "must be a valid IPv6 address".to_string())
-                    .into_iter()
-                    .collect(),
+                "IPv4" => match address.parse::<std::net::Ipv4Addr>() {
+                    Ok(ip) => special_ip(IpAddr::V4(ip), address),
+                    Err(_) => vec!["must be a valid IPv4 address".to_string()],
+                },
+                "IPv6" => match address.parse::<std::net::Ipv6Addr>() {
+                    Ok(ip) => special_ip(IpAddr::V6(ip), address),
+                    Err(_) => vec!["must be a valid IPv6 address".to_string()],
+                },
                 "FQDN" => names::dns1123_subdomain(address),
                 // An unknown type is reported once above; its addresses mean nothing.
                 _ => Vec::new(),
@@ -229,6 +231,37 @@ pub(in crate::admission) fn endpoint_slice(slice: &EndpointSlice) -> Vec<Cause> 
         }
     }
     causes
+}
+
+/// Addresses an endpoint may not have, as Kubernetes' `ValidateEndpointIP` words them: the
+/// unspecified address and loopback are nonsensical as a destination, and link-local ones
+/// belong to the node (a cloud's metadata service at 169.254.169.254): an endpoint there would
+/// let anyone who may write Endpoints send a Service's traffic to the node itself.
+fn special_ip(ip: IpAddr, text: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    if ip.is_unspecified() {
+        problems.push(format!("may not be unspecified ({text})"));
+    }
+    if ip.is_loopback() {
+        problems.push("may not be in the loopback range (127.0.0.0/8, ::1/128)".to_string());
+    }
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    };
+    if link_local {
+        problems.push("may not be in the link-local range (169.254.0.0/16, fe80::/10)".to_string());
+    }
+    let link_local_multicast = match ip {
+        IpAddr::V4(v4) => v4.octets()[..3] == [224, 0, 0],
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xff0f) == 0xff02,
+    };
+    if link_local_multicast {
+        problems.push(
+            "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)".to_string(),
+        );
+    }
+    problems
 }
 
 /// `{path}.name` must be a DNS label (Service, Endpoints and EndpointSlice ports).
@@ -302,14 +335,21 @@ mod tests {
     fn endpoints_problems() {
         let eps: Endpoints = serde_json::from_value(json!({
             "metadata": {"name": "s"},
-            "subsets": [{"addresses": [{"ip": "10.1.0.5"}, {"ip": "pod-a"}], "ports": [{"port": 8080, "protocol": "TCP"}]}]
+            "subsets": [{"addresses": [{"ip": "10.1.0.5"}, {"ip": "pod-a"}, {"ip": "127.0.0.1"}],
+                         "notReadyAddresses": [{"ip": "169.254.169.254"}, {"ip": "0.0.0.0"}, {"ip": "fe80::1"}, {"ip": "224.0.0.5"}],
+                         "ports": [{"port": 8080, "protocol": "TCP"}]}]
         }))
         .expect("Endpoints");
         let got: Vec<String> = endpoints(&eps).iter().map(ToString::to_string).collect();
         assert_eq!(
             got,
             vec![
-                r#"subsets[0].addresses[1].ip: Invalid value: "pod-a": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"#
+                r#"subsets[0].addresses[1].ip: Invalid value: "pod-a": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"#,
+                r#"subsets[0].addresses[2].ip: Invalid value: "127.0.0.1": may not be in the loopback range (127.0.0.0/8, ::1/128)"#,
+                r#"subsets[0].notReadyAddresses[0].ip: Invalid value: "169.254.169.254": may not be in the link-local range (169.254.0.0/16, fe80::/10)"#,
+                r#"subsets[0].notReadyAddresses[1].ip: Invalid value: "0.0.0.0": may not be unspecified (0.0.0.0)"#,
+                r#"subsets[0].notReadyAddresses[2].ip: Invalid value: "fe80::1": may not be in the link-local range (169.254.0.0/16, fe80::/10)"#,
+                r#"subsets[0].notReadyAddresses[3].ip: Invalid value: "224.0.0.5": may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)"#,
             ]
         );
     }
@@ -342,6 +382,19 @@ mod tests {
                 vec![
                     "endpoints[0].addresses: Required value: must contain at least 1 address",
                     r#"endpoints[1].addresses[0]: Invalid value: "fd00::1": must be a valid IPv4 address"#,
+                ],
+            ),
+            (
+                json!({"addressType": "IPv4", "endpoints": [{"addresses": ["127.0.0.1", "169.254.169.254"]}]}),
+                vec![
+                    r#"endpoints[0].addresses[0]: Invalid value: "127.0.0.1": may not be in the loopback range (127.0.0.0/8, ::1/128)"#,
+                    r#"endpoints[0].addresses[1]: Invalid value: "169.254.169.254": may not be in the link-local range (169.254.0.0/16, fe80::/10)"#,
+                ],
+            ),
+            (
+                json!({"addressType": "IPv6", "endpoints": [{"addresses": ["::1"]}]}),
+                vec![
+                    r#"endpoints[0].addresses[0]: Invalid value: "::1": may not be in the loopback range (127.0.0.0/8, ::1/128)"#,
                 ],
             ),
             (
