@@ -119,7 +119,8 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .layer(middleware::from_fn_with_state(app.clone(), authenticate))
         .with_state(app.clone());
-    // Raft traffic authenticates with the cluster secret inside the service itself.
+    // Raft traffic authenticates with the cluster secret in the service's interceptor, on its
+    // headers, before a body is read (see skiff_store::service::PeerAuth).
     let raft = app.store.raft_service();
     api.route_service("/skiff.raft.v1.RaftTransport/{*method}", raft)
 }

@@ -200,13 +200,22 @@ impl Store {
     /// The gRPC service peers call; the API server mounts it on its HTTPS port.
     pub fn raft_service(
         &self,
-    ) -> crate::pb::raft_transport_server::RaftTransportServer<RaftService> {
-        crate::pb::raft_transport_server::RaftTransportServer::new(RaftService::new(
+    ) -> tonic::service::interceptor::InterceptedService<
+        crate::pb::raft_transport_server::RaftTransportServer<RaftService>,
+        crate::service::PeerAuth,
+    > {
+        let secret = self.inner.transport.secret();
+        let server = crate::pb::raft_transport_server::RaftTransportServer::new(RaftService::new(
             self.inner.raft.clone(),
-            self.inner.transport.secret(),
+            secret,
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        // The secret is checked on the headers, before a body is read.
+        tonic::service::interceptor::InterceptedService::new(
+            server,
+            crate::service::PeerAuth::new(secret),
+        )
     }
 
     /// Commits a proposal. The outer error is about the store (no leader, shutting down); the

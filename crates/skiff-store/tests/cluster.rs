@@ -247,3 +247,31 @@ async fn acknowledged_writes_survive_a_restart() {
     assert!(again.is_err(), "cm-0 still exists after restart");
     store.shutdown().await.expect("shutdown");
 }
+
+/// A Raft call without the cluster secret is refused on its headers, before its body is read:
+/// a 65 MiB message from a stranger is answered `Unauthenticated`, not first read and decoded
+/// (which would answer that it is too large, after the member had buffered it all).
+#[tokio::test]
+async fn raft_calls_without_the_secret_are_refused_before_their_body_is_read() {
+    use skiff_store::pb::raft_transport_client::RaftTransportClient;
+    use skiff_store::pb::Payload;
+    let (member, addr) = start_member(1, 1000).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut stranger = RaftTransportClient::new(channel).max_encoding_message_size(128 << 20);
+    let huge = Payload {
+        json: vec![b' '; 65 << 20],
+    };
+    let refused = stranger.append_entries(huge).await.expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+    let small = Payload {
+        json: b"{}".to_vec(),
+    };
+    let refused = stranger.vote(small).await.expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+    member.server.abort();
+    member.store.shutdown().await.expect("shutdown");
+}
