@@ -132,28 +132,15 @@ pub async fn run(args: FailoverBench) -> anyhow::Result<()> {
     if !skiff_lab::is_root() {
         bail!("skiff bench failover builds a lab (network namespaces): run it as root");
     }
-    let dir = args.dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("skiff-bench-failover-{}", std::process::id()))
-    });
-    lab::up::up(lab::up::UpArgs {
+    let plan = crate::LabPlan {
+        name: "failover",
         hosts: 3,
-        servers: Some(3),
         images: None,
-        pod_network: None,
-        disk: Vec::new(),
-        dir: dir.clone(),
-        timeout: 180,
-        keep_on_failure: false,
-    })
-    .await?;
-    let dir = dir.canonicalize()?;
-    let measured = measure_skiff(&dir, args.runs).await;
-    if !args.keep {
-        if let Err(e) = lab::down::down(&dir) {
-            eprintln!("removing the lab: {e:#}");
-        }
-    }
-    let skiff = measured?;
+        dir: args.dir.clone(),
+        keep: args.keep,
+    };
+    let runs = args.runs;
+    let skiff = crate::on_lab(plan, |dir| async move { measure_skiff(&dir, runs).await }).await?;
     let etcd = if args.skip_etcd {
         None
     } else {

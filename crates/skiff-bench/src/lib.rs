@@ -110,6 +110,48 @@ pub async fn wait_ready(kubeconfig: &Path, url: &str) -> anyhow::Result<Client> 
     }
 }
 
+/// The lab a benchmark runs on: how many hosts, images to import, where it lives.
+pub struct LabPlan {
+    /// Names the default directory (`skiff-bench-NAME-PID` in the temporary directory).
+    pub name: &'static str,
+    pub hosts: usize,
+    pub images: Option<PathBuf>,
+    pub dir: Option<PathBuf>,
+    /// Leave the lab up afterwards.
+    pub keep: bool,
+}
+
+/// Builds a lab of `plan.hosts` hosts (three of them servers), runs `work` on its directory,
+/// and removes the lab afterwards (unless `plan.keep`), also when `work` failed.
+pub async fn on_lab<F, Fut, T>(plan: LabPlan, work: F) -> anyhow::Result<T>
+where
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let dir = plan.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("skiff-bench-{}-{}", plan.name, std::process::id()))
+    });
+    skiff_lab::up::up(skiff_lab::up::UpArgs {
+        hosts: plan.hosts,
+        servers: Some(3),
+        images: plan.images,
+        pod_network: None,
+        disk: Vec::new(),
+        dir: dir.clone(),
+        timeout: 180,
+        keep_on_failure: false,
+    })
+    .await?;
+    let dir = dir.canonicalize()?;
+    let result = work(dir.clone()).await;
+    if !plan.keep {
+        if let Err(e) = skiff_lab::down::down(&dir) {
+            eprintln!("removing the lab: {e:#}");
+        }
+    }
+    result
+}
+
 /// Calls `probe` every `every` until it gives a value, for at most `timeout` (the benchmarks'
 /// waits for a leader, a write, a Ready replica).
 pub async fn poll_until<T, F, Fut>(

@@ -75,25 +75,15 @@ pub async fn run(args: NodeLossBench) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let images = tempfile::tempdir()?;
     pack_image(images.path()).await?;
-    lab::up::up(lab::up::UpArgs {
+    let plan = crate::LabPlan {
+        name: "node-loss",
         hosts: 4,
-        servers: Some(3),
         images: Some(images.path().to_path_buf()),
-        pod_network: None,
-        disk: Vec::new(),
-        dir: dir.clone(),
-        timeout: 180,
-        keep_on_failure: false,
-    })
-    .await?;
-    let dir = dir.canonicalize()?;
-    let measured = measure(&dir, &args).await;
-    if !args.keep {
-        if let Err(e) = lab::down::down(&dir) {
-            eprintln!("removing the lab: {e:#}");
-        }
-    }
-    let measured = measured?;
+        dir: Some(dir),
+        keep: args.keep,
+    };
+    let settings = &args;
+    let measured = crate::on_lab(plan, |dir| async move { measure(&dir, settings).await }).await?;
     println!();
     println!(
         "host SIGKILL → its replica's replacement Ready ({} runs each; seconds after the kill)",

@@ -176,22 +176,15 @@ async fn run_on_lab(mut bench: StoreBench) -> anyhow::Result<()> {
             Some(text.to_string())
         }
     };
-    let dir = bench.lab_dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("skiff-bench-store-{}", std::process::id()))
-    });
-    skiff_lab::up::up(skiff_lab::up::UpArgs {
+    let plan = crate::LabPlan {
+        name: "store",
         hosts: 3,
-        servers: Some(3),
         images: None,
-        pod_network: None,
-        disk: Vec::new(),
-        dir: dir.clone(),
-        timeout: 180,
-        keep_on_failure: false,
-    })
-    .await?;
-    let dir = dir.canonicalize()?;
-    let measured = async {
+        dir: bench.lab_dir.clone(),
+        keep: bench.keep,
+    };
+    let bench = &bench;
+    crate::on_lab(plan, |dir| async move {
         if let Some(delay) = &delay {
             for host in ["host-1", "host-2", "host-3"] {
                 skiff_lab::faults::netem(&dir, host, Some(delay), None)?;
@@ -208,15 +201,9 @@ async fn run_on_lab(mut bench: StoreBench) -> anyhow::Result<()> {
             delay.as_deref().unwrap_or("no delay"),
             rtt.as_secs_f64() * 1000.0
         );
-        measure(&bench, &placement).await
-    }
-    .await;
-    if !bench.keep {
-        if let Err(e) = skiff_lab::down::down(&dir) {
-            eprintln!("removing the lab: {e:#}");
-        }
-    }
-    measured
+        measure(bench, &placement).await
+    })
+    .await
 }
 
 /// The median time of 20 TCP connects to the host's API port: one round trip.

@@ -353,11 +353,7 @@ pub fn spawn_delayer(exe: &Path, host: &Host, delay: &str) -> anyhow::Result<u32
         .append(true)
         .open(host.log_file())
         .with_context(|| format!("opening {}", host.log_file().display()))?;
-    let mut child = Command::new("setsid")
-        .arg("nsenter")
-        .arg(format!("--net={}", host.netns_path().display()))
-        .arg("--")
-        .arg(exe)
+    let mut child = super::procs::in_host_session(host, exe)
         .args(["lab", "delayer", "--delay", delay])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -237,6 +237,18 @@ pub fn is_container_cgroup(path: &str) -> bool {
 /// appended to `DATA/skiff.log`. `nsenter --net` changes only the network namespace (`ip netns
 /// exec` would also remount /sys and hide the cgroups runc needs). setsid and nsenter both
 /// exec, so the pid returned is skiff's.
+/// `program`, to be run inside the host's network namespace in a session of its own (so it
+/// outlives this command); setsid and nsenter both exec, so the child's pid is the program's.
+pub fn in_host_session(host: &Host, program: &Path) -> Command {
+    let mut command = Command::new("setsid");
+    command
+        .arg("nsenter")
+        .arg(format!("--net={}", host.netns_path().display()))
+        .arg("--")
+        .arg(program);
+    command
+}
+
 pub fn spawn_host(lab: &Lab, host: &Host) -> anyhow::Result<u32> {
     std::fs::create_dir_all(&host.data_dir)
         .with_context(|| format!("creating {}", host.data_dir.display()))?;
@@ -245,12 +257,8 @@ pub fn spawn_host(lab: &Lab, host: &Host) -> anyhow::Result<u32> {
         .append(true)
         .open(host.log_file())
         .with_context(|| format!("opening {}", host.log_file().display()))?;
-    let mut command = Command::new("setsid");
+    let mut command = in_host_session(host, &lab.exe);
     command
-        .arg("nsenter")
-        .arg(format!("--net={}", host.netns_path().display()))
-        .arg("--")
-        .arg(&lab.exe)
         .args(&host.args)
         .env_remove("SKIFF_TOKEN")
         .env_remove("SKIFF_NODE_TOKEN")
