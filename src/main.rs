@@ -40,7 +40,8 @@ enum Command {
     Image(cmd::image::ImageArgs),
     /// List or remove the servers of the Raft cluster.
     Members(cmd::members::MembersArgs),
-    /// Print the token other servers join this cluster with.
+    /// Print the token other servers (or, with --node, agents) join this cluster with; make,
+    /// list and revoke user tokens (`skiff token create --user NAME --group G`).
     Token(cmd::members::TokenArgs),
     /// Measure skiff next to its peers (see docs/benchmarks.md; needs a build with
     /// `--features bench`).
@@ -79,7 +80,7 @@ fn main() -> anyhow::Result<()> {
             Command::Image(args) => cmd::image::run(args).await,
             Command::Explain(args) => cmd::explain::run(args).await,
             Command::Members(args) => cmd::members::run(args).await,
-            Command::Token(args) => cmd::members::token(args),
+            Command::Token(args) => cmd::members::token(args).await,
             #[cfg(feature = "bench")]
             Command::Bench(args) => skiff_bench::run(args).await,
             #[cfg(not(feature = "bench"))]

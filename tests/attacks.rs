@@ -1,9 +1,13 @@
 //! End-to-end: attacks on a real `skiff server`, each tried the way an attacker would, and each
-//! refused (the security issue's attack suite; more arrive with RBAC and node identities).
+//! refused (the security issue's attack suite). RBAC's own attacks (a view-only user deleting a
+//! pod, escalation through a binding or a role, impersonation) are in `tests/rbac.rs`.
 
 mod common;
 
-use common::{configmap, Server};
+use std::time::Duration;
+
+use common::fake::FakeAgent;
+use common::{configmap, eventually, Client, Server};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -98,4 +102,119 @@ fn endpoints_may_not_point_at_the_node_or_its_metadata_service() {
     }
     let (code, _) = client.get("/api/v1/namespaces/default/endpoints/steal");
     assert_eq!(code, 404, "nothing stored");
+}
+
+/// A taken worker node: its credential (`system:node:edge-1`) reaches the Secret of a pod bound
+/// to it and nothing else, cannot write other nodes or make pods, and cannot get the node CA
+/// to sign another node's name. The join token on its own opens no Kubernetes API at all, and
+/// cannot mint a second credential for a node that has joined. Before node identities, the one
+/// shared node token read every Secret and could create any pod.
+#[test]
+fn a_taken_node_reaches_only_what_its_own_pods_need() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(&dir.path().join("s1"));
+    let admin = server.wait_ready();
+    let _agent = FakeAgent::start(&server, dir.path(), "edge-1");
+    let credential_file = dir.path().join("edge-1").join("node-credential");
+    let credential = eventually("edge-1's credential", Duration::from_secs(30), || {
+        std::fs::read_to_string(&credential_file).ok()
+    });
+    let node = Client::new(&server.url(), &admin.ca_pem, credential.trim());
+    eventually("edge-1 registered", Duration::from_secs(30), || {
+        (admin.get_status("/api/v1/nodes/edge-1") == 200).then_some(())
+    });
+
+    let secret = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+               "stringData": {"key": "s3cr3t"}})
+    };
+    let pod = |name: &str, node: &str, secret: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+               "spec": {"nodeName": node, "containers": [{"name": "c", "image": "registry.example/c:1",
+                        "env": [{"name": "KEY", "valueFrom": {"secretKeyRef": {"name": secret, "key": "key"}}}]}]}})
+    };
+    const SECRETS: &str = "/api/v1/namespaces/default/secrets";
+    const PODS: &str = "/api/v1/namespaces/default/pods";
+    for name in ["till-key", "vault-key"] {
+        assert_eq!(admin.post(SECRETS, &secret(name)).0, 201);
+    }
+    assert_eq!(admin.post(PODS, &pod("till", "edge-1", "till-key")).0, 201);
+    assert_eq!(
+        admin.post(PODS, &pod("vault", "edge-2", "vault-key")).0,
+        201
+    );
+    let other_node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "edge-2"}});
+    assert_eq!(admin.post("/api/v1/nodes", &other_node).0, 201);
+
+    // Its own pod's Secret, yes; another node's pod's, or any list of them, no.
+    assert_eq!(node.get(&format!("{SECRETS}/till-key")).0, 200);
+    let (code, refused) = node.get(&format!("{SECRETS}/vault-key"));
+    assert_eq!(code, 403, "{refused}");
+    assert_eq!(
+        refused["message"],
+        r#"secrets "vault-key" is forbidden: User "system:node:edge-1" cannot get resource "secrets" in API group "" in the namespace "default""#
+    );
+    assert_eq!(node.get(SECRETS).0, 403);
+    assert_eq!(node.get("/api/v1/secrets").0, 403);
+
+    // No pods of its own making, no writes to other nodes, no Node under another name.
+    let (code, refused) = node.post(PODS, &pod("evil", "edge-1", "vault-key"));
+    assert_eq!(code, 403, "{refused}");
+    let patch = |path: &str| {
+        node.request(Method::PATCH, path)
+            .header("content-type", "application/merge-patch+json")
+            .body(r#"{"metadata":{"labels":{"owned":"yes"}}}"#)
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(patch("/api/v1/nodes/edge-2"), 403);
+    assert_eq!(patch("/api/v1/nodes/edge-1"), 200, "its own Node it keeps");
+    let (code, refused) = node.post(
+        "/api/v1/nodes",
+        &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "edge-3"}}),
+    );
+    assert_eq!(code, 403, "{refused}");
+    assert_eq!(
+        patch(&format!("{PODS}/vault/status")),
+        403,
+        "another node's pod"
+    );
+
+    // Its certificate: only its own name, signed by the node CA, which clients of the API server
+    // do not trust.
+    let ask = |client: &Client, name: &str, address: &str| {
+        client.post(
+            &format!("/skiff/v1/nodes/{name}/certificate"),
+            &json!({"addresses": [address]}),
+        )
+    };
+    assert_eq!(
+        ask(&node, "edge-2", "127.0.0.2").0,
+        401,
+        "another node's name"
+    );
+    assert_eq!(ask(&node, "edge-1", "169.254.169.254").0, 403);
+    let (code, issued) = ask(&node, "edge-1", "127.0.0.1");
+    assert_eq!(code, 200, "{issued}");
+    assert_ne!(
+        issued["ca"].as_str(),
+        Some(admin.ca_pem.as_str()),
+        "signed by the node CA"
+    );
+
+    // The join token: no Kubernetes API, no second credential for a joined node.
+    let token = std::fs::read_to_string(server.dir.join("node-token")).expect("node token");
+    let join_secret = token.trim().rsplit("::node:").next().expect("secret part");
+    let joining = Client::new(&server.url(), &admin.ca_pem, join_secret);
+    assert_eq!(joining.get(SECRETS).0, 401);
+    assert_eq!(joining.get("/api/v1/pods").0, 401);
+    let (code, refused) = joining.post("/skiff/v1/nodes/edge-1/credential", &json!({}));
+    assert_eq!(code, 409, "{refused}");
+    assert_eq!(
+        joining
+            .post("/skiff/v1/nodes/edge-1/heartbeat", &json!({}))
+            .0,
+        401
+    );
 }

@@ -3,30 +3,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
+use common::kubectl::{run, text, KUBECTL_1_32};
 use common::Server;
 use serde_json::Value;
-
-/// The kubectl 1.32 binary behind the dispatcher (Debian's google-cloud-sdk layout).
-const KUBECTL_1_32: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32";
-
-fn run(kubectl: &str, kubeconfig: &Path, args: &[&str]) -> Output {
-    Command::new(kubectl)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .expect("run kubectl")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn manifest(dir: &Path, replicas: u32, tier_label: bool) -> String {
     let tier = if tier_label { "\n    tier: web" } else { "" };

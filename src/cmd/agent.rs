@@ -2,8 +2,10 @@
 //!
 //! ## Expected flow
 //! 1. Credentials: a server's own agent uses the server's admin client; `skiff agent` trusts the
-//!    CA its node token pins (`K10<sha256 of CA>::node:<secret>`) and authenticates with the
-//!    token's secret.
+//!    CA its node token pins (`K10<sha256 of CA>::node:<secret>`), and with the token's secret
+//!    gets the node's own credential (`system:node:NAME`, kept in `DATA_DIR/node-credential`,
+//!    mode 0600), which the Node authorizer limits to this node's objects. The join token itself
+//!    opens nothing else.
 //! 2. The Node is registered and gets a pod CIDR from the leader.
 //! 3. The runtime: the agent's own containerd (or `--containerd-socket`), CNI on a bridge, and
 //!    the image tarballs in `DATA_DIR/images/` imported.
@@ -120,10 +122,17 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             args.server
         )
     })?;
-    let client = Client::new(&args.server, &ca, &token.secret)?;
+    let joining = Client::new(&args.server, &ca, &token.secret)?;
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| super::default_data_dir().join("agent"));
+    let node_name = args
+        .options
+        .node_name
+        .clone()
+        .unwrap_or_else(super::server::hostname);
+    let credential = node_credential(&joining, &data_dir, &node_name).await?;
+    let client = Client::new(&args.server, &ca, &credential)?;
     let listener = bind_endpoint(args.options.kubelet_port)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut agent = tokio::spawn(run_agent(
@@ -143,6 +152,39 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
         result = &mut agent => result.context("agent task")?,
     }
+}
+
+/// The node's own token: from `DATA_DIR/node-credential` if this machine joined before,
+/// otherwise asked for with the join token and kept there (0600).
+async fn node_credential(
+    joining: &Client,
+    data_dir: &std::path::Path,
+    node_name: &str,
+) -> anyhow::Result<String> {
+    let path = data_dir.join("node-credential");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        if !existing.trim().is_empty() {
+            return Ok(existing.trim().to_string());
+        }
+    }
+    let answer: serde_json::Value = joining
+        .request_leader(
+            skiff_client::Method::POST,
+            &format!("/skiff/v1/nodes/{node_name}/credential"),
+            None,
+        )
+        .await
+        .with_context(|| format!("getting node {node_name}'s credential with the join token"))?;
+    let token = answer["token"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .context("the server answered without a credential")?
+        .to_string();
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    skiff_apiserver::pki::write_secret(&path, token.as_bytes())
+        .with_context(|| format!("keeping the node credential in {}", path.display()))?;
+    Ok(token)
 }
 
 /// Takes the port of the agent's HTTPS endpoint (logs, exec), before anything else starts: a
@@ -196,7 +238,7 @@ pub async fn run_agent(
         .request_leader(
             skiff_client::Method::POST,
             &format!("/skiff/v1/nodes/{node_name}/certificate"),
-            Some(&serde_json::json!({"addresses": [node_ip, "127.0.0.1"]})),
+            Some(&serde_json::json!({"addresses": [node_ip]})),
         )
         .await
         .context("getting the agent's serving certificate")?;

@@ -153,6 +153,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         _ => local_secrets(&layout, args.join.is_some())?,
     };
 
+    // The node CA (agents' serving certificates): made with the cluster CA, or received at join.
+    let node_ca = ClusterCa::load_or_create_node_ca(&layout.tls())?;
+
     // 2. A serving certificate for every address we are reached at.
     let sans = subject_alt_names(&args, advertise, &name);
     let (cert, key) = pki::ensure_server_cert(&layout.tls(), &ca, &sans)?;
@@ -169,6 +172,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             secret: secret.clone(),
             ca_cert_pem: ca.cert_pem.clone(),
             ca_key_pem: ca.key_pem.clone(),
+            node_ca_cert_pem: node_ca.cert_pem.clone(),
+            node_ca_key_pem: node_ca.key_pem.clone(),
         },
     );
     app.services = ServiceNetwork::parse(&args.service_cidr).map_err(anyhow::Error::msg)?;
@@ -445,9 +450,18 @@ async fn join_secrets(
         bail!("the leader's CA differs from the one the join token pins");
     }
     let ca = ClusterCa::from_pem(grant.ca_cert, grant.ca_key)?;
+    let node_ca = ClusterCa::from_pem(grant.node_ca_cert, grant.node_ca_key)?;
     std::fs::create_dir_all(layout.tls())?;
     pki::write_secret(&layout.tls().join("ca.key"), ca.key_pem.as_bytes())?;
     pki::write_secret(&layout.tls().join("ca.crt"), ca.cert_pem.as_bytes())?;
+    pki::write_secret(
+        &layout.tls().join("node-ca.key"),
+        node_ca.key_pem.as_bytes(),
+    )?;
+    pki::write_secret(
+        &layout.tls().join("node-ca.crt"),
+        node_ca.cert_pem.as_bytes(),
+    )?;
     pki::write_secret(&layout.secret(), token.secret.as_bytes())?;
     pki::write_secret(&layout.admin_token(), grant.admin_token.as_bytes())?;
     // Written last: its presence means "joined", and a restart skips the join.
@@ -567,20 +581,36 @@ async fn leader_loops(
     }
 }
 
+/// Makes the system namespaces and Kubernetes' default roles and bindings, on whichever member
+/// leads; returns once they exist.
 async fn keep_system_namespaces(app: Arc<App>) {
     loop {
         if app.shutdown.is_cancelled() {
             return;
         }
         if app.store.status().is_leader {
-            match app::ensure_system_namespaces(&app).await {
+            let made = match app::ensure_system_namespaces(&app).await {
+                Ok(()) => skiff_apiserver::auth::bootstrap::ensure_default_policy(&app).await,
+                Err(e) => Err(e),
+            };
+            match made {
                 Ok(()) => return,
-                Err(e) => tracing::warn!(error = %e, "creating system namespaces"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "creating system namespaces and default roles")
+                }
             }
         } else if app.store.status().leader.is_some()
             && app
                 .store
                 .get(&skiff_store::object_key("namespaces", "", "default"))
+                .is_some()
+            && app
+                .store
+                .get(&skiff_store::object_key(
+                    skiff_apiserver::auth::rbac::CLUSTER_ROLE_BINDINGS,
+                    "",
+                    "cluster-admin",
+                ))
                 .is_some()
         {
             return;

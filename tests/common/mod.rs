@@ -297,3 +297,31 @@ pub fn names(list: &Value) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Running kubectl: the 1.33 dispatcher on PATH, or the 1.32 binary behind it.
+#[allow(dead_code)]
+pub mod kubectl {
+    use std::path::Path;
+    use std::process::{Command, Output};
+
+    /// The kubectl 1.32 binary behind the dispatcher (Debian's google-cloud-sdk layout).
+    pub const KUBECTL_1_32: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32";
+
+    pub fn run(binary: &str, kubeconfig: &Path, args: &[&str]) -> Output {
+        Command::new(binary)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+
+    /// stdout then stderr, as one text.
+    pub fn text(out: &Output) -> String {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+}

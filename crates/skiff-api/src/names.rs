@@ -293,6 +293,9 @@ pub enum NameRule {
     Dns1123Subdomain,
     Dns1123Label,
     Dns1035Label,
+    /// Any name that fits in a URL path segment (Kubernetes' `ValidatePathSegmentName`), as
+    /// RBAC objects are named: `system:basic-user`.
+    PathSegment,
 }
 
 impl NameRule {
@@ -310,8 +313,24 @@ impl NameRule {
             NameRule::Dns1123Subdomain => dns1123_subdomain(name),
             NameRule::Dns1123Label => dns1123_label(name),
             NameRule::Dns1035Label => dns1035_label(name),
+            NameRule::PathSegment => path_segment(name, prefix),
         }
     }
+}
+
+/// Kubernetes' `IsValidPathSegmentName` (and, for a `generateName` prefix,
+/// `IsValidPathSegmentPrefix`, which allows `.` and `..`).
+pub fn path_segment(name: &str, prefix: bool) -> Vec<String> {
+    let mut errs = Vec::new();
+    if !prefix && (name == "." || name == "..") {
+        errs.push(format!("may not be '{name}'"));
+    }
+    for bad in ["/", "%"] {
+        if name.contains(bad) {
+            errs.push(format!("may not contain '{bad}'"));
+        }
+    }
+    errs
 }
 
 #[cfg(test)]

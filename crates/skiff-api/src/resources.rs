@@ -66,6 +66,55 @@ const CORE: &str = "";
 const APPS: &str = "apps";
 const DISCOVERY: &str = "discovery.k8s.io";
 const COORDINATION: &str = "coordination.k8s.io";
+const RBAC: &str = "rbac.authorization.k8s.io";
+const AUTHORIZATION: &str = "authorization.k8s.io";
+const AUTHENTICATION: &str = "authentication.k8s.io";
+
+/// A stored resource of the RBAC group (no short names, categories or subresources).
+const fn rbac(
+    resource: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    list_kind: &'static str,
+    namespaced: bool,
+) -> ResourceInfo {
+    ResourceInfo {
+        group: RBAC,
+        version: "v1",
+        resource,
+        singular,
+        kind,
+        list_kind,
+        namespaced,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        field_selectors: &[],
+    }
+}
+
+/// A review: a question the server answers on `create` and never stores.
+const fn review(
+    group: &'static str,
+    resource: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+) -> ResourceInfo {
+    ResourceInfo {
+        group,
+        version: "v1",
+        resource,
+        singular,
+        kind,
+        list_kind: "",
+        namespaced,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        field_selectors: &[],
+    }
+}
 
 /// Every resource skiff serves, core group first.
 pub static RESOURCES: &[ResourceInfo] = &[
@@ -249,13 +298,85 @@ pub static RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         field_selectors: &[],
     },
+    // Who may do what (RBAC): read by the API server's authorizer on every request.
+    rbac("roles", "role", "Role", "RoleList", true),
+    rbac(
+        "rolebindings",
+        "rolebinding",
+        "RoleBinding",
+        "RoleBindingList",
+        true,
+    ),
+    rbac(
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        "ClusterRoleList",
+        false,
+    ),
+    rbac(
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        "ClusterRoleBindingList",
+        false,
+    ),
 ];
+
+/// Resources that only answer a question: a client `create`s one, the server fills in its
+/// `status` and sends it back, and nothing is stored (`kubectl auth can-i`, `kubectl auth
+/// whoami`). Discovery lists them with the one verb `create`; nothing else walks this table.
+pub static REVIEWS: &[ResourceInfo] = &[
+    review(
+        AUTHORIZATION,
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+        "SelfSubjectAccessReview",
+        false,
+    ),
+    review(
+        AUTHORIZATION,
+        "selfsubjectrulesreviews",
+        "selfsubjectrulesreview",
+        "SelfSubjectRulesReview",
+        false,
+    ),
+    review(
+        AUTHORIZATION,
+        "subjectaccessreviews",
+        "subjectaccessreview",
+        "SubjectAccessReview",
+        false,
+    ),
+    review(
+        AUTHORIZATION,
+        "localsubjectaccessreviews",
+        "localsubjectaccessreview",
+        "LocalSubjectAccessReview",
+        true,
+    ),
+    review(
+        AUTHENTICATION,
+        "selfsubjectreviews",
+        "selfsubjectreview",
+        "SelfSubjectReview",
+        false,
+    ),
+];
+
+/// Whether `info` is one of the [`REVIEWS`].
+pub fn is_review(info: &ResourceInfo) -> bool {
+    REVIEWS.contains(info)
+}
+
+/// Every resource discovery shows: the stored ones, then the reviews.
+pub fn served() -> impl Iterator<Item = &'static ResourceInfo> {
+    RESOURCES.iter().chain(REVIEWS.iter())
+}
 
 /// The resource served at `/{group}/{version}/{resource}`, if any.
 pub fn find(group: &str, version: &str, resource: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES
-        .iter()
-        .find(|r| r.group == group && r.version == version && r.resource == resource)
+    served().find(|r| r.group == group && r.version == version && r.resource == resource)
 }
 
 /// The resource whose objects have this `apiVersion` and `kind`.
@@ -268,7 +389,7 @@ pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
 /// The API groups served besides core, in discovery order, each with its versions.
 pub fn groups() -> Vec<&'static str> {
     let mut groups: Vec<&'static str> = Vec::new();
-    for r in RESOURCES {
+    for r in served() {
         if !r.group.is_empty() && !groups.contains(&r.group) {
             groups.push(r.group);
         }
@@ -289,8 +410,19 @@ mod tests {
         assert!(find("apps", "v1", "pods").is_none());
         assert_eq!(
             groups(),
-            vec!["apps", "discovery.k8s.io", "coordination.k8s.io"]
+            vec![
+                "apps",
+                "discovery.k8s.io",
+                "coordination.k8s.io",
+                "rbac.authorization.k8s.io",
+                "authorization.k8s.io",
+                "authentication.k8s.io"
+            ]
         );
+        assert!(is_review(
+            find("authorization.k8s.io", "v1", "selfsubjectaccessreviews").expect("served")
+        ));
+        assert!(!is_review(find("", "v1", "pods").expect("served")));
     }
 
     #[test]

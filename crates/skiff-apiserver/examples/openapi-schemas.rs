@@ -6,7 +6,7 @@
 //! The API server embeds the file, so its own build does not pay for schemars (about two
 //! minutes of release build). Run `cargo run -p skiff-apiserver --example openapi-schemas`
 //! after changing the served types; `tests/openapi_schemas.rs` fails while the file is stale.
-use k8s_openapi::api::{apps, autoscaling, coordination, core, discovery};
+use k8s_openapi::api::{apps, autoscaling, coordination, core, discovery, rbac};
 use k8s_openapi::apimachinery::pkg::apis::meta;
 use serde_json::{json, Map, Value};
 
@@ -131,6 +131,10 @@ pub fn generate() -> String {
         apps::v1::ReplicaSet,
         discovery::v1::EndpointSlice,
         coordination::v1::Lease,
+        rbac::v1::Role,
+        rbac::v1::ClusterRole,
+        rbac::v1::RoleBinding,
+        rbac::v1::ClusterRoleBinding,
         autoscaling::v1::Scale,
         meta::v1::Status,
         meta::v1::DeleteOptions,

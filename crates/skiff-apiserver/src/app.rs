@@ -20,6 +20,7 @@ use skiff_api::status::ApiError;
 use skiff_store::Store;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Requester;
 use crate::metrics::{Counted, Metrics, RaftGauges};
 use crate::query::Params;
 use crate::target::{self, Target};
@@ -40,6 +41,10 @@ pub struct ClusterSecrets {
     /// Handed to a joining server (over TLS pinned to the CA, after it proved the secret) so it
     /// can issue its own serving certificate.
     pub ca_key_pem: String,
+    /// The node CA: signs node agents' serving certificates, which only the API server trusts
+    /// (see [`crate::pki::ClusterCa::load_or_create_node_ca`]).
+    pub node_ca_cert_pem: String,
+    pub node_ca_key_pem: String,
 }
 
 /// Everything request handlers share.
@@ -114,54 +119,22 @@ pub fn router(app: Arc<App>) -> Router {
             "/skiff/v1/nodes/{name}/certificate",
             post(crate::nodes::certificate),
         )
+        .route(
+            "/skiff/v1/nodes/{name}/credential",
+            post(crate::nodes::credential),
+        )
         .route("/skiff/v1/cluster", get(crate::cluster_network::get))
         .fallback(resource_request)
         .layer(middleware::from_fn_with_state(app.clone(), observe))
-        .layer(middleware::from_fn_with_state(app.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            crate::auth::middleware,
+        ))
         .with_state(app.clone());
     // Raft traffic authenticates with the cluster secret in the service's interceptor, on its
     // headers, before a body is read (see skiff_store::service::PeerAuth).
     let raft = app.store.raft_service();
     api.route_service("/skiff.raft.v1.RaftTransport/{*method}", raft)
-}
-
-/// Paths anyone may read, as Kubernetes' default `system:public-info-viewer` role allows
-/// (`/cacerts` is k3s's: a joining server fetches the CA and checks it against its token).
-fn is_public(path: &str) -> bool {
-    matches!(
-        path,
-        "/version" | "/version/" | "/healthz" | "/livez" | "/readyz" | "/cacerts"
-    )
-}
-
-async fn authenticate(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    if is_public(path) {
-        return next.run(request).await;
-    }
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let eq =
-        |secret: &str| skiff_store::service::constant_time_eq(token.as_bytes(), secret.as_bytes());
-    // Agents use the node secret for the Kubernetes API and heartbeats. (They may do anything
-    // the admin may: restricting a node to its own pods is not built yet.)
-    // Agents also read the member list: it is how they learn every server's address.
-    let node = eq(&app.node_secret)
-        && (!path.starts_with("/skiff/v1/")
-            || path.starts_with("/skiff/v1/nodes/")
-            || path == "/skiff/v1/cluster"
-            || (path == "/skiff/v1/members" && request.method() == axum::http::Method::GET));
-    let allowed =
-        eq(&app.admin_token) || node || (path.starts_with("/skiff/v1/") && eq(&app.cluster.secret));
-    if allowed {
-        next.run(request).await
-    } else {
-        respond::error(ApiError::Unauthorized)
-    }
 }
 
 async fn version() -> Response {
@@ -347,6 +320,10 @@ async fn resource_request(State(app): State<Arc<App>>, request: Request) -> Resp
         Ok(None) => return respond::error(page_not_found(parts.uri.path())),
         Err(e) => return respond::error(e),
     };
+    // Every request that reaches a handler passed the auth middleware, which says who it is.
+    let Some(Requester(user)) = parts.extensions.get::<Requester>().cloned() else {
+        return respond::error(ApiError::Unauthorized);
+    };
     if let Some(served) = subresources::route(&target, &parts.method) {
         let (counted, response) = subresources::serve(&app, served, &target, parts, body).await;
         return counted.on(response);
@@ -368,6 +345,16 @@ async fn resource_request(State(app): State<Arc<App>>, request: Request) -> Resp
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let verb = verb_of(&parts.method, &target, &params);
+    if skiff_api::resources::is_review(target.info) {
+        let result = match parts.method {
+            Method::POST => crate::auth::reviews::serve(&app, &user, &target, content_type, &body),
+            _ => Err(ApiError::MethodNotAllowed(format!(
+                "{} are only created (POST)",
+                target.info.resource
+            ))),
+        };
+        return Counted::new(verb, target.info.resource).on(result.unwrap_or_else(respond::error));
+    }
     // Reads may be answered as a Table: server-side printing for `kubectl get`.
     let table = match verb {
         "WATCH" | "LIST" | "GET" => tables::requested(
@@ -387,9 +374,9 @@ async fn resource_request(State(app): State<Arc<App>>, request: Request) -> Resp
         }
         ("LIST", Ok(table)) => objects::list(&app, &target, &params, table).await,
         ("GET", Ok(table)) => objects::get(&app, &target, &params, table).await,
-        ("CREATE", _) => objects::create(&app, &target, &params, content_type, &body).await,
-        ("UPDATE", _) => objects::update(&app, &target, &params, content_type, &body).await,
-        ("PATCH", _) => objects::patch(&app, &target, &params, content_type, &body).await,
+        ("CREATE", _) => objects::create(&app, &user, &target, &params, content_type, &body).await,
+        ("UPDATE", _) => objects::update(&app, &user, &target, &params, content_type, &body).await,
+        ("PATCH", _) => objects::patch(&app, &user, &target, &params, content_type, &body).await,
         ("DELETE", _) => objects::delete(&app, &target, &params, &body).await,
         _ => Err(ApiError::MethodNotAllowed(format!(
             "the server does not allow this method on the requested resource: {}",

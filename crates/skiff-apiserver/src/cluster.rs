@@ -41,6 +41,8 @@ pub struct JoinGrant {
     pub id: u64,
     pub ca_cert: String,
     pub ca_key: String,
+    pub node_ca_cert: String,
+    pub node_ca_key: String,
     pub admin_token: String,
 }
 
@@ -95,6 +97,8 @@ pub async fn join(State(app): State<Arc<App>>, Json(request): Json<JoinRequest>)
         id,
         ca_cert: app.cluster.ca_cert_pem.clone(),
         ca_key: app.cluster.ca_key_pem.clone(),
+        node_ca_cert: app.cluster.node_ca_cert_pem.clone(),
+        node_ca_key: app.cluster.node_ca_key_pem.clone(),
         admin_token: app.admin_token.clone(),
     };
     respond::json(StatusCode::OK, &json!(grant))

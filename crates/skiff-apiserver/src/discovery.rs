@@ -15,11 +15,12 @@
 //! The server answers `/api` and `/apis` in the aggregated shape when [`wants_aggregated`]
 //! says the `Accept` header asks for it, with Content-Type [`AGGREGATED_CONTENT_TYPE`].
 //!
-//! Everything here is generated from [`skiff_api::resources::RESOURCES`]: a resource added to
-//! that table is discovered without touching this file.
+//! Everything here is generated from [`skiff_api::resources::RESOURCES`] (and the create-only
+//! [`skiff_api::resources::REVIEWS`]): a resource added to those tables is discovered without
+//! touching this file.
 
 use serde_json::{json, Value};
-use skiff_api::resources::{self, ResourceInfo, RESOURCES};
+use skiff_api::resources::{self, ResourceInfo};
 
 /// The exact Content-Type kubectl requires on an aggregated discovery response.
 pub const AGGREGATED_CONTENT_TYPE: &str =
@@ -30,6 +31,15 @@ pub const AGGREGATED_CONTENT_TYPE: &str =
 pub const RESOURCE_VERBS: &[&str] = &[
     "create", "delete", "get", "list", "patch", "update", "watch",
 ];
+
+/// The verbs `r` supports: a review is only ever created.
+pub fn verbs_of(r: &ResourceInfo) -> &'static [&'static str] {
+    if resources::is_review(r) {
+        &["create"]
+    } else {
+        RESOURCE_VERBS
+    }
+}
 
 /// A subresource as discovery describes it: what it answers with and what it accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +98,7 @@ pub fn subresources(resource: &ResourceInfo) -> impl Iterator<Item = Subresource
 /// preferred one.
 pub fn group_versions() -> Vec<(&'static str, &'static str)> {
     let mut gvs: Vec<(&'static str, &'static str)> = Vec::new();
-    for r in RESOURCES {
+    for r in resources::served() {
         if !gvs.contains(&(r.group, r.version)) {
             gvs.push((r.group, r.version));
         }
@@ -98,8 +108,7 @@ pub fn group_versions() -> Vec<(&'static str, &'static str)> {
 
 /// The resources served under one group-version, in table order.
 pub fn resources_in(group: &str, version: &str) -> Vec<&'static ResourceInfo> {
-    RESOURCES
-        .iter()
+    resources::served()
         .filter(|r| r.group == group && r.version == version)
         .collect()
 }
@@ -184,7 +193,7 @@ fn aggregated_resource(r: &ResourceInfo) -> Value {
         "responseKind": { "group": r.group, "version": r.version, "kind": r.kind },
         "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
         "singularResource": r.singular,
-        "verbs": RESOURCE_VERBS,
+        "verbs": verbs_of(r),
     });
     // Upstream omits empty lists; kubectl treats absent and empty alike.
     insert_unless_empty(&mut entry, "shortNames", r.short_names);
@@ -264,7 +273,7 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
             "singularName": r.singular,
             "namespaced": r.namespaced,
             "kind": r.kind,
-            "verbs": RESOURCE_VERBS,
+            "verbs": verbs_of(r),
         });
         insert_unless_empty(&mut entry, "shortNames", r.short_names);
         insert_unless_empty(&mut entry, "categories", r.categories);
@@ -322,7 +331,7 @@ mod tests {
 
         let mut entries = aggregated_entries(&core);
         entries.extend(aggregated_entries(&aggregated_groups()));
-        for r in RESOURCES {
+        for r in resources::served() {
             let matching: Vec<&Value> = entries
                 .iter()
                 .filter(|(g, v, e)| g == r.group && v == r.version && e["resource"] == r.resource)
@@ -352,7 +361,16 @@ mod tests {
                 assert!(found, "{}/{sub}", r.resource);
             }
         }
-        assert_eq!(entries.len(), RESOURCES.len());
+        assert_eq!(entries.len(), resources::served().count());
+        let review = entries
+            .iter()
+            .find(|(_, _, e)| e["resource"] == "selfsubjectaccessreviews")
+            .expect("reviews discovered");
+        assert_eq!(
+            review.2["verbs"],
+            json!(["create"]),
+            "a review is only created"
+        );
     }
 
     #[test]
@@ -374,7 +392,7 @@ mod tests {
                 entries.push((group, entry.clone()));
             }
         }
-        for r in RESOURCES {
+        for r in resources::served() {
             let matching: Vec<_> = entries
                 .iter()
                 .filter(|(g, e)| *g == r.group && e["name"] == r.resource)

@@ -10,7 +10,9 @@
 //!   legacy, generated from `skiff_api::resources::RESOURCES`.
 //! - [`openapi`]: the `/openapi/v3` index and per-group-version documents.
 //! - [`metrics`]: Prometheus metrics for requests, Raft and watches.
-//! - [`app`]: shared state, the router, authentication, serving over TLS (API and Raft on one port).
+//! - [`app`]: shared state, the router, serving over TLS (API and Raft on one port).
+//! - [`auth`]: authentication, impersonation, RBAC, escalation checks, the access reviews and
+//!   the default roles.
 //! - [`target`]: parsing a resource path into resource, namespace, name and subresource.
 //! - [`query`]: the query parameters of resource requests.
 //! - [`subresources`]: the table of subresources served by their own modules: pod logs and
@@ -28,6 +30,7 @@
 //! - [`cluster_network`]: the cluster and service CIDRs agents ask for.
 //! - [`respond`]: JSON responses, `Status` errors, and store errors as Kubernetes errors.
 pub mod app;
+pub mod auth;
 pub mod binding;
 pub mod cluster;
 pub mod cluster_network;

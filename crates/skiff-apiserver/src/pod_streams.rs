@@ -36,8 +36,8 @@ fn agent_client(app: &App) -> Result<&reqwest::Client> {
     if let Some(client) = app.agents.http.get() {
         return Ok(client);
     }
-    let ca = reqwest::Certificate::from_pem(app.cluster.ca_cert_pem.as_bytes())
-        .map_err(|e| ApiError::Internal(format!("the cluster CA: {e}")))?;
+    let ca = reqwest::Certificate::from_pem(app.cluster.node_ca_cert_pem.as_bytes())
+        .map_err(|e| ApiError::Internal(format!("the node CA: {e}")))?;
     let client = reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
@@ -379,17 +379,17 @@ pub async fn exec(
     Ok(response)
 }
 
-/// TLS settings for connections to agents: trust the cluster CA only.
+/// TLS settings for connections to agents: trust the node CA only.
 fn agent_tls(app: &App) -> Result<Arc<rustls::ClientConfig>> {
     if let Some(config) = app.agents.tls.get() {
         return Ok(config.clone());
     }
     let mut roots = rustls::RootCertStore::empty();
-    let mut reader = std::io::Cursor::new(app.cluster.ca_cert_pem.as_bytes());
+    let mut reader = std::io::Cursor::new(app.cluster.node_ca_cert_pem.as_bytes());
     for cert in rustls_pemfile_certs(&mut reader) {
         roots
             .add(cert)
-            .map_err(|e| ApiError::Internal(format!("the cluster CA: {e}")))?;
+            .map_err(|e| ApiError::Internal(format!("the node CA: {e}")))?;
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),

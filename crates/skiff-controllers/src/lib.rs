@@ -26,6 +26,8 @@
 //! - [`endpoints`]: a Service's Endpoints and EndpointSlices, from the pods it selects.
 //! - [`servicelb`]: a LoadBalancer Service's addresses, from the Ready nodes.
 //! - [`eventttl`]: Events expire after an hour.
+//! - [`clusterrole_aggregation`]: `admin`, `edit`, `view` and every ClusterRole with an
+//!   `aggregationRule` hold the rules of the ClusterRoles their selectors pick.
 //! - [`owners`], [`pods`], [`child_names`]: controller references and adoption, what a pod's status
 //!   means to a controller, random-but-injectable name suffixes.
 //!
@@ -63,6 +65,7 @@
 //! watch to show them (or for a timeout) before reconciling it again ([`expectations`]).
 pub mod apply;
 pub mod child_names;
+pub mod clusterrole_aggregation;
 pub mod controller;
 pub mod deployment;
 pub mod endpoints;
@@ -85,6 +88,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Endpoints, Node, ObjectReference, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
@@ -130,6 +134,7 @@ pub enum Object {
     Service(Box<Service>),
     Endpoints(Box<Endpoints>),
     EndpointSlice(Box<EndpointSlice>),
+    ClusterRole(Box<ClusterRole>),
     /// Any kind, with `apiVersion`, `kind` and `metadata` (the garbage collector's view).
     Dynamic(Value),
 }
@@ -200,6 +205,7 @@ impl Object {
             Object::Service(o) => serde_json::to_value(o),
             Object::Endpoints(o) => serde_json::to_value(o),
             Object::EndpointSlice(o) => serde_json::to_value(o),
+            Object::ClusterRole(o) => serde_json::to_value(o),
             Object::Dynamic(v) => return v.clone(),
         };
         // Serialising a k8s-openapi struct to a Value has no failure case (string keys, no
@@ -217,6 +223,7 @@ impl Object {
             Object::Service(o) => reference_to(&**o),
             Object::Endpoints(o) => reference_to(&**o),
             Object::EndpointSlice(o) => reference_to(&**o),
+            Object::ClusterRole(o) => reference_to(&**o),
             Object::Dynamic(v) => dynamic_reference(v),
         }
     }

@@ -13,6 +13,7 @@ use skiff_client::informer::Informers;
 use skiff_client::Client;
 use tokio::sync::watch;
 
+use crate::clusterrole_aggregation::ClusterRoleAggregationController;
 use crate::controller::{spawn, Context};
 pub use crate::controller::{Config, Heartbeats};
 use crate::deployment::DeploymentController;
@@ -44,6 +45,7 @@ pub async fn run(
         start(spawn::<NodeIpamController>),
         start(spawn::<ServiceLbController>),
         start(spawn::<EventTtlController>),
+        start(spawn::<ClusterRoleAggregationController>),
         // Last: it reads every served kind, from the stores the others opened where it can.
         start(spawn::<GarbageCollector>),
     ];

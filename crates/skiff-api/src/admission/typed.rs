@@ -10,11 +10,13 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::validation::rbac;
 use super::{defaults, validation};
 use crate::names::NameRule;
 use crate::resources::ResourceInfo;
@@ -35,6 +37,10 @@ pub(super) enum Typed {
     Deployment(Deployment),
     ReplicaSet(ReplicaSet),
     Lease(Lease),
+    Role(Role),
+    ClusterRole(ClusterRole),
+    RoleBinding(RoleBinding),
+    ClusterRoleBinding(ClusterRoleBinding),
 }
 
 /// Calls `$body` with the inner object bound to `$obj`, whatever the kind.
@@ -53,6 +59,10 @@ macro_rules! each_kind {
             Typed::Deployment($obj) => $body,
             Typed::ReplicaSet($obj) => $body,
             Typed::Lease($obj) => $body,
+            Typed::Role($obj) => $body,
+            Typed::ClusterRole($obj) => $body,
+            Typed::RoleBinding($obj) => $body,
+            Typed::ClusterRoleBinding($obj) => $body,
         }
     };
 }
@@ -73,6 +83,10 @@ impl Typed {
             "Deployment" => Typed::Deployment(decode(info, body)?),
             "ReplicaSet" => Typed::ReplicaSet(decode(info, body)?),
             "Lease" => Typed::Lease(decode(info, body)?),
+            "Role" => Typed::Role(decode(info, body)?),
+            "ClusterRole" => Typed::ClusterRole(decode(info, body)?),
+            "RoleBinding" => Typed::RoleBinding(decode(info, body)?),
+            "ClusterRoleBinding" => Typed::ClusterRoleBinding(decode(info, body)?),
             other => {
                 return Err(ApiError::Internal(format!(
                     "skiff-api has no type for served kind {other}; add it to admission::typed"
@@ -110,7 +124,15 @@ impl Typed {
             Typed::Secret(secret) => defaults::secret(secret),
             Typed::Deployment(d) => defaults::deployment(d),
             Typed::ReplicaSet(rs) => defaults::replica_set(rs),
-            Typed::ConfigMap(_) | Typed::Event(_) | Typed::Lease(_) => {}
+            Typed::RoleBinding(b) => rbac::default_binding(&mut b.role_ref, b.subjects.as_mut()),
+            Typed::ClusterRoleBinding(b) => {
+                rbac::default_binding(&mut b.role_ref, b.subjects.as_mut())
+            }
+            Typed::ConfigMap(_)
+            | Typed::Event(_)
+            | Typed::Lease(_)
+            | Typed::Role(_)
+            | Typed::ClusterRole(_) => {}
         }
     }
 
@@ -122,6 +144,10 @@ impl Typed {
             // Service names become DNS labels and environment variable prefixes
             // (`MY_SVC_SERVICE_HOST`), so they must start with a letter.
             Typed::Service(_) => NameRule::Dns1035Label,
+            Typed::Role(_)
+            | Typed::ClusterRole(_)
+            | Typed::RoleBinding(_)
+            | Typed::ClusterRoleBinding(_) => NameRule::PathSegment,
             _ => NameRule::Dns1123Subdomain,
         };
         let mut causes = validation::object_meta(self.metadata(), name_rule);
@@ -137,6 +163,16 @@ impl Typed {
             Typed::Deployment(d) => validation::apps::deployment(d, selector_given),
             Typed::ReplicaSet(rs) => validation::apps::replica_set(rs, selector_given),
             Typed::Lease(lease) => validation::coordination::lease(lease),
+            Typed::Role(role) => rbac::rules(role.rules.as_deref(), true),
+            Typed::ClusterRole(role) => {
+                let mut causes = rbac::rules(role.rules.as_deref(), false);
+                causes.extend(rbac::aggregation_rule(role.aggregation_rule.as_ref()));
+                causes
+            }
+            Typed::RoleBinding(b) => rbac::binding(&b.role_ref, b.subjects.as_deref(), true),
+            Typed::ClusterRoleBinding(b) => {
+                rbac::binding(&b.role_ref, b.subjects.as_deref(), false)
+            }
             Typed::Namespace(_) | Typed::Node(_) | Typed::Event(_) => Vec::new(),
         });
         causes

@@ -56,6 +56,18 @@ pub fn validate_update(info: &ResourceInfo, old: &Value, new: &Value) -> Result<
                 ));
             }
         }
+        // A binding's grant is its role: changing which role would change what it means
+        // under the feet of everyone who reviewed it, so Kubernetes refuses.
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let (old_ref, new_ref) = (old.get("roleRef"), new.get("roleRef"));
+            if old_ref != new_ref {
+                causes.push(Cause::invalid(
+                    "roleRef",
+                    &go_role_ref(new_ref),
+                    "cannot change roleRef",
+                ));
+            }
+        }
         _ => {}
     }
 
@@ -65,6 +77,17 @@ pub fn validate_update(info: &ResourceInfo, old: &Value, new: &Value) -> Result<
         let name = text_at(new, "/metadata/name");
         Err(ApiError::invalid(info, name, causes))
     }
+}
+
+/// A roleRef as Go's `%#v` prints it.
+fn go_role_ref(role_ref: Option<&Value>) -> String {
+    let field = |name: &str| go_quote(role_ref.and_then(|r| r.get(name)?.as_str()).unwrap_or(""));
+    format!(
+        "rbac.RoleRef{{APIGroup:{}, Kind:{}, Name:{}}}",
+        field("apiGroup"),
+        field("kind"),
+        field("name")
+    )
 }
 
 fn text_at<'a>(object: &'a Value, pointer: &str) -> &'a str {

@@ -16,6 +16,7 @@ use super::{
     addresses_taken, get_fresh, metadata_of, now, write_with_claims, Result, CONFLICT_RETRIES,
 };
 use crate::app::App;
+use crate::auth::user::UserInfo;
 use crate::query::Params;
 use crate::registry::{strategy_for, ClaimLost};
 use crate::respond;
@@ -24,6 +25,7 @@ use crate::target::Target;
 /// POST to a collection.
 pub async fn create(
     app: &App,
+    user: &UserInfo,
     target: &Target,
     params: &Params,
     content_type: Option<&str>,
@@ -65,6 +67,7 @@ pub async fn create(
     let admitted = admission::admit(info, body, validation)?;
     let mut object = admitted.object;
     let strategy = strategy_for(info);
+    strategy.authorize_write(app, user, target.namespace.as_deref(), &object)?;
     strategy.prepare_for_create(&mut object);
     // Who set which field (server-side apply's creates arrive with theirs already).
     if object.pointer("/metadata/managedFields").is_none() {

@@ -24,6 +24,8 @@ async fn app() -> (App, tempfile::TempDir) {
         secret: "secret".into(),
         ca_cert_pem: String::new(),
         ca_key_pem: String::new(),
+        node_ca_cert_pem: String::new(),
+        node_ca_key_pem: String::new(),
     };
     let app = App::new(store, "admin".into(), secrets);
     ensure_system_namespaces(&app).await.expect("namespaces");
@@ -38,6 +40,11 @@ fn target(path: &str) -> Target {
 
 fn params(query: &str) -> Params {
     Params::parse(Some(query)).expect("valid query")
+}
+
+/// The cluster administrator, who may write anything.
+fn admin() -> crate::auth::user::UserInfo {
+    crate::auth::user::UserInfo::new(crate::auth::ADMIN_USER, &[crate::auth::user::MASTERS])
 }
 
 /// The status code and JSON body of a verb's answer (an error becomes its `Status`).
@@ -56,14 +63,30 @@ async fn answer(result: Result<Response>) -> (StatusCode, Value) {
 async fn post(app: &App, path: &str, body: Value) -> (StatusCode, Value) {
     let bytes = serde_json::to_vec(&body).expect("json");
     let (target, params) = (target(path), params(""));
-    let result = create(app, &target, &params, Some("application/json"), &bytes).await;
+    let result = create(
+        app,
+        &admin(),
+        &target,
+        &params,
+        Some("application/json"),
+        &bytes,
+    )
+    .await;
     answer(result).await
 }
 
 async fn put(app: &App, path: &str, body: &Value) -> (StatusCode, Value) {
     let bytes = serde_json::to_vec(body).expect("json");
     let (target, params) = (target(path), params(""));
-    let result = update(app, &target, &params, Some("application/json"), &bytes).await;
+    let result = update(
+        app,
+        &admin(),
+        &target,
+        &params,
+        Some("application/json"),
+        &bytes,
+    )
+    .await;
     answer(result).await
 }
 

@@ -22,6 +22,7 @@ use super::{
     write_with_claims, Result, CONFLICT_RETRIES,
 };
 use crate::app::App;
+use crate::auth::user::UserInfo;
 use crate::query::Params;
 use crate::registry::{strategy_for, ClaimLost};
 use crate::respond;
@@ -30,6 +31,7 @@ use crate::target::Target;
 /// PUT of an object or its status.
 pub async fn update(
     app: &App,
+    user: &UserInfo,
     target: &Target,
     params: &Params,
     content_type: Option<&str>,
@@ -62,7 +64,7 @@ pub async fn update(
     // unconditional and we retry internally if someone else wrote in between.
     let precondition = revision_of(&body);
     let manager = params.manager();
-    write_with_retries(app, target, params, &name, precondition, |current| {
+    write_with_retries(app, user, target, params, &name, precondition, |current| {
         let mut admitted = admission::admit(target.info, body.clone(), validation)?;
         patch::apply::record_update(Some(current), &mut admitted.object, &manager, &now());
         Ok(admitted)
@@ -73,6 +75,7 @@ pub async fn update(
 /// PATCH of an object or its status.
 pub async fn patch(
     app: &App,
+    user: &UserInfo,
     target: &Target,
     params: &Params,
     content_type: Option<&str>,
@@ -89,10 +92,10 @@ pub async fn patch(
             )
         })?;
     if content_type == "application/apply-patch+yaml" {
-        return server_side_apply(app, target, params, &name, body, validation).await;
+        return server_side_apply(app, user, target, params, &name, body, validation).await;
     }
     let manager = params.manager();
-    write_with_retries(app, target, params, &name, None, |current| {
+    write_with_retries(app, user, target, params, &name, None, |current| {
         let patched = patch::apply_patch(current, body, &content_type)?;
         let mut admitted = admission::admit(target.info, patched, validation)?;
         patch::apply::record_update(Some(current), &mut admitted.object, &manager, &now());
@@ -105,6 +108,7 @@ pub async fn patch(
 /// (skiff_api::patch::apply); a missing object is created from it.
 async fn server_side_apply(
     app: &App,
+    user: &UserInfo,
     target: &Target,
     params: &Params,
     name: &str,
@@ -144,10 +148,18 @@ async fn server_side_apply(
         };
         let bytes = serde_json::to_vec(&created)
             .map_err(|e| ApiError::Internal(format!("encoding the applied object: {e}")))?;
-        return create(app, &collection, params, Some("application/json"), &bytes).await;
+        return create(
+            app,
+            user,
+            &collection,
+            params,
+            Some("application/json"),
+            &bytes,
+        )
+        .await;
     }
     let force = params.force();
-    write_with_retries(app, target, params, name, None, |current| {
+    write_with_retries(app, user, target, params, name, None, |current| {
         let merged = patch::apply::apply(Some(current), &config, &manager, force, &now())
             .map_err(conflict)?;
         admission::admit(target.info, merged, validation)
@@ -160,6 +172,7 @@ async fn server_side_apply(
 /// precondition.
 async fn write_with_retries(
     app: &App,
+    user: &UserInfo,
     target: &Target,
     params: &Params,
     name: &str,
@@ -235,6 +248,9 @@ async fn write_with_retries(
         };
         let mut object = object;
         keep_deletion_fields(&current, &mut object);
+        if target.subresource.is_none() {
+            strategy.authorize_write(app, user, target.namespace.as_deref(), &object)?;
+        }
         if allocating {
             strategy.allocate(app, info, &mut object, Some(&current), attempt > 1)?;
         }

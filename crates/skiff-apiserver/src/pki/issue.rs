@@ -39,8 +39,13 @@ impl fmt::Debug for ClusterCa {
 impl ClusterCa {
     /// A brand-new CA, for the first server of a new cluster.
     pub fn generate() -> Result<Self, PkiError> {
+        Self::generate_named("skiff-ca")
+    }
+
+    /// A brand-new CA with the common name `name`.
+    fn generate_named(name: &str) -> Result<Self, PkiError> {
         let mut params = CertificateParams::default();
-        params.distinguished_name = common_name("skiff-ca");
+        params.distinguished_name = common_name(name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -58,18 +63,30 @@ impl ClusterCa {
 
     /// The CA stored in `dir` (`ca.crt`, `ca.key`), created on first start.
     pub fn load_or_create(dir: &Path) -> Result<Self, PkiError> {
-        let cert_path = dir.join("ca.crt");
-        let key_path = dir.join("ca.key");
+        Self::load_or_create_as(dir, "ca", "skiff-ca")
+    }
+
+    /// The node CA stored in `dir` (`node-ca.crt`, `node-ca.key`), created on first start: it
+    /// signs only the serving certificates of node agents, which the API server trusts when
+    /// it calls them. Clients of the API server trust the cluster CA, never this one, so no
+    /// node certificate can pass for a server's, whatever names it carries.
+    pub fn load_or_create_node_ca(dir: &Path) -> Result<Self, PkiError> {
+        Self::load_or_create_as(dir, "node-ca", "skiff-node-ca")
+    }
+
+    fn load_or_create_as(dir: &Path, stem: &str, name: &str) -> Result<Self, PkiError> {
+        let cert_path = dir.join(format!("{stem}.crt"));
+        let key_path = dir.join(format!("{stem}.key"));
         match (read_optional(&cert_path)?, read_optional(&key_path)?) {
             (Some(cert), Some(key)) => Self::from_pem(cert, key),
             (None, None) => {
-                let ca = Self::generate()?;
+                let ca = Self::generate_named(name)?;
                 create_private_dir(dir)?;
                 // Key first: a cert without its key is useless, and the check above refuses
                 // to paper over that state with a new CA.
                 write_atomic(&key_path, ca.key_pem.as_bytes(), SECRET_MODE)?;
                 write_atomic(&cert_path, ca.cert_pem.as_bytes(), PUBLIC_MODE)?;
-                tracing::info!(dir = %dir.display(), "created a new cluster CA");
+                tracing::info!(dir = %dir.display(), name, "created a new CA");
                 Ok(ca)
             }
             (Some(_), None) => Err(PkiError::PartialCa(key_path, cert_path)),
@@ -116,12 +133,43 @@ impl ClusterCa {
 /// addresses become IP SANs, the rest DNS SANs. Usable as a client certificate too, because
 /// servers call each other.
 pub fn issue_server_cert(ca: &ClusterCa, sans: &[String]) -> Result<(String, String), PkiError> {
+    issue(
+        ca,
+        sans,
+        "skiff-server",
+        &[
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+    )
+}
+
+/// A node agent's serving certificate for `sans`, signed by the node CA: for serving only
+/// (no client use), so it opens no door of another component.
+pub fn issue_node_serving_cert(
+    node_ca: &ClusterCa,
+    sans: &[String],
+) -> Result<(String, String), PkiError> {
+    issue(
+        node_ca,
+        sans,
+        "skiff-node",
+        &[ExtendedKeyUsagePurpose::ServerAuth],
+    )
+}
+
+fn issue(
+    ca: &ClusterCa,
+    sans: &[String],
+    name: &str,
+    usages: &[ExtendedKeyUsagePurpose],
+) -> Result<(String, String), PkiError> {
     let sans = normalise_sans(sans);
     if sans.is_empty() {
         return Err(PkiError::NoSans);
     }
     let mut params = CertificateParams::default();
-    params.distinguished_name = common_name("skiff-server");
+    params.distinguished_name = common_name(name);
     params.subject_alt_names = sans
         .iter()
         .map(|san| match san.parse::<IpAddr>() {
@@ -131,10 +179,7 @@ pub fn issue_server_cert(ca: &ClusterCa, sans: &[String]) -> Result<(String, Str
         .collect::<Result<_, rcgen::Error>>()?;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    params.extended_key_usages = usages.to_vec();
     params.use_authority_key_identifier_extension = true;
     set_validity(&mut params, SERVER_CERT_VALIDITY_YEARS)?;
     let key = KeyPair::generate()?;

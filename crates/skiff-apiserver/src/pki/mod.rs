@@ -42,7 +42,7 @@ mod issue;
 mod join;
 
 pub use files::{ensure_server_cert, load_or_create_token, write_kubeconfig, write_secret};
-pub use issue::{issue_server_cert, server_tls_config, ClusterCa};
+pub use issue::{issue_node_serving_cert, issue_server_cert, server_tls_config, ClusterCa};
 pub use join::{node_secret, JoinToken};
 
 /// What went wrong while reading, creating or using the cluster's certificates and secrets.

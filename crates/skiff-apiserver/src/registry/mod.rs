@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | [`Strategy::prepare_for_create`] | a new object, after admission | status: pods `Pending`, namespaces `Active`; Services, Deployments, ReplicaSets start without one |
 //! | [`Strategy::allocation_lock`], [`Strategy::allocate`], [`Strategy::claims`] | create and update of the object itself | Services: ClusterIP and node ports |
+//! | [`Strategy::authorize_write`] | create, update and patch, with the writer | roles and bindings: no escalation; a node writes only its own Node |
 //! | [`Strategy::validate_delete`] | before a delete | the system namespaces may not be deleted |
 //! | [`Strategy::before_delete`] | a delete of an object without finalizers | pods on a node: graceful deletion |
 //! | [`Strategy::delete_along`] | the delete itself, in one atomic write | a namespace takes its contents |
@@ -27,6 +28,8 @@
 //! - `namespaces`: the initial status, the system namespaces, and the cascade on delete.
 //! - `leases`: the node leases made up from heartbeats.
 //! - `workloads`: Deployments and ReplicaSets start without a status.
+//! - `rbac`: roles and bindings grant nothing their writer does not hold.
+//! - `nodes`: a node writes only its own Node.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -37,11 +40,14 @@ use skiff_store::Op;
 use tokio::sync::Mutex;
 
 use crate::app::App;
+use crate::auth::user::UserInfo;
 use crate::service_ips::ServiceNetwork;
 
 pub mod leases;
 pub mod namespaces;
+pub mod nodes;
 pub mod pods;
+pub mod rbac;
 pub mod services;
 pub mod workloads;
 
@@ -129,6 +135,18 @@ pub trait Strategy: Sync {
         Ok(Vec::new())
     }
 
+    /// Whether `user` may write `object` (in `namespace`) beyond what RBAC allowed the request:
+    /// roles and bindings may not grant what their writer does not hold.
+    fn authorize_write(
+        &self,
+        _view: &dyn View,
+        _user: &UserInfo,
+        _namespace: Option<&str>,
+        _object: &Value,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     /// Whether the object called `name` may be deleted at all.
     fn validate_delete(&self, _name: &str) -> Result<()> {
         Ok(())
@@ -182,6 +200,14 @@ static STRATEGIES: &[(&str, &dyn Strategy)] = &[
     ("leases.coordination.k8s.io", &leases::Leases),
     ("deployments.apps", &workloads::Workloads),
     ("replicasets.apps", &workloads::Workloads),
+    ("nodes", &nodes::Nodes),
+    ("roles.rbac.authorization.k8s.io", &rbac::ROLES),
+    ("clusterroles.rbac.authorization.k8s.io", &rbac::ROLES),
+    ("rolebindings.rbac.authorization.k8s.io", &rbac::BINDINGS),
+    (
+        "clusterrolebindings.rbac.authorization.k8s.io",
+        &rbac::BINDINGS,
+    ),
 ];
 
 /// The strategy of `info`'s resource: its own if it has one, [`Plain`] otherwise.

@@ -11,11 +11,13 @@
 //! - `service`: Services, Endpoints and EndpointSlices.
 //! - `apps`: Deployments and ReplicaSets.
 //! - `config`: ConfigMaps and Secrets.
+//! - `rbac`: Roles, ClusterRoles and their bindings.
 
 pub(super) mod apps;
 pub(super) mod config;
 pub(super) mod coordination;
 pub(super) mod pod;
+pub(super) mod rbac;
 pub(super) mod service;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,277 @@
+//! Who is asking, and may they: every request passes authentication, impersonation and
+//! authorization before a handler sees it, as in kube-apiserver's filter chain.
+//!
+//! ```text
+//!  bearer token ─► authenticate ─► UserInfo ─► Impersonate-* headers? ─► UserInfo
+//!                                                                          │
+//!           403 Forbidden ◄─ no ─ authorize(Attributes: verb, resource, namespace, name | path)
+//!                                   │ yes
+//!                                   ▼
+//!                        handler (the user in the request's extensions: [`Requester`])
+//! ```
+//!
+//! ## Credentials
+//! - the admin token (in the kubeconfig `skiff server` writes): `system:admin` in
+//!   `system:masters`, which the default `cluster-admin` binding lets do anything;
+//! - user tokens made with `skiff token create` ([`tokens`]);
+//! - each node's own token, `system:node:NAME` in `system:nodes`, which its agent gets at
+//!   join ([`crate::nodes::credential`]) and keeps in its data dir;
+//! - the node join token (`skiff token --node`): only for getting a node's own token, finding
+//!   the servers and the cluster network, never for the Kubernetes API;
+//! - the cluster secret, which servers present to each other on `/skiff/v1/` only.
+//!
+//! ## Layout
+//! - [`user`]: `UserInfo` and the well-known users and groups.
+//! - [`tokens`]: user tokens kept as hashed Secrets.
+//! - [`attributes`]: a request as RBAC sees it, and Kubernetes' 403 wording.
+//! - [`node`]: the Node authorizer: a node reaches only its own objects.
+//! - [`rbac`]: the RBAC authorizer.
+//! - [`escalation`]: nobody grants what they do not hold.
+//! - [`reviews`]: `kubectl auth can-i` and `kubectl auth whoami`.
+//! - [`bootstrap`]: Kubernetes' default roles and bindings, made at start.
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+use skiff_api::status::ApiError;
+
+use crate::app::App;
+use crate::query::Params;
+use crate::respond;
+
+pub mod attributes;
+pub mod bootstrap;
+pub mod escalation;
+pub mod node;
+pub mod rbac;
+pub mod reviews;
+pub mod tokens;
+pub mod user;
+
+use attributes::Attributes;
+use user::{UserInfo, AUTHENTICATED, MASTERS, SERVICE_ACCOUNTS};
+
+/// The user a request was authenticated (and maybe impersonated) as, in its extensions.
+#[derive(Debug, Clone)]
+pub struct Requester(pub UserInfo);
+
+/// The user the cluster administrator's token stands for (k3s's name for it).
+pub const ADMIN_USER: &str = "system:admin";
+
+/// Paths anyone may read, as Kubernetes' default `system:public-info-viewer` role allows
+/// (`/cacerts` is k3s's: a joining server fetches the CA and checks it against its token).
+pub fn is_public(path: &str) -> bool {
+    matches!(
+        path,
+        "/version" | "/version/" | "/healthz" | "/livez" | "/readyz" | "/cacerts"
+    )
+}
+
+/// The user a bearer token stands for, if it is one of this cluster's.
+pub fn authenticate(app: &App, token: &str) -> Option<UserInfo> {
+    if token.is_empty() {
+        return None;
+    }
+    let eq =
+        |secret: &str| skiff_store::service::constant_time_eq(token.as_bytes(), secret.as_bytes());
+    if eq(&app.admin_token) {
+        return Some(UserInfo::new(ADMIN_USER, &[MASTERS]));
+    }
+    tokens::authenticate(app, token, jiff::Timestamp::now())
+}
+
+/// The middleware in front of every route but Raft's.
+pub async fn middleware(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_string();
+    if is_public(&path) {
+        return next.run(request).await;
+    }
+    let token = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if path.starts_with("/skiff/v1/") {
+        return if skiff_paths_allowed(&app, &token, &path, request.method()) {
+            next.run(request).await
+        } else {
+            respond::error(ApiError::Unauthorized)
+        };
+    }
+    let Some(user) = authenticate(&app, &token) else {
+        return respond::error(ApiError::Unauthorized);
+    };
+    let user = match impersonate(&app, user, request.headers()) {
+        Ok(user) => user,
+        Err(e) => return respond::error(e),
+    };
+    let attributes = attributes_of(&user, request.method(), &path, request.uri().query());
+    if let Some(attributes) = attributes {
+        if let Err(e) = authorize(&app, &attributes) {
+            return respond::error(e);
+        }
+    }
+    request.extensions_mut().insert(Requester(user));
+    next.run(request).await
+}
+
+/// skiff's own endpoints: servers present the cluster secret and the admin may do anything.
+/// Every node may read the member list (how agents learn every server's address) and the
+/// cluster network; with the join token it may get its own credential, and with that its
+/// heartbeats and its serving certificate go to its own name only.
+fn skiff_paths_allowed(app: &App, token: &str, path: &str, method: &Method) -> bool {
+    let eq =
+        |secret: &str| skiff_store::service::constant_time_eq(token.as_bytes(), secret.as_bytes());
+    if eq(&app.admin_token) || eq(&app.cluster.secret) {
+        return true;
+    }
+    let shared =
+        (path == "/skiff/v1/members" || path == "/skiff/v1/cluster") && method == Method::GET;
+    let own = |node: &str, what: &str| {
+        path.strip_prefix("/skiff/v1/nodes/")
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(name, rest)| name == node && rest == what)
+    };
+    if eq(&app.node_secret) {
+        let credential = path
+            .strip_prefix("/skiff/v1/nodes/")
+            .is_some_and(|rest| rest.ends_with("/credential") && rest.matches('/').count() == 1);
+        return shared || (credential && method == Method::POST);
+    }
+    match authenticate(app, token)
+        .as_ref()
+        .and_then(UserInfo::node_name)
+    {
+        Some(node) => shared || own(node, "heartbeat") || own(node, "certificate"),
+        None => false,
+    }
+}
+
+/// What a request to `path` asks, or `None` for a resource path skiff does not serve (the
+/// handler answers 404 for it, as for any unknown path).
+fn attributes_of(
+    user: &UserInfo,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+) -> Option<Attributes> {
+    match crate::target::parse(path) {
+        Ok(Some(target)) => {
+            let params = Params::parse(query).unwrap_or_default();
+            Some(Attributes::for_target(user, method, &target, &params))
+        }
+        Ok(None) => Some(Attributes::for_path(user, method, path)),
+        Err(_) => None,
+    }
+}
+
+/// Allows the request or says why not, in Kubernetes' words.
+pub fn authorize(app: &App, attributes: &Attributes) -> Result<(), ApiError> {
+    if allowed(app, attributes) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(attributes.forbidden_status_message("")))
+    }
+}
+
+/// The authorizers in order: `system:masters` may do anything (as Kubernetes' privileged-group
+/// authorizer), a node is limited to its own by the Node authorizer, then RBAC.
+pub fn allowed(app: &App, attributes: &Attributes) -> bool {
+    if attributes.user.in_group(MASTERS) {
+        return true;
+    }
+    if let Some(node) = attributes.user.node_name() {
+        if let Some(decided) = node::decide(app, node, attributes) {
+            return decided;
+        }
+    }
+    rbac::allows(app, attributes)
+}
+
+/// Applies `Impersonate-User`, `-Group`, `-Uid` and `-Extra-*`: the request acts as that user,
+/// if `user` may `impersonate` each of them (Kubernetes' impersonation filter).
+pub fn impersonate(app: &App, user: UserInfo, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
+    let values = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect()
+    };
+    let name = values("impersonate-user").into_iter().next();
+    let groups = values("impersonate-group");
+    let uid = values("impersonate-uid").into_iter().next();
+    let mut extra: Vec<(String, String)> = Vec::new();
+    for (header, value) in headers {
+        if let Some(key) = header.as_str().strip_prefix("impersonate-extra-") {
+            if let Ok(value) = value.to_str() {
+                // Header names cannot hold every character a key may have: they come
+                // percent-encoded.
+                let key = percent_encoding::percent_decode_str(key)
+                    .decode_utf8_lossy()
+                    .into_owned();
+                extra.push((key, value.to_string()));
+            }
+        }
+    }
+    let Some(name) = name else {
+        if !groups.is_empty() || uid.is_some() || !extra.is_empty() {
+            return Err(ApiError::BadRequest(
+                "requested impersonation of groups, uid or extra without impersonating a user"
+                    .into(),
+            ));
+        }
+        return Ok(user);
+    };
+    let check = |resource: &str, group: &str, namespace: &str, target: &str| {
+        let attributes =
+            Attributes::resource(&user, "impersonate", group, resource, namespace, target);
+        authorize(app, &attributes)
+    };
+    let service_account = user::split_service_account(&name);
+    match service_account {
+        Some((namespace, sa)) => check("serviceaccounts", "", namespace, sa)?,
+        None => check("users", "", "", &name)?,
+    }
+    for group in &groups {
+        check("groups", "", "", group)?;
+    }
+    if let Some(uid) = &uid {
+        check("uids", "authentication.k8s.io", "", uid)?;
+    }
+    for (key, value) in &extra {
+        check(
+            &format!("userextras/{key}"),
+            "authentication.k8s.io",
+            "",
+            value,
+        )?;
+    }
+    let mut impersonated = UserInfo {
+        name: name.clone(),
+        uid: uid.unwrap_or_default(),
+        groups: groups.clone(),
+        extra: Default::default(),
+    };
+    for (key, value) in extra {
+        impersonated.extra.entry(key).or_default().push(value);
+    }
+    if let Some((namespace, _)) = service_account {
+        if groups.is_empty() {
+            impersonated.groups = vec![
+                SERVICE_ACCOUNTS.to_string(),
+                format!("{SERVICE_ACCOUNTS}:{namespace}"),
+            ];
+        }
+    }
+    if name != "system:anonymous" && !impersonated.in_group(AUTHENTICATED) {
+        impersonated.groups.push(AUTHENTICATED.to_string());
+    }
+    Ok(impersonated)
+}

@@ -1,0 +1,314 @@
+//! RBAC end to end, as people use it: a user token from `skiff token create`, kubectl (1.33
+//! and 1.32) for roles, bindings, `auth can-i`, `auth whoami` and impersonation, and the
+//! attacks a user with a little access tries: a view-only user deleting a pod, and escalation
+//! through a RoleBinding or a Role.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::kubectl::{run as kubectl, text, KUBECTL_1_32};
+use common::{eventually, Server};
+
+fn skiff(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(args)
+        .output()
+        .expect("run skiff")
+}
+
+/// A kubeconfig like the admin's, with `token` instead of the admin token.
+fn kubeconfig_with_token(admin: &Path, token: &str, path: PathBuf) -> PathBuf {
+    let text = std::fs::read_to_string(admin).expect("admin kubeconfig");
+    let replaced: Vec<String> = text
+        .lines()
+        .map(|line| match line.trim().strip_prefix("token:") {
+            Some(_) => format!("    token: \"{token}\""),
+            None => line.to_string(),
+        })
+        .collect();
+    std::fs::write(&path, replaced.join("\n")).expect("write kubeconfig");
+    path
+}
+
+struct Round<'a> {
+    binary: &'a str,
+    admin: PathBuf,
+    ann: PathBuf,
+}
+
+impl Round<'_> {
+    fn admin(&self, args: &[&str]) -> Output {
+        kubectl(self.binary, &self.admin, args)
+    }
+
+    fn ann(&self, args: &[&str]) -> Output {
+        kubectl(self.binary, &self.ann, args)
+    }
+
+    fn admin_ok(&self, args: &[&str]) -> String {
+        let out = self.admin(args);
+        assert!(
+            out.status.success(),
+            "admin: kubectl {args:?}: {}",
+            text(&out)
+        );
+        text(&out)
+    }
+
+    fn ann_ok(&self, args: &[&str]) -> String {
+        let out = self.ann(args);
+        assert!(
+            out.status.success(),
+            "ann: kubectl {args:?}: {}",
+            text(&out)
+        );
+        text(&out)
+    }
+
+    fn ann_refused(&self, args: &[&str]) -> String {
+        let out = self.ann(args);
+        assert!(
+            !out.status.success(),
+            "ann: kubectl {args:?} succeeded: {}",
+            text(&out)
+        );
+        text(&out)
+    }
+}
+
+fn roles_bindings_and_reviews(binary: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("s"));
+    server.wait_ready();
+    let data_dir = server.dir.to_str().expect("utf-8 path");
+
+    // A token for a person: printed once; the cluster keeps its hash.
+    let out = skiff(&[
+        "token",
+        "create",
+        "--user",
+        "ann",
+        "--group",
+        "shop",
+        "--data-dir",
+        data_dir,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (id, _) = token.split_once('.').expect("ID.SECRET");
+    let listed = text(&skiff(&["token", "list", "--data-dir", data_dir]));
+    assert!(listed.contains(id) && listed.contains("ann"), "{listed}");
+    assert!(
+        !listed.contains(&token),
+        "list never shows the secret: {listed}"
+    );
+
+    let round = Round {
+        binary,
+        admin: server.kubeconfig(),
+        ann: kubeconfig_with_token(&server.kubeconfig(), &token, dir.path().join("ann.yaml")),
+    };
+    // The default policy is made right after the system namespaces; aggregation fills `view`.
+    eventually("the view role aggregated", Duration::from_secs(30), || {
+        let rules = round.admin_ok(&["get", "clusterrole", "view", "-o", "jsonpath={.rules}"]);
+        rules.contains("pods").then_some(())
+    });
+
+    // Who am I: the admin is in system:masters, ann in her group.
+    let who = round.admin_ok(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.groups}"]);
+    assert!(who.contains("system:masters"), "{who}");
+    let who = round.ann_ok(&["auth", "whoami", "-o", "jsonpath={.status.userInfo}"]);
+    assert!(
+        who.contains("\"username\":\"ann\"") && who.contains("shop"),
+        "{who}"
+    );
+
+    // Nothing until granted, in Kubernetes' words.
+    let refused = round.ann_refused(&["get", "pods"]);
+    assert!(
+        refused.contains(r#"pods is forbidden: User "ann" cannot list resource "pods" in API group "" in the namespace "default""#),
+        "{refused}"
+    );
+    assert_eq!(
+        text(&round.ann(&["auth", "can-i", "list", "pods"])).trim(),
+        "no"
+    );
+
+    // A view binding (a protobuf body from `kubectl create`).
+    round.admin_ok(&[
+        "create",
+        "rolebinding",
+        "ann-view",
+        "--clusterrole=view",
+        "--user=ann",
+    ]);
+    round.ann_ok(&["get", "pods"]);
+    assert_eq!(
+        text(&round.ann(&["auth", "can-i", "list", "pods"])).trim(),
+        "yes"
+    );
+    assert_eq!(
+        text(&round.ann(&["auth", "can-i", "delete", "pods"])).trim(),
+        "no"
+    );
+    assert_eq!(
+        text(&round.ann(&["auth", "can-i", "list", "pods", "-n", "kube-system"])).trim(),
+        "no"
+    );
+    let list = round.ann_ok(&["auth", "can-i", "--list"]);
+    assert!(
+        list.contains("pods") && list.contains("[get list watch]"),
+        "{list}"
+    );
+
+    // The attack: a view-only user deletes a pod.
+    round.admin_ok(&["run", "web", "--image=registry.example/web:1"]);
+    let refused = round.ann_refused(&["delete", "pod", "web"]);
+    assert!(
+        refused.contains(r#"pods "web" is forbidden: User "ann" cannot delete resource "pods""#),
+        "{refused}"
+    );
+    round.admin_ok(&["get", "pod", "web"]);
+
+    // Impersonation: the admin may ask as anyone; ann may not act as anyone else.
+    assert_eq!(
+        text(&round.admin(&["auth", "can-i", "list", "pods", "--as", "ann"])).trim(),
+        "yes"
+    );
+    assert_eq!(
+        text(&round.admin(&["auth", "can-i", "list", "pods", "--as", "bob"])).trim(),
+        "no"
+    );
+    assert_eq!(
+        text(&round.admin(&[
+            "auth",
+            "can-i",
+            "get",
+            "pods",
+            "--as",
+            "system:serviceaccount:default:default"
+        ]))
+        .trim(),
+        "no"
+    );
+    let refused = round.ann_refused(&["get", "pods", "--as", "bob"]);
+    assert!(
+        refused.contains(r#"users "bob" is forbidden: User "ann" cannot impersonate resource "users" in API group "" at the cluster scope"#),
+        "{refused}"
+    );
+
+    // Escalation: allowed to write bindings and roles, ann still cannot grant what she lacks.
+    round.admin_ok(&[
+        "create",
+        "role",
+        "binder",
+        "--verb=create,get,list",
+        "--resource=rolebindings,roles",
+    ]);
+    round.admin_ok(&[
+        "create",
+        "rolebinding",
+        "ann-binder",
+        "--role=binder",
+        "--user=ann",
+    ]);
+    let refused = round.ann_refused(&[
+        "create",
+        "rolebinding",
+        "ann-admin",
+        "--clusterrole=admin",
+        "--user=ann",
+    ]);
+    assert!(
+        refused.contains("is attempting to grant RBAC permissions not currently held")
+            && refused.contains(r#"Resources:["secrets"]"#),
+        "{refused}"
+    );
+    let refused = round.ann_refused(&[
+        "create",
+        "role",
+        "secret-reader",
+        "--verb=get",
+        "--resource=secrets",
+    ]);
+    assert!(refused.contains("not currently held"), "{refused}");
+    // What she holds she may pass on.
+    round.ann_ok(&[
+        "create",
+        "rolebinding",
+        "bob-view",
+        "--clusterrole=view",
+        "--user=bob",
+    ]);
+    round.ann_ok(&[
+        "create",
+        "role",
+        "pod-reader",
+        "--verb=get",
+        "--resource=pods",
+    ]);
+    assert_eq!(
+        text(&round.admin(&["auth", "can-i", "list", "pods", "--as", "bob"])).trim(),
+        "yes"
+    );
+
+    // Cluster roles and bindings, and their printing.
+    round.admin_ok(&[
+        "create",
+        "clusterrole",
+        "node-reader",
+        "--verb=get,list",
+        "--resource=nodes",
+    ]);
+    round.admin_ok(&[
+        "create",
+        "clusterrolebinding",
+        "shop-nodes",
+        "--clusterrole=node-reader",
+        "--group=shop",
+    ]);
+    round.ann_ok(&["get", "nodes"]);
+    let described = round.admin_ok(&["describe", "clusterrole", "node-reader"]);
+    assert!(
+        described.contains("nodes") && described.contains("[get list]"),
+        "{described}"
+    );
+    let bindings = round.admin_ok(&["get", "rolebindings"]);
+    for name in ["ann-view", "ann-binder", "bob-view"] {
+        assert!(bindings.contains(name), "{bindings}");
+    }
+    // A binding's role cannot change under it.
+    let out = round.admin(&[
+        "patch",
+        "rolebinding",
+        "ann-view",
+        "--type=merge",
+        "-p",
+        r#"{"roleRef":{"name":"admin"}}"#,
+    ]);
+    assert!(
+        text(&out).contains("cannot change roleRef"),
+        "{}",
+        text(&out)
+    );
+
+    // Revoked: the token stops working at once.
+    let out = skiff(&["token", "delete", id, "--data-dir", data_dir]);
+    assert!(out.status.success(), "{}", text(&out));
+    let refused = round.ann_refused(&["get", "pods"]);
+    assert!(refused.contains("Unauthorized"), "{refused}");
+
+    round.admin_ok(&["delete", "pod", "web", "--wait=false"]);
+}
+
+#[test]
+fn roles_bindings_and_reviews_with_kubectl_1_33() {
+    roles_bindings_and_reviews("kubectl");
+}
+
+#[test]
+fn roles_bindings_and_reviews_with_kubectl_1_32() {
+    roles_bindings_and_reviews(KUBECTL_1_32);
+}
