@@ -134,16 +134,39 @@ fn pods_run_answer_share_localhost_see_env_and_limits_and_stop_gracefully() {
     // object disappears once the containers are gone, and nothing is left in containerd.
     let marker = cluster.dir.path().join("marker");
     std::fs::create_dir_all(&marker).expect("marker dir");
-    cluster.create_pod(json!({
+    let graceful = json!({
+        "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "graceful"},
         "spec": {
+            "nodeName": cluster.node(),
             "terminationGracePeriodSeconds": 20,
             "containers": [{"name": "main", "image": "skiff.local/web:1.0",
                 "command": ["/bin/sh", "-c", "trap 'echo bye > /marker/term; exit 0' TERM; while true; do sleep 0.1; done"],
                 "volumeMounts": [{"name": "m", "mountPath": "/marker"}]}],
             "volumes": [{"name": "m", "hostPath": {"path": marker.display().to_string()}}]
         }
-    }));
+    });
+    // A hostPath volume is refused under the default Pod Security level (baseline) until the
+    // namespace says it may run privileged pods.
+    let (code, refused) = cluster
+        .client
+        .post("/api/v1/namespaces/default/pods", &graceful);
+    assert_eq!(code, 403, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(r#"violates PodSecurity "baseline:latest": hostPath volumes (volume "m")"#),
+        "{refused}"
+    );
+    let (ok, out, err) = cluster.kubectl(&[
+        "label",
+        "namespace",
+        "default",
+        "pod-security.kubernetes.io/enforce=privileged",
+    ]);
+    assert!(ok, "{out}{err}");
+    cluster.create_pod(graceful);
     cluster.wait_running("graceful");
     let started = Instant::now();
     let (ok, out, err) = cluster.kubectl(&["delete", "pod", "graceful", "--timeout=60s"]);

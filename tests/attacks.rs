@@ -218,3 +218,98 @@ fn a_taken_node_reaches_only_what_its_own_pods_need() {
         401
     );
 }
+
+/// Pods that could take their node (privileged, the host's namespaces, its filesystem) are
+/// refused under the default Pod Security level, `baseline`, with Kubernetes' wording; a
+/// namespace may ask for `restricted` or allow `privileged`; a Deployment whose template would
+/// be refused is accepted with a warning (its pods are what is refused).
+#[test]
+fn pods_that_could_take_the_node_are_refused_by_pod_security() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(&dir.path().join("s1"));
+    let admin = server.wait_ready();
+    let pod = |name: &str, spec: Value| {
+        let mut spec = spec;
+        spec["containers"] = json!([{"name": "c", "image": "registry.example/c:1",
+            "securityContext": spec.get("securityContext").cloned().unwrap_or(json!({}))}]);
+        if let Some(s) = spec.as_object_mut() {
+            s.remove("securityContext");
+        }
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
+    };
+    const PODS: &str = "/api/v1/namespaces/default/pods";
+    let (code, refused) = admin.post(
+        PODS,
+        &pod(
+            "root",
+            json!({"securityContext": {"privileged": true},
+        "hostPID": true, "volumes": [{"name": "host", "hostPath": {"path": "/"}}]}),
+        ),
+    );
+    assert_eq!(code, 403, "{refused}");
+    assert_eq!(
+        refused["message"],
+        r#"pods "root" is forbidden: violates PodSecurity "baseline:latest": host namespaces (hostPID=true), privileged (container "c" must not set securityContext.privileged=true), hostPath volumes (volume "host")"#
+    );
+    assert_eq!(admin.get(&format!("{PODS}/root")).0, 404, "nothing stored");
+    assert_eq!(admin.post(PODS, &pod("plain", json!({}))).0, 201);
+
+    // A namespace that asks for more, and one that allows everything.
+    let namespace = |name: &str, level: &str| {
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name,
+               "labels": {"pod-security.kubernetes.io/enforce": level}}})
+    };
+    assert_eq!(
+        admin
+            .post("/api/v1/namespaces", &namespace("vault", "restricted"))
+            .0,
+        201
+    );
+    assert_eq!(
+        admin
+            .post("/api/v1/namespaces", &namespace("lab", "privileged"))
+            .0,
+        201
+    );
+    let (code, refused) = admin.post("/api/v1/namespaces/vault/pods", &pod("plain", json!({})));
+    assert_eq!(code, 403, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("allowPrivilegeEscalation != false"),
+        "{refused}"
+    );
+    let root = pod("root", json!({"securityContext": {"privileged": true}}));
+    assert_eq!(admin.post("/api/v1/namespaces/lab/pods", &root).0, 201);
+    let (code, refused) = admin.post("/api/v1/namespaces", &namespace("typo", "strict"));
+    assert_eq!(code, 403, "{refused}");
+
+    // A workload is warned, not refused.
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"hostNetwork": true, "containers": [{"name": "c", "image": "registry.example/c:1"}]}}}});
+    let answer = admin
+        .request(Method::POST, "/apis/apps/v1/namespaces/default/deployments")
+        .header("content-type", "application/json")
+        .body(deployment.to_string())
+        .send()
+        .expect("an answer");
+    assert_eq!(answer.status().as_u16(), 201);
+    let warning = answer
+        .headers()
+        .get("warning")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        warning.contains(
+            r#"would violate PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true)"#
+        ) || warning.contains(
+            r#"would violate PodSecurity "baseline:latest": host namespaces (hostNetwork=true)"#
+        ),
+        "{warning}"
+    );
+}

@@ -62,6 +62,10 @@ pub struct ServerArgs {
     /// The range ClusterIPs of Services come from (k3s's default).
     #[arg(long, default_value = skiff_apiserver::service_ips::DEFAULT_SERVICE_CIDR)]
     pub service_cidr: String,
+    /// The Pod Security level (privileged, baseline, restricted) enforced in namespaces that
+    /// set none with a `pod-security.kubernetes.io/enforce` label. kube-system is exempt.
+    #[arg(long, default_value = "baseline", value_parser = parse_pod_security)]
+    pub pod_security: skiff_api::pod_security::Level,
     /// The scheduler's weight for bin-packing (fill the fullest node that fits).
     #[arg(long, default_value_t = 1)]
     pub bin_packing_weight: i64,
@@ -153,8 +157,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         _ => local_secrets(&layout, args.join.is_some())?,
     };
 
-    // The node CA (agents' serving certificates): made with the cluster CA, or received at join.
+    // The node CA (agents' serving certificates) and the key ServiceAccount tokens are signed
+    // with: made with the cluster CA, or received at join.
     let node_ca = ClusterCa::load_or_create_node_ca(&layout.tls())?;
+    let service_account_key = service_account_key(&layout.tls().join("service-account.key"))?;
 
     // 2. A serving certificate for every address we are reached at.
     let sans = subject_alt_names(&args, advertise, &name);
@@ -174,9 +180,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             ca_key_pem: ca.key_pem.clone(),
             node_ca_cert_pem: node_ca.cert_pem.clone(),
             node_ca_key_pem: node_ca.key_pem.clone(),
+            service_account_key_pem: service_account_key.clone(),
         },
     );
+    app.service_account_key = Some(
+        skiff_apiserver::auth::service_accounts::SigningKey::from_pem(&service_account_key)
+            .map_err(anyhow::Error::msg)?,
+    );
     app.services = ServiceNetwork::parse(&args.service_cidr).map_err(anyhow::Error::msg)?;
+    app.pod_security = args.pod_security;
     app.cluster_cidr = ClusterCidr::parse(&args.cluster_cidr)
         .map(|c| format!("{}/{}", c.base, c.prefix))
         .map_err(anyhow::Error::msg)?;
@@ -546,6 +558,7 @@ async fn leader_loops(
                     heartbeats: Arc::new(move || leases.leases.as_timestamps()),
                     node_lifecycle,
                     cluster_cidr: cidr,
+                    root_ca: app.cluster.ca_cert_pem.clone(),
                 };
                 tokio::spawn(skiff_controllers::runner::run(
                     client.clone(),
@@ -579,6 +592,22 @@ async fn leader_loops(
             }
         }
     }
+}
+
+/// The service-account signing key's PEM at `path`, made (0600) on first start.
+fn service_account_key(path: &std::path::Path) -> anyhow::Result<String> {
+    if let Ok(pem) = std::fs::read_to_string(path) {
+        return Ok(pem);
+    }
+    let pem = skiff_apiserver::auth::service_accounts::SigningKey::generate_pem()
+        .map_err(anyhow::Error::msg)?;
+    pki::write_secret(path, pem.as_bytes())?;
+    Ok(pem)
+}
+
+fn parse_pod_security(value: &str) -> Result<skiff_api::pod_security::Level, String> {
+    skiff_api::pod_security::Level::parse(value)
+        .ok_or_else(|| format!("{value:?}: one of privileged, baseline, restricted"))
 }
 
 /// Makes the system namespaces and Kubernetes' default roles and bindings, on whichever member

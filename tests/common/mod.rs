@@ -105,7 +105,8 @@ impl Server {
             if self.kubeconfig().exists() {
                 if let Ok(client) = Client::from_kubeconfig(&self.kubeconfig(), &self.url()) {
                     if client.get_status("/readyz") == 200
-                        && client.get_status("/api/v1/namespaces/default") == 200
+                        // The system namespaces are made one by one, this one last.
+                        && client.get_status("/api/v1/namespaces/kube-node-lease") == 200
                     {
                         return client;
                     }

@@ -47,6 +47,7 @@ pub mod plan;
 pub mod pod_status;
 pub mod podnet;
 pub mod probe;
+pub mod projected;
 pub mod proxy;
 pub mod resolv;
 pub mod runtime;

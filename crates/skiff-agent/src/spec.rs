@@ -63,18 +63,20 @@ pub fn container_config(
             })?;
         let host_path = if let Some(host) = &volume.host_path {
             std::path::PathBuf::from(&host.path)
-        } else if volume.empty_dir.is_some() {
+        } else if volume.empty_dir.is_some() || volume.projected.is_some() {
             dirs.pod_dir.join("volumes").join(&volume.name)
         } else {
             return Err(AgentError::ContainerConfig(format!(
-                "volume {}: only emptyDir and hostPath volumes are supported",
+                "volume {}: only emptyDir, hostPath and projected volumes are supported",
                 volume.name
             )));
         };
         mounts.push(Mount {
             host_path,
             container_path: mount.mount_path.clone(),
-            read_only: mount.read_only.unwrap_or(false),
+            // Projected files are the API's, not the container's to change (kubelet mounts
+            // them read-only too).
+            read_only: mount.read_only.unwrap_or(false) || volume.projected.is_some(),
         });
     }
     // /etc/hosts and /etc/resolv.conf come from the pod dir, shared by its containers.

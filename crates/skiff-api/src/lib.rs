@@ -17,6 +17,7 @@ pub mod admission;
 pub mod decode;
 pub mod names;
 pub mod patch;
+pub mod pod_security;
 pub mod protobuf;
 pub mod quantity;
 pub mod resources;

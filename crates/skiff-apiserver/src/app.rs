@@ -45,6 +45,8 @@ pub struct ClusterSecrets {
     /// (see [`crate::pki::ClusterCa::load_or_create_node_ca`]).
     pub node_ca_cert_pem: String,
     pub node_ca_key_pem: String,
+    /// Signs ServiceAccount tokens (PEM, P-256); handed to joining servers like the CA key.
+    pub service_account_key_pem: String,
 }
 
 /// Everything request handlers share.
@@ -70,6 +72,10 @@ pub struct App {
     pub cluster_cidr: String,
     /// How this server reaches agents for logs and exec.
     pub agents: crate::pod_streams::AgentClients,
+    /// The Pod Security level enforced in namespaces that do not set one (`--pod-security`).
+    pub pod_security: skiff_api::pod_security::Level,
+    /// What ServiceAccount tokens are signed with; `None` serves no tokens (unit tests).
+    pub service_account_key: Option<crate::auth::service_accounts::SigningKey>,
 }
 
 impl App {
@@ -87,6 +93,8 @@ impl App {
             services: crate::service_ips::ServiceNetwork::default(),
             cluster_cidr: crate::cluster_network::DEFAULT_CLUSTER_CIDR.to_string(),
             agents: Default::default(),
+            pod_security: skiff_api::pod_security::Level::Baseline,
+            service_account_key: None,
         }
     }
 }

@@ -43,6 +43,7 @@ pub struct JoinGrant {
     pub ca_key: String,
     pub node_ca_cert: String,
     pub node_ca_key: String,
+    pub service_account_key: String,
     pub admin_token: String,
 }
 
@@ -99,6 +100,7 @@ pub async fn join(State(app): State<Arc<App>>, Json(request): Json<JoinRequest>)
         ca_key: app.cluster.ca_key_pem.clone(),
         node_ca_cert: app.cluster.node_ca_cert_pem.clone(),
         node_ca_key: app.cluster.node_ca_key_pem.clone(),
+        service_account_key: app.cluster.service_account_key_pem.clone(),
         admin_token: app.admin_token.clone(),
     };
     respond::json(StatusCode::OK, &json!(grant))

@@ -71,6 +71,13 @@ pub fn subresource(resource: &ResourceInfo, name: &'static str) -> SubresourceIn
             verbs: &["get", "patch", "update"],
         },
         "log" => own_kind(&["get"]),
+        "token" => SubresourceInfo {
+            name,
+            group: "authentication.k8s.io",
+            version: "v1",
+            kind: "TokenRequest",
+            verbs: &["create"],
+        },
         "binding" => SubresourceInfo {
             kind: "Binding",
             verbs: &["create"],

@@ -2,8 +2,9 @@
 //!
 //! Most subresources are the object itself (`status`, which [`crate::objects`] serves). These
 //! are not: a pod's log and exec streams come from its node's agent ([`crate::pod_streams`]), a
-//! binding assigns a pod to a node ([`crate::binding`]), and `scale` is a view of a workload's
-//! replica count ([`crate::scale`]). [`SUBRESOURCES`] says which requests go where; a request
+//! binding assigns a pod to a node ([`crate::binding`]), `scale` is a view of a workload's
+//! replica count ([`crate::scale`]), and a ServiceAccount's `token` is signed by
+//! [`crate::auth::service_accounts`]. [`SUBRESOURCES`] says which requests go where; a request
 //! it does not match goes to the generic verbs.
 use std::sync::Arc;
 
@@ -29,6 +30,8 @@ pub enum Served {
     Binding,
     /// `GET`/`PUT`/`PATCH .../NAME/scale`: the workload's `Scale` view.
     Scale,
+    /// `POST .../serviceaccounts/NAME/token`: a signed token for the account.
+    Token,
 }
 
 /// One row: requests for `subresource` of `resource` (qualified), with `method` (`None`: any).
@@ -61,6 +64,7 @@ pub static SUBRESOURCES: &[Subresource] = &[
     row("pods", "binding", Some("POST"), Served::Binding),
     row("deployments.apps", "scale", None, Served::Scale),
     row("replicasets.apps", "scale", None, Served::Scale),
+    row("serviceaccounts", "token", Some("POST"), Served::Token),
 ];
 
 /// The module that serves `method` on `target`, if it is one of [`SUBRESOURCES`].
@@ -111,6 +115,15 @@ pub async fn serve(
         Served::Binding => (
             Counted::new("CREATE", "pods/binding"),
             crate::binding::serve(app, target, &bytes(body).await).await,
+        ),
+        Served::Token => (
+            Counted::new("CREATE", "serviceaccounts/token"),
+            crate::auth::service_accounts::token_request(
+                app,
+                target,
+                content_type.as_deref(),
+                &bytes(body).await,
+            ),
         ),
         Served::Scale => (
             Counted::new(

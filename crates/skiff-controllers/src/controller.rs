@@ -48,6 +48,8 @@ pub struct Config {
     pub node_lifecycle: nodelifecycle::Config,
     /// Where node IPAM takes pod CIDRs from.
     pub cluster_cidr: ClusterCidr,
+    /// The cluster CA's PEM, published in every namespace as `kube-root-ca.crt`.
+    pub root_ca: String,
 }
 
 /// What a controller is built from: the shared stores and the settings.

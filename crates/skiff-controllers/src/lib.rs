@@ -26,6 +26,7 @@
 //! - [`endpoints`]: a Service's Endpoints and EndpointSlices, from the pods it selects.
 //! - [`servicelb`]: a LoadBalancer Service's addresses, from the Ready nodes.
 //! - [`eventttl`]: Events expire after an hour.
+//! - [`serviceaccounts`]: every namespace's `default` ServiceAccount and `kube-root-ca.crt`.
 //! - [`clusterrole_aggregation`]: `admin`, `edit`, `view` and every ClusterRole with an
 //!   `aggregationRule` hold the rules of the ClusterRoles their selectors pick.
 //! - [`owners`], [`pods`], [`child_names`]: controller references and adoption, what a pod's status
@@ -79,6 +80,7 @@ pub mod pod_rank;
 pub mod pods;
 pub mod replicaset;
 pub mod runner;
+pub mod serviceaccounts;
 pub mod servicelb;
 pub mod workqueue;
 
@@ -86,7 +88,9 @@ use std::fmt;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Endpoints, Node, ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Node, ObjectReference, Pod, Service, ServiceAccount,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -135,6 +139,8 @@ pub enum Object {
     Endpoints(Box<Endpoints>),
     EndpointSlice(Box<EndpointSlice>),
     ClusterRole(Box<ClusterRole>),
+    ServiceAccount(Box<ServiceAccount>),
+    ConfigMap(Box<ConfigMap>),
     /// Any kind, with `apiVersion`, `kind` and `metadata` (the garbage collector's view).
     Dynamic(Value),
 }
@@ -206,6 +212,8 @@ impl Object {
             Object::Endpoints(o) => serde_json::to_value(o),
             Object::EndpointSlice(o) => serde_json::to_value(o),
             Object::ClusterRole(o) => serde_json::to_value(o),
+            Object::ServiceAccount(o) => serde_json::to_value(o),
+            Object::ConfigMap(o) => serde_json::to_value(o),
             Object::Dynamic(v) => return v.clone(),
         };
         // Serialising a k8s-openapi struct to a Value has no failure case (string keys, no
@@ -224,6 +232,8 @@ impl Object {
             Object::Endpoints(o) => reference_to(&**o),
             Object::EndpointSlice(o) => reference_to(&**o),
             Object::ClusterRole(o) => reference_to(&**o),
+            Object::ServiceAccount(o) => reference_to(&**o),
+            Object::ConfigMap(o) => reference_to(&**o),
             Object::Dynamic(v) => dynamic_reference(v),
         }
     }

@@ -23,6 +23,7 @@ use crate::gc::GarbageCollector;
 use crate::nodeipam::NodeIpamController;
 use crate::nodelifecycle::NodeLifecycleController;
 use crate::replicaset::ReplicaSetController;
+use crate::serviceaccounts::ServiceAccountsController;
 use crate::servicelb::ServiceLbController;
 
 type Spawn = fn(&Context, &Client, watch::Receiver<bool>) -> tokio::task::JoinHandle<()>;
@@ -46,6 +47,7 @@ pub async fn run(
         start(spawn::<ServiceLbController>),
         start(spawn::<EventTtlController>),
         start(spawn::<ClusterRoleAggregationController>),
+        start(spawn::<ServiceAccountsController>),
         // Last: it reads every served kind, from the stores the others opened where it can.
         start(spawn::<GarbageCollector>),
     ];

@@ -39,6 +39,24 @@ impl<R: Runtime> Worker<R> {
         }
         self.write_pod_files(&sandbox, host_network)
             .map_err(|e| RuntimeError::Failed(format!("writing pod files: {e}")))?;
+        let volumes = self.ctx.pod_dir(&self.uid).join("volumes");
+        for volume in self
+            .pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+        {
+            if volume.projected.is_some() {
+                crate::projected::write(
+                    &self.ctx.client,
+                    &self.pod,
+                    volume,
+                    &volumes.join(&volume.name),
+                )
+                .await
+                .map_err(|e| RuntimeError::Failed(format!("volume {}: {e}", volume.name)))?;
+            }
+        }
         Ok(sandbox)
     }
 

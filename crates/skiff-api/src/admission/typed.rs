@@ -7,7 +7,7 @@
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service,
+    ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -33,6 +33,7 @@ pub(super) enum Typed {
     Node(Node),
     ConfigMap(ConfigMap),
     Secret(Secret),
+    ServiceAccount(ServiceAccount),
     Event(Event),
     Deployment(Deployment),
     ReplicaSet(ReplicaSet),
@@ -55,6 +56,7 @@ macro_rules! each_kind {
             Typed::Node($obj) => $body,
             Typed::ConfigMap($obj) => $body,
             Typed::Secret($obj) => $body,
+            Typed::ServiceAccount($obj) => $body,
             Typed::Event($obj) => $body,
             Typed::Deployment($obj) => $body,
             Typed::ReplicaSet($obj) => $body,
@@ -79,6 +81,7 @@ impl Typed {
             "Node" => Typed::Node(decode(info, body)?),
             "ConfigMap" => Typed::ConfigMap(decode(info, body)?),
             "Secret" => Typed::Secret(decode(info, body)?),
+            "ServiceAccount" => Typed::ServiceAccount(decode(info, body)?),
             "Event" => Typed::Event(decode(info, body)?),
             "Deployment" => Typed::Deployment(decode(info, body)?),
             "ReplicaSet" => Typed::ReplicaSet(decode(info, body)?),
@@ -129,6 +132,7 @@ impl Typed {
                 rbac::default_binding(&mut b.role_ref, b.subjects.as_mut())
             }
             Typed::ConfigMap(_)
+            | Typed::ServiceAccount(_)
             | Typed::Event(_)
             | Typed::Lease(_)
             | Typed::Role(_)
@@ -173,7 +177,9 @@ impl Typed {
             Typed::ClusterRoleBinding(b) => {
                 rbac::binding(&b.role_ref, b.subjects.as_deref(), false)
             }
-            Typed::Namespace(_) | Typed::Node(_) | Typed::Event(_) => Vec::new(),
+            Typed::Namespace(_) | Typed::Node(_) | Typed::Event(_) | Typed::ServiceAccount(_) => {
+                Vec::new()
+            }
         });
         causes
     }

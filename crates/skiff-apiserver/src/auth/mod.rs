@@ -14,6 +14,7 @@
 //! - the admin token (in the kubeconfig `skiff server` writes): `system:admin` in
 //!   `system:masters`, which the default `cluster-admin` binding lets do anything;
 //! - user tokens made with `skiff token create` ([`tokens`]);
+//! - ServiceAccount tokens: signed JWTs from the TokenRequest API ([`service_accounts`]);
 //! - each node's own token, `system:node:NAME` in `system:nodes`, which its agent gets at
 //!   join ([`crate::nodes::credential`]) and keeps in its data dir;
 //! - the node join token (`skiff token --node`): only for getting a node's own token, finding
@@ -23,6 +24,7 @@
 //! ## Layout
 //! - [`user`]: `UserInfo` and the well-known users and groups.
 //! - [`tokens`]: user tokens kept as hashed Secrets.
+//! - [`service_accounts`]: ServiceAccount tokens, signed and checked.
 //! - [`attributes`]: a request as RBAC sees it, and Kubernetes' 403 wording.
 //! - [`node`]: the Node authorizer: a node reaches only its own objects.
 //! - [`rbac`]: the RBAC authorizer.
@@ -47,6 +49,7 @@ pub mod escalation;
 pub mod node;
 pub mod rbac;
 pub mod reviews;
+pub mod service_accounts;
 pub mod tokens;
 pub mod user;
 
@@ -78,6 +81,9 @@ pub fn authenticate(app: &App, token: &str) -> Option<UserInfo> {
         |secret: &str| skiff_store::service::constant_time_eq(token.as_bytes(), secret.as_bytes());
     if eq(&app.admin_token) {
         return Some(UserInfo::new(ADMIN_USER, &[MASTERS]));
+    }
+    if service_accounts::looks_like_jwt(token) {
+        return service_accounts::authenticate(app, token);
     }
     tokens::authenticate(app, token, jiff::Timestamp::now())
 }

@@ -7,6 +7,7 @@
 //! | nodes | read all; create, update, patch and delete only its own (checked on the body by the Node strategy) |
 //! | pods | read all; update the status of, and delete, only pods bound to it; never create |
 //! | secrets, configmaps, persistentvolumeclaims | `get` one that a pod bound to it refers to |
+//! | serviceaccounts/token | create, for an account a pod bound to it runs as |
 //! | services, endpoints, endpointslices | read (it runs the Service proxy and DNS) |
 //! | events | create, update, patch |
 //! | leases in `kube-node-lease` | its own |
@@ -49,6 +50,11 @@ pub fn decide(view: &dyn View, node: &str, request: &Attributes) -> Option<bool>
                     && !request.name.is_empty()
                     && referenced_by_pod_on(view, node, kind, &request.namespace, &request.name)
             }
+            ("", "serviceaccounts") => {
+                verb == "create"
+                    && sub == "token"
+                    && runs_as_on(view, node, &request.namespace, &request.name)
+            }
             ("", "services" | "endpoints") | ("discovery.k8s.io", "endpointslices") => {
                 reads && sub.is_empty()
             }
@@ -74,6 +80,19 @@ fn pod_node(view: &dyn View, namespace: &str, name: &str) -> Option<String> {
     pod.pointer("/spec/nodeName")
         .and_then(Value::as_str)
         .map(str::to_string)
+}
+
+/// Whether a pod in `namespace` bound to `node` runs as the ServiceAccount `account`.
+fn runs_as_on(view: &dyn View, node: &str, namespace: &str, account: &str) -> bool {
+    view.list(&key_prefix("pods", Some(namespace)))
+        .iter()
+        .filter(|pod| pod.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node))
+        .any(|pod| {
+            pod.pointer("/spec/serviceAccountName")
+                .and_then(Value::as_str)
+                .unwrap_or("default")
+                == account
+        })
 }
 
 /// Whether a pod in `namespace` bound to `node` refers to the `kind` object called `name`.

@@ -66,8 +66,16 @@ pub async fn create(
     }
     let admitted = admission::admit(info, body, validation)?;
     let mut object = admitted.object;
+    let mut warnings = admitted.warnings;
     let strategy = strategy_for(info);
-    strategy.authorize_write(app, user, target.namespace.as_deref(), &object)?;
+    strategy.mutate_on_create(app, &mut object);
+    warnings.extend(strategy.authorize_write(
+        app,
+        user,
+        target.namespace.as_deref(),
+        &object,
+        None,
+    )?);
     strategy.prepare_for_create(&mut object);
     // Who set which field (server-side apply's creates arrive with theirs already).
     if object.pointer("/metadata/managedFields").is_none() {
@@ -149,7 +157,7 @@ pub async fn create(
         return Ok(respond::json_with_warnings(
             StatusCode::CREATED,
             &object,
-            &admitted.warnings,
+            &warnings,
         ));
     }
     let mut attempt = 0;
@@ -179,7 +187,7 @@ pub async fn create(
     Ok(respond::json_with_warnings(
         StatusCode::CREATED,
         &stored,
-        &admitted.warnings,
+        &warnings,
     ))
 }
 

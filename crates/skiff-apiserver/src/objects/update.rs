@@ -207,6 +207,7 @@ async fn write_with_retries(
             .ok_or_else(|| not_found(target, name))?;
         let admitted = build(&current)?;
         let mut object = admitted.object;
+        let mut warnings = admitted.warnings;
         // The namespace is the path's, whether or not the body repeats it.
         let meta = metadata_of(&mut object)?;
         match &target.namespace {
@@ -249,7 +250,13 @@ async fn write_with_retries(
         let mut object = object;
         keep_deletion_fields(&current, &mut object);
         if target.subresource.is_none() {
-            strategy.authorize_write(app, user, target.namespace.as_deref(), &object)?;
+            warnings.extend(strategy.authorize_write(
+                app,
+                user,
+                target.namespace.as_deref(),
+                &object,
+                Some(&current),
+            )?);
         }
         if allocating {
             strategy.allocate(app, info, &mut object, Some(&current), attempt > 1)?;
@@ -267,14 +274,14 @@ async fn write_with_retries(
             return Ok(respond::json_with_warnings(
                 StatusCode::OK,
                 &current,
-                &admitted.warnings,
+                &warnings,
             ));
         }
         if dry_run {
             return Ok(respond::json_with_warnings(
                 StatusCode::OK,
                 &object,
-                &admitted.warnings,
+                &warnings,
             ));
         }
         let expected = precondition.or_else(|| revision_of(&current));
@@ -318,7 +325,7 @@ async fn write_with_retries(
                 return Ok(respond::json_with_warnings(
                     StatusCode::OK,
                     &stored,
-                    &admitted.warnings,
+                    &warnings,
                 ))
             }
             Err(OpError::Conflict { .. })

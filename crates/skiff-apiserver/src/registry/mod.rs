@@ -8,7 +8,8 @@
 //! |---|---|---|
 //! | [`Strategy::prepare_for_create`] | a new object, after admission | status: pods `Pending`, namespaces `Active`; Services, Deployments, ReplicaSets start without one |
 //! | [`Strategy::allocation_lock`], [`Strategy::allocate`], [`Strategy::claims`] | create and update of the object itself | Services: ClusterIP and node ports |
-//! | [`Strategy::authorize_write`] | create, update and patch, with the writer | roles and bindings: no escalation; a node writes only its own Node |
+//! | [`Strategy::mutate_on_create`] | create, after admission | pods: the ServiceAccount and its `kube-api-access-*` volume |
+//! | [`Strategy::authorize_write`] | create, update and patch, with the writer | roles and bindings: no escalation; a node writes only its own Node; pods and workloads: Pod Security; namespaces: their Pod Security labels |
 //! | [`Strategy::validate_delete`] | before a delete | the system namespaces may not be deleted |
 //! | [`Strategy::before_delete`] | a delete of an object without finalizers | pods on a node: graceful deletion |
 //! | [`Strategy::delete_along`] | the delete itself, in one atomic write | a namespace takes its contents |
@@ -23,7 +24,8 @@
 //! strategy a pure function of its inputs, tested with a map for a store.
 //!
 //! ## Layout
-//! - `pods`: the initial status and graceful deletion.
+//! - `pods`: the initial status, Pod Security, and graceful deletion.
+//! - `pod_security`: Pod Security admission, for pods and workloads' templates.
 //! - `services`: the Service's addresses, allocated (see [`crate::service_ips`]) and claimed.
 //! - `namespaces`: the initial status, the system namespaces, and the cascade on delete.
 //! - `leases`: the node leases made up from heartbeats.
@@ -46,6 +48,7 @@ use crate::service_ips::ServiceNetwork;
 pub mod leases;
 pub mod namespaces;
 pub mod nodes;
+pub mod pod_security;
 pub mod pods;
 pub mod rbac;
 pub mod services;
@@ -70,6 +73,10 @@ pub trait View: Sync {
     fn heartbeats(&self) -> BTreeMap<String, jiff::Timestamp>;
     /// The service CIDR addresses come from, and the lock their allocation holds.
     fn service_network(&self) -> &ServiceNetwork;
+    /// The Pod Security level of namespaces without an `enforce` label (`--pod-security`).
+    fn pod_security_default(&self) -> skiff_api::pod_security::Level {
+        skiff_api::pod_security::Level::Baseline
+    }
 }
 
 impl View for App {
@@ -92,6 +99,10 @@ impl View for App {
 
     fn service_network(&self) -> &ServiceNetwork {
         &self.services
+    }
+
+    fn pod_security_default(&self) -> skiff_api::pod_security::Level {
+        self.pod_security
     }
 }
 
@@ -135,16 +146,23 @@ pub trait Strategy: Sync {
         Ok(Vec::new())
     }
 
-    /// Whether `user` may write `object` (in `namespace`) beyond what RBAC allowed the request:
-    /// roles and bindings may not grant what their writer does not hold.
+    /// Mutating admission on create, with the cluster in view: what the server adds to a new
+    /// object from other objects (a pod's ServiceAccount and its token volume).
+    fn mutate_on_create(&self, _view: &dyn View, _object: &mut Value) {}
+
+    /// Admission that needs the writer or the cluster: whether `user` may write `object` (in
+    /// `namespace`; replacing `old` on an update) beyond what RBAC allowed the request, and
+    /// the warnings the write earns. Roles and bindings may not grant what their writer does
+    /// not hold; pods must meet their namespace's Pod Security level.
     fn authorize_write(
         &self,
         _view: &dyn View,
         _user: &UserInfo,
         _namespace: Option<&str>,
         _object: &Value,
-    ) -> Result<()> {
-        Ok(())
+        _old: Option<&Value>,
+    ) -> Result<Vec<String>> {
+        Ok(Vec::new())
     }
 
     /// Whether the object called `name` may be deleted at all.

@@ -1,5 +1,6 @@
-//! The Namespace strategy: a new namespace is `Active`, the system namespaces stay, and
-//! deleting a namespace deletes everything inside it in the same atomic write.
+//! The Namespace strategy: a new namespace is `Active`, its Pod Security labels name real
+//! levels, the system namespaces stay, and deleting a namespace deletes everything inside it
+//! in the same atomic write.
 //!
 //! Kubernetes deletes a namespace's contents asynchronously (the namespace controller, behind
 //! the `kubernetes` finalizer, with the namespace `Terminating` meanwhile). skiff has few enough
@@ -22,6 +23,18 @@ pub struct Namespaces;
 impl Strategy for Namespaces {
     fn prepare_for_create(&self, object: &mut Value) {
         set_status(object, Some(json!({"phase": "Active"})));
+    }
+
+    /// Pod Security labels must name a level; raising `enforce` warns of pods it would refuse.
+    fn authorize_write(
+        &self,
+        view: &dyn View,
+        _user: &crate::auth::user::UserInfo,
+        _namespace: Option<&str>,
+        object: &Value,
+        old: Option<&Value>,
+    ) -> Result<Vec<String>> {
+        super::pod_security::admit_namespace(view, object, old)
     }
 
     fn validate_delete(&self, name: &str) -> Result<()> {

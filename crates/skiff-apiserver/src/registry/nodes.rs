@@ -16,16 +16,17 @@ impl Strategy for Nodes {
         user: &UserInfo,
         _namespace: Option<&str>,
         object: &Value,
-    ) -> Result<()> {
+        _old: Option<&Value>,
+    ) -> Result<Vec<String>> {
         let Some(node) = user.node_name() else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let name = object
             .pointer("/metadata/name")
             .and_then(Value::as_str)
             .unwrap_or("");
         if name == node {
-            Ok(())
+            Ok(Vec::new())
         } else {
             Err(ApiError::Forbidden(format!(
                 "nodes {name:?} is forbidden: node {node:?} is not allowed to modify node {name:?}"

@@ -34,11 +34,13 @@ impl Strategy for NoEscalation {
         user: &UserInfo,
         namespace: Option<&str>,
         object: &Value,
-    ) -> Result<()> {
+        _old: Option<&Value>,
+    ) -> Result<Vec<String>> {
         let (resource, namespace) = match namespace {
             Some(ns) => (self.namespaced, ns),
             None => (self.cluster, ""),
         };
-        (self.check)(view, user, resource, namespace, object)
+        (self.check)(view, user, resource, namespace, object)?;
+        Ok(Vec::new())
     }
 }
