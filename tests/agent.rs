@@ -47,6 +47,40 @@ fn pods_run_answer_share_localhost_see_env_and_limits_and_stop_gracefully() {
     // kubectl exec: output, exit codes, stdin, and a TTY (run under `script` for a terminal).
     let (ok, out, _) = cluster.kubectl(&["exec", "web", "--", "sh", "-c", "echo in $HOSTNAME"]);
     assert!(ok && out.contains("in web"), "{out}");
+
+    // What an in-cluster client reads: the pod's token, the CA and its namespace, read-only;
+    // the token is the pod's ServiceAccount's, and the API takes it.
+    let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let (ok, namespace, err) =
+        cluster.kubectl(&["exec", "web", "--", "cat", &format!("{sa}/namespace")]);
+    assert!(ok && namespace == "default", "{namespace}{err}");
+    let (ok, ca, err) = cluster.kubectl(&["exec", "web", "--", "cat", &format!("{sa}/ca.crt")]);
+    assert!(ok && ca.trim() == cluster.client.ca_pem.trim(), "{ca}{err}");
+    let (ok, token, err) = cluster.kubectl(&["exec", "web", "--", "cat", &format!("{sa}/token")]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cluster.kubectl(&[
+        "exec",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        &format!("echo x > {sa}/token"),
+    ]);
+    assert!(!ok, "the token volume is read-only: {err}");
+    let as_pod = common::Client::new(&cluster.client.base, &cluster.client.ca_pem, token.trim());
+    let (code, review) = as_pod.post(
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}),
+    );
+    assert_eq!(code, 201, "{review}");
+    assert_eq!(
+        review["status"]["userInfo"]["username"],
+        "system:serviceaccount:default:default"
+    );
+    assert_eq!(
+        review["status"]["userInfo"]["extra"]["authentication.kubernetes.io/pod-name"][0],
+        "web"
+    );
     let code = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(cluster.server.kubeconfig())

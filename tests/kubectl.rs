@@ -221,7 +221,7 @@ fn gets_applies_watches_and_deletes() {
     // get -w sees a change made by someone else.
     // (Not `kubectl create configmap`: its generator sends protobuf, which skiff cannot decode yet.)
     let (first, seen) = watch_configmaps(&kc, &cache, dir.path(), &["-o", "name"], "  a: b\n");
-    assert_eq!(first, "configmap/web-config");
+    assert_eq!(first, "configmap/kube-root-ca.crt", "the list first, by name");
     assert_eq!(seen, "configmap/watched");
 
     // label (merge patch) works; delete removes.
@@ -401,7 +401,17 @@ fn prints_kubernetes_columns() {
         ["NAMESPACE", "NAME", "DATA", "AGE"],
         "{everywhere}"
     );
-    assert_eq!(row(&everywhere, "default")[1], "web-config", "{everywhere}");
+    assert!(
+        everywhere
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["default", "web-config"])),
+        "{everywhere}"
+    );
+    assert_eq!(
+        row(&everywhere, "kube-system")[1],
+        "kube-root-ca.crt",
+        "every namespace holds the CA bundle: {everywhere}"
+    );
     let labelled = get(&["pods", "--show-labels"]);
     assert_eq!(header(&labelled).last(), Some(&"LABELS"), "{labelled}");
     assert_eq!(row(&labelled, "box").last(), Some(&"app=box"), "{labelled}");

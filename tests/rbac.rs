@@ -312,3 +312,110 @@ fn roles_bindings_and_reviews_with_kubectl_1_33() {
 fn roles_bindings_and_reviews_with_kubectl_1_32() {
     roles_bindings_and_reviews(KUBECTL_1_32);
 }
+
+/// ServiceAccounts: every namespace has `default` and the CA bundle; `kubectl create token`
+/// signs a token the API accepts as the account, RBAC grants it what it may do, deleting the
+/// account revokes it; a pod runs as an account with its token volume.
+#[test]
+fn service_account_tokens_with_kubectl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("s"));
+    let client = server.wait_ready();
+    let admin = server.kubeconfig();
+    let run = |kubeconfig: &Path, args: &[&str]| kubectl("kubectl", kubeconfig, args);
+    let ok = |args: &[&str]| {
+        let out = run(&admin, args);
+        assert!(out.status.success(), "kubectl {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    eventually("the default account", Duration::from_secs(30), || {
+        run(&admin, &["get", "serviceaccount", "default"])
+            .status
+            .success()
+            .then_some(())
+    });
+    let ca = eventually("the CA bundle", Duration::from_secs(30), || {
+        let out = run(
+            &admin,
+            &[
+                "get",
+                "configmap",
+                "kube-root-ca.crt",
+                "-o",
+                r"jsonpath={.data.ca\.crt}",
+            ],
+        );
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    assert_eq!(ca.trim(), client.ca_pem.trim(), "the cluster CA");
+
+    ok(&["create", "serviceaccount", "robot"]);
+    let token = ok(&["create", "token", "robot", "--duration=1h"])
+        .trim()
+        .to_string();
+    let claims = token.split('.').nth(1).expect("a JWT");
+    assert!(!claims.is_empty());
+    let robot = kubeconfig_with_token(&admin, &token, dir.path().join("robot.yaml"));
+    let who = text(&run(
+        &robot,
+        &["auth", "whoami", "-o", "jsonpath={.status.userInfo}"],
+    ));
+    assert!(
+        who.contains(r#""username":"system:serviceaccount:default:robot""#)
+            && who.contains("system:serviceaccounts:default"),
+        "{who}"
+    );
+    let refused = text(&run(&robot, &["get", "pods"]));
+    assert!(
+        refused
+            .contains(r#"User "system:serviceaccount:default:robot" cannot list resource "pods""#),
+        "{refused}"
+    );
+    ok(&[
+        "create",
+        "rolebinding",
+        "robot-view",
+        "--clusterrole=view",
+        "--serviceaccount=default:robot",
+    ]);
+    assert!(run(&robot, &["get", "pods"]).status.success());
+    assert_eq!(
+        text(&run(
+            &admin,
+            &[
+                "auth",
+                "can-i",
+                "list",
+                "pods",
+                "--as=system:serviceaccount:default:robot"
+            ]
+        ))
+        .trim(),
+        "yes"
+    );
+
+    // A pod runs as `default`, with the token, the CA and its namespace mounted.
+    ok(&["run", "web", "--image=registry.example/web:1"]);
+    let spec = ok(&["get", "pod", "web", "-o", "jsonpath={.spec.serviceAccountName} {.spec.volumes[0].name} {.spec.containers[0].volumeMounts[0].mountPath}"]);
+    let parts: Vec<&str> = spec.split_whitespace().collect();
+    assert_eq!(parts.first(), Some(&"default"), "{spec}");
+    assert!(
+        parts
+            .get(1)
+            .is_some_and(|v| v.starts_with("kube-api-access-")),
+        "{spec}"
+    );
+    assert_eq!(
+        parts.get(2),
+        Some(&"/var/run/secrets/kubernetes.io/serviceaccount"),
+        "{spec}"
+    );
+
+    // Deleting the account revokes its tokens.
+    ok(&["delete", "serviceaccount", "robot"]);
+    let refused = text(&run(&robot, &["get", "pods"]));
+    assert!(refused.contains("Unauthorized"), "{refused}");
+    ok(&["delete", "pod", "web", "--wait=false"]);
+}
