@@ -221,7 +221,10 @@ fn gets_applies_watches_and_deletes() {
     // get -w sees a change made by someone else.
     // (Not `kubectl create configmap`: its generator sends protobuf, which skiff cannot decode yet.)
     let (first, seen) = watch_configmaps(&kc, &cache, dir.path(), &["-o", "name"], "  a: b\n");
-    assert_eq!(first, "configmap/kube-root-ca.crt", "the list first, by name");
+    assert_eq!(
+        first, "configmap/kube-root-ca.crt",
+        "the list first, by name"
+    );
     assert_eq!(seen, "configmap/watched");
 
     // label (merge patch) works; delete removes.

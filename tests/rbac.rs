@@ -419,3 +419,79 @@ fn service_account_tokens_with_kubectl() {
     assert!(refused.contains("Unauthorized"), "{refused}");
     ok(&["delete", "pod", "web", "--wait=false"]);
 }
+
+/// `--audit-log-path`: every request, allowed or refused, is one `audit.k8s.io/v1` Event line
+/// naming who, what, the object and the answer; the response carries its `Audit-Id`.
+#[test]
+fn requests_are_recorded_in_the_audit_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("audit").join("audit.log");
+    let server = Server::start_with_flags(
+        &dir.path().join("s"),
+        &["--audit-log-path", log.to_str().expect("utf-8")],
+    );
+    let admin = server.wait_ready();
+    let data_dir = server.dir.to_str().expect("utf-8 path");
+    let out = skiff(&["token", "create", "--user", "eve", "--data-dir", data_dir]);
+    assert!(out.status.success(), "{}", text(&out));
+    let eve = common::Client::new(
+        &server.url(),
+        &admin.ca_pem,
+        String::from_utf8_lossy(&out.stdout).trim(),
+    );
+    let answer = eve
+        .request(
+            reqwest::Method::DELETE,
+            "/api/v1/namespaces/kube-system/secrets/anything",
+        )
+        .send()
+        .expect("an answer");
+    assert_eq!(answer.status().as_u16(), 403);
+    let audit_id = answer
+        .headers()
+        .get("audit-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("an Audit-Id header")
+        .to_string();
+    let line = eventually("eve's request in the log", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON lines"))
+            .find(|e| e["auditID"] == audit_id)
+    });
+    assert_eq!(line["apiVersion"], "audit.k8s.io/v1");
+    assert_eq!(line["level"], "Metadata");
+    assert_eq!(line["user"]["username"], "eve");
+    assert_eq!(line["verb"], "delete");
+    assert_eq!(line["objectRef"]["resource"], "secrets");
+    assert_eq!(line["objectRef"]["namespace"], "kube-system");
+    assert_eq!(line["responseStatus"]["code"], 403);
+    assert_eq!(
+        line["annotations"]["authorization.k8s.io/decision"],
+        "forbid"
+    );
+    assert_eq!(line["sourceIPs"][0], "127.0.0.1");
+    assert!(
+        line.get("requestObject").is_none(),
+        "Metadata level: no bodies"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&log).expect("log").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the audit log is private");
+    // The admin's list is there too, allowed.
+    assert_eq!(admin.get("/api/v1/namespaces/default/pods").0, 200);
+    eventually(
+        "the admin's list in the log",
+        Duration::from_secs(10),
+        || {
+            let text = std::fs::read_to_string(&log).ok()?;
+            text.lines()
+                .any(|l| {
+                    l.contains(r#""username":"system:admin""#)
+                        && l.contains(r#""verb":"list""#)
+                        && l.contains(r#""code":200"#)
+                })
+                .then_some(())
+        },
+    );
+}

@@ -138,7 +138,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut agent = tokio::spawn(run_agent(
         args.options,
         client,
-        token.secret.clone(),
+        EndpointTrust {
+            node_secret: token.secret.clone(),
+            cluster_ca: ca.clone(),
+        },
         data_dir,
         Vec::new(),
         listener,
@@ -201,12 +204,19 @@ pub fn bind_endpoint(port: u16) -> anyhow::Result<std::net::TcpListener> {
     Ok(listener)
 }
 
+/// Who the agent's endpoint (logs, exec) lets in: callers with a certificate from the cluster
+/// CA (servers) that also present the node secret.
+pub struct EndpointTrust {
+    pub node_secret: String,
+    pub cluster_ca: String,
+}
+
 /// Runs an agent with `client` until `stop` turns true; `listener` is its endpoint's port
 /// (from [`bind_endpoint`]).
 pub async fn run_agent(
     options: AgentOptions,
     client: Client,
-    node_secret: String,
+    trust: EndpointTrust,
     data_dir: PathBuf,
     labels: Vec<(String, String)>,
     listener: std::net::TcpListener,
@@ -246,17 +256,17 @@ pub async fn run_agent(
     let key = issued["key"].as_str().unwrap_or_default().to_string();
     let serve_endpoint = |containerd: Option<Arc<ContainerdRuntime>>| {
         let endpoint = Arc::new(skiff_agent::server::AgentEndpoint {
-            secret: node_secret.clone(),
+            secret: trust.node_secret.clone(),
             data_dir: data_dir.clone(),
             containerd,
         });
         let stop = stop.clone();
-        let (cert, key) = (cert.clone(), key.clone());
+        let (cert, key, ca) = (cert.clone(), key.clone(), trust.cluster_ca.clone());
         let listener = listener.try_clone();
         tokio::spawn(async move {
             let result = match listener {
                 Ok(listener) => {
-                    skiff_agent::server::serve(endpoint, listener, &cert, &key, stop).await
+                    skiff_agent::server::serve(endpoint, listener, &cert, &key, &ca, stop).await
                 }
                 Err(e) => Err(skiff_agent::AgentError::Endpoint(e)),
             };

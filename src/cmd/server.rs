@@ -66,6 +66,16 @@ pub struct ServerArgs {
     /// set none with a `pod-security.kubernetes.io/enforce` label. kube-system is exempt.
     #[arg(long, default_value = "baseline", value_parser = parse_pod_security)]
     pub pod_security: skiff_api::pod_security::Level,
+    /// Write an audit log (Kubernetes' audit.k8s.io/v1 Events, Metadata level, one JSON line
+    /// per request) to this file. Off by default.
+    #[arg(long)]
+    pub audit_log_path: Option<PathBuf>,
+    /// Rotate the audit log when it reaches this many megabytes.
+    #[arg(long, default_value_t = 100)]
+    pub audit_log_maxsize: u64,
+    /// How many rotated audit logs to keep.
+    #[arg(long, default_value_t = 3)]
+    pub audit_log_maxbackup: usize,
     /// The scheduler's weight for bin-packing (fill the fullest node that fits).
     #[arg(long, default_value_t = 1)]
     pub bin_packing_weight: i64,
@@ -161,15 +171,21 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     // with: made with the cluster CA, or received at join.
     let node_ca = ClusterCa::load_or_create_node_ca(&layout.tls())?;
     let service_account_key = service_account_key(&layout.tls().join("service-account.key"))?;
+    // Secrets are sealed at rest with this (in the log, the state on disk and snapshots).
+    let (encryption_config, providers) =
+        pki::encryption::load_or_create(&layout.tls().join("encryption-config.yaml"))?;
 
     // 2. A serving certificate for every address we are reached at.
     let sans = subject_alt_names(&args, advertise, &name);
     let (cert, key) = pki::ensure_server_cert(&layout.tls(), &ca, &sans)?;
+    // Agents let in only callers with a cluster-CA certificate: this server shows its own.
+    let agent_identity = format!("{cert}\n{key}");
     let tls = Arc::new(pki::server_tls_config(&cert, &key)?);
 
     // 3. The store and the HTTPS listener.
     let mut config = StoreConfig::new(member_id, &name, &url, layout.store());
     config.snapshot_every = args.snapshot_every;
+    config.sealer = skiff_store::seal::Sealer::new(providers);
     let store = Store::open(config, PeerTransport::new(Some(&ca.cert_pem), &secret)).await?;
     let mut app = App::new(
         store.clone(),
@@ -181,6 +197,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             node_ca_cert_pem: node_ca.cert_pem.clone(),
             node_ca_key_pem: node_ca.key_pem.clone(),
             service_account_key_pem: service_account_key.clone(),
+            encryption_config,
         },
     );
     app.service_account_key = Some(
@@ -189,6 +206,17 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     );
     app.services = ServiceNetwork::parse(&args.service_cidr).map_err(anyhow::Error::msg)?;
     app.pod_security = args.pod_security;
+    app.agent_identity_pem = Some(agent_identity);
+    if let Some(path) = &args.audit_log_path {
+        app.audit = Some(
+            skiff_apiserver::audit::AuditLog::start(skiff_apiserver::audit::AuditConfig {
+                path: path.clone(),
+                max_size_bytes: args.audit_log_maxsize.max(1) * 1024 * 1024,
+                max_backups: args.audit_log_maxbackup,
+            })
+            .with_context(|| format!("opening the audit log {}", path.display()))?,
+        );
+    }
     app.cluster_cidr = ClusterCidr::parse(&args.cluster_cidr)
         .map(|c| format!("{}/{}", c.base, c.prefix))
         .map_err(anyhow::Error::msg)?;
@@ -276,9 +304,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         let dir = layout.root.join("agent");
         let stop = stop_rx.clone();
         let secret = app.node_secret.clone();
+        let ca = app.cluster.ca_cert_pem.clone();
         let listener = agent_listener.context("the agent's port was bound above")?;
+        let trust = super::agent::EndpointTrust {
+            node_secret: secret,
+            cluster_ca: ca,
+        };
         Some(tokio::spawn(super::agent::run_agent(
-            options, local, secret, dir, labels, listener, stop,
+            options, local, trust, dir, labels, listener, stop,
         )))
     };
     tracing::info!(

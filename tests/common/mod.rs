@@ -44,6 +44,14 @@ impl Server {
         Server::start_with(dir, free_port(), extra)
     }
 
+    /// Starts a first server without a node agent, with more flags.
+    #[allow(dead_code)]
+    pub fn start_with_flags(dir: &Path, flags: &[&str]) -> Server {
+        let mut extra = vec!["--disable-agent".to_string()];
+        extra.extend(flags.iter().map(|f| f.to_string()));
+        Server::start_with(dir, free_port(), extra)
+    }
+
     /// Starts a server joining the cluster that `leader` belongs to.
     pub fn join(dir: &Path, leader: &Server) -> Server {
         let token = std::fs::read_to_string(leader.dir.join("token")).expect("join token");

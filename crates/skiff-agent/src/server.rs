@@ -1,9 +1,11 @@
 //! The agent's own HTTPS endpoint (kubelet's port 10250): what the API server proxies
 //! `kubectl logs` (and `kubectl exec`) to.
 //!
-//! The certificate is signed by the cluster CA (asked from `/skiff/v1/nodes/NAME/certificate`
-//! at start), so the API server can verify it; callers must present the node secret as a
-//! bearer token, so only the API server gets in.
+//! The certificate is signed by the node CA (asked from `/skiff/v1/nodes/NAME/certificate` at
+//! start), so the API server can verify it. Callers must present a client certificate from
+//! the cluster CA, which only servers hold (nodes' certificates come from the node CA), and the
+//! node secret as a bearer token: another node cannot read this node's logs or exec into its
+//! pods, whatever it holds.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,19 +47,21 @@ pub fn router(endpoint: Arc<AgentEndpoint>) -> Router {
         .with_state(endpoint)
 }
 
-/// Serves `router` over TLS on `listener` until `stop` turns true.
+/// Serves `router` over TLS on `listener` until `stop` turns true, to clients with a
+/// certificate from `client_ca_pem` (the cluster CA) only.
 pub async fn serve(
     endpoint: Arc<AgentEndpoint>,
     listener: std::net::TcpListener,
     cert_pem: &str,
     key_pem: &str,
+    client_ca_pem: &str,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
-    let config = axum_server::tls_rustls::RustlsConfig::from_pem(
-        cert_pem.as_bytes().to_vec(),
-        key_pem.as_bytes().to_vec(),
-    )
-    .await?;
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls_config(
+        cert_pem,
+        key_pem,
+        client_ca_pem,
+    )?));
     let handle = axum_server::Handle::new();
     let signal = handle.clone();
     tokio::spawn(async move {
@@ -69,6 +73,48 @@ pub async fn serve(
         .serve(router(endpoint).into_make_service())
         .await?;
     Ok(())
+}
+
+/// TLS that asks every client for a certificate chaining to `client_ca_pem` (and the client
+/// usage, which only servers' certificates carry).
+fn tls_config(
+    cert_pem: &str,
+    key_pem: &str,
+    client_ca_pem: &str,
+) -> Result<rustls::ServerConfig, AgentError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        AgentError::Endpoint(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{what}: {e}"),
+        ))
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(client_ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| bad("the cluster CA", &e))?;
+        roots.add(cert).map_err(|e| bad("the cluster CA", &e))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| bad("the client verifier", &e))?;
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("the serving certificate", &e))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| bad("the serving key", &e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("TLS versions", &e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| bad("the serving certificate", &e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// kubectl's log options, as the API server passes them on.

@@ -47,6 +47,8 @@ pub struct ClusterSecrets {
     pub node_ca_key_pem: String,
     /// Signs ServiceAccount tokens (PEM, P-256); handed to joining servers like the CA key.
     pub service_account_key_pem: String,
+    /// The EncryptionConfiguration of Secrets at rest (see [`crate::pki::encryption`]).
+    pub encryption_config: String,
 }
 
 /// Everything request handlers share.
@@ -74,6 +76,11 @@ pub struct App {
     pub agents: crate::pod_streams::AgentClients,
     /// The Pod Security level enforced in namespaces that do not set one (`--pod-security`).
     pub pod_security: skiff_api::pod_security::Level,
+    /// This server's certificate and key (PEM), shown to agents, which let in only callers
+    /// with a cluster-CA certificate (see skiff-agent's `server.rs`).
+    pub agent_identity_pem: Option<String>,
+    /// Where each request is recorded (`--audit-log-path`); `None`: no audit log.
+    pub audit: Option<crate::audit::AuditLog>,
     /// What ServiceAccount tokens are signed with; `None` serves no tokens (unit tests).
     pub service_account_key: Option<crate::auth::service_accounts::SigningKey>,
 }
@@ -95,6 +102,8 @@ impl App {
             agents: Default::default(),
             pod_security: skiff_api::pod_security::Level::Baseline,
             service_account_key: None,
+            audit: None,
+            agent_identity_pem: None,
         }
     }
 }
@@ -460,7 +469,7 @@ pub async fn serve(
     axum_server::from_tcp(listener)?
         .acceptor(acceptor)
         .handle(handle)
-        .serve(router(app).into_make_service())
+        .serve(router(app).into_make_service_with_connect_info::<SocketAddr>())
         .await
 }
 

@@ -11,6 +11,7 @@
 //! - [`openapi`]: the `/openapi/v3` index and per-group-version documents.
 //! - [`metrics`]: Prometheus metrics for requests, Raft and watches.
 //! - [`app`]: shared state, the router, serving over TLS (API and Raft on one port).
+//! - [`audit`]: the audit log (`audit.k8s.io/v1` Events, Metadata level, rotated).
 //! - [`auth`]: authentication, impersonation, RBAC, escalation checks, the access reviews and
 //!   the default roles.
 //! - [`target`]: parsing a resource path into resource, namespace, name and subresource.
@@ -30,6 +31,7 @@
 //! - [`cluster_network`]: the cluster and service CIDRs agents ask for.
 //! - [`respond`]: JSON responses, `Status` errors, and store errors as Kubernetes errors.
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod binding;
 pub mod cluster;

@@ -38,12 +38,18 @@ fn agent_client(app: &App) -> Result<&reqwest::Client> {
     }
     let ca = reqwest::Certificate::from_pem(app.cluster.node_ca_cert_pem.as_bytes())
         .map_err(|e| ApiError::Internal(format!("the node CA: {e}")))?;
-    let client = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
         .add_root_certificate(ca)
         .https_only(true)
-        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect_timeout(std::time::Duration::from_secs(5));
+    if let Some(pem) = &app.agent_identity_pem {
+        let identity = reqwest::Identity::from_pem(pem.as_bytes())
+            .map_err(|e| ApiError::Internal(format!("this server's certificate: {e}")))?;
+        builder = builder.identity(identity);
+    }
+    let client = builder
         .build()
         .map_err(|e| ApiError::Internal(format!("agent client: {e}")))?;
     Ok(app.agents.http.get_or_init(|| client))
@@ -379,7 +385,8 @@ pub async fn exec(
     Ok(response)
 }
 
-/// TLS settings for connections to agents: trust the node CA only.
+/// TLS settings for connections to agents: trust the node CA only, and show this server's
+/// certificate.
 fn agent_tls(app: &App) -> Result<Arc<rustls::ClientConfig>> {
     if let Some(config) = app.agents.tls.get() {
         return Ok(config.clone());
@@ -391,13 +398,27 @@ fn agent_tls(app: &App) -> Result<Arc<rustls::ClientConfig>> {
             .add(cert)
             .map_err(|e| ApiError::Internal(format!("the node CA: {e}")))?;
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| ApiError::Internal(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
+    // Agents let in only callers with a cluster-CA certificate: this server's own.
+    let config = match &app.agent_identity_pem {
+        Some(pem) => {
+            use rustls::pki_types::pem::PemObject;
+            let chain = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| ApiError::Internal(format!("this server's certificate: {e}")))?;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(pem.as_bytes())
+                .map_err(|e| ApiError::Internal(format!("this server's key: {e}")))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| ApiError::Internal(format!("this server's certificate: {e}")))?
+        }
+        None => builder.with_no_client_auth(),
+    };
     Ok(app.agents.tls.get_or_init(|| Arc::new(config)).clone())
 }
 

@@ -61,7 +61,10 @@ pub struct StoreBench {
     /// Cluster sizes to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,3")]
     members: Vec<usize>,
-    /// Targets to measure: api, store, etcd (etcd only when installed).
+    /// Targets to measure: api, store, etcd (etcd only when installed); and, on loopback, the
+    /// cost of who-may-do-what: api-rbac (a user token granted `edit` by a RoleBinding, so
+    /// every write is decided by RBAC, where the admin's `system:masters` is not),
+    /// api-audit (the admin, with `--audit-log-path`), api-rbac-audit (both).
     #[arg(long, value_delimiter = ',', default_value = "api,store,etcd")]
     targets: Vec<String>,
     /// Also write every write's start (ms since the run began), latency (ms) and client number
@@ -245,15 +248,32 @@ async fn measure(bench: &StoreBench, placement: &Placement) -> anyhow::Result<()
             let run = match target.as_str() {
                 "store" => bench_store(bench, members, placement).await?,
                 "api" => match placement {
-                    Placement::Loopback => bench_api(bench, members).await?,
+                    Placement::Loopback => bench_api(bench, members, ApiAuth::ADMIN).await?,
                     Placement::Lab(lab) => bench_lab_api(bench, members, lab).await?,
+                },
+                "api-rbac" | "api-audit" | "api-rbac-audit" => match placement {
+                    Placement::Loopback => {
+                        let auth = ApiAuth {
+                            name: match target.as_str() {
+                                "api-rbac" => "api-rbac",
+                                "api-audit" => "api-audit",
+                                _ => "api-rbac-audit",
+                            },
+                            rbac: target.contains("rbac"),
+                            audit: target.contains("audit"),
+                        };
+                        bench_api(bench, members, auth).await?
+                    }
+                    Placement::Lab(_) => bail!("{target} runs on loopback only"),
                 },
                 "etcd" if etcd_installed => bench_etcd(bench, members, placement).await?,
                 "etcd" => {
                     println!("etcd   (not installed: apt-get install etcd-server)");
                     continue;
                 }
-                other => bail!("unknown target {other}: use api, store or etcd"),
+                other => bail!(
+                    "unknown target {other}: use api, store, etcd, api-rbac, api-audit or api-rbac-audit"
+                ),
             };
             run.print();
             if let Some(dir) = &bench.timeline {
@@ -263,7 +283,22 @@ async fn measure(bench: &StoreBench, placement: &Placement) -> anyhow::Result<()
         }
     }
     for &members in &bench.members {
-        let find = |t: &str| runs.iter().find(|r| r.target == t && r.members == members);
+        let find = |t: &str| {
+            runs.iter()
+                .find(|r: &&Run| r.target == t && r.members == members)
+        };
+        if let Some(admin) = find("api") {
+            for target in ["api-rbac", "api-audit", "api-rbac-audit"] {
+                if let Some(run) = find(target) {
+                    println!(
+                        "{members} member(s): {target} / api = {:.2}x throughput, p99 {:.2} ms vs {:.2} ms",
+                        run.throughput() / admin.throughput(),
+                        run.percentile(99),
+                        admin.percentile(99)
+                    );
+                }
+            }
+        }
         if let Some(etcd) = find("etcd") {
             for target in ["store", "api"] {
                 if let Some(run) = find(target) {
@@ -428,7 +463,23 @@ async fn bench_store(
     Ok(run)
 }
 
-async fn bench_api(bench: &StoreBench, members: usize) -> anyhow::Result<Run> {
+/// Who writes in an `api` run, and whether the servers keep an audit log.
+#[derive(Clone, Copy)]
+struct ApiAuth {
+    name: &'static str,
+    rbac: bool,
+    audit: bool,
+}
+
+impl ApiAuth {
+    const ADMIN: ApiAuth = ApiAuth {
+        name: "api",
+        rbac: false,
+        audit: false,
+    };
+}
+
+async fn bench_api(bench: &StoreBench, members: usize, auth: ApiAuth) -> anyhow::Result<Run> {
     let dir = tempfile::tempdir()?;
     let exe = std::env::current_exe()?;
     let mut children = Children(Vec::new());
@@ -452,6 +503,9 @@ async fn bench_api(bench: &StoreBench, members: usize) -> anyhow::Result<Run> {
             .arg(&data)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if auth.audit {
+            command.arg("--audit-log-path").arg(data.join("audit.log"));
+        }
         if n > 0 {
             let join = std::fs::read_to_string(dir.path().join("s0").join("token"))?;
             command.args(["--join", urls[0].as_str(), "--token", join.trim()]);
@@ -467,15 +521,82 @@ async fn bench_api(bench: &StoreBench, members: usize) -> anyhow::Result<Run> {
         }
         urls.push(url);
     }
-    let run = api_writes(bench, members, urls, &ca, &token).await;
+    if auth.rbac {
+        token = rbac_writer(&exe, &dir.path().join("s0"), &urls[0], &ca, &token).await?;
+    }
+    let run = api_writes(bench, members, auth.name, urls, &ca, &token).await;
     drop(children);
     run
 }
 
-/// Each client POSTs ConfigMaps to member `client mod N` with the admin token.
+/// A user token that may write ConfigMaps in `default` through a RoleBinding to the default
+/// `edit` role (made with `skiff token create`, as an operator would), once RBAC says so.
+async fn rbac_writer(
+    exe: &Path,
+    data: &Path,
+    url: &str,
+    ca: &str,
+    admin_token: &str,
+) -> anyhow::Result<String> {
+    let out = Command::new(exe)
+        .args(["token", "create", "--user", "bench-writer", "--data-dir"])
+        .arg(data)
+        .output()
+        .context("skiff token create")?;
+    if !out.status.success() {
+        bail!(
+            "skiff token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let admin = Client::new(url, ca, admin_token)?;
+    let binding = serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "bench-writer", "namespace": "default"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"kind": "User", "name": "bench-writer"}],
+    });
+    admin
+        .request::<serde_json::Value>(
+            Method::POST,
+            &format!("{url}/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings"),
+            &[],
+            Some(("application/json", serde_json::to_vec(&binding)?)),
+        )
+        .await
+        .context("binding the writer to edit")?;
+    // `edit` is filled by the aggregation controller shortly after start.
+    let writer = Client::new(url, ca, &token)?;
+    let review = serde_json::json!({
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": {"verb": "create", "resource": "configmaps", "namespace": "default"}},
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer: serde_json::Value = writer
+            .request(
+                Method::POST,
+                &format!("{url}/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"),
+                &[],
+                Some(("application/json", serde_json::to_vec(&review)?)),
+            )
+            .await?;
+        if answer["status"]["allowed"] == true {
+            return Ok(token);
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the writer was never allowed to create configmaps");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Each client POSTs ConfigMaps to member `client mod N` with `token`.
 async fn api_writes(
     bench: &StoreBench,
     members: usize,
+    target: &'static str,
     urls: Vec<String>,
     ca: &str,
     token: &str,
@@ -486,7 +607,7 @@ async fn api_writes(
         .map(|client| Client::new(&urls[client % urls.len()], ca, token))
         .collect::<Result<_, _>>()?;
     let clients = Arc::new(clients);
-    drive("api", members, bench, move |c, i| {
+    drive(target, members, bench, move |c, i| {
         let client = clients[c].clone();
         async move {
             let name = format!("bench-{c}-{i}");
@@ -521,7 +642,7 @@ async fn bench_lab_api(
         config = Some(kubeconfig);
     }
     let config = config.context("no lab server")?;
-    api_writes(bench, members, urls, &config.ca_pem, &config.token).await
+    api_writes(bench, members, "api", urls, &config.ca_pem, &config.token).await
 }
 
 async fn bench_etcd(

@@ -28,6 +28,7 @@ mod membership;
 pub mod network;
 pub mod objects;
 pub mod proposer;
+pub mod seal;
 pub mod service;
 pub mod state_machine;
 pub mod store;

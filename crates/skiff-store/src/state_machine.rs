@@ -29,6 +29,7 @@ use crate::command::Response;
 use crate::durable::DurableDb;
 use crate::log_store::io_error;
 use crate::objects::{Changes, Objects};
+use crate::seal::Sealer;
 use crate::watch::WatchHub;
 use crate::{Member, NodeId, TypeConfig};
 
@@ -82,6 +83,8 @@ pub struct StateMachine {
     durable: Arc<DurableDb>,
     tree: sled::Tree,
     snapshots: Arc<SnapshotFiles>,
+    /// Secrets go to disk sealed (see [`crate::seal`]).
+    sealer: Arc<Sealer>,
 }
 
 /// The snapshot file, guarded: openraft builds snapshots in their own task while the state
@@ -98,6 +101,7 @@ impl StateMachine {
         durable: Arc<DurableDb>,
         dir: &Path,
         history: usize,
+        sealer: Arc<Sealer>,
     ) -> Result<StateMachine, StorageError<NodeId>> {
         let tree = durable.db.open_tree("state").map_err(io_error)?;
         let mut map = BTreeMap::new();
@@ -105,6 +109,7 @@ impl StateMachine {
             let (key, bytes) = item.map_err(io_error)?;
             let key = String::from_utf8_lossy(&key[OBJECT_PREFIX.len()..]).into_owned();
             let value: Value = serde_json::from_slice(&bytes).map_err(io_error)?;
+            let value = sealer.open(&key, &value).map_err(io_error)?;
             map.insert(key, Arc::new(value));
         }
         let get = |k: &[u8]| -> Result<Option<sled::IVec>, StorageError<NodeId>> {
@@ -146,6 +151,7 @@ impl StateMachine {
                 dir: snapshot_dir,
                 saved: std::sync::Mutex::new(saved),
             }),
+            sealer,
         })
     }
 
@@ -170,7 +176,7 @@ impl StateMachine {
         for (key, object) in state.objects.iter() {
             batch.insert(
                 format!("{OBJECT_PREFIX}{key}").as_bytes(),
-                serde_json::to_vec(&**object).map_err(io_error)?,
+                serde_json::to_vec(&self.sealer.seal(key, object)).map_err(io_error)?,
             );
         }
         put_meta(&mut batch, state)?;
@@ -222,11 +228,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             match entry.payload {
                 EntryPayload::Blank => responses.push(Response::default()),
                 EntryPayload::Normal(request) => {
-                    let results = request
-                        .proposals
-                        .iter()
-                        .map(|p| state.objects.apply_proposal(p, &mut changes))
-                        .collect();
+                    let mut results = Vec::with_capacity(request.proposals.len());
+                    for proposal in request.proposals.iter() {
+                        // Secrets arrive sealed from the log; memory holds them open.
+                        let result = match self.sealer.open_proposal(proposal).map_err(io_error)? {
+                            Some(opened) => state.objects.apply_proposal(&opened, &mut changes),
+                            None => state.objects.apply_proposal(proposal, &mut changes),
+                        };
+                        results.push(result);
+                    }
                     responses.push(Response { results });
                 }
                 EntryPayload::Membership(membership) => {
@@ -243,7 +253,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 crate::EventKind::Deleted => batch.remove(key.as_bytes()),
                 _ => batch.insert(
                     key.as_bytes(),
-                    serde_json::to_vec(&*event.object).map_err(io_error)?,
+                    serde_json::to_vec(&self.sealer.seal(&event.key, &event.object))
+                        .map_err(io_error)?,
                 ),
             }
         }
@@ -261,6 +272,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             view: self.shared.read().clone(),
             durable: self.durable.clone(),
             snapshots: self.snapshots.clone(),
+            sealer: self.sealer.clone(),
         }
     }
 
@@ -277,11 +289,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError<NodeId>> {
         let bytes = snapshot.into_inner();
         let data: SnapshotData = serde_json::from_slice(&bytes).map_err(io_error)?;
-        let map = data
-            .objects
-            .into_iter()
-            .map(|(k, v)| (k, Arc::new(v)))
-            .collect();
+        let mut map = BTreeMap::new();
+        for (key, value) in data.objects {
+            let value = self.sealer.open(&key, &value).map_err(io_error)?;
+            map.insert(key, Arc::new(value));
+        }
         let new_state = AppliedState {
             objects: Objects::from_parts(map, data.revision),
             last_applied: meta.last_log_id,
@@ -310,6 +322,7 @@ pub struct SnapshotBuilder {
     view: AppliedState,
     durable: Arc<DurableDb>,
     snapshots: Arc<SnapshotFiles>,
+    sealer: Arc<Sealer>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -321,7 +334,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 .view
                 .objects
                 .iter()
-                .map(|(k, v)| (k.clone(), (**v).clone()))
+                .map(|(k, v)| (k.clone(), self.sealer.seal(k, v).into_owned()))
                 .collect(),
         };
         let bytes = serde_json::to_vec(&data).map_err(io_error)?;

@@ -14,6 +14,7 @@ use crate::durable::DurableDb;
 use crate::log_store::LogStore;
 use crate::network::{PeerTransport, MAX_MESSAGE_BYTES};
 use crate::proposer::Proposer;
+use crate::seal::Sealer;
 use crate::service::{ForwardError, RaftService};
 use crate::state_machine::{Shared, StateMachine};
 use crate::watch::{Subscription, WatchError, DEFAULT_HISTORY};
@@ -37,6 +38,8 @@ pub struct StoreConfig {
     pub snapshot_every: u64,
     /// Events kept per resource for watches that resume.
     pub watch_history: usize,
+    /// How Secrets are sealed at rest (see [`crate::seal`]); none by default.
+    pub sealer: Arc<Sealer>,
 }
 
 impl StoreConfig {
@@ -57,6 +60,7 @@ impl StoreConfig {
             election_timeout_max_ms: 400,
             snapshot_every: 5000,
             watch_history: DEFAULT_HISTORY,
+            sealer: Sealer::identity(),
         }
     }
 }
@@ -94,6 +98,15 @@ pub fn open_storage(
     dir: &std::path::Path,
     watch_history: usize,
 ) -> Result<(LogStore, StateMachine), StoreError> {
+    open_sealed_storage(dir, watch_history, Sealer::identity())
+}
+
+/// [`open_storage`] with Secrets sealed at rest by `sealer`.
+pub fn open_sealed_storage(
+    dir: &std::path::Path,
+    watch_history: usize,
+    sealer: Arc<Sealer>,
+) -> Result<(LogStore, StateMachine), StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| StoreError::Storage(e.to_string()))?;
     // The store holds every object, Secrets included: only the server's user may read it.
     use std::os::unix::fs::PermissionsExt;
@@ -102,7 +115,7 @@ pub fn open_storage(
     let durable =
         Arc::new(DurableDb::open(&dir.join("db")).map_err(|e| StoreError::Storage(e.to_string()))?);
     let log = LogStore::open(durable.clone())?;
-    let state_machine = StateMachine::open(durable, dir, watch_history)?;
+    let state_machine = StateMachine::open(durable, dir, watch_history, sealer)?;
     Ok((log, state_machine))
 }
 
@@ -128,7 +141,8 @@ impl Store {
     /// Opens the member's storage and starts its Raft node. A pristine member does nothing until
     /// [`Store::initialize`] (first server) or a leader adds it (joining server).
     pub async fn open(config: StoreConfig, transport: PeerTransport) -> Result<Store, StoreError> {
-        let (log, state_machine) = open_storage(&config.dir, config.watch_history)?;
+        let (log, state_machine) =
+            open_sealed_storage(&config.dir, config.watch_history, config.sealer.clone())?;
         let pristine = log.is_pristine()?;
         let shared = state_machine.shared();
         let raft_config = Config {
@@ -221,6 +235,7 @@ impl Store {
     /// Commits a proposal. The outer error is about the store (no leader, shutting down); the
     /// inner result is `apply`'s verdict (not found, conflict, ...).
     pub async fn propose(&self, proposal: Proposal) -> Result<ProposalResult, StoreError> {
+        let proposal = self.inner.config.sealer.seal_proposal(proposal);
         self.inner.proposer.propose(proposal).await
     }
 

@@ -89,11 +89,67 @@ pub fn authenticate(app: &App, token: &str) -> Option<UserInfo> {
 }
 
 /// The middleware in front of every route but Raft's.
-pub async fn middleware(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
+pub async fn middleware(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
     if is_public(&path) {
         return next.run(request).await;
     }
+    let received = jiff::Timestamp::now();
+    let audit_log = app
+        .audit
+        .clone()
+        .filter(|_| crate::audit::is_audited(&path));
+    let uri = request.uri().to_string();
+    let source_ip = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let user_agent = request
+        .headers()
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut audit = Audit::default();
+    let mut response = decide_and_run(&app, request, next, &path, &mut audit).await;
+    if let Some(log) = audit_log {
+        let audit_id = uuid::Uuid::new_v4().to_string();
+        if let Ok(value) = audit_id.parse() {
+            response.headers_mut().insert("audit-id", value);
+        }
+        let nobody = UserInfo::default();
+        log.record(&crate::audit::Event {
+            audit_id,
+            request_uri: &uri,
+            user: audit.user.as_ref().unwrap_or(&nobody),
+            impersonated: audit.impersonated.as_ref(),
+            attributes: audit.attributes.as_ref(),
+            source_ip,
+            user_agent: user_agent.as_deref(),
+            code: response.status().as_u16(),
+            received,
+            finished: jiff::Timestamp::now(),
+            decision: audit.decision,
+        });
+    }
+    response
+}
+
+/// What the audit log learns of a request on its way through.
+#[derive(Default)]
+struct Audit {
+    user: Option<UserInfo>,
+    impersonated: Option<UserInfo>,
+    attributes: Option<Attributes>,
+    decision: &'static str,
+}
+
+async fn decide_and_run(
+    app: &Arc<App>,
+    mut request: Request,
+    next: Next,
+    path: &str,
+    audit: &mut Audit,
+) -> Response {
     let token = request
         .headers()
         .get(axum::http::header::AUTHORIZATION)
@@ -102,28 +158,54 @@ pub async fn middleware(State(app): State<Arc<App>>, mut request: Request, next:
         .unwrap_or("")
         .trim()
         .to_string();
+    audit.decision = "forbid";
     if path.starts_with("/skiff/v1/") {
-        return if skiff_paths_allowed(&app, &token, &path, request.method()) {
+        audit.user = Some(UserInfo {
+            name: skiff_caller(app, &token).to_string(),
+            ..UserInfo::default()
+        });
+        return if skiff_paths_allowed(app, &token, path, request.method()) {
+            audit.decision = "allow";
             next.run(request).await
         } else {
             respond::error(ApiError::Unauthorized)
         };
     }
-    let Some(user) = authenticate(&app, &token) else {
+    let Some(user) = authenticate(app, &token) else {
         return respond::error(ApiError::Unauthorized);
     };
-    let user = match impersonate(&app, user, request.headers()) {
-        Ok(user) => user,
+    audit.user = Some(user.clone());
+    let acting = match impersonate(app, user.clone(), request.headers()) {
+        Ok(acting) => acting,
         Err(e) => return respond::error(e),
     };
-    let attributes = attributes_of(&user, request.method(), &path, request.uri().query());
-    if let Some(attributes) = attributes {
-        if let Err(e) = authorize(&app, &attributes) {
+    if acting != user {
+        audit.impersonated = Some(acting.clone());
+    }
+    let attributes = attributes_of(&acting, request.method(), path, request.uri().query());
+    if let Some(attributes) = &attributes {
+        if let Err(e) = authorize(app, attributes) {
+            audit.attributes = Some(attributes.clone());
             return respond::error(e);
         }
     }
-    request.extensions_mut().insert(Requester(user));
+    audit.attributes = attributes;
+    audit.decision = "allow";
+    request.extensions_mut().insert(Requester(acting));
     next.run(request).await
+}
+
+/// Who calls a `/skiff/v1/` endpoint, for the audit log.
+fn skiff_caller(app: &App, token: &str) -> String {
+    let eq =
+        |secret: &str| skiff_store::service::constant_time_eq(token.as_bytes(), secret.as_bytes());
+    if eq(&app.cluster.secret) {
+        "system:skiff-server".into()
+    } else if eq(&app.node_secret) {
+        "system:node-join-token".into()
+    } else {
+        authenticate(app, token).map(|u| u.name).unwrap_or_default()
+    }
 }
 
 /// skiff's own endpoints: servers present the cluster secret and the admin may do anything.

@@ -12,6 +12,9 @@
 //! | `server.crt`  | this server's serving certificate, signed by the CA     | 0644 |
 //! | `server.key`  | its private key                                         | 0600 |
 //! | `server.json` | what `server.crt` was issued for: SANs, CA hash, expiry | 0644 |
+//! | `node-ca.crt`, `node-ca.key` | the node CA: agents' serving certificates | 0600 |
+//! | `service-account.key` | signs ServiceAccount tokens | 0600 |
+//! | `encryption-config.yaml` | the key Secrets are sealed with at rest (`encryption`) | 0600 |
 //!
 //! Token files (admin bearer token, cluster secret) live wherever the caller says. Every file is
 //! written atomically (temporary file, fsync, rename), so a crash leaves the old file or the new
@@ -37,6 +40,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub mod encryption;
 mod files;
 mod issue;
 mod join;
