@@ -415,3 +415,73 @@ fn secrets_are_sealed_on_disk() {
         "the key the cluster made"
     );
 }
+
+/// A flood of requests is answered with 429 and `Retry-After`, not queued, and the system's own
+/// requests keep their share: with room for two reads at once, one of them the system's, a
+/// user's sixteen-thread flood gets 429s while the admin's requests are all served.
+#[test]
+fn a_request_flood_gets_429_and_the_system_keeps_its_share() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server =
+        Server::start_with_flags(&dir.path().join("s1"), &["--max-requests-inflight", "2"]);
+    let admin = server.wait_ready();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args([
+            "token",
+            "create",
+            "--user",
+            "flood",
+            "--group",
+            "system:authenticated",
+        ])
+        .arg("--data-dir")
+        .arg(&server.dir)
+        .output()
+        .expect("skiff token create");
+    assert!(out.status.success());
+    let flood = Client::new(
+        &server.url(),
+        &admin.ca_pem,
+        String::from_utf8_lossy(&out.stdout).trim(),
+    );
+    let refused = std::sync::atomic::AtomicUsize::new(0);
+    let retry_after_ok = std::sync::atomic::AtomicBool::new(true);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for _ in 0..16 {
+            scope.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Discovery is open to every authenticated user.
+                    let answer = flood.request(Method::GET, "/api/v1").send();
+                    if let Ok(answer) = answer {
+                        if answer.status().as_u16() == 429 {
+                            refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let retry = answer
+                                .headers()
+                                .get("retry-after")
+                                .and_then(|v| v.to_str().ok())
+                                == Some("1");
+                            let status: Value = answer.json().unwrap_or_default();
+                            if !retry || status["reason"] != "TooManyRequests" {
+                                retry_after_ok.store(false, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        for _ in 0..200 {
+            assert_eq!(
+                admin.get_status("/api/v1/namespaces/default"),
+                200,
+                "the system is served"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert!(refused.into_inner() > 0, "the flood met the limit");
+    assert!(
+        retry_after_ok.into_inner(),
+        "429s say when to retry, in Kubernetes' words"
+    );
+}

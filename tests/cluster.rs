@@ -5,7 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{configmap, eventually, Client, Server};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const CM: &str = "/api/v1/namespaces/default/configmaps";
 
@@ -38,6 +38,46 @@ fn three_servers_replicate_survive_leader_loss_and_admit_a_fourth() {
     let voters = members(&c1).iter().filter(|m| m["role"] == "voter").count();
     assert_eq!(voters, 3);
     let mut servers = vec![first, second, third];
+
+    // A Secret written through one member (sealed in the log with the cluster's key) opens on
+    // every member, and a ServiceAccount token one member signs is taken by the others: the
+    // joiners got the encryption configuration and the signing key with the CA.
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "shared"},
+                        "stringData": {"k": "v"}});
+    let (status, body) = c1
+        .at(&servers[1].url())
+        .post("/api/v1/namespaces/default/secrets", &secret);
+    assert_eq!(status, 201, "{body}");
+    let account =
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}});
+    assert_eq!(
+        c1.post("/api/v1/namespaces/default/serviceaccounts", &account)
+            .0,
+        201
+    );
+    let (status, issued) = c1.at(&servers[2].url()).post(
+        "/api/v1/namespaces/default/serviceaccounts/robot/token",
+        &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}),
+    );
+    assert_eq!(status, 201, "{issued}");
+    let token = issued["status"]["token"].as_str().expect("a token");
+    for server in &servers {
+        let (status, read) = c1
+            .at(&server.url())
+            .get("/api/v1/namespaces/default/secrets/shared");
+        assert_eq!(status, 200, "{read}");
+        assert_eq!(read["data"]["k"], "dg==", "opened on every member");
+        let robot = common::Client::new(&server.url(), &c1.ca_pem, token);
+        let (status, review) = robot.post(
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}),
+        );
+        assert_eq!(status, 201, "{review}");
+        assert_eq!(
+            review["status"]["userInfo"]["username"],
+            "system:serviceaccount:default:robot"
+        );
+    }
 
     // 2. Writes through any member; reads from any member see them (linearizable).
     let mut acknowledged = Vec::new();

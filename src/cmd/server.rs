@@ -66,6 +66,13 @@ pub struct ServerArgs {
     /// set none with a `pod-security.kubernetes.io/enforce` label. kube-system is exempt.
     #[arg(long, default_value = "baseline", value_parser = parse_pod_security)]
     pub pod_security: skiff_api::pod_security::Level,
+    /// Requests (other than watches and streams) served at once before more get 429, as
+    /// kube-apiserver's flag; a fifth is kept for the system. 0: no limit.
+    #[arg(long, default_value_t = 400)]
+    pub max_requests_inflight: usize,
+    /// The same for writes.
+    #[arg(long, default_value_t = 200)]
+    pub max_mutating_requests_inflight: usize,
     /// Write an audit log (Kubernetes' audit.k8s.io/v1 Events, Metadata level, one JSON line
     /// per request) to this file. Off by default.
     #[arg(long)]
@@ -206,6 +213,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     );
     app.services = ServiceNetwork::parse(&args.service_cidr).map_err(anyhow::Error::msg)?;
     app.pod_security = args.pod_security;
+    app.inflight = skiff_apiserver::inflight::Inflight::new(
+        args.max_requests_inflight,
+        args.max_mutating_requests_inflight,
+    );
     app.agent_identity_pem = Some(agent_identity);
     if let Some(path) = &args.audit_log_path {
         app.audit = Some(
@@ -506,6 +517,16 @@ async fn join_secrets(
     pki::write_secret(
         &layout.tls().join("node-ca.crt"),
         node_ca.cert_pem.as_bytes(),
+    )?;
+    // Every member signs and checks ServiceAccount tokens with one key, and seals and opens
+    // Secrets with one encryption configuration.
+    pki::write_secret(
+        &layout.tls().join("service-account.key"),
+        grant.service_account_key.as_bytes(),
+    )?;
+    pki::encryption::write(
+        &layout.tls().join("encryption-config.yaml"),
+        &grant.encryption_config,
     )?;
     pki::write_secret(&layout.secret(), token.secret.as_bytes())?;
     pki::write_secret(&layout.admin_token(), grant.admin_token.as_bytes())?;

@@ -84,6 +84,10 @@ pub enum ApiError {
     #[error("{0}")]
     ServiceUnavailable(String),
 
+    /// Over the server's limit of requests in flight (429; the response says when to retry).
+    #[error("{0}")]
+    TooManyRequests(String),
+
     #[error("Internal error occurred: {0}")]
     Internal(String),
 }
@@ -143,6 +147,7 @@ impl ApiError {
             ApiError::RequestEntityTooLarge(_) => 413,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Invalid { .. } => 422,
+            ApiError::TooManyRequests(_) => 429,
             ApiError::Internal(_) => 500,
             ApiError::ServiceUnavailable(_) => 503,
             ApiError::Timeout(_) => 504,
@@ -169,6 +174,7 @@ impl ApiError {
             ApiError::RequestEntityTooLarge(_) => "RequestEntityTooLarge",
             ApiError::Timeout(_) => "Timeout",
             ApiError::ServiceUnavailable(_) => "ServiceUnavailable",
+            ApiError::TooManyRequests(_) => "TooManyRequests",
             ApiError::Internal(_) => "InternalError",
         }
     }

@@ -79,6 +79,9 @@ pub struct App {
     /// This server's certificate and key (PEM), shown to agents, which let in only callers
     /// with a cluster-CA certificate (see skiff-agent's `server.rs`).
     pub agent_identity_pem: Option<String>,
+    /// How many requests may be in flight (`--max-requests-inflight`,
+    /// `--max-mutating-requests-inflight`).
+    pub inflight: crate::inflight::Inflight,
     /// Where each request is recorded (`--audit-log-path`); `None`: no audit log.
     pub audit: Option<crate::audit::AuditLog>,
     /// What ServiceAccount tokens are signed with; `None` serves no tokens (unit tests).
@@ -104,6 +107,7 @@ impl App {
             service_account_key: None,
             audit: None,
             agent_identity_pem: None,
+            inflight: crate::inflight::Inflight::default(),
         }
     }
 }

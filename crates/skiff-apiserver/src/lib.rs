@@ -12,6 +12,7 @@
 //! - [`metrics`]: Prometheus metrics for requests, Raft and watches.
 //! - [`app`]: shared state, the router, serving over TLS (API and Raft on one port).
 //! - [`audit`]: the audit log (`audit.k8s.io/v1` Events, Metadata level, rotated).
+//! - [`inflight`]: limits on requests in flight (429 over them), with a share kept for the system.
 //! - [`auth`]: authentication, impersonation, RBAC, escalation checks, the access reviews and
 //!   the default roles.
 //! - [`target`]: parsing a resource path into resource, namespace, name and subresource.
@@ -37,6 +38,7 @@ pub mod binding;
 pub mod cluster;
 pub mod cluster_network;
 pub mod discovery;
+pub mod inflight;
 pub mod metrics;
 pub mod nodes;
 pub mod objects;

@@ -123,7 +123,8 @@ pub async fn serve(
                 target,
                 content_type.as_deref(),
                 &bytes(body).await,
-            ),
+            )
+            .await,
         ),
         Served::Scale => (
             Counted::new(

@@ -191,6 +191,30 @@ async fn decide_and_run(
     }
     audit.attributes = attributes;
     audit.decision = "allow";
+    // Over the limit of requests in flight: 429 at once, not a queue (see crate::inflight).
+    let _permit = if crate::inflight::is_long_running(path, request.uri().query()) {
+        None
+    } else {
+        let mutating = !matches!(
+            *request.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS
+        );
+        let system = acting.in_group(MASTERS) || acting.node_name().is_some();
+        match app.inflight.try_acquire(mutating, system) {
+            Some(permit) => Some(permit),
+            None => {
+                let mut response = respond::error(ApiError::TooManyRequests(
+                    "Too many requests, please try again later.".into(),
+                ));
+                if let Ok(value) = "1".parse() {
+                    response
+                        .headers_mut()
+                        .insert(axum::http::header::RETRY_AFTER, value);
+                }
+                return response;
+            }
+        }
+    };
     request.extensions_mut().insert(Requester(acting));
     next.run(request).await
 }

@@ -178,12 +178,14 @@ fn uid_of(object: &Value) -> &str {
 }
 
 /// `POST .../serviceaccounts/NAME/token`: a TokenRequest answered with a signed token.
-pub fn token_request(
+pub async fn token_request(
     app: &App,
     target: &Target,
     content_type: Option<&str>,
     body: &[u8],
 ) -> Result<Response, ApiError> {
+    // The account (and a bound pod) may have been written through another member a moment ago.
+    app.store.linearize().await.map_err(respond::store_error)?;
     let key = app.service_account_key.as_ref().ok_or_else(|| {
         ApiError::ServiceUnavailable("this server has no service-account key".into())
     })?;
