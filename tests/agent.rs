@@ -50,7 +50,7 @@ fn pods_run_answer_share_localhost_see_env_and_limits_and_stop_gracefully() {
 
     // What an in-cluster client reads: the pod's token, the CA and its namespace, read-only;
     // the token is the pod's ServiceAccount's, and the API takes it.
-    let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let sa = skiff_apiserver::registry::pods::service_account::MOUNT_PATH;
     let (ok, namespace, err) =
         cluster.kubectl(&["exec", "web", "--", "cat", &format!("{sa}/namespace")]);
     assert!(ok && namespace == "default", "{namespace}{err}");

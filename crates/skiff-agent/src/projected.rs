@@ -112,76 +112,43 @@ async fn collect(
         files.insert(token.path.clone(), (token_text.as_bytes().to_vec(), mode));
     }
     if let Some(source) = &source.config_map {
-        let found = client
-            .get_opt::<ConfigMap>(namespace, &source.name)
-            .await
-            .map_err(|e| {
-                AgentError::ContainerConfig(format!("reading configmap {}: {e}", source.name))
-            })?;
-        match found {
-            Some(cm) => {
-                let data: BTreeMap<String, Vec<u8>> = cm
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes()))
-                    .chain(
-                        cm.binary_data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.0)),
-                    )
-                    .collect();
-                place(
-                    &data,
-                    source.items.as_deref(),
-                    mode,
-                    files,
-                    "configmap",
-                    &source.name,
-                )?;
-            }
-            None if source.optional == Some(true) => {}
-            None => {
-                return Err(AgentError::ContainerConfig(format!(
-                    "configmap \"{}\" not found",
-                    source.name
-                )))
-            }
-        }
+        let data = get::<ConfigMap>(client, namespace, "configmap", &source.name)
+            .await?
+            .map(|cm| {
+                let text = cm.data.unwrap_or_default().into_iter();
+                let binary = cm.binary_data.unwrap_or_default().into_iter();
+                text.map(|(k, v)| (k, v.into_bytes()))
+                    .chain(binary.map(|(k, v)| (k, v.0)))
+                    .collect()
+            });
+        let items = source.items.as_deref();
+        project(
+            data,
+            items,
+            source.optional,
+            mode,
+            files,
+            "configmap",
+            &source.name,
+        )?;
     }
     if let Some(source) = &source.secret {
-        let found = client
-            .get_opt::<Secret>(namespace, &source.name)
-            .await
-            .map_err(|e| {
-                AgentError::ContainerConfig(format!("reading secret {}: {e}", source.name))
-            })?;
-        match found {
-            Some(secret) => {
-                let data: BTreeMap<String, Vec<u8>> = secret
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect();
-                place(
-                    &data,
-                    source.items.as_deref(),
-                    mode,
-                    files,
-                    "secret",
-                    &source.name,
-                )?;
-            }
-            None if source.optional == Some(true) => {}
-            None => {
-                return Err(AgentError::ContainerConfig(format!(
-                    "secret \"{}\" not found",
-                    source.name
-                )))
-            }
-        }
+        let data = get::<Secret>(client, namespace, "secret", &source.name)
+            .await?
+            .map(|secret| {
+                let data = secret.data.unwrap_or_default().into_iter();
+                data.map(|(k, v)| (k, v.0)).collect()
+            });
+        let items = source.items.as_deref();
+        project(
+            data,
+            items,
+            source.optional,
+            mode,
+            files,
+            "secret",
+            &source.name,
+        )?;
     }
     if let Some(downward) = &source.downward_api {
         for item in downward.items.iter().flatten() {
@@ -201,6 +168,42 @@ async fn collect(
         }
     }
     Ok(())
+}
+
+/// The `kind` object called `name` in `namespace`, if it exists.
+async fn get<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    kind: &str,
+    name: &str,
+) -> Result<Option<K>, AgentError>
+where
+    K: k8s_openapi::Resource + serde::de::DeserializeOwned,
+{
+    client
+        .get_opt::<K>(namespace, name)
+        .await
+        .map_err(|e| AgentError::ContainerConfig(format!("reading {kind} {name}: {e}")))
+}
+
+/// The files of a ConfigMap or Secret source (`data`: its keys, `None` if it does not exist,
+/// which only an `optional` source may).
+fn project(
+    data: Option<BTreeMap<String, Vec<u8>>>,
+    items: Option<&[KeyToPath]>,
+    optional: Option<bool>,
+    mode: i32,
+    files: &mut BTreeMap<String, (Vec<u8>, i32)>,
+    kind: &str,
+    name: &str,
+) -> Result<(), AgentError> {
+    match data {
+        Some(data) => place(&data, items, mode, files, kind, name),
+        None if optional == Some(true) => Ok(()),
+        None => Err(AgentError::ContainerConfig(format!(
+            "{kind} \"{name}\" not found"
+        ))),
+    }
 }
 
 /// The keys of `data` as files: every key under its own name, or only `items` under their paths.

@@ -160,11 +160,15 @@ async fn decide_and_run(
         .to_string();
     audit.decision = "forbid";
     if path.starts_with("/skiff/v1/") {
-        audit.user = Some(UserInfo {
-            name: skiff_caller(app, &token).to_string(),
-            ..UserInfo::default()
+        let caller = skiff_caller(app, &token);
+        let allowed = skiff_paths_allowed(&caller, path, request.method());
+        audit.user = Some(match caller {
+            SkiffCaller::Server => UserInfo::new("system:skiff-server", &[]),
+            SkiffCaller::JoinToken => UserInfo::new("system:node-join-token", &[]),
+            SkiffCaller::User(user) => user,
+            SkiffCaller::Nobody => UserInfo::default(),
         });
-        return if skiff_paths_allowed(app, &token, path, request.method()) {
+        return if allowed {
             audit.decision = "allow";
             next.run(request).await
         } else {
@@ -219,29 +223,32 @@ async fn decide_and_run(
     next.run(request).await
 }
 
-/// Who calls a `/skiff/v1/` endpoint, for the audit log.
-fn skiff_caller(app: &App, token: &str) -> String {
+/// Who calls a `/skiff/v1/` endpoint: another server (the cluster secret), a machine joining
+/// as a node (the node join token), or an authenticated user (the admin, a node).
+enum SkiffCaller {
+    Server,
+    JoinToken,
+    User(UserInfo),
+    Nobody,
+}
+
+fn skiff_caller(app: &App, token: &str) -> SkiffCaller {
     let eq =
         |secret: &str| skiff_store::service::constant_time_eq(token.as_bytes(), secret.as_bytes());
     if eq(&app.cluster.secret) {
-        "system:skiff-server".into()
+        SkiffCaller::Server
     } else if eq(&app.node_secret) {
-        "system:node-join-token".into()
+        SkiffCaller::JoinToken
     } else {
-        authenticate(app, token).map(|u| u.name).unwrap_or_default()
+        authenticate(app, token).map_or(SkiffCaller::Nobody, SkiffCaller::User)
     }
 }
 
-/// skiff's own endpoints: servers present the cluster secret and the admin may do anything.
-/// Every node may read the member list (how agents learn every server's address) and the
-/// cluster network; with the join token it may get its own credential, and with that its
-/// heartbeats and its serving certificate go to its own name only.
-fn skiff_paths_allowed(app: &App, token: &str, path: &str, method: &Method) -> bool {
-    let eq =
-        |secret: &str| skiff_store::service::constant_time_eq(token.as_bytes(), secret.as_bytes());
-    if eq(&app.admin_token) || eq(&app.cluster.secret) {
-        return true;
-    }
+/// skiff's own endpoints: servers and the admin may do anything. Every node may read the member
+/// list (how agents learn every server's address) and the cluster network; with the join token
+/// it may get its own credential, and with that its heartbeats and its serving certificate go
+/// to its own name only.
+fn skiff_paths_allowed(caller: &SkiffCaller, path: &str, method: &Method) -> bool {
     let shared =
         (path == "/skiff/v1/members" || path == "/skiff/v1/cluster") && method == Method::GET;
     let own = |node: &str, what: &str| {
@@ -249,18 +256,20 @@ fn skiff_paths_allowed(app: &App, token: &str, path: &str, method: &Method) -> b
             .and_then(|rest| rest.split_once('/'))
             .is_some_and(|(name, rest)| name == node && rest == what)
     };
-    if eq(&app.node_secret) {
-        let credential = path
-            .strip_prefix("/skiff/v1/nodes/")
-            .is_some_and(|rest| rest.ends_with("/credential") && rest.matches('/').count() == 1);
-        return shared || (credential && method == Method::POST);
-    }
-    match authenticate(app, token)
-        .as_ref()
-        .and_then(UserInfo::node_name)
-    {
-        Some(node) => shared || own(node, "heartbeat") || own(node, "certificate"),
-        None => false,
+    match caller {
+        SkiffCaller::Server => true,
+        SkiffCaller::User(user) if user.in_group(MASTERS) => true,
+        SkiffCaller::JoinToken => {
+            let credential = path.strip_prefix("/skiff/v1/nodes/").is_some_and(|rest| {
+                rest.ends_with("/credential") && rest.matches('/').count() == 1
+            });
+            shared || (credential && method == Method::POST)
+        }
+        SkiffCaller::User(user) => match user.node_name() {
+            Some(node) => shared || own(node, "heartbeat") || own(node, "certificate"),
+            None => false,
+        },
+        SkiffCaller::Nobody => false,
     }
 }
 

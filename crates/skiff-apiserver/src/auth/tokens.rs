@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use skiff_store::object_key;
 
 use super::user::UserInfo;
+use crate::pki::sha256_hex;
 use crate::registry::View;
 
 /// The Secret type of a user token.
@@ -42,7 +43,7 @@ pub fn mint(
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let mut data = json!({
         "token-id": b64(&id),
-        "token-secret-sha256": b64(&sha256_hex(&secret)),
+        "token-secret-sha256": b64(&sha256_hex(secret.as_bytes())),
         "user": b64(user),
         "groups": b64(&groups.join(",")),
     });
@@ -82,7 +83,10 @@ pub fn authenticate(view: &dyn View, token: &str, now: jiff::Timestamp) -> Optio
         String::from_utf8(bytes).ok()
     };
     let hash = field("token-secret-sha256")?;
-    if !skiff_store::service::constant_time_eq(sha256_hex(secret).as_bytes(), hash.as_bytes()) {
+    if !skiff_store::service::constant_time_eq(
+        sha256_hex(secret.as_bytes()).as_bytes(),
+        hash.as_bytes(),
+    ) {
         return None;
     }
     if let Some(expiration) = field("expiration") {
@@ -138,10 +142,6 @@ fn random(len: usize) -> Result<String, ring::error::Unspecified> {
         }
     }
     Ok(out)
-}
-
-fn sha256_hex(s: &str) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, s.as_bytes()))
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ pub fn node_secret(cluster_secret: &str) -> String {
     sha256_hex(format!("skiff-node:{cluster_secret}").as_bytes())
 }
 
-pub(super) fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
 }
 

@@ -47,6 +47,7 @@ mod join;
 
 pub use files::{ensure_server_cert, load_or_create_token, write_kubeconfig, write_secret};
 pub use issue::{issue_node_serving_cert, issue_server_cert, server_tls_config, ClusterCa};
+pub(crate) use join::sha256_hex;
 pub use join::{node_secret, JoinToken};
 
 /// What went wrong while reading, creating or using the cluster's certificates and secrets.
