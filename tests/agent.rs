@@ -443,3 +443,122 @@ fn an_agent_restart_adopts_containers_and_thirty_pods_clean_up() {
         (cluster.containers().is_empty() && netns == 0 && ips == 0 && snapshots == 0).then_some(())
     });
 }
+
+/// The Python client inside a pod, with `load_incluster_config()`: the `kubernetes` Service's
+/// variables, the projected token and CA, and a certificate naming the Service's address. The
+/// interpreter and the client come from the host (hostPath, so the namespace is privileged);
+/// what is tested is the path from the pod to the API and the pod's ServiceAccount under RBAC.
+#[test]
+fn an_in_cluster_python_client_lists_pods_as_its_service_account() {
+    let cluster = Cluster::start(68, "i");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let site = std::fs::read_dir(root.join("target/pyclient/lib"))
+        .expect("target/pyclient: scripts/setup makes the Python client's venv")
+        .flatten()
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.join("kubernetes").exists())
+        .expect("the kubernetes package in target/pyclient");
+    let script_dir = cluster.dir.path().join("script");
+    std::fs::create_dir_all(&script_dir).expect("script dir");
+    std::fs::write(
+        script_dir.join("incluster.py"),
+        "import os\n\
+         from kubernetes import client, config\n\
+         print('HOST', os.environ['KUBERNETES_SERVICE_HOST'], os.environ['KUBERNETES_SERVICE_PORT'])\n\
+         config.load_incluster_config()\n\
+         try:\n\
+         \x20   pods = client.CoreV1Api().list_namespaced_pod('default')\n\
+         \x20   print('PODS', ' '.join(sorted(p.metadata.name for p in pods.items)))\n\
+         except client.exceptions.ApiException as e:\n\
+         \x20   print('STATUS', e.status)\n",
+    )
+    .expect("script");
+    let (ok, _, err) = cluster.kubectl(&[
+        "label",
+        "namespace",
+        "default",
+        "pod-security.kubernetes.io/enforce=privileged",
+    ]);
+    assert!(ok, "{err}");
+
+    // The Service, its address the first of the service CIDR, pointing at the server.
+    let (code, svc) = cluster
+        .client
+        .get("/api/v1/namespaces/default/services/kubernetes");
+    assert_eq!(code, 200, "{svc}");
+    assert_eq!(svc["spec"]["clusterIP"], "10.168.0.1");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 443);
+    let (_, slice) = cluster
+        .client
+        .get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes");
+    let port = cluster
+        .client
+        .base
+        .rsplit(':')
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('/');
+    assert_eq!(slice["ports"][0]["port"].to_string(), port, "{slice}");
+
+    let site = site.to_str().expect("utf-8 path").to_string();
+    let script = script_dir.to_str().expect("utf-8 path").to_string();
+    let run = |name: &str| {
+        let paths = ["/usr", "/lib", "/lib64", &site, &script];
+        cluster.create_pod(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "restartPolicy": "Never",
+                "enableServiceLinks": false,
+                "volumes": paths.iter().enumerate()
+                    .map(|(i, p)| json!({"name": format!("v{i}"), "hostPath": {"path": p}}))
+                    .collect::<Vec<_>>(),
+                "containers": [{
+                    "name": "client", "image": "skiff.local/web:1.0",
+                    "command": ["/usr/bin/python3", format!("{script}/incluster.py")],
+                    "env": [{"name": "PYTHONPATH", "value": site}],
+                    "volumeMounts": paths.iter().enumerate()
+                        .map(|(i, p)| json!({"name": format!("v{i}"), "mountPath": p, "readOnly": true}))
+                        .collect::<Vec<_>>(),
+                }]
+            }
+        }));
+        eventually(
+            &format!("pod {name} finishes"),
+            Duration::from_secs(90),
+            || {
+                let phase = cluster.pod(name)["status"]["phase"].clone();
+                (phase == "Succeeded" || phase == "Failed").then_some(())
+            },
+        );
+        let (_, out, err) = cluster.kubectl(&["logs", name]);
+        format!("{out}{err}")
+    };
+
+    // The pod's ServiceAccount may not list pods yet: 403 from inside.
+    let out = run("denied");
+    assert!(out.contains("HOST 10.168.0.1 443"), "{out}");
+    assert!(out.contains("STATUS 403"), "{out}");
+
+    // Granted by a Role: the same client lists the namespace's pods, itself among them.
+    for args in [
+        vec![
+            "create",
+            "role",
+            "pod-reader",
+            "--verb=list",
+            "--resource=pods",
+        ],
+        vec![
+            "create",
+            "rolebinding",
+            "pod-reader",
+            "--role=pod-reader",
+            "--serviceaccount=default:default",
+        ],
+    ] {
+        let (ok, _, err) = cluster.kubectl(&args);
+        assert!(ok, "{err}");
+    }
+    let out = run("allowed");
+    assert!(out.contains("PODS allowed denied"), "{out}");
+}

@@ -445,7 +445,7 @@ fn a_services_endpoints_and_slices_follow_its_pods_on_a_simulated_node() {
         );
     };
     follow(3);
-    let (_, slices) = client.get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices");
+    let (_, slices) = client.get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io/service-name=ep");
     let slice = &slices["items"][0];
     assert_eq!(
         slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
@@ -498,7 +498,7 @@ fn a_services_endpoints_and_slices_follow_its_pods_on_a_simulated_node() {
     assert_eq!(code, 200, "{body}");
     eventually("endpoints collected", Duration::from_secs(30), || {
         let gone = client.get_status("/api/v1/namespaces/default/endpoints/ep") == 404;
-        let (_, slices) = client.get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices");
+        let (_, slices) = client.get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io/service-name=ep");
         (gone && slices["items"].as_array().is_some_and(Vec::is_empty)).then_some(())
     });
 }

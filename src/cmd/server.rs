@@ -183,7 +183,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         pki::encryption::load_or_create(&layout.tls().join("encryption-config.yaml"))?;
 
     // 2. A serving certificate for every address we are reached at.
-    let sans = subject_alt_names(&args, advertise, &name);
+    let services = ServiceNetwork::parse(&args.service_cidr).map_err(anyhow::Error::msg)?;
+    let sans = subject_alt_names(&args, advertise, &name, services.kubernetes_ip());
     let (cert, key) = pki::ensure_server_cert(&layout.tls(), &ca, &sans)?;
     // Agents let in only callers with a cluster-CA certificate: this server shows its own.
     let agent_identity = format!("{cert}\n{key}");
@@ -211,7 +212,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         skiff_apiserver::auth::service_accounts::SigningKey::from_pem(&service_account_key)
             .map_err(anyhow::Error::msg)?,
     );
-    app.services = ServiceNetwork::parse(&args.service_cidr).map_err(anyhow::Error::msg)?;
+    app.services = services;
     app.pod_security = args.pod_security;
     app.inflight = skiff_apiserver::inflight::Inflight::new(
         args.max_requests_inflight,
@@ -271,6 +272,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let join_token = JoinToken::new(&ca.cert_pem, secret.clone()).format();
     pki::write_secret(&layout.join_token(), join_token.as_bytes())?;
     tokio::spawn(keep_system_namespaces(app.clone()));
+    tokio::spawn(keep_kubernetes_service(app.clone()));
     let node_token = JoinToken::new(&ca.cert_pem, app.node_secret.clone()).format_node();
     pki::write_secret(&layout.root.join("node-token"), node_token.as_bytes())?;
 
@@ -535,13 +537,23 @@ async fn join_secrets(
     Ok((ca, token.secret, grant.admin_token, grant.id))
 }
 
-fn subject_alt_names(args: &ServerArgs, advertise: IpAddr, name: &str) -> Vec<String> {
+/// Every name the server is reached by: loopback, its name and addresses, `--tls-san`, and the
+/// `kubernetes` Service's address and names (for clients inside pods).
+fn subject_alt_names(
+    args: &ServerArgs,
+    advertise: IpAddr,
+    name: &str,
+    service_ip: Ipv4Addr,
+) -> Vec<String> {
     let mut sans = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
         name.to_string(),
         advertise.to_string(),
     ];
+    sans.extend(skiff_apiserver::kubernetes_service::subject_alt_names(
+        service_ip,
+    ));
     if !args.listen.ip().is_unspecified() {
         sans.push(args.listen.ip().to_string());
     }
@@ -699,6 +711,26 @@ async fn keep_system_namespaces(app: Arc<App>) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The leader keeps the `kubernetes` Service and its endpoints naming the current members
+/// (checked every 10 s, as kube-apiserver's endpoint reconciler does).
+async fn keep_kubernetes_service(app: Arc<App>) {
+    // Quickly at first, so pods started right after the cluster see the Service.
+    let mut every = Duration::from_millis(200);
+    while !app.shutdown.is_cancelled() {
+        if app.store.status().is_leader {
+            match skiff_apiserver::kubernetes_service::reconcile(&app).await {
+                Ok(true) => every = Duration::from_secs(10),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "updating the kubernetes service"),
+            }
+        }
+        tokio::select! {
+            _ = app.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
     }
 }
 

@@ -95,15 +95,14 @@ pub fn container_env(
     container: &Container,
     downward: &Downward,
 ) -> Result<Vec<(String, String)>, AgentError> {
-    let spec = pod
-        .spec
-        .as_ref()
-        .ok_or_else(|| AgentError::ContainerConfig("pod has no spec".into()))?;
+    if pod.spec.is_none() {
+        return Err(AgentError::ContainerConfig("pod has no spec".into()));
+    }
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut env = Vec::new();
-    if spec.enable_service_links != Some(false) {
-        env.extend(downward.service_env.iter().cloned());
-    }
+    // The worker left out the namespace's services when `enableServiceLinks` is false (the
+    // `kubernetes` Service's variables stay, as in Kubernetes).
+    env.extend(downward.service_env.iter().cloned());
     env_from(container, downward, &mut env)?;
     for var in container.env.iter().flatten() {
         let value = match (&var.value, &var.value_from) {

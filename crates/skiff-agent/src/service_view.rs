@@ -166,11 +166,16 @@ fn weights(pods: &dyn MetadataStore) -> HashMap<(String, String), u32> {
 
 /// The variables Kubernetes gives a container for every service of its namespace that existed
 /// when it started (`WEB_SERVICE_HOST`, `WEB_SERVICE_PORT`, `WEB_PORT_80_TCP_ADDR`, ...): the
-/// service-discovery mechanism older than DNS, still used by many programs.
-pub fn service_env(snapshot: &Snapshot, namespace: &str) -> Vec<(String, String)> {
+/// service-discovery mechanism older than DNS, still used by many programs. With `links` false
+/// (`enableServiceLinks: false`) only the `kubernetes` Service's (`KUBERNETES_SERVICE_HOST`),
+/// which every pod gets, as in-cluster clients need them.
+pub fn service_env(snapshot: &Snapshot, namespace: &str, links: bool) -> Vec<(String, String)> {
     let mut env = Vec::new();
     for svc in &snapshot.services {
-        if svc.metadata.namespace.as_deref() != Some(namespace) {
+        let svc_namespace = svc.metadata.namespace.as_deref();
+        let api =
+            svc_namespace == Some("default") && svc.metadata.name.as_deref() == Some("kubernetes");
+        if !(api || links && svc_namespace == Some(namespace)) {
             continue;
         }
         let Some(spec) = &svc.spec else { continue };
@@ -304,7 +309,9 @@ mod tests {
             services: vec![svc, headless, elsewhere],
             ..Snapshot::default()
         };
-        let env: HashMap<String, String> = service_env(&snapshot, "default").into_iter().collect();
+        let env: HashMap<String, String> = service_env(&snapshot, "default", true)
+            .into_iter()
+            .collect();
         let expect = [
             ("MY_WEB_SERVICE_HOST", "10.43.0.7"),
             ("MY_WEB_SERVICE_PORT", "80"),
@@ -321,5 +328,36 @@ mod tests {
         assert!(!env
             .keys()
             .any(|k| k.starts_with("DB_") || k.starts_with("OTHER_")));
+    }
+
+    #[test]
+    fn every_pod_gets_the_kubernetes_service_even_without_service_links() {
+        let api: Service = serde_json::from_value(json!({
+            "metadata": {"name": "kubernetes", "namespace": "default"},
+            "spec": {"clusterIP": "10.43.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP"}]}
+        }))
+        .expect("service");
+        let own: Service = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"clusterIP": "10.43.0.8", "ports": [{"port": 80}]}
+        }))
+        .expect("service");
+        let snapshot = Snapshot {
+            services: vec![api, own],
+            ..Snapshot::default()
+        };
+        let names = |links| -> Vec<String> {
+            service_env(&snapshot, "shop", links)
+                .into_iter()
+                .map(|(k, _)| k)
+                .filter(|k| k.ends_with("_SERVICE_HOST"))
+                .collect()
+        };
+        assert_eq!(names(true), ["KUBERNETES_SERVICE_HOST", "WEB_SERVICE_HOST"]);
+        assert_eq!(names(false), ["KUBERNETES_SERVICE_HOST"]);
+        let env: HashMap<String, String> =
+            service_env(&snapshot, "shop", false).into_iter().collect();
+        assert_eq!(env["KUBERNETES_SERVICE_PORT"], "443");
+        assert_eq!(env["KUBERNETES_SERVICE_PORT_HTTPS"], "443");
     }
 }

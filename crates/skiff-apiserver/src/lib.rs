@@ -39,6 +39,7 @@ pub mod cluster;
 pub mod cluster_network;
 pub mod discovery;
 pub mod inflight;
+pub mod kubernetes_service;
 pub mod metrics;
 pub mod nodes;
 pub mod objects;

@@ -77,6 +77,11 @@ impl ServiceNetwork {
         &self.lock
     }
 
+    /// The first host of the block, the `kubernetes` Service's address (`10.43.0.1`).
+    pub fn kubernetes_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.base + 1)
+    }
+
     fn size(&self) -> u32 {
         1u32 << (32 - self.prefix)
     }

@@ -218,8 +218,8 @@ impl<R: Runtime> Worker<R> {
         use k8s_openapi::api::core::v1::{ConfigMap, Secret};
         // Service variables come from the services as they are, not from an empty list before
         // the agent's first read (kubelet refuses the same way).
-        let links = self.pod.spec.as_ref().and_then(|s| s.enable_service_links) != Some(false);
-        if links {
+        // Always: the `kubernetes` Service's variables are given even without service links.
+        {
             let mut services = self.ctx.services.clone();
             let synced = tokio::time::timeout(
                 SERVICES_SYNC_WAIT,
@@ -298,7 +298,9 @@ impl<R: Runtime> Worker<R> {
             log_dir: &log_dir,
         };
         let sandbox = self.sandbox.clone().unwrap_or_default();
-        let service_env = crate::service_view::service_env(&self.ctx.services.borrow(), &namespace);
+        let links = self.pod.spec.as_ref().and_then(|s| s.enable_service_links) != Some(false);
+        let service_env =
+            crate::service_view::service_env(&self.ctx.services.borrow(), &namespace, links);
         let downward = Downward {
             service_env,
             pod_ip: sandbox.ip.clone(),

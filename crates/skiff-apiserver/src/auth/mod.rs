@@ -143,6 +143,16 @@ struct Audit {
     decision: &'static str,
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header. The scheme is case-insensitive (RFC
+/// 7235; the Python client's in-cluster configuration sends `bearer`), as in Kubernetes.
+pub fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty() && !t.contains(' '))
+}
+
 async fn decide_and_run(
     app: &Arc<App>,
     mut request: Request,
@@ -154,9 +164,8 @@ async fn decide_and_run(
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("")
-        .trim()
         .to_string();
     audit.decision = "forbid";
     if path.starts_with("/skiff/v1/") {
@@ -395,4 +404,19 @@ pub fn impersonate(app: &App, user: UserInfo, headers: &HeaderMap) -> Result<Use
         impersonated.groups.push(AUTHENTICATED.to_string());
     }
     Ok(impersonated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_the_token_one_word() {
+        assert_eq!(bearer_token("Bearer abc.def"), Some("abc.def"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token("Bearer a b"), None);
+    }
 }
