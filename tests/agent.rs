@@ -193,13 +193,7 @@ fn pods_run_answer_share_localhost_see_env_and_limits_and_stop_gracefully() {
             .contains(r#"violates PodSecurity "baseline:latest": hostPath volumes (volume "m")"#),
         "{refused}"
     );
-    let (ok, out, err) = cluster.kubectl(&[
-        "label",
-        "namespace",
-        "default",
-        "pod-security.kubernetes.io/enforce=privileged",
-    ]);
-    assert!(ok, "{out}{err}");
+    cluster.allow_privileged_pods();
     cluster.create_pod(graceful);
     cluster.wait_running("graceful");
     let started = Instant::now();
@@ -473,13 +467,7 @@ fn an_in_cluster_python_client_lists_pods_as_its_service_account() {
          \x20   print('STATUS', e.status)\n",
     )
     .expect("script");
-    let (ok, _, err) = cluster.kubectl(&[
-        "label",
-        "namespace",
-        "default",
-        "pod-security.kubernetes.io/enforce=privileged",
-    ]);
-    assert!(ok, "{err}");
+    cluster.allow_privileged_pods();
 
     // The Service, its address the first of the service CIDR, pointing at the server.
     let (code, svc) = cluster
@@ -561,4 +549,121 @@ fn an_in_cluster_python_client_lists_pods_as_its_service_account() {
     }
     let out = run("allowed");
     assert!(out.contains("PODS allowed denied"), "{out}");
+}
+
+/// `securityContext` as the kernel sees it inside the container (/proc/self/status), a pids
+/// limit on every container, recursive read-only hostPath mounts, and `runAsNonRoot` refusing a
+/// root image with kubelet's words.
+#[test]
+fn security_contexts_reach_the_kernel_and_run_as_non_root_refuses_a_root_image() {
+    let cluster = Cluster::start(69, "x");
+    cluster.allow_privileged_pods();
+    // A host directory with a mount below it: read-only must reach the mount below too.
+    let shared = cluster.dir.path().join("shared");
+    let below = shared.join("below");
+    std::fs::create_dir_all(&below).expect("dirs");
+    let mounted = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=1m",
+            "skiff-test",
+            below.to_str().expect("path"),
+        ])
+        .status()
+        .expect("mount");
+    assert!(mounted.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(below.clone());
+
+    let report = "busybox grep -E '^(Uid|CapEff|NoNewPrivs|Seccomp):' /proc/self/status; \
+                  echo ports $(cat /proc/sys/net/ipv4/ip_unprivileged_port_start); \
+                  echo pids $(cat /sys/fs/cgroup/pids/pids.max); \
+                  touch /shared/below/x 2>/dev/null && echo below writable || echo below read-only";
+    let run = |name: &str, pod_sc: Value, sc: Value| {
+        cluster.create_pod(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "restartPolicy": "Never",
+                "securityContext": pod_sc,
+                "volumes": [{"name": "shared", "hostPath": {"path": shared}}],
+                "containers": [{
+                    "name": "c", "image": "skiff.local/web:1.0",
+                    "command": ["sh", "-c", report],
+                    "securityContext": sc,
+                    "volumeMounts": [{"name": "shared", "mountPath": "/shared", "readOnly": true}],
+                }]
+            }
+        }));
+        eventually(
+            &format!("pod {name} finishes"),
+            Duration::from_secs(60),
+            || (cluster.pod(name)["status"]["phase"] == "Succeeded").then_some(()),
+        );
+        let (_, out, err) = cluster.kubectl(&["logs", name]);
+        let out = format!("{out}{err}");
+        let name = name.to_string();
+        move |line: &str| {
+            assert!(
+                out.lines()
+                    .any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") == line),
+                "{name}: no line {line:?} in:\n{out}"
+            )
+        }
+    };
+
+    // Kubernetes' defaults: root, containerd's 14 capabilities, no filter, escalation allowed.
+    let plain = run("plain", json!({}), json!({}));
+    plain("Uid: 0 0 0 0");
+    plain("CapEff: 00000000a80425fb");
+    plain("NoNewPrivs: 0");
+    plain("Seccomp: 0");
+    plain("ports 1024");
+    plain("pids 4096");
+    plain("below read-only");
+
+    // Hardened: another user, no capabilities, no escalation, the default filter, a sysctl.
+    let hardened = run(
+        "hardened",
+        json!({"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"},
+               "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]}),
+        json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}),
+    );
+    hardened("Uid: 1000 1000 1000 1000");
+    hardened("CapEff: 0000000000000000");
+    hardened("NoNewPrivs: 1");
+    hardened("Seccomp: 2");
+    hardened("ports 0");
+
+    // runAsNonRoot with an image that runs as root: not started, kubelet's reason and words.
+    cluster.create_pod(json!({
+        "metadata": {"name": "rootless"},
+        "spec": {
+            "securityContext": {"runAsNonRoot": true},
+            "containers": [{"name": "c", "image": "skiff.local/web:1.0"}]
+        }
+    }));
+    let uid = cluster.pod("rootless")["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
+    let waiting = eventually("rootless refused", Duration::from_secs(60), || {
+        let waiting =
+            cluster.pod("rootless")["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        (waiting["reason"] == "CreateContainerConfigError").then_some(waiting)
+    });
+    assert_eq!(
+        waiting["message"],
+        format!("container has runAsNonRoot and image will run as root (pod: \"rootless_default({uid})\", container: c)")
+    );
+    assert!(cluster
+        .containers()
+        .iter()
+        .all(|id| !id.contains("rootless")));
 }

@@ -95,6 +95,29 @@ pub struct AgentOptions {
     /// subnet, VXLAN beyond it).
     #[arg(long, value_enum, default_value_t = PodNetworkKind::Auto)]
     pub pod_network: PodNetworkKind,
+    /// The most processes (threads included) each container may have; -1: no limit. kubelet's
+    /// default is no limit; skiff's is a bound, so a fork bomb in a pod cannot take the node.
+    #[arg(long, default_value_t = 4096, allow_negative_numbers = true)]
+    pub pod_max_pids: i64,
+    /// Give containers that name no seccomp profile the runtime's default filter (kubelet's
+    /// `--seccomp-default`); without it they run unconfined, as in Kubernetes.
+    #[arg(long)]
+    pub seccomp_default: bool,
+    /// Sysctls pods may set beyond the safe set (names, or `prefix.*`; comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_unsafe_sysctls: Vec<String>,
+}
+
+impl AgentOptions {
+    /// The node's pod policy; `Localhost` seccomp profiles are read from `DATA_DIR/seccomp`.
+    pub fn pod_policy(&self, data_dir: &std::path::Path) -> skiff_agent::spec::PodPolicy {
+        skiff_agent::spec::PodPolicy {
+            max_pids: (self.pod_max_pids > 0).then_some(self.pod_max_pids),
+            seccomp_default: self.seccomp_default,
+            allowed_unsafe_sysctls: self.allowed_unsafe_sysctls.clone(),
+            seccomp_dir: data_dir.join("seccomp"),
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -286,6 +309,7 @@ pub async fn run_agent(
         heartbeat: skiff_agent::node::HEARTBEAT_INTERVAL,
         runtime_version,
         endpoint_port,
+        pod_policy: options.pod_policy(&data_dir),
     };
     let node = skiff_agent::node::register(&client, &config).await;
     let pod_cidr = node

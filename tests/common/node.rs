@@ -170,6 +170,17 @@ impl Cluster {
         )
     }
 
+    /// Labels `default` `privileged` for Pod Security, so tests may use hostPath volumes.
+    pub fn allow_privileged_pods(&self) {
+        let (ok, out, err) = self.kubectl(&[
+            "label",
+            "namespace",
+            "default",
+            "pod-security.kubernetes.io/enforce=privileged",
+        ]);
+        assert!(ok, "{out}{err}");
+    }
+
     /// Creates a pod bound to this node (there is no scheduler in these tests).
     pub fn create_pod(&self, mut pod: Value) {
         pod["apiVersion"] = "v1".into();

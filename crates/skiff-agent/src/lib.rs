@@ -51,6 +51,7 @@ pub mod projected;
 pub mod proxy;
 pub mod resolv;
 pub mod runtime;
+pub mod seccomp;
 pub mod server;
 pub mod service_view;
 pub mod spec;
@@ -92,6 +93,8 @@ pub struct AgentConfig {
     pub services: Option<ServicesConfig>,
     /// Routes to the other nodes' pods; `None` on simulated nodes.
     pub pod_network: Option<podnet::PodNetConfig>,
+    /// Pids limit, seccomp default and allowed sysctls for pods.
+    pub pod_policy: spec::PodPolicy,
 }
 
 /// How this node serves Services.
@@ -163,6 +166,7 @@ pub async fn run<R: Runtime>(
         node_name: config.node_name.clone(),
         node_ip: config.node_ip.clone(),
         data_dir: config.data_dir.clone(),
+        policy: config.pod_policy.clone(),
     });
 
     // What the runtime already has, by pod uid: adopted by workers or removed.

@@ -21,6 +21,10 @@ pub enum RuntimeError {
     /// The image is neither present nor importable (becomes `ErrImagePull`).
     #[error("{0}")]
     ImageNotFound(String),
+    /// The container cannot be run as its spec asks with this image (`runAsNonRoot` and a
+    /// root image): kubelet's `CreateContainerConfigError`.
+    #[error("{0}")]
+    Config(String),
     /// Anything else (becomes `CreateContainerError` or a Warning event).
     #[error("{0}")]
     Failed(String),
@@ -61,6 +65,41 @@ pub struct Resources {
     pub cpu_quota: Option<i64>,
     pub cpu_period: Option<u64>,
     pub memory_limit: Option<i64>,
+    /// The most processes (and threads) the container's cgroup may hold (`--pod-max-pids`).
+    pub pids_limit: Option<i64>,
+}
+
+/// What `securityContext` asks of a container, the pod's values merged in (the container's win).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Security {
+    /// Refuse to start as uid 0.
+    pub run_as_non_root: bool,
+    /// `capabilities.add` / `drop`, as `CAP_…` names (`ALL` kept as is).
+    pub capabilities_add: Vec<String>,
+    pub capabilities_drop: Vec<String>,
+    /// `allowPrivilegeEscalation: false` sets `no_new_privs`; unset allows it, as in Kubernetes.
+    pub allow_privilege_escalation: Option<bool>,
+    pub seccomp: Seccomp,
+    /// `procMount: Unmasked`: /proc without the masked and read-only paths.
+    pub unmasked_proc: bool,
+    /// The pod's sysctls, already checked against what the node allows.
+    pub sysctls: Vec<(String, String)>,
+    /// The pod's `supplementalGroups` (extra gids of the process).
+    pub supplemental_groups: Vec<i64>,
+}
+
+/// The system-call filter of a container.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Seccomp {
+    /// No filter (Kubernetes' default unless the node says `--seccomp-default`).
+    #[default]
+    Unconfined,
+    /// The runtime's default filter ([`crate::seccomp`]).
+    RuntimeDefault,
+    /// A profile file on the node, read by the worker into [`Seccomp::Profile`].
+    Localhost(PathBuf),
+    /// An OCI `linux.seccomp` document.
+    Profile(serde_json::Value),
 }
 
 /// Everything needed to create one container of a pod, already resolved from the pod spec.
@@ -85,6 +124,7 @@ pub struct ContainerConfig {
     pub run_as_group: Option<i64>,
     pub read_only_root: bool,
     pub privileged: bool,
+    pub security: Security,
     pub hostname: String,
     pub netns: Option<PathBuf>,
     /// The file the container's output is written to (CRI log format).

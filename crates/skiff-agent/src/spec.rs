@@ -17,7 +17,7 @@ use skiff_api::quantity;
 
 use crate::env::{self, Downward};
 use crate::error::AgentError;
-use crate::runtime::{ContainerConfig, Mount, Resources};
+use crate::runtime::{ContainerConfig, Mount, Resources, Seccomp, Security};
 
 /// What an image says about how to run it (entrypoint, cmd, env, working dir, user).
 pub use skiff_image::ImageConfig;
@@ -28,6 +28,32 @@ pub struct PodDirs<'a> {
     pub log_dir: &'a Path,
 }
 
+/// What the node allows and defaults for its pods (kubelet's flags of the same names).
+#[derive(Debug, Clone, Default)]
+pub struct PodPolicy {
+    /// `--pod-max-pids`: processes per container (`None`: unlimited).
+    pub max_pids: Option<i64>,
+    /// `--seccomp-default`: `RuntimeDefault` for containers that name no profile.
+    pub seccomp_default: bool,
+    /// `--allowed-unsafe-sysctls`: names, or `prefix.*`, allowed beyond the safe set.
+    pub allowed_unsafe_sysctls: Vec<String>,
+    /// Where `Localhost` seccomp profiles are read from (kubelet's `<root>/seccomp`).
+    pub seccomp_dir: std::path::PathBuf,
+}
+
+impl PodPolicy {
+    fn allows_sysctl(&self, name: &str) -> bool {
+        skiff_api::pod_security::SAFE_SYSCTLS.contains(&name)
+            || self
+                .allowed_unsafe_sysctls
+                .iter()
+                .any(|allowed| match allowed.strip_suffix('*') {
+                    Some(prefix) => name.starts_with(prefix),
+                    None => allowed == name,
+                })
+    }
+}
+
 /// A container of `pod` as the runtime should create it. Errors name the field at fault.
 pub fn container_config(
     pod: &Pod,
@@ -36,6 +62,7 @@ pub fn container_config(
     attempt: u32,
     dirs: &PodDirs<'_>,
     downward: &Downward,
+    policy: &PodPolicy,
 ) -> Result<ContainerConfig, AgentError> {
     let meta = &pod.metadata;
     let spec = pod
@@ -105,7 +132,11 @@ pub fn container_config(
         env,
         working_dir: container.working_dir.clone().filter(|d| !d.is_empty()),
         mounts,
-        resources: resources(container),
+        resources: Resources {
+            pids_limit: policy.max_pids,
+            ..resources(container)
+        },
+        security: security_of(pod, container, policy)?,
         run_as_user: security
             .and_then(|s| s.run_as_user)
             .or(pod_security.and_then(|s| s.run_as_user)),
@@ -123,6 +154,179 @@ pub fn container_config(
             .join(format!("{}_{}.log", container.name, attempt)),
         init,
     })
+}
+
+/// The container's `securityContext` over the pod's, checked against the node's policy.
+fn security_of(
+    pod: &Pod,
+    container: &Container,
+    policy: &PodPolicy,
+) -> Result<Security, AgentError> {
+    let bad = |msg: String| AgentError::ContainerConfig(msg);
+    let spec = pod.spec.as_ref();
+    let pod_sc = spec.and_then(|s| s.security_context.as_ref());
+    let sc = container.security_context.as_ref();
+
+    let caps = sc.and_then(|s| s.capabilities.as_ref());
+    let cap_names = |list: Option<&Vec<String>>, field: &str| -> Result<Vec<String>, AgentError> {
+        list.into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, name)| {
+                capability_name(name).ok_or_else(|| {
+                    bad(format!(
+                        "securityContext.capabilities.{field}[{i}]: unknown capability {name:?}"
+                    ))
+                })
+            })
+            .collect()
+    };
+
+    let profile = sc
+        .and_then(|s| s.seccomp_profile.as_ref())
+        .or(pod_sc.and_then(|s| s.seccomp_profile.as_ref()));
+    let seccomp = match profile.map(|p| (p.type_.as_str(), p.localhost_profile.as_deref())) {
+        None if policy.seccomp_default => Seccomp::RuntimeDefault,
+        None | Some(("Unconfined", _)) => Seccomp::Unconfined,
+        Some(("RuntimeDefault", _)) => Seccomp::RuntimeDefault,
+        Some(("Localhost", Some(file))) => {
+            let relative = std::path::Path::new(file);
+            let inside = relative
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if file.is_empty() || !inside {
+                return Err(bad(format!(
+                    "securityContext.seccompProfile.localhostProfile: {file:?} must be a relative path without '..'"
+                )));
+            }
+            Seccomp::Localhost(policy.seccomp_dir.join(relative))
+        }
+        Some(("Localhost", None)) => {
+            return Err(bad(
+                "securityContext.seccompProfile.localhostProfile: required for type Localhost"
+                    .into(),
+            ))
+        }
+        Some((other, _)) => {
+            return Err(bad(format!(
+                "securityContext.seccompProfile.type: unsupported value {other:?}"
+            )))
+        }
+    };
+
+    let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
+    let mut sysctls = Vec::new();
+    for sysctl in pod_sc
+        .and_then(|s| s.sysctls.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        // kubelet's words.
+        if !policy.allows_sysctl(&sysctl.name) {
+            return Err(bad(format!(
+                "forbidden sysctl: {:?} not allowlisted",
+                sysctl.name
+            )));
+        }
+        if host_network && sysctl.name.starts_with("net.") {
+            return Err(bad(format!(
+                "sysctl {:?} not allowed with host net enabled",
+                sysctl.name
+            )));
+        }
+        sysctls.push((sysctl.name.clone(), sysctl.value.clone()));
+    }
+
+    Ok(Security {
+        run_as_non_root: sc
+            .and_then(|s| s.run_as_non_root)
+            .or(pod_sc.and_then(|s| s.run_as_non_root))
+            .unwrap_or(false),
+        capabilities_add: cap_names(caps.and_then(|c| c.add.as_ref()), "add")?,
+        capabilities_drop: cap_names(caps.and_then(|c| c.drop.as_ref()), "drop")?,
+        allow_privilege_escalation: sc.and_then(|s| s.allow_privilege_escalation),
+        seccomp,
+        unmasked_proc: sc.and_then(|s| s.proc_mount.as_deref()) == Some("Unmasked"),
+        sysctls,
+        supplemental_groups: pod_sc
+            .and_then(|s| s.supplemental_groups.clone())
+            .unwrap_or_default(),
+    })
+}
+
+/// `NET_ADMIN`, `net_admin` or `CAP_NET_ADMIN` as `CAP_NET_ADMIN`; `ALL` as is; `None` for a
+/// name no kernel knows.
+fn capability_name(name: &str) -> Option<String> {
+    let upper = name.trim().to_ascii_uppercase();
+    if upper == "ALL" {
+        return Some(upper);
+    }
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    ALL_CAPABILITIES.contains(&full.as_str()).then_some(full)
+}
+
+/// The capabilities a container gets, as containerd computes them: the default set (all when
+/// privileged); `drop: [ALL]` empties it; then `add` (`ALL`: every one); then the other drops.
+fn capabilities(config: &ContainerConfig) -> Vec<String> {
+    if config.privileged {
+        return ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    }
+    let s = &config.security;
+    let mut caps: Vec<String> = if s.capabilities_drop.iter().any(|c| c == "ALL") {
+        Vec::new()
+    } else {
+        DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect()
+    };
+    for add in &s.capabilities_add {
+        if add == "ALL" {
+            caps = ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        } else if !caps.contains(add) {
+            caps.push(add.clone());
+        }
+    }
+    caps.retain(|c| !s.capabilities_drop.contains(c));
+    caps
+}
+
+/// kubelet's check of `runAsNonRoot`, in its words: the uid the container would run as must not
+/// be 0, and must be known (a user name in the image cannot be checked).
+fn verify_non_root(config: &ContainerConfig, image: &ImageConfig) -> Result<(), String> {
+    if !config.security.run_as_non_root {
+        return Ok(());
+    }
+    let pod = format!(
+        "{}_{}({})",
+        config.pod_name, config.namespace, config.pod_uid
+    );
+    let container = &config.name;
+    if config.run_as_user == Some(0) {
+        return Err(format!(
+            "container's runAsUser breaks non-root policy (pod: {pod:?}, container: {container})"
+        ));
+    }
+    if config.run_as_user.is_some() {
+        return Ok(());
+    }
+    let user = image.user.as_deref().unwrap_or("");
+    let uid = user.split(':').next().unwrap_or("");
+    if uid.is_empty() {
+        return Err(format!(
+            "container has runAsNonRoot and image will run as root (pod: {pod:?}, container: {container})"
+        ));
+    }
+    match uid.parse::<i64>() {
+        Ok(0) => Err(format!(
+            "container has runAsNonRoot and image will run as root (pod: {pod:?}, container: {container})"
+        )),
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!(
+            "container has runAsNonRoot and image has non-numeric user ({uid}), cannot verify user is non-root (pod: {pod:?}, container: {container})"
+        )),
+    }
 }
 
 /// Kubernetes' mapping of `resources` to cgroup v1 values (kubelet's `cm` package):
@@ -153,6 +357,7 @@ pub fn resources(container: &Container) -> Resources {
         cpu_quota: cpu_limit.map(|m| (m * 100_000 / 1000).max(1_000)),
         cpu_period: cpu_limit.map(|_| 100_000),
         memory_limit,
+        pids_limit: None,
     }
 }
 
@@ -192,8 +397,14 @@ pub fn process_args(config: &ContainerConfig, image: &ImageConfig) -> Vec<String
     }
 }
 
-/// The OCI runtime spec for a container. `cgroups_path` is where runc puts its cgroup.
-pub fn oci_spec(config: &ContainerConfig, image: &ImageConfig, cgroups_path: &str) -> Value {
+/// The OCI runtime spec for a container. `cgroups_path` is where runc puts its cgroup. Fails
+/// (with kubelet's message) when the pod's security context cannot hold with this image.
+pub fn oci_spec(
+    config: &ContainerConfig,
+    image: &ImageConfig,
+    cgroups_path: &str,
+) -> Result<Value, String> {
+    verify_non_root(config, image)?;
     // Env: the image's, then the pod's (later wins, as in Kubernetes).
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
@@ -216,12 +427,8 @@ pub fn oci_spec(config: &ContainerConfig, image: &ImageConfig, cgroups_path: &st
     }
     let env: Vec<String> = order.iter().map(|k| format!("{k}={}", env[k])).collect();
 
-    let (uid, gid) = user_ids(config, image);
-    let caps: Vec<&str> = if config.privileged {
-        ALL_CAPABILITIES.to_vec()
-    } else {
-        DEFAULT_CAPABILITIES.to_vec()
-    };
+    let (uid, gid) = user_ids(config, image)?;
+    let caps = capabilities(config);
     let cwd = config
         .working_dir
         .clone()
@@ -238,7 +445,8 @@ pub fn oci_spec(config: &ContainerConfig, image: &ImageConfig, cgroups_path: &st
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
     ];
     for m in &config.mounts {
-        let mode = if m.read_only { "ro" } else { "rw" };
+        // Read-only is recursive: a mount below a read-only hostPath is read-only too.
+        let mode = if m.read_only { "rro" } else { "rw" };
         mounts.push(json!({
             "destination": m.container_path,
             "type": "bind",
@@ -282,13 +490,36 @@ pub fn oci_spec(config: &ContainerConfig, image: &ImageConfig, cgroups_path: &st
         // Swap equal to the limit: no swap beyond it, so exceeding the limit is an OOM kill.
         resources["memory"] = json!({"limit": limit, "swap": limit});
     }
+    if let Some(limit) = r.pids_limit {
+        resources["pids"] = json!({ "limit": limit });
+    }
 
     let mut linux = json!({
         "namespaces": namespaces,
         "resources": resources,
         "cgroupsPath": cgroups_path,
     });
+    let security = &config.security;
+    if !config.security.sysctls.is_empty() {
+        linux["sysctl"] = security
+            .sysctls
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+    // Privileged containers run without a filter, as in Kubernetes.
     if !config.privileged {
+        match &security.seccomp {
+            Seccomp::Unconfined | Seccomp::Localhost(_) => {}
+            Seccomp::RuntimeDefault => linux["seccomp"] = crate::seccomp::runtime_default(&caps),
+            Seccomp::Profile(profile) => linux["seccomp"] = profile.clone(),
+        }
+    }
+    if let Seccomp::Localhost(path) = &security.seccomp {
+        return Err(format!("seccomp profile {} was not read", path.display()));
+    }
+    if !config.privileged && !security.unmasked_proc {
         linux["maskedPaths"] = json!([
             "/proc/acpi",
             "/proc/kcore",
@@ -314,14 +545,15 @@ pub fn oci_spec(config: &ContainerConfig, image: &ImageConfig, cgroups_path: &st
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
-            "user": {"uid": uid, "gid": gid},
+            "user": {"uid": uid, "gid": gid, "additionalGids": security.supplemental_groups},
             "args": process_args(config, image),
             "env": env,
             "cwd": cwd,
             "capabilities": {
                 "bounding": caps, "effective": caps, "permitted": caps,
             },
-            "noNewPrivileges": !config.privileged,
+            // Only when asked, as kubelet does: setuid programs work unless the pod says not.
+            "noNewPrivileges": !config.privileged && security.allow_privilege_escalation == Some(false),
         },
         "root": {"path": "rootfs", "readonly": config.read_only_root},
         "mounts": mounts,
@@ -330,22 +562,39 @@ pub fn oci_spec(config: &ContainerConfig, image: &ImageConfig, cgroups_path: &st
     if config.netns.is_some() {
         spec["hostname"] = config.hostname.clone().into();
     }
-    spec
+    Ok(spec)
 }
 
 /// uid/gid: securityContext wins; else the image's `User` if numeric (`"1000"` or
-/// `"1000:1000"`); else root. Names would need the image's /etc/passwd: not supported.
-fn user_ids(config: &ContainerConfig, image: &ImageConfig) -> (i64, i64) {
+/// `"1000:1000"`); else root. A user *name* would need the image's /etc/passwd, which skiff does
+/// not read: such an image needs `runAsUser`, rather than silently running as root.
+fn user_ids(config: &ContainerConfig, image: &ImageConfig) -> Result<(i64, i64), String> {
     let (mut uid, mut gid) = (0, 0);
     if let Some(user) = image.user.as_deref().filter(|u| !u.is_empty()) {
         let (u, g) = user.split_once(':').unwrap_or((user, ""));
-        uid = u.parse().unwrap_or(0);
-        gid = g.parse().unwrap_or(0);
+        match u.parse() {
+            Ok(n) => uid = n,
+            Err(_) if config.run_as_user.is_some() => {}
+            Err(_) => {
+                return Err(format!(
+                    "the image's user {u:?} is a name, which skiff does not look up: set securityContext.runAsUser"
+                ))
+            }
+        }
+        match g.parse() {
+            Ok(n) => gid = n,
+            Err(_) if g.is_empty() || config.run_as_group.is_some() => {}
+            Err(_) => {
+                return Err(format!(
+                    "the image's group {g:?} is a name, which skiff does not look up: set securityContext.runAsGroup"
+                ))
+            }
+        }
     }
-    (
+    Ok((
         config.run_as_user.unwrap_or(uid),
         config.run_as_group.unwrap_or(gid),
-    )
+    ))
 }
 
 const ALL_CAPABILITIES: [&str; 41] = [
@@ -415,6 +664,7 @@ mod tests {
                 cpu_quota: Some(50_000),
                 cpu_period: Some(100_000),
                 memory_limit: Some(64 << 20),
+                pids_limit: None,
             }
         );
         let best_effort: Container = serde_json::from_value(json!({"name": "b"})).expect("c");
@@ -469,8 +719,12 @@ mod tests {
             ..Downward::default()
         };
         let spec = p.spec.as_ref().expect("spec");
-        let c =
-            container_config(&p, &spec.containers[0], false, 2, &dirs, &downward).expect("config");
+        let policy = PodPolicy {
+            max_pids: Some(100),
+            ..PodPolicy::default()
+        };
+        let c = container_config(&p, &spec.containers[0], false, 2, &dirs, &downward, &policy)
+            .expect("config");
         assert_eq!(
             c.env,
             [
@@ -488,8 +742,13 @@ mod tests {
         assert!(c.read_only_root);
         assert_eq!(c.log_path, Path::new("/data/logs/ns1_web_u1/c_2.log"));
 
-        let spec = oci_spec(&c, &ImageConfig::default(), "/skiff/u1/c");
+        let spec = oci_spec(&c, &ImageConfig::default(), "/skiff/u1/c").expect("spec");
         assert_eq!(spec["process"]["user"]["uid"], 1000);
+        assert_eq!(spec["linux"]["resources"]["pids"]["limit"], 100);
+        // Kubernetes' defaults: no filter, privilege escalation allowed, /proc masked.
+        assert!(spec["linux"].get("seccomp").is_none());
+        assert_eq!(spec["process"]["noNewPrivileges"], false);
+        assert!(spec["linux"]["maskedPaths"].is_array());
         assert_eq!(spec["root"]["readonly"], true);
         assert_eq!(spec["linux"]["cgroupsPath"], "/skiff/u1/c");
         // The spec is a valid OCI runtime spec.
@@ -518,9 +777,164 @@ mod tests {
             0,
             &dirs,
             &Downward::default(),
+            &PodPolicy::default(),
         )
         .expect_err("nfs is not supported")
         .to_string();
         assert!(err.contains("volume cfg"), "{err}");
+    }
+
+    /// The container's security context (pod values under it) as a config, or the error.
+    fn secured(pod_sc: Value, sc: Value, policy: &PodPolicy) -> Result<ContainerConfig, String> {
+        let p = pod(json!({
+            "metadata": {"name": "web", "namespace": "ns1", "uid": "u1"},
+            "spec": {"securityContext": pod_sc, "containers": [{"name": "c", "securityContext": sc}]}
+        }));
+        let dirs = PodDirs {
+            pod_dir: Path::new("/p"),
+            log_dir: Path::new("/l"),
+        };
+        let spec = p.spec.as_ref().expect("spec");
+        container_config(
+            &p,
+            &spec.containers[0],
+            false,
+            0,
+            &dirs,
+            &Downward::default(),
+            policy,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn capabilities_are_added_and_dropped_as_containerd_does() {
+        let caps = |sc: Value| -> Vec<String> {
+            let c = secured(json!({}), sc, &PodPolicy::default()).expect("config");
+            let spec = oci_spec(&c, &ImageConfig::default(), "/x").expect("spec");
+            serde_json::from_value(spec["process"]["capabilities"]["effective"].clone())
+                .expect("caps")
+        };
+        assert_eq!(
+            caps(json!({"capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}})),
+            ["CAP_NET_BIND_SERVICE"]
+        );
+        let added = caps(json!({"capabilities": {"add": ["net_admin"], "drop": ["CAP_KILL"]}}));
+        assert!(added.contains(&"CAP_NET_ADMIN".to_string()));
+        assert!(added.contains(&"CAP_CHOWN".to_string()), "defaults stay");
+        assert!(!added.contains(&"CAP_KILL".to_string()));
+        assert!(caps(json!({"capabilities": {"drop": ["ALL"]}})).is_empty());
+
+        let err = secured(
+            json!({}),
+            json!({"capabilities": {"add": ["CHOWN", "TAKE_OVER"]}}),
+            &PodPolicy::default(),
+        )
+        .expect_err("unknown");
+        assert!(
+            err.contains("securityContext.capabilities.add[1]: unknown capability \"TAKE_OVER\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn run_as_non_root_refuses_root_with_kubelets_words() {
+        let image = |user: &str| ImageConfig {
+            user: Some(user.into()),
+            ..ImageConfig::default()
+        };
+        let policy = PodPolicy::default();
+        let c = secured(json!({"runAsNonRoot": true}), json!({}), &policy).expect("config");
+        let err = oci_spec(&c, &image(""), "/x").expect_err("root image");
+        assert_eq!(
+            err,
+            "container has runAsNonRoot and image will run as root (pod: \"web_ns1(u1)\", container: c)"
+        );
+        let err = oci_spec(&c, &image("nobody"), "/x").expect_err("a name");
+        assert!(err.contains("image has non-numeric user (nobody)"), "{err}");
+        assert!(oci_spec(&c, &image("1000"), "/x").is_ok());
+        // The container's runAsUser wins over the image's user, and 0 breaks the policy.
+        let c = secured(
+            json!({"runAsNonRoot": true}),
+            json!({"runAsUser": 0}),
+            &policy,
+        )
+        .expect("config");
+        let err = oci_spec(&c, &image("1000"), "/x").expect_err("runAsUser 0");
+        assert!(
+            err.starts_with("container's runAsUser breaks non-root policy"),
+            "{err}"
+        );
+        // Without runAsNonRoot, a named user is not silently root either.
+        let c = secured(json!({}), json!({}), &policy).expect("config");
+        let err = oci_spec(&c, &image("nobody"), "/x").expect_err("a name");
+        assert!(err.contains("set securityContext.runAsUser"), "{err}");
+    }
+
+    #[test]
+    fn seccomp_escalation_proc_mount_sysctls_and_groups_reach_the_spec() {
+        let policy = PodPolicy::default();
+        let c = secured(
+            json!({"seccompProfile": {"type": "RuntimeDefault"}, "supplementalGroups": [5, 6],
+                   "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]}),
+            json!({"allowPrivilegeEscalation": false, "procMount": "Unmasked"}),
+            &policy,
+        )
+        .expect("config");
+        let spec = oci_spec(&c, &ImageConfig::default(), "/x").expect("spec");
+        assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+        assert_eq!(spec["process"]["noNewPrivileges"], true);
+        assert!(spec["linux"].get("maskedPaths").is_none());
+        assert_eq!(
+            spec["linux"]["sysctl"]["net.ipv4.ip_unprivileged_port_start"],
+            "0"
+        );
+        assert_eq!(spec["process"]["user"]["additionalGids"], json!([5, 6]));
+        let parsed: Result<oci_spec::runtime::Spec, _> = serde_json::from_value(spec);
+        assert!(parsed.is_ok(), "{parsed:?}");
+
+        // The container's Unconfined wins over the pod's RuntimeDefault; the node's default
+        // applies only where nothing is said.
+        let c = secured(
+            json!({"seccompProfile": {"type": "RuntimeDefault"}}),
+            json!({"seccompProfile": {"type": "Unconfined"}}),
+            &policy,
+        )
+        .expect("config");
+        assert_eq!(c.security.seccomp, Seccomp::Unconfined);
+        let defaulting = PodPolicy {
+            seccomp_default: true,
+            seccomp_dir: "/var/lib/skiff/seccomp".into(),
+            ..PodPolicy::default()
+        };
+        let c = secured(json!({}), json!({}), &defaulting).expect("config");
+        assert_eq!(c.security.seccomp, Seccomp::RuntimeDefault);
+        let c = secured(
+            json!({}),
+            json!({"seccompProfile": {"type": "Localhost", "localhostProfile": "audit.json"}}),
+            &defaulting,
+        )
+        .expect("config");
+        assert_eq!(
+            c.security.seccomp,
+            Seccomp::Localhost("/var/lib/skiff/seccomp/audit.json".into())
+        );
+        let err = secured(
+            json!({}),
+            json!({"seccompProfile": {"type": "Localhost", "localhostProfile": "../../etc/x"}}),
+            &defaulting,
+        )
+        .expect_err("outside the profile dir");
+        assert!(err.contains("localhostProfile"), "{err}");
+
+        // Unsafe sysctls only when the node allows them.
+        let unsafe_sysctl = json!({"sysctls": [{"name": "kernel.msgmax", "value": "1"}]});
+        let err = secured(unsafe_sysctl.clone(), json!({}), &policy).expect_err("unsafe");
+        assert_eq!(err, "forbidden sysctl: \"kernel.msgmax\" not allowlisted");
+        let allowing = PodPolicy {
+            allowed_unsafe_sysctls: vec!["kernel.msg*".into()],
+            ..PodPolicy::default()
+        };
+        assert!(secured(unsafe_sysctl, json!({}), &allowing).is_ok());
     }
 }

@@ -105,7 +105,7 @@ const BASELINE_CAPABILITIES: &[&str] = &[
 ];
 
 /// Sysctls safe to set in a pod (namespaced, isolated from the node).
-const SAFE_SYSCTLS: &[&str] = &[
+pub const SAFE_SYSCTLS: &[&str] = &[
     "kernel.shm_rmid_forced",
     "net.ipv4.ip_local_port_range",
     "net.ipv4.ip_unprivileged_port_start",

@@ -215,7 +215,8 @@ impl ContainerdRuntime {
     ) -> Result<(), RuntimeError> {
         let t0 = std::time::Instant::now();
         let cgroups_path = format!("/{}/{id}", self.cgroup_parent);
-        let mut spec = spec::oci_spec(config, &image.config, &cgroups_path);
+        let mut spec =
+            spec::oci_spec(config, &image.config, &cgroups_path).map_err(RuntimeError::Config)?;
         spec["annotations"] =
             serde_json::json!({ SHIM_GROUP: shim_group(&config.pod_uid, self.shim_groups) });
         let mut container_labels: HashMap<String, String> = HashMap::from([

@@ -50,6 +50,8 @@ pub struct NodeContext<R> {
     pub services: watch::Receiver<Arc<crate::service_view::Snapshot>>,
     /// The node's DNS server for pods (`None`: pods use the node's resolver).
     pub dns: Option<ClusterDns>,
+    /// What the node allows and defaults for pods' security contexts and limits.
+    pub policy: crate::spec::PodPolicy,
 }
 
 impl<R> NodeContext<R> {

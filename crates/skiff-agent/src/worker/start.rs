@@ -14,7 +14,7 @@ use crate::error::AgentError;
 use crate::plan::CRASH_LOOP;
 use crate::pod_status::Current;
 use crate::resolv;
-use crate::runtime::{Runtime, RuntimeError, Sandbox, SandboxConfig};
+use crate::runtime::{Runtime, RuntimeError, Sandbox, SandboxConfig, Seccomp};
 use crate::spec::{self, PodDirs};
 
 /// How long a starting container waits for the agent's first read of the services (its
@@ -197,6 +197,14 @@ impl<R: Runtime> Worker<R> {
                 };
                 watch_exit(self.ctx.runtime.clone(), id, self.exits.0.clone());
             }
+            Err(RuntimeError::Config(e)) => {
+                self.warn("Failed", &format!("Error: {e}"));
+                self.slots[i].current = Current::Waiting {
+                    reason: "CreateContainerConfigError".into(),
+                    message: Some(e),
+                };
+                self.wake_in(Duration::from_secs(10));
+            }
             Err(e) => {
                 self.warn("Failed", &format!("Error: {e}"));
                 self.slots[i].current = Current::Waiting {
@@ -315,8 +323,33 @@ impl<R: Runtime> Worker<R> {
             slot.next_attempt,
             &dirs,
             &downward,
+            &self.ctx.policy,
         )?;
         config.netns = sandbox.netns.clone();
+        if let Seccomp::Localhost(path) = &config.security.seccomp {
+            config.security.seccomp = Seccomp::Profile(read_seccomp_profile(path)?);
+        }
         Ok(config)
     }
+}
+
+/// A `Localhost` seccomp profile: an OCI `linux.seccomp` JSON document (as kubelet reads them),
+/// at most 1 MiB.
+fn read_seccomp_profile(path: &std::path::Path) -> Result<serde_json::Value, AgentError> {
+    use std::io::Read;
+    let bad = |e: String| {
+        AgentError::ContainerConfig(format!(
+            "securityContext.seccompProfile: {}: {e}",
+            path.display()
+        ))
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(1 << 20).read_to_string(&mut text))
+        .map_err(|e| bad(e.to_string()))?;
+    let profile: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if !profile.get("defaultAction").is_some_and(|a| a.is_string()) {
+        return Err(bad("not a seccomp profile (no defaultAction)".into()));
+    }
+    Ok(profile)
 }
