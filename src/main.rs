@@ -70,6 +70,9 @@ fn main() -> anyhow::Result<()> {
     // rustls needs one crypto provider per process; skiff uses ring (aws-lc-rs costs a minute
     // more of build time on every cold build, see shared/reference/crates.md).
     let _ = rustls::crypto::ring::default_provider().install_default();
+    if matches!(cli.command, Command::Server(_) | Command::Agent(_)) {
+        skiff_agent::proxy::limits::raise_open_files_limit();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -485,3 +485,87 @@ fn a_request_flood_gets_429_and_the_system_keeps_its_share() {
         "429s say when to retry, in Kubernetes' words"
     );
 }
+
+/// A connection flood on a NodePort from one address: the agent's proxy holds at most
+/// `limits::DEFAULT.per_source` connections from it and resets the rest at once, while another
+/// client of the same service is still answered, and the flooder is let in again once its
+/// connections close. (Before the limit, every connection cost the node two file descriptors
+/// until the process, which also serves the API, ran out.)
+#[test]
+fn a_connection_flood_on_a_node_port_is_bounded_per_source() {
+    use skiff_agent::proxy::limits::DEFAULT;
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+
+    let cluster = common::node::Cluster::start(70, "f");
+    cluster.create_pod(json!({
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "web", "image": "skiff.local/web:1.0"}]}
+    }));
+    cluster.wait_running("web");
+    let (code, body) = cluster.client.post(
+        "/api/v1/namespaces/default/services",
+        &json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+            "spec": {"type": "NodePort", "selector": {"app": "web"},
+                     "ports": [{"port": 80, "targetPort": 8080, "nodePort": 30770}]}
+        }),
+    );
+    assert_eq!(code, 201, "{body}");
+    // A GET from `source` through the NodePort: the page, or what went wrong.
+    let get = |source: &str| -> Result<String, String> {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .map_err(|e| e.to_string())?;
+        let bind: SocketAddr = format!("{source}:0").parse().expect("address");
+        socket.bind(&bind.into()).map_err(|e| e.to_string())?;
+        let to: SocketAddr = "127.0.0.1:30770".parse().expect("address");
+        socket
+            .connect_timeout(&to.into(), Duration::from_secs(2))
+            .map_err(|e| e.to_string())?;
+        let mut stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        stream
+            .write_all(b"GET / HTTP/1.0\r\n\r\n")
+            .map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .map_err(|e| e.to_string())?;
+        Ok(answer)
+    };
+    eventually("the NodePort answers", Duration::from_secs(30), || {
+        get("127.0.0.1").ok().filter(|a| a.contains("hello from f"))
+    });
+
+    // The flood: as many idle connections as one source may hold, then more.
+    let held: Vec<TcpStream> = (0..DEFAULT.per_source)
+        .map(|i| {
+            TcpStream::connect("127.0.0.1:30770").unwrap_or_else(|e| panic!("connection {i}: {e}"))
+        })
+        .collect();
+    let refused = eventually(
+        "the flooder's next connection is reset",
+        Duration::from_secs(20),
+        || {
+            let answer = get("127.0.0.1");
+            (!answer.as_ref().is_ok_and(|a| a.contains("hello"))).then_some(answer)
+        },
+    );
+    assert!(
+        refused.as_ref().map_or(true, |a| a.is_empty()),
+        "refused without an answer: {refused:?}"
+    );
+    // Another client of the service is still served.
+    let other = get("127.0.0.2").expect("another source is answered");
+    assert!(other.contains("hello from f"), "{other}");
+
+    // Once the flooder's connections close, it is let in again.
+    drop(held);
+    eventually(
+        "the flooder is let in again",
+        Duration::from_secs(30),
+        || get("127.0.0.1").ok().filter(|a| a.contains("hello from f")),
+    );
+}

@@ -39,9 +39,22 @@ pub(super) async fn start(
 async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
-            Ok((inbound, client)) => {
-                tokio::spawn(relay_tcp(inbound, client, shared.clone()));
-            }
+            Ok((inbound, client)) => match shared.admission.admit(client.ip()) {
+                Some(ticket) => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        relay_tcp(inbound, client, shared).await;
+                        drop(ticket);
+                    });
+                }
+                None => {
+                    // Refused, not queued: a reset tells the client at once. (A zero linger
+                    // never blocks; tokio deprecates set_linger for the other values.)
+                    tracing::debug!(%client, "connection limit reached; refusing");
+                    #[allow(deprecated)]
+                    let _ = inbound.set_linger(Some(Duration::ZERO));
+                }
+            },
             Err(e) => {
                 // Out of file descriptors and the like: pause instead of spinning.
                 tracing::warn!(error = %e, "accepting a proxied connection");
@@ -120,6 +133,8 @@ async fn open_udp_session(
     sessions: &Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>>,
     client: SocketAddr,
 ) -> Option<Arc<UdpSocket>> {
+    // Beyond the limits the datagram is dropped (no session, no socket).
+    let ticket = shared.admission.admit(client.ip())?;
     let endpoint = shared
         .balancer
         .lock()
@@ -142,6 +157,7 @@ async fn open_udp_session(
         if let Ok(mut s) = table.lock() {
             s.remove(&client);
         }
+        drop(ticket);
     });
     Some(upstream)
 }
@@ -182,6 +198,7 @@ mod tests {
             balancer: Mutex::new(balancer),
             live: tokio::sync::watch::channel(backends.into_iter().collect::<HashSet<_>>()).0,
             drain,
+            admission: crate::proxy::limits::Admission::new(crate::proxy::limits::DEFAULT),
         })
     }
 

@@ -22,6 +22,7 @@
 //! weighted and random choice, and a design a reader can follow in three files.
 pub mod balancer;
 pub mod iptables;
+pub mod limits;
 mod listeners;
 
 use std::collections::{BTreeMap, HashSet};
@@ -222,6 +223,8 @@ pub(crate) struct Shared {
     /// The endpoints as of now; connections to one that disappears are drained.
     pub(crate) live: watch::Sender<HashSet<SocketAddr>>,
     pub(crate) drain: Duration,
+    /// Connections (or UDP sessions) held, bounded per port and per client.
+    pub(crate) admission: Arc<limits::Admission>,
 }
 
 struct Running {
@@ -316,6 +319,7 @@ async fn reconcile(running: &mut BTreeMap<PortKey, Running>, desired: Vec<Desire
                     balancer: Mutex::new(Balancer::new(port.policy, port.affinity)),
                     live: watch::channel(HashSet::new()).0,
                     drain: DRAIN,
+                    admission: limits::Admission::new(limits::DEFAULT),
                 });
                 running.insert(
                     port.key.clone(),
