@@ -42,6 +42,67 @@ on_both_kubectls! {
     gets_applies_watches_and_deletes => kubectl_gets_applies_watches_and_deletes, kubectl_1_32_gets_applies_watches_and_deletes;
     broken_seed_manifest => kubectl_apply_of_the_broken_seed_manifest_fails_clearly_and_stores_nothing, kubectl_1_32_apply_of_the_broken_seed_manifest_fails_clearly;
     prints_kubernetes_columns => kubectl_get_prints_the_columns_kubernetes_prints, kubectl_1_32_get_prints_the_columns_kubernetes_prints;
+    pages_through_lists => kubectl_get_follows_continue_tokens_page_by_page, kubectl_1_32_get_follows_continue_tokens_page_by_page;
+}
+
+/// `limit` and `continue`: pages of a list with Kubernetes' metadata, and kubectl's
+/// `--chunk-size` following the tokens to the end.
+fn pages_through_lists() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(&dir.path().join("s1"));
+    let client = server.wait_ready();
+    let kc = server.kubeconfig();
+    let cache = dir.path().join("kube-cache");
+    for i in 0..7 {
+        let (code, body) = client.post(
+            "/api/v1/namespaces/default/configmaps",
+            &common::configmap(&format!("page-{i}"), "v"),
+        );
+        assert_eq!(code, 201, "{body}");
+    }
+    let selector = "fieldSelector=metadata.name!=kube-root-ca.crt";
+    let (code, first) = client.get(&format!(
+        "/api/v1/namespaces/default/configmaps?limit=3&{selector}"
+    ));
+    assert_eq!(code, 200, "{first}");
+    assert_eq!(first["items"].as_array().map(Vec::len), Some(3), "{first}");
+    assert_eq!(first["items"][0]["metadata"]["name"], "page-0");
+    let token = first["metadata"]["continue"]
+        .as_str()
+        .expect("a continue token");
+    let (_, unfiltered) = client.get("/api/v1/namespaces/default/configmaps?limit=3");
+    assert_eq!(
+        unfiltered["metadata"]["remainingItemCount"], 5,
+        "{unfiltered}"
+    );
+    let (_, second) = client.get(&format!(
+        "/api/v1/namespaces/default/configmaps?limit=3&{selector}&continue={token}"
+    ));
+    assert_eq!(second["items"][0]["metadata"]["name"], "page-3", "{second}");
+    assert_eq!(
+        second["metadata"]["resourceVersion"], first["metadata"]["resourceVersion"],
+        "every page carries the first page's revision"
+    );
+    // A token for another collection is refused by name.
+    let (code, refused) = client.get(&format!(
+        "/api/v1/namespaces/default/secrets?limit=1&continue={token}"
+    ));
+    assert_eq!(code, 400, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("continue key is not valid"),
+        "{refused}"
+    );
+
+    let listed = ok(&kubectl(
+        &kc,
+        &cache,
+        &["get", "configmaps", "--chunk-size=2", "-o", "name"],
+    ));
+    let names: Vec<&str> = listed.lines().filter(|l| l.contains("page-")).collect();
+    assert_eq!(names.len(), 7, "{listed}");
 }
 
 fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str]) -> Output {

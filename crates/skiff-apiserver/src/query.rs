@@ -21,6 +21,9 @@ pub struct Params {
     pub force: Option<String>,
     pub propagation_policy: Option<String>,
     pub limit: Option<u64>,
+    /// The token of the previous page of a list (`metadata.continue`).
+    #[serde(rename = "continue")]
+    pub continue_token: Option<String>,
     pub pretty: Option<String>,
     /// What the rows of a Table response carry: `None`, `Metadata` (default) or `Object`.
     pub include_object: Option<String>,

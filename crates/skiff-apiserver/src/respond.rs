@@ -38,14 +38,26 @@ pub fn error(e: ApiError) -> Response {
 }
 
 /// A list body written item by item, without deep-copying the stored objects into one `Value`.
-pub fn list(info: &ResourceInfo, revision: u64, items: &[Arc<Value>]) -> Response {
+/// `page` is the next page's token and the count of items after this page, when paginated.
+pub fn list(
+    info: &ResourceInfo,
+    revision: u64,
+    items: &[Arc<Value>],
+    page: Option<(&str, Option<u64>)>,
+) -> Response {
+    let mut metadata = serde_json::json!({ "resourceVersion": revision.to_string() });
+    if let Some((token, remaining)) = page {
+        metadata["continue"] = token.into();
+        if let Some(remaining) = remaining {
+            metadata["remainingItemCount"] = remaining.into();
+        }
+    }
     let mut out = Vec::with_capacity(256 + items.len() * 512);
     out.extend_from_slice(
         format!(
-            r#"{{"kind":"{}","apiVersion":"{}","metadata":{{"resourceVersion":"{}"}},"items":["#,
+            r#"{{"kind":"{}","apiVersion":"{}","metadata":{metadata},"items":["#,
             info.list_kind,
             info.api_version(),
-            revision
         )
         .as_bytes(),
     );

@@ -38,6 +38,7 @@ use crate::target::Target;
 
 mod create;
 mod delete;
+mod pages;
 mod update;
 
 #[cfg(test)]
@@ -172,19 +173,32 @@ pub async fn list(
     let made_up = strategy_for(target.info).made_up_list(app, target.namespace.as_deref(), &items);
     items.extend(made_up.into_iter().map(Arc::new));
     let items: Vec<Arc<Value>> = items.into_iter().filter(|o| filter.matches(o)).collect();
+    let selected = params
+        .label_selector
+        .as_deref()
+        .is_some_and(|s| !s.is_empty())
+        || params
+            .field_selector
+            .as_deref()
+            .is_some_and(|s| !s.is_empty());
+    let page = pages::page(target, params, revision, items, selected)?;
+    let next = page.next.as_ref().map(|t| (t.as_str(), page.remaining));
     Ok(match table {
-        Some(options) => respond::json(
-            StatusCode::OK,
-            &tables::for_list(
+        Some(options) => {
+            let mut table = tables::for_list(
                 &target.info.qualified_resource(),
-                items.iter().map(|o| o.as_ref()),
-                revision,
-                None,
+                page.items.iter().map(|o| o.as_ref()),
+                page.revision,
+                page.next.as_deref(),
                 options,
                 jiff::Timestamp::now(),
-            ),
-        ),
-        None => respond::list(target.info, revision, &items),
+            );
+            if let Some(remaining) = page.remaining.filter(|_| page.next.is_some()) {
+                table["metadata"]["remainingItemCount"] = remaining.into();
+            }
+            respond::json(StatusCode::OK, &table)
+        }
+        None => respond::list(target.info, page.revision, &page.items, next),
     })
 }
 
