@@ -486,6 +486,82 @@ fn a_request_flood_gets_429_and_the_system_keeps_its_share() {
     );
 }
 
+/// Watches hold memory for as long as the client likes: one user may keep at most
+/// `--max-watches-per-user` open; the next gets 429 with `Retry-After`, the admin (whose
+/// controllers watch a lot) is not counted, and a closed watch frees its place.
+#[test]
+fn watches_are_capped_per_user() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start_with_flags(&dir.path().join("s1"), &["--max-watches-per-user", "3"]);
+    let admin = server.wait_ready();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["token", "create", "--user", "watcher"])
+        .arg("--data-dir")
+        .arg(&server.dir)
+        .output()
+        .expect("skiff token create");
+    assert!(out.status.success());
+    let (code, body) = admin.post(
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        &json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "watcher-view"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "User", "name": "watcher", "apiGroup": "rbac.authorization.k8s.io"}]
+        }),
+    );
+    assert_eq!(code, 201, "{body}");
+    let watcher = Client::new(
+        &server.url(),
+        &admin.ca_pem,
+        String::from_utf8_lossy(&out.stdout).trim(),
+    );
+    let watch = |client: &Client| {
+        client
+            .request(Method::GET, &format!("{CM}?watch=true"))
+            .send()
+            .expect("a watch request")
+    };
+    let open: Vec<_> = (0..3)
+        .map(|_| {
+            let w = watch(&watcher);
+            assert_eq!(w.status().as_u16(), 200);
+            w
+        })
+        .collect();
+    let refused = watch(&watcher);
+    assert_eq!(refused.status().as_u16(), 429);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let status: Value = refused.json().unwrap_or_default();
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("too many watches open for user \"watcher\""),
+        "{status}"
+    );
+    let admins: Vec<_> = (0..5).map(|_| watch(&admin)).collect();
+    assert!(
+        admins.iter().all(|w| w.status().as_u16() == 200),
+        "the admin is not counted"
+    );
+    drop(open);
+    eventually(
+        "a closed watch frees its place",
+        Duration::from_secs(10),
+        || {
+            let w = watch(&watcher);
+            (w.status().as_u16() == 200).then_some(())
+        },
+    );
+}
+
 /// A connection flood on a NodePort from one address: the agent's proxy holds at most
 /// `limits::DEFAULT.per_source` connections from it and resets the rest at once, while another
 /// client of the same service is still answered, and the flooder is let in again once its

@@ -73,6 +73,9 @@ pub struct ServerArgs {
     /// The same for writes.
     #[arg(long, default_value_t = 200)]
     pub max_mutating_requests_inflight: usize,
+    /// Watches one user may have open at once (0: no cap); `system:masters` is not counted.
+    #[arg(long, default_value_t = skiff_apiserver::app::DEFAULT_WATCHES_PER_USER)]
+    pub max_watches_per_user: usize,
     /// Write an audit log (Kubernetes' audit.k8s.io/v1 Events, Metadata level, one JSON line
     /// per request) to this file. Off by default.
     #[arg(long)]
@@ -214,6 +217,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     );
     app.services = services;
     app.pod_security = args.pod_security;
+    app.watch_caps = skiff_apiserver::inflight::WatchCaps::new(args.max_watches_per_user);
     app.inflight = skiff_apiserver::inflight::Inflight::new(
         args.max_requests_inflight,
         args.max_mutating_requests_inflight,

@@ -82,6 +82,8 @@ pub struct App {
     /// How many requests may be in flight (`--max-requests-inflight`,
     /// `--max-mutating-requests-inflight`).
     pub inflight: crate::inflight::Inflight,
+    /// Watches open at once per user (`--max-watches-per-user`).
+    pub watch_caps: Arc<crate::inflight::WatchCaps>,
     /// Where each request is recorded (`--audit-log-path`); `None`: no audit log.
     pub audit: Option<crate::audit::AuditLog>,
     /// What ServiceAccount tokens are signed with; `None` serves no tokens (unit tests).
@@ -108,6 +110,7 @@ impl App {
             audit: None,
             agent_identity_pem: None,
             inflight: crate::inflight::Inflight::default(),
+            watch_caps: crate::inflight::WatchCaps::new(DEFAULT_WATCHES_PER_USER),
         }
     }
 }
@@ -391,7 +394,15 @@ async fn resource_request(State(app): State<Arc<App>>, request: Request) -> Resp
         (_, Err(e)) => Err(e),
         ("WATCH", Ok(table)) => {
             single_object_watch(&mut target, &mut params);
-            watch::watch(app.clone(), &target, &params, table)
+            let ticket = if user.in_group(crate::auth::user::MASTERS) {
+                Ok(None)
+            } else {
+                app.watch_caps.admit(&user.name)
+            };
+            match ticket {
+                Ok(ticket) => watch::watch(app.clone(), &target, &params, table, ticket),
+                Err(e) => return retry_after(respond::error(e)),
+            }
         }
         ("LIST", Ok(table)) => objects::list(&app, &target, &params, table).await,
         ("GET", Ok(table)) => objects::get(&app, &target, &params, table).await,
@@ -405,6 +416,17 @@ async fn resource_request(State(app): State<Arc<App>>, request: Request) -> Resp
         ))),
     };
     Counted::new(verb, target.info.resource).on(result.unwrap_or_else(respond::error))
+}
+
+/// The default of `--max-watches-per-user`: an agent opens about ten, kubectl one or two.
+pub const DEFAULT_WATCHES_PER_USER: usize = 100;
+
+/// A 429 tells the client when to try again.
+pub fn retry_after(mut response: Response) -> Response {
+    if let Ok(value) = "1".parse() {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// The one metrics layer: times every request and counts those whose response says what they

@@ -88,6 +88,68 @@ impl Default for Inflight {
     }
 }
 
+/// Watches open at once per user (`--max-watches-per-user`): a watch holds memory and a
+/// subscription for as long as the client likes, so one credential (a leaked token, a client in
+/// a reconnect loop) cannot open them without end. Over the cap: 429 with `Retry-After`.
+/// Members of `system:masters` (the controllers, the scheduler and the servers' agents run as
+/// them) are not counted.
+pub struct WatchCaps {
+    /// 0: no cap.
+    per_user: usize,
+    held: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// A watch counted against its user until dropped (with the watch's stream).
+pub struct WatchTicket {
+    caps: Arc<WatchCaps>,
+    user: String,
+}
+
+impl WatchCaps {
+    pub fn new(per_user: usize) -> Arc<WatchCaps> {
+        Arc::new(WatchCaps {
+            per_user,
+            held: Default::default(),
+        })
+    }
+
+    /// A ticket for one more watch of `user`, or the error to answer with.
+    pub fn admit(self: &Arc<Self>, user: &str) -> Result<Option<WatchTicket>, skiff_api::ApiError> {
+        if self.per_user == 0 {
+            return Ok(None);
+        }
+        let mut held = self
+            .held
+            .lock()
+            .map_err(|_| skiff_api::ApiError::Internal("watch counts poisoned".into()))?;
+        let n = held.entry(user.to_string()).or_insert(0);
+        if *n >= self.per_user {
+            return Err(skiff_api::ApiError::TooManyRequests(format!(
+                "too many watches open for user {user:?} (at most {}); close some and try again",
+                self.per_user
+            )));
+        }
+        *n += 1;
+        Ok(Some(WatchTicket {
+            caps: self.clone(),
+            user: user.to_string(),
+        }))
+    }
+}
+
+impl Drop for WatchTicket {
+    fn drop(&mut self) {
+        if let Ok(mut held) = self.caps.held.lock() {
+            if let Some(n) = held.get_mut(&self.user) {
+                *n -= 1;
+                if *n == 0 {
+                    held.remove(&self.user);
+                }
+            }
+        }
+    }
+}
+
 /// Whether a request runs as long as the client wants (and so holds no slot).
 pub fn is_long_running(path: &str, query: Option<&str>) -> bool {
     let params = query.unwrap_or("");
@@ -157,5 +219,18 @@ mod tests {
             Some("tailLines=5")
         ));
         assert!(!is_long_running("/api/v1/pods", Some("limit=500")));
+    }
+
+    #[test]
+    fn watches_are_capped_per_user_and_given_back() {
+        let caps = WatchCaps::new(2);
+        let a = caps.admit("ann").expect("first");
+        let _b = caps.admit("ann").expect("second");
+        let refused = caps.admit("ann").err().expect("third refused");
+        assert_eq!(refused.code(), 429);
+        assert!(caps.admit("bob").is_ok(), "another user");
+        drop(a);
+        assert!(caps.admit("ann").is_ok(), "given back");
+        assert!(WatchCaps::new(0).admit("ann").expect("no cap").is_none());
     }
 }

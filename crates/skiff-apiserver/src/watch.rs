@@ -47,6 +47,7 @@ pub fn watch(
     target: &Target,
     params: &Params,
     table: Option<TableOptions>,
+    ticket: Option<crate::inflight::WatchTicket>,
 ) -> Result<Response, ApiError> {
     let filter = Filter::from_params(target, params)?;
     let prefix = target.prefix();
@@ -87,6 +88,11 @@ pub fn watch(
         Ok((initial, revision, subscription)) => {
             app.metrics.watchers_inc();
             let stream = watcher.stream(app, initial, revision, subscription, timeout);
+            // The user's watch is counted until the stream ends (and is dropped).
+            let stream = futures::StreamExt::map(stream, move |event| {
+                let _held = &ticket;
+                event
+            });
             Body::from_stream(stream)
         }
         Err(WatchError::Expired {

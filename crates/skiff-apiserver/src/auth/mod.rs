@@ -216,15 +216,9 @@ async fn decide_and_run(
         match app.inflight.try_acquire(mutating, system) {
             Some(permit) => Some(permit),
             None => {
-                let mut response = respond::error(ApiError::TooManyRequests(
+                return crate::app::retry_after(respond::error(ApiError::TooManyRequests(
                     "Too many requests, please try again later.".into(),
-                ));
-                if let Ok(value) = "1".parse() {
-                    response
-                        .headers_mut()
-                        .insert(axum::http::header::RETRY_AFTER, value);
-                }
-                return response;
+                )));
             }
         }
     };
