@@ -79,6 +79,57 @@ fn a_json_patch_of_too_many_operations_is_refused() {
     );
 }
 
+/// Bodies nested 100,000 deep, as a merge patch, a strategic merge patch, a JSON patch's value,
+/// YAML and a create: each refused with 400 by the decoder's depth limit before anything
+/// recurses over it (a stack overflow would take the whole server down), nothing is stored,
+/// and the server goes on answering.
+#[test]
+fn deeply_nested_bodies_are_refused_without_recursion() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(&dir.path().join("s1"));
+    let client = server.wait_ready();
+    let (code, created) = client.post(CM, &configmap("target", "v"));
+    assert_eq!(code, 201, "{created}");
+    let depth = 100_000;
+    let nested = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+    let attempts = [
+        (Method::PATCH, "application/merge-patch+json", format!("{{\"data\":{nested}}}")),
+        (Method::PATCH, "application/strategic-merge-patch+json", format!("{{\"metadata\":{{\"labels\":{nested}}}}}")),
+        (
+            Method::PATCH,
+            "application/json-patch+json",
+            format!("[{{\"op\":\"add\",\"path\":\"/metadata/labels\",\"value\":{nested}}}]"),
+        ),
+        (Method::PATCH, "application/apply-patch+yaml", format!("{}x: 1", "- ".repeat(depth))),
+        (Method::POST, "application/json", format!("{{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{{\"name\":\"deep\"}},\"data\":{nested}}}")),
+    ];
+    for (method, content_type, body) in attempts {
+        let path = if method == Method::POST {
+            CM.to_string()
+        } else {
+            format!("{CM}/target?fieldManager=attacker")
+        };
+        let answer = client
+            .request(method.clone(), &path)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .expect("an answer, not a dropped connection");
+        let code = answer.status().as_u16();
+        assert!(
+            (400..500).contains(&code),
+            "{method} {content_type}: {code}"
+        );
+    }
+    let (code, stored) = client.get(&format!("{CM}/target"));
+    assert_eq!(code, 200, "the server still answers");
+    assert_eq!(
+        stored["metadata"]["resourceVersion"],
+        created["metadata"]["resourceVersion"]
+    );
+    assert_eq!(client.get_status(&format!("{CM}/deep")), 404);
+}
+
 /// An Endpoints object may not send a Service's traffic to the node itself (loopback) or to
 /// the link-local range where clouds serve their metadata (and its credentials): refused with
 /// 422 naming the field, as Kubernetes refuses them.
