@@ -43,6 +43,186 @@ on_both_kubectls! {
     broken_seed_manifest => kubectl_apply_of_the_broken_seed_manifest_fails_clearly_and_stores_nothing, kubectl_1_32_apply_of_the_broken_seed_manifest_fails_clearly;
     prints_kubernetes_columns => kubectl_get_prints_the_columns_kubernetes_prints, kubectl_1_32_get_prints_the_columns_kubernetes_prints;
     pages_through_lists => kubectl_get_follows_continue_tokens_page_by_page, kubectl_1_32_get_follows_continue_tokens_page_by_page;
+    holds_namespaces_to_quotas => kubectl_create_quota_holds_a_namespace_to_it, kubectl_1_32_create_quota_holds_a_namespace_to_it;
+}
+
+/// A pod manifest with one container `c` and the given resources (JSON).
+fn quota_pod(name: &str, resources: &str) -> String {
+    format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}"}},
+            "spec": {{"containers": [{{"name": "c", "image": "pause", "resources": {resources}}}]}}}}"#
+    )
+}
+
+/// ResourceQuota: `kubectl create quota`, its columns and describe, pods refused with
+/// Kubernetes' words past the limit or without the requests it tracks, usage freed by deletes,
+/// and concurrent creates that cannot overshoot it.
+fn holds_namespaces_to_quotas() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(&dir.path().join("s1"));
+    let client = server.wait_ready();
+    let kc = server.kubeconfig();
+    let cache = dir.path().join("kube-cache");
+    let run = |args: &[&str]| kubectl(&kc, &cache, args);
+    ok(&run(&["create", "namespace", "q"]));
+    ok(&run(&[
+        "create",
+        "quota",
+        "compute",
+        "-n",
+        "q",
+        "--hard=pods=2,requests.cpu=1,limits.memory=256Mi,count/secrets=1,services.nodeports=0",
+    ]));
+    let table = ok(&run(&["get", "quota", "-n", "q"]));
+    assert!(
+        table.starts_with("NAME") && table.contains("REQUEST") && table.contains("LIMIT"),
+        "{table}"
+    );
+    assert!(
+        table.contains("count/secrets: 0/1, pods: 0/2, requests.cpu: 0/1, services.nodeports: 0/0")
+            && table.contains("limits.memory: 0/256Mi"),
+        "{table}"
+    );
+    let create = |name: &str, resources: &str| {
+        let file = dir.path().join(format!("{name}.json"));
+        std::fs::write(&file, quota_pod(name, resources)).expect("write pod");
+        run(&["create", "-n", "q", "-f", file.to_str().expect("utf-8")])
+    };
+    let refused = |output: &Output, words: &str| {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "expected a refusal: {stderr}");
+        // `kubectl create secret` words it "error: failed to create secret ...".
+        assert!(
+            stderr.contains("forbidden") && stderr.contains(words),
+            "{stderr}"
+        );
+    };
+    refused(
+        &create("bare", "{}"),
+        r#"pods "bare" is forbidden: failed quota: compute: must specify limits.memory for: c; requests.cpu for: c"#,
+    );
+    let sized = |cpu: &str| {
+        format!(r#"{{"requests": {{"cpu": "{cpu}"}}, "limits": {{"memory": "100Mi"}}}}"#)
+    };
+    ok(&create("a", &sized("600m")));
+    refused(
+        &create("b", &sized("600m")),
+        r#"pods "b" is forbidden: exceeded quota: compute, requested: requests.cpu=600m, used: requests.cpu=600m, limited: requests.cpu=1"#,
+    );
+    ok(&create("b", &sized("400m")));
+    refused(
+        &create("c", &sized("1m")),
+        "exceeded quota: compute, requested: limits.memory=100Mi,pods=1,requests.cpu=1m, used: limits.memory=200Mi,pods=2,requests.cpu=1, limited: limits.memory=256Mi,pods=2,requests.cpu=1",
+    );
+    let described = ok(&run(&["describe", "quota", "compute", "-n", "q"]));
+    for line in [
+        "pods                2     2",
+        "requests.cpu        1     1",
+        "limits.memory       200Mi  256Mi",
+    ] {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert!(
+            described
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == words),
+            "{line} in\n{described}"
+        );
+    }
+    ok(&run(&[
+        "create",
+        "secret",
+        "generic",
+        "one",
+        "-n",
+        "q",
+        "--from-literal=a=b",
+    ]));
+    refused(
+        &run(&["create", "secret", "generic", "two", "-n", "q", "--from-literal=a=b"]),
+        "exceeded quota: compute, requested: count/secrets=1, used: count/secrets=1, limited: count/secrets=1",
+    );
+    refused(
+        &run(&["create", "service", "nodeport", "np", "-n", "q", "--tcp=80"]),
+        "requested: services.nodeports=1, used: services.nodeports=0, limited: services.nodeports=0",
+    );
+    ok(&run(&[
+        "create",
+        "service",
+        "clusterip",
+        "cip",
+        "-n",
+        "q",
+        "--tcp=80",
+    ]));
+    // A delete frees its share at once, and the leader writes it into the status.
+    ok(&run(&["delete", "pod", "a", "-n", "q", "--wait=false"]));
+    eventually("pod a gone", Duration::from_secs(30), || {
+        (client.get("/api/v1/namespaces/q/pods/a").0 == 404).then_some(())
+    });
+    ok(&create("c", &sized("500m")));
+    let (_, quota) = client.get("/api/v1/namespaces/q/resourcequotas/compute");
+    assert_eq!(quota["status"]["used"]["requests.cpu"], "900m", "{quota}");
+    ok(&run(&["delete", "pod", "c", "-n", "q", "--wait=false"]));
+    eventually(
+        "used lowered after a delete",
+        Duration::from_secs(30),
+        || {
+            let (_, quota) = client.get("/api/v1/namespaces/q/resourcequotas/compute");
+            (quota["status"]["used"]["requests.cpu"] == "400m").then_some(())
+        },
+    );
+    // Bad quotas are refused by field.
+    let bad = run(&["create", "quota", "bad", "-n", "q", "--hard=bananas=1"]);
+    refused_invalid(
+        &bad,
+        r#"spec.hard[bananas]: Invalid value: "bananas": must be a standard resource for quota"#,
+    );
+
+    // Eight writers at once against room for three: exactly three get in.
+    ok(&run(&["create", "namespace", "race"]));
+    ok(&run(&[
+        "create",
+        "quota",
+        "three",
+        "-n",
+        "race",
+        "--hard=count/secrets=3",
+    ]));
+    let created = std::thread::scope(|s| {
+        let writers: Vec<_> = (0..8)
+            .map(|i| {
+                let client = &client;
+                s.spawn(move || {
+                    let body = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("s{i}")}});
+                    client.post("/api/v1/namespaces/race/secrets", &body).0
+                })
+            })
+            .collect();
+        writers
+            .into_iter()
+            .map(|w| w.join().expect("writer"))
+            .collect::<Vec<u16>>()
+    });
+    assert_eq!(
+        created.iter().filter(|c| **c == 201).count(),
+        3,
+        "{created:?}"
+    );
+    assert!(
+        created.iter().all(|c| matches!(c, 201 | 403 | 409)),
+        "{created:?}"
+    );
+    let (_, secrets) = client.get("/api/v1/namespaces/race/secrets");
+    assert_eq!(common::names(&secrets).len(), 3, "{secrets}");
+}
+
+fn refused_invalid(output: &Output, words: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "expected a refusal: {stderr}");
+    assert!(
+        stderr.contains("is invalid") && stderr.contains(words),
+        "{stderr}"
+    );
 }
 
 /// `limit` and `continue`: pages of a list with Kubernetes' metadata, and kubectl's

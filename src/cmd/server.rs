@@ -277,6 +277,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     pki::write_secret(&layout.join_token(), join_token.as_bytes())?;
     tokio::spawn(keep_system_namespaces(app.clone()));
     tokio::spawn(keep_kubernetes_service(app.clone()));
+    tokio::spawn(keep_quota_status(app.clone()));
     let node_token = JoinToken::new(&ca.cert_pem, app.node_secret.clone()).format_node();
     pki::write_secret(&layout.root.join("node-token"), node_token.as_bytes())?;
 
@@ -734,6 +735,19 @@ async fn keep_kubernetes_service(app: Arc<App>) {
         tokio::select! {
             _ = app.shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// The leader writes what deletes freed into ResourceQuotas' status (the quota controller).
+async fn keep_quota_status(app: Arc<App>) {
+    while !app.shutdown.is_cancelled() {
+        if app.store.status().is_leader {
+            skiff_apiserver::quota::refresh(&app).await;
+        }
+        tokio::select! {
+            _ = app.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(skiff_apiserver::quota::REFRESH) => {}
         }
     }
 }

@@ -11,6 +11,7 @@
 //! - [`admission`]: a body to the object to store: type checks, unknown fields, defaults,
 //!   validation ([`admission::admit`]), and immutable fields on update.
 //! - [`quantity`]: resource quantities (`500m`, `1.5Gi`) as exact integers.
+//! - [`quota`]: ResourceQuota's arithmetic: what an object uses, scopes, what pods must declare.
 //! - [`patch`]: PATCH bodies (merge patch, JSON patch, strategic merge patch) applied to
 //!   stored objects.
 pub mod admission;
@@ -20,6 +21,7 @@ pub mod patch;
 pub mod pod_security;
 pub mod protobuf;
 pub mod quantity;
+pub mod quota;
 pub mod resources;
 pub mod selector;
 pub mod status;

@@ -127,6 +127,7 @@ pub fn generate() -> String {
         core::v1::ConfigMap,
         core::v1::Secret,
         core::v1::ServiceAccount,
+        core::v1::ResourceQuota,
         authentication::v1::TokenRequest,
         core::v1::Event,
         apps::v1::Deployment,

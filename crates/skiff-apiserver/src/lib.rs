@@ -22,6 +22,7 @@
 //!   ([`scale`]).
 //! - [`nodes`]: node heartbeats, kept in memory on the leader, and agents' certificates.
 //! - [`objects`]: the generic verbs on objects — get, list, create, update, patch, delete.
+//! - [`quota`]: ResourceQuota admission (charged in the object's own write) and upkeep.
 //! - [`registry`]: what is special about some resources, one strategy per file (pods,
 //!   services, namespaces, leases, workloads).
 //! - [`service_ips`]: the allocators behind the Service strategy: ClusterIPs, node ports, and
@@ -47,6 +48,7 @@ pub mod openapi;
 pub mod pki;
 pub mod pod_streams;
 pub mod query;
+pub mod quota;
 pub mod registry;
 pub mod respond;
 pub mod scale;

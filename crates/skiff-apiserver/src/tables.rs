@@ -26,7 +26,7 @@
 //! - `pods`: a pod's READY, STATUS and RESTARTS, the most involved cells.
 //! - `workloads`: Deployments and ReplicaSets.
 //! - `network`: Services, Endpoints and EndpointSlices.
-//! - `cluster`: Nodes, Namespaces, Events, ConfigMaps, Secrets and Leases.
+//! - `cluster`: Nodes, Namespaces, Events, ConfigMaps, Secrets, Leases and ResourceQuotas.
 //! - `docs`: the column descriptions.
 
 mod cluster;
@@ -326,6 +326,7 @@ fn printer_for(resource: &str) -> &'static Printer {
         "secrets" => &cluster::SECRETS,
         "events" => &cluster::EVENTS,
         "leases.coordination.k8s.io" => &cluster::LEASES,
+        "resourcequotas" => &cluster::RESOURCE_QUOTAS,
         _ => &DEFAULT,
     }
 }

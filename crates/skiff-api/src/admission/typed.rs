@@ -7,7 +7,8 @@
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount,
+    ConfigMap, Endpoints, Event, Namespace, Node, Pod, ResourceQuota, Secret, Service,
+    ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -42,6 +43,7 @@ pub(super) enum Typed {
     ClusterRole(ClusterRole),
     RoleBinding(RoleBinding),
     ClusterRoleBinding(ClusterRoleBinding),
+    ResourceQuota(ResourceQuota),
 }
 
 /// Calls `$body` with the inner object bound to `$obj`, whatever the kind.
@@ -65,6 +67,7 @@ macro_rules! each_kind {
             Typed::ClusterRole($obj) => $body,
             Typed::RoleBinding($obj) => $body,
             Typed::ClusterRoleBinding($obj) => $body,
+            Typed::ResourceQuota($obj) => $body,
         }
     };
 }
@@ -90,6 +93,7 @@ impl Typed {
             "ClusterRole" => Typed::ClusterRole(decode(info, body)?),
             "RoleBinding" => Typed::RoleBinding(decode(info, body)?),
             "ClusterRoleBinding" => Typed::ClusterRoleBinding(decode(info, body)?),
+            "ResourceQuota" => Typed::ResourceQuota(decode(info, body)?),
             other => {
                 return Err(ApiError::Internal(format!(
                     "skiff-api has no type for served kind {other}; add it to admission::typed"
@@ -136,7 +140,8 @@ impl Typed {
             | Typed::Event(_)
             | Typed::Lease(_)
             | Typed::Role(_)
-            | Typed::ClusterRole(_) => {}
+            | Typed::ClusterRole(_)
+            | Typed::ResourceQuota(_) => {}
         }
     }
 
@@ -177,6 +182,7 @@ impl Typed {
             Typed::ClusterRoleBinding(b) => {
                 rbac::binding(&b.role_ref, b.subjects.as_deref(), false)
             }
+            Typed::ResourceQuota(rq) => validation::quota::resource_quota(rq),
             Typed::Namespace(_) | Typed::Node(_) | Typed::Event(_) | Typed::ServiceAccount(_) => {
                 Vec::new()
             }

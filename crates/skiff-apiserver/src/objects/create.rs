@@ -12,9 +12,7 @@ use skiff_api::patch;
 use skiff_api::status::ApiError;
 use skiff_store::{object_key, Op, OpError};
 
-use super::{
-    addresses_taken, get_fresh, metadata_of, now, write_with_claims, Result, CONFLICT_RETRIES,
-};
+use super::{get_fresh, lost_races, metadata_of, now, write_with_claims, Result, CONFLICT_RETRIES};
 use crate::app::App;
 use crate::auth::user::UserInfo;
 use crate::query::Params;
@@ -147,6 +145,7 @@ pub async fn create(
         &name,
     );
     if dry_run {
+        crate::quota::charge(app, info, target.namespace.as_deref(), &object, None)?;
         if app.store.get(&key).is_some() {
             return Err(respond::op_error(
                 info,
@@ -163,7 +162,12 @@ pub async fn create(
     let mut attempt = 0;
     let stored = loop {
         attempt += 1;
-        let claims = strategy.claims(app, &object, None);
+        // What the object takes of its namespace's quotas is written with it.
+        let quotas = crate::quota::charge(app, info, target.namespace.as_deref(), &object, None)?;
+        let claims = strategy.claims(app, &object, None).map(|mut claims| {
+            claims.extend(quotas);
+            claims
+        });
         let create = Op::Create {
             key: key.clone(),
             object: object.clone(),
@@ -174,14 +178,17 @@ pub async fn create(
         };
         match (written, &unallocated) {
             (Some(result), _) => break result.map_err(|e| respond::op_error(info, &name, e))?,
-            // Another member's write took something this one picked: pick again from a fresh
-            // read (an address the user chose is then reported as taken).
-            (None, Some(fresh)) if attempt < CONFLICT_RETRIES => {
-                object = fresh.clone();
+            // Another write took something this one picked, or charged a quota this one
+            // charges: count and pick again from a fresh read (an address the user chose is
+            // then reported as taken).
+            (None, unallocated) if attempt < CONFLICT_RETRIES => {
                 app.store.linearize().await.map_err(respond::store_error)?;
-                strategy.allocate(app, info, &mut object, None, true)?;
+                if let Some(fresh) = unallocated {
+                    object = fresh.clone();
+                    strategy.allocate(app, info, &mut object, None, true)?;
+                }
             }
-            (None, _) => return Err(addresses_taken(info, &name)),
+            (None, _) => return Err(lost_races(info, &name)),
         }
     };
     Ok(respond::json_with_warnings(

@@ -237,12 +237,15 @@ async fn write_with_claims(
     )
 }
 
-/// A write that lost what it allocated to concurrent writes on every retry.
-fn addresses_taken(info: &skiff_api::resources::ResourceInfo, name: &str) -> ApiError {
+/// A write that lost what it allocated, or the quota it charged, to concurrent writes on
+/// every retry.
+fn lost_races(info: &skiff_api::resources::ResourceInfo, name: &str) -> ApiError {
     ApiError::Conflict {
         resource: info.qualified_resource(),
         name: name.to_string(),
-        message: "its addresses were taken by concurrent writes; try again".into(),
+        message:
+            "its addresses or its namespace's quota were taken by concurrent writes; try again"
+                .into(),
     }
 }
 

@@ -18,7 +18,7 @@ use skiff_store::{revision_of, Op, OpError};
 
 use super::delete::finalizers_of;
 use super::{
-    addresses_taken, check_subresource, create, get_fresh, metadata_of, name_of, not_found, now,
+    check_subresource, create, get_fresh, lost_races, metadata_of, name_of, not_found, now,
     write_with_claims, Result, CONFLICT_RETRIES,
 };
 use crate::app::App;
@@ -278,6 +278,15 @@ async fn write_with_retries(
             ));
         }
         if dry_run {
+            if target.subresource.is_none() {
+                crate::quota::charge(
+                    app,
+                    info,
+                    target.namespace.as_deref(),
+                    &object,
+                    Some(&current),
+                )?;
+            }
             return Ok(respond::json_with_warnings(
                 StatusCode::OK,
                 &object,
@@ -303,6 +312,22 @@ async fn write_with_retries(
             true => strategy.claims(app, &object, Some(&current)),
             false => Ok(Vec::new()),
         };
+        // What the object newly takes of its namespace's quotas (a Service's node ports) is
+        // charged in the same proposal.
+        let quotas = match target.subresource.is_none() && !finishes_deletion {
+            true => crate::quota::charge(
+                app,
+                info,
+                target.namespace.as_deref(),
+                &object,
+                Some(&current),
+            )?,
+            false => Vec::new(),
+        };
+        let claims = claims.map(|mut claims| {
+            claims.extend(quotas);
+            claims
+        });
         let written = match claims {
             Ok(claims) => write_with_claims(app, op, claims).await?,
             Err(ClaimLost) => None,
@@ -311,7 +336,7 @@ async fn write_with_retries(
             if attempt < CONFLICT_RETRIES {
                 continue;
             }
-            return Err(addresses_taken(info, name));
+            return Err(lost_races(info, name));
         };
         let result = result.map(|stored| {
             if finishes_deletion {

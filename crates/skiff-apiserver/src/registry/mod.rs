@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | [`Strategy::prepare_for_create`] | a new object, after admission | status: pods `Pending`, namespaces `Active`; Services, Deployments, ReplicaSets start without one |
 //! | [`Strategy::allocation_lock`], [`Strategy::allocate`], [`Strategy::claims`] | create and update of the object itself | Services: ClusterIP and node ports |
-//! | [`Strategy::mutate_on_create`] | create, after admission | pods: the ServiceAccount and its `kube-api-access-*` volume |
+//! | [`Strategy::mutate_on_create`] | create, after admission | pods: the ServiceAccount and its `kube-api-access-*` volume; quotas: their status, counted |
 //! | [`Strategy::authorize_write`] | create, update and patch, with the writer | roles and bindings: no escalation; a node writes only its own Node; pods and workloads: Pod Security; namespaces: their Pod Security labels |
 //! | [`Strategy::validate_delete`] | before a delete | the system namespaces may not be deleted |
 //! | [`Strategy::before_delete`] | a delete of an object without finalizers | pods on a node: graceful deletion |
@@ -32,6 +32,7 @@
 //! - `workloads`: Deployments and ReplicaSets start without a status.
 //! - `rbac`: roles and bindings grant nothing their writer does not hold.
 //! - `nodes`: a node writes only its own Node.
+//! - `quotas`: a new ResourceQuota's status, counted.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -50,6 +51,7 @@ pub mod namespaces;
 pub mod nodes;
 pub mod pod_security;
 pub mod pods;
+pub mod quotas;
 pub mod rbac;
 pub mod services;
 pub mod workloads;
@@ -219,6 +221,7 @@ static STRATEGIES: &[(&str, &dyn Strategy)] = &[
     ("deployments.apps", &workloads::Workloads),
     ("replicasets.apps", &workloads::Workloads),
     ("nodes", &nodes::Nodes),
+    ("resourcequotas", &quotas::Quotas),
     ("roles.rbac.authorization.k8s.io", &rbac::ROLES),
     ("clusterroles.rbac.authorization.k8s.io", &rbac::ROLES),
     ("rolebindings.rbac.authorization.k8s.io", &rbac::BINDINGS),

@@ -1,4 +1,4 @@
-//! Nodes, Namespaces, Events, ConfigMaps and Secrets.
+//! Nodes, Namespaces, Events, ConfigMaps, Secrets, Leases and ResourceQuotas.
 
 use jiff::Timestamp;
 use serde_json::{Map, Value};
@@ -206,6 +206,41 @@ fn lease_cells(lease: &Value, now: Timestamp) -> Vec<Value> {
         name(lease),
         str_at(lease, "/spec/holderIdentity").into(),
         age(lease, now).into(),
+    ]
+}
+
+pub(super) const RESOURCE_QUOTAS: Printer = Printer::new(
+    &[
+        NAME,
+        AGE,
+        column("Request", "string", docs::QUOTA_REQUEST),
+        column("Limit", "string", docs::QUOTA_LIMIT),
+    ],
+    quota_cells,
+);
+
+/// `pods: 1/10, requests.cpu: 250m/2` under REQUEST, the `limits.*` under LIMIT, in name order,
+/// from the status (as kube-apiserver's printer).
+fn quota_cells(quota: &Value, now: Timestamp) -> Vec<Value> {
+    let hard = quota.pointer("/status/hard").and_then(Value::as_object);
+    let used = quota.pointer("/status/used").and_then(Value::as_object);
+    let (mut requests, mut limits) = (Vec::new(), Vec::new());
+    for (resource, limit) in hard.into_iter().flatten() {
+        let amount = used
+            .and_then(|u| u.get(resource))
+            .and_then(Value::as_str)
+            .unwrap_or("0");
+        let cell = format!("{resource}: {amount}/{}", limit.as_str().unwrap_or(""));
+        match resource.split('.').next() {
+            Some("limits") if resource.contains('.') => limits.push(cell),
+            _ => requests.push(cell),
+        }
+    }
+    vec![
+        name(quota),
+        age(quota, now).into(),
+        requests.join(", ").into(),
+        limits.join(", ").into(),
     ]
 }
 

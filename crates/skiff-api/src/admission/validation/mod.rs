@@ -11,12 +11,14 @@
 //! - `service`: Services, Endpoints and EndpointSlices.
 //! - `apps`: Deployments and ReplicaSets.
 //! - `config`: ConfigMaps and Secrets.
+//! - `quota`: ResourceQuotas.
 //! - `rbac`: Roles, ClusterRoles and their bindings.
 
 pub(super) mod apps;
 pub(super) mod config;
 pub(super) mod coordination;
 pub(super) mod pod;
+pub(super) mod quota;
 pub(super) mod rbac;
 pub(super) mod service;
 
