@@ -573,6 +573,10 @@ fn watches_are_capped_per_user() {
             .send()
             .expect("a watch request")
     };
+    // `view` is filled by the aggregation controller shortly after start.
+    eventually("the watcher may list", Duration::from_secs(30), || {
+        (watcher.get(CM).0 == 200).then_some(())
+    });
     let open: Vec<_> = (0..3)
         .map(|_| {
             let w = watch(&watcher);

@@ -191,11 +191,18 @@ fn server_side_apply_round(kubectl: &str) {
         &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"],
     );
     assert_eq!(text(&out), "4", "edited through $EDITOR");
-    let out = run(
-        kubectl,
-        &kc,
-        &["replace", "-f", &manifest(dir.path(), 1, false)],
-    );
+    // kubectl replace reads the current resourceVersion and sends it back, so a status write
+    // of the deployment controller in between is a 409 ("try again"), as on Kubernetes; a
+    // user tries again, and so does this test.
+    let replace = manifest(dir.path(), 1, false);
+    let mut out = run(kubectl, &kc, &["replace", "-f", &replace]);
+    for _ in 0..5 {
+        if out.status.success() || !text(&out).contains("(Conflict)") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        out = run(kubectl, &kc, &["replace", "-f", &replace]);
+    }
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains("deployment.apps/web replaced"),
