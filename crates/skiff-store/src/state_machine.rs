@@ -251,11 +251,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let key = format!("{OBJECT_PREFIX}{}", event.key);
             match event.kind {
                 crate::EventKind::Deleted => batch.remove(key.as_bytes()),
-                _ => batch.insert(
-                    key.as_bytes(),
-                    serde_json::to_vec(&self.sealer.seal(&event.key, &event.object))
-                        .map_err(io_error)?,
-                ),
+                _ => {
+                    let stored = self.sealer.seal(&event.key, &event.object);
+                    let bytes = serde_json::to_vec(&stored).map_err(io_error)?;
+                    // What goes to disk is what watchers send, unless it is sealed: encoded
+                    // once for both.
+                    if matches!(stored, std::borrow::Cow::Borrowed(_)) {
+                        let _ = event.encoded.set(bytes.clone());
+                    }
+                    batch.insert(key.as_bytes(), bytes)
+                }
             }
         }
         put_meta(&mut batch, &state)?;

@@ -2,6 +2,9 @@
 //!
 //! Every member applies every entry, so every member has a hub and can serve watches. For each
 //! resource the hub keeps a bounded ring of recent [`ChangeEvent`]s and a broadcast channel.
+//! The ring is bounded in events ([`DEFAULT_HISTORY`]) and in bytes ([`DEFAULT_HISTORY_BYTES`],
+//! the JSON size of the objects its events hold, counted twice for events that also hold the
+//! object as it was), so a resource of large objects (1 MiB ConfigMaps) keeps fewer of them.
 //! A watcher asking to start after revision `R` first receives the buffered events newer than
 //! `R`, then live ones. If events newer than `R` have already fallen out of the ring, the hub
 //! cannot replay them and answers [`WatchError::Expired`] — `410 Gone` to the client, which then
@@ -24,6 +27,8 @@ use crate::objects::ChangeEvent;
 
 /// How many recent events each resource keeps for watchers that resume.
 pub const DEFAULT_HISTORY: usize = 4096;
+/// How many bytes of objects each resource's history may hold.
+pub const DEFAULT_HISTORY_BYTES: usize = 32 << 20;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WatchError {
@@ -38,6 +43,8 @@ pub enum WatchError {
 /// Recent events of one resource and the channel live watchers listen on.
 struct ResourceLog {
     events: VecDeque<Arc<ChangeEvent>>,
+    /// What `events` hold, by [`weight`].
+    bytes: usize,
     /// Events at or below this revision are no longer replayable for this resource.
     compacted: u64,
     live: broadcast::Sender<Arc<ChangeEvent>>,
@@ -46,6 +53,7 @@ struct ResourceLog {
 /// Per-resource event history and subscriptions.
 pub struct WatchHub {
     history: usize,
+    history_bytes: usize,
     inner: Mutex<HubState>,
 }
 
@@ -68,11 +76,18 @@ impl WatchHub {
     pub fn new(history: usize, floor: u64) -> Self {
         WatchHub {
             history: history.max(1),
+            history_bytes: DEFAULT_HISTORY_BYTES,
             inner: Mutex::new(HubState {
                 logs: HashMap::new(),
                 floor,
             }),
         }
+    }
+
+    /// The same hub with another byte budget per resource.
+    pub fn with_history_bytes(mut self, bytes: usize) -> Self {
+        self.history_bytes = bytes;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
@@ -94,12 +109,17 @@ impl WatchHub {
                 .logs
                 .entry(event.resource().to_string())
                 .or_insert_with(|| new_log(capacity, floor));
-            if log.events.len() == capacity {
+            log.bytes += weight(&event);
+            log.events.push_back(event.clone());
+            // The oldest go first, past either bound; the newest always stays.
+            while log.events.len() > 1
+                && (log.events.len() > capacity || log.bytes > self.history_bytes)
+            {
                 if let Some(dropped) = log.events.pop_front() {
+                    log.bytes -= weight(&dropped);
                     log.compacted = dropped.revision;
                 }
             }
-            log.events.push_back(event.clone());
             // No receivers is normal: nobody watches this resource right now.
             let _ = log.live.send(event);
         }
@@ -150,11 +170,24 @@ impl WatchHub {
     }
 }
 
+/// What an event holds, for the history's byte bound: its object's JSON size, twice when it
+/// also holds the object as it was (which is about as large). The encoding is the one watchers
+/// send, made once (the state machine fills it in from what it writes to disk).
+fn weight(event: &ChangeEvent) -> usize {
+    let size = event.object_json().len();
+    if event.previous.is_some() {
+        size * 2
+    } else {
+        size
+    }
+}
+
 fn new_log(capacity: usize, floor: u64) -> ResourceLog {
     // The live channel holds what a slow watcher has not read yet; past that it is closed.
     let (live, _) = broadcast::channel(capacity.max(64));
     ResourceLog {
         events: VecDeque::with_capacity(capacity.min(1024)),
+        bytes: 0,
         compacted: floor,
         live,
     }
@@ -203,6 +236,42 @@ mod tests {
             })
         );
         assert_eq!(hub.subscribe("pods", 3).expect("after 3").backlog.len(), 2);
+    }
+
+    #[test]
+    fn history_is_bounded_in_bytes_too() {
+        let big = |revision: u64| ChangeEvent {
+            object: Arc::new(
+                json!({"data": "x".repeat(1000), "metadata": {"resourceVersion": revision.to_string()}}),
+            ),
+            ..event("configmaps/default/big", revision)
+        };
+        // Room for 4096 events but only about three 1 KB objects.
+        let hub = WatchHub::new(4096, 0).with_history_bytes(3500);
+        hub.publish((1..=10).map(big));
+        let sub = hub
+            .subscribe("configmaps", 7)
+            .expect("the last three are kept");
+        let revisions: Vec<_> = sub.backlog.iter().map(|e| e.revision).collect();
+        assert_eq!(revisions, vec![8, 9, 10]);
+        assert!(matches!(
+            hub.subscribe("configmaps", 6),
+            Err(WatchError::Expired {
+                oldest_available: 8,
+                ..
+            })
+        ));
+        // One object larger than the whole budget is still kept: the newest always is.
+        let hub = WatchHub::new(4096, 0).with_history_bytes(10);
+        hub.publish(vec![big(1)]);
+        assert_eq!(
+            hub.subscribe("configmaps", 0).expect("kept").backlog.len(),
+            1
+        );
+        // Small objects are bounded by the count as before.
+        let hub = WatchHub::new(3, 0);
+        hub.publish((1..=5).map(|r| event("pods/default/a", r)));
+        assert_eq!(hub.subscribe("pods", 2).expect("3..5").backlog.len(), 3);
     }
 
     #[test]
