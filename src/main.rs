@@ -43,6 +43,8 @@ enum Command {
     /// Print the token other servers (or, with --node, agents) join this cluster with; make,
     /// list and revoke user tokens (`skiff token create --user NAME --group G`).
     Token(cmd::members::TokenArgs),
+    /// Show the key Secrets are sealed with at rest, or rotate it on every server.
+    SecretsEncrypt(cmd::secrets::SecretsEncryptArgs),
     /// Measure skiff next to its peers (see docs/benchmarks.md; needs a build with
     /// `--features bench`).
     #[cfg(feature = "bench")]
@@ -84,6 +86,7 @@ fn main() -> anyhow::Result<()> {
             Command::Explain(args) => cmd::explain::run(args).await,
             Command::Members(args) => cmd::members::run(args).await,
             Command::Token(args) => cmd::members::token(args).await,
+            Command::SecretsEncrypt(args) => cmd::secrets::run(args).await,
             #[cfg(feature = "bench")]
             Command::Bench(args) => skiff_bench::run(args).await,
             #[cfg(not(feature = "bench"))]

@@ -467,6 +467,143 @@ fn secrets_are_sealed_on_disk() {
     );
 }
 
+/// Every byte under `dir` (a stopped server's data dir), file by file.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("read dir").flatten() {
+                stack.push(entry.path());
+            }
+        } else {
+            let bytes = std::fs::read(&path).expect("read file");
+            files.push((path, bytes));
+        }
+    }
+    files
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `skiff secrets-encrypt rotate`: a new key installed on both servers of a cluster while it
+/// serves, Secrets rewritten under it (found sealed with it on disk, never clear), readable
+/// from both servers and after restarts; with a server down the rotation stops and says which.
+#[test]
+fn the_secrets_key_rotates_on_every_server_while_the_cluster_serves() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut first = Server::start(&dir.path().join("s1"));
+    let client = first.wait_ready();
+    let mut second = Server::join(&dir.path().join("s2"), &first);
+    let client2 = second.wait_ready();
+    let canary = "the-safe-code-is-2718";
+    let (code, created) = client.post(
+        "/api/v1/namespaces/default/secrets",
+        &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "safe"}, "stringData": {"code": canary}}),
+    );
+    assert_eq!(code, 201, "{created}");
+    let data_dir = first.dir.clone();
+    let skiff = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .output()
+            .expect("run skiff")
+    };
+    let out = skiff(&["secrets-encrypt", "rotate", "--provider", "secretbox"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("sealing with secretbox key key-") && said.contains("on 2 server(s)"),
+        "{said}"
+    );
+    let key = said
+        .split_whitespace()
+        .find(|w| w.starts_with("key-"))
+        .expect("the new key's name")
+        .to_string();
+    let status = String::from_utf8_lossy(&skiff(&["secrets-encrypt", "status"]).stdout).to_string();
+    assert!(status.contains(&format!("sealing with: {key}")), "{status}");
+    for server in [&first, &second] {
+        let path = server.dir.join("tls/encryption-config.yaml");
+        let config = std::fs::read_to_string(&path).expect("config");
+        let secretbox = config.find("secretbox").expect("a secretbox provider");
+        assert!(
+            secretbox < config.find("aesgcm").expect("the old key kept"),
+            "new key first:\n{config}"
+        );
+        assert!(config.contains(&key), "{config}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+    }
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(canary);
+    for c in [&client, &client2] {
+        let (code, got) = c.get("/api/v1/namespaces/default/secrets/safe");
+        assert_eq!(code, 200, "{got}");
+        assert_eq!(got["data"]["code"], json!(encoded));
+        assert_ne!(
+            got["metadata"]["resourceVersion"], created["metadata"]["resourceVersion"],
+            "rewritten"
+        );
+    }
+    first.stop();
+    second.stop();
+    let sealed_with_new = format!("k8s:enc:secretbox:v1:{key}:");
+    for server in [&first, &second] {
+        let files = files_under(&server.dir);
+        assert!(
+            files
+                .iter()
+                .any(|(_, bytes)| contains(bytes, sealed_with_new.as_bytes())),
+            "{} holds the Secret sealed with the new key",
+            server.dir.display()
+        );
+        for (path, bytes) in &files {
+            assert!(
+                !contains(bytes, canary.as_bytes()) && !contains(bytes, encoded.as_bytes()),
+                "{} holds the Secret in the clear",
+                path.display()
+            );
+        }
+    }
+    // Restarted, both open everything (older log entries with the old key, which stays).
+    first.stop_and_start();
+    second.stop_and_start();
+    for c in [first.wait_ready(), second.wait_ready()] {
+        eventually(
+            "the secret after a restart",
+            Duration::from_secs(30),
+            || {
+                let (code, got) = c.get("/api/v1/namespaces/default/secrets/safe");
+                (code == 200 && got["data"]["code"] == json!(encoded)).then_some(())
+            },
+        );
+    }
+    // With a server down, nothing is sealed with a key it could not open.
+    second.kill();
+    let out = skiff(&["secrets-encrypt", "rotate"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("key rotation stopped: member 2"),
+        "{stderr}"
+    );
+    let status = String::from_utf8_lossy(&skiff(&["secrets-encrypt", "status"]).stdout).to_string();
+    assert!(
+        status.contains(&format!("sealing with: {key}")),
+        "still the last key: {status}"
+    );
+}
+
 /// A flood of requests is answered with 429 and `Retry-After`, not queued, and the system's own
 /// requests keep their share: with room for two reads at once, one of them the system's, a
 /// user's sixteen-thread flood gets 429s while the admin's requests are all served.

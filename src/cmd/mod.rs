@@ -4,6 +4,7 @@ pub mod agent;
 pub mod explain;
 pub mod image;
 pub mod members;
+pub mod secrets;
 pub mod server;
 
 use std::path::PathBuf;

@@ -208,9 +208,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             node_ca_cert_pem: node_ca.cert_pem.clone(),
             node_ca_key_pem: node_ca.key_pem.clone(),
             service_account_key_pem: service_account_key.clone(),
-            encryption_config,
+            encryption_config: encryption_config.into(),
         },
     );
+    app.encryption_config_path = Some(layout.tls().join("encryption-config.yaml"));
     app.service_account_key = Some(
         skiff_apiserver::auth::service_accounts::SigningKey::from_pem(&service_account_key)
             .map_err(anyhow::Error::msg)?,

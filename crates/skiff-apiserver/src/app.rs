@@ -47,8 +47,19 @@ pub struct ClusterSecrets {
     pub node_ca_key_pem: String,
     /// Signs ServiceAccount tokens (PEM, P-256); handed to joining servers like the CA key.
     pub service_account_key_pem: String,
-    /// The EncryptionConfiguration of Secrets at rest (see [`crate::pki::encryption`]).
-    pub encryption_config: String,
+    /// The EncryptionConfiguration of Secrets at rest (see [`crate::pki::encryption`]);
+    /// replaced by key rotation.
+    pub encryption_config: std::sync::RwLock<String>,
+}
+
+impl ClusterSecrets {
+    /// The EncryptionConfiguration in force.
+    pub fn encryption_config(&self) -> String {
+        self.encryption_config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// Everything request handlers share.
@@ -88,6 +99,9 @@ pub struct App {
     pub audit: Option<crate::audit::AuditLog>,
     /// What ServiceAccount tokens are signed with; `None` serves no tokens (unit tests).
     pub service_account_key: Option<crate::auth::service_accounts::SigningKey>,
+    /// Where this member keeps its EncryptionConfiguration (`DATA_DIR/tls/encryption-config.yaml`);
+    /// `None`: not on disk (unit tests), so keys cannot be rotated.
+    pub encryption_config_path: Option<std::path::PathBuf>,
 }
 
 impl App {
@@ -107,6 +121,7 @@ impl App {
             agents: Default::default(),
             pod_security: skiff_api::pod_security::Level::Baseline,
             service_account_key: None,
+            encryption_config_path: None,
             audit: None,
             agent_identity_pem: None,
             inflight: crate::inflight::Inflight::default(),
@@ -148,6 +163,14 @@ pub fn router(app: Arc<App>) -> Router {
             post(crate::nodes::credential),
         )
         .route("/skiff/v1/cluster", get(crate::cluster_network::get))
+        .route(
+            "/skiff/v1/encryption",
+            get(crate::secrets_encryption::status).put(crate::secrets_encryption::install),
+        )
+        .route(
+            "/skiff/v1/encryption/rotate",
+            post(crate::secrets_encryption::rotate),
+        )
         .fallback(resource_request)
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .layer(middleware::from_fn_with_state(

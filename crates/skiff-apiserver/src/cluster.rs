@@ -103,7 +103,7 @@ pub async fn join(State(app): State<Arc<App>>, Json(request): Json<JoinRequest>)
         node_ca_cert: app.cluster.node_ca_cert_pem.clone(),
         node_ca_key: app.cluster.node_ca_key_pem.clone(),
         service_account_key: app.cluster.service_account_key_pem.clone(),
-        encryption_config: app.cluster.encryption_config.clone(),
+        encryption_config: app.cluster.encryption_config(),
         admin_token: app.admin_token.clone(),
     };
     respond::json(StatusCode::OK, &json!(grant))

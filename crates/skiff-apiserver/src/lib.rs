@@ -30,6 +30,7 @@
 //! - [`watch`]: `?watch=true` streams with resume, bookmarks and 410.
 //! - [`tables`]: `Table` responses (server-side printing) for `kubectl get`.
 //! - [`cluster`]: joining servers, listing and removing members.
+//! - [`secrets_encryption`]: rotating the key Secrets are sealed with, on every server.
 //! - [`cluster_network`]: the cluster and service CIDRs agents ask for.
 //! - [`respond`]: JSON responses, `Status` errors, and store errors as Kubernetes errors.
 pub mod app;
@@ -52,6 +53,7 @@ pub mod quota;
 pub mod registry;
 pub mod respond;
 pub mod scale;
+pub mod secrets_encryption;
 pub mod service_ips;
 pub mod subresources;
 pub mod tables;

@@ -1,8 +1,13 @@
 //! Secrets encrypted at rest: every Secret is sealed before it enters the Raft log, and is
 //! sealed again in the state machine's sled tree and in snapshots; only the in-memory state
 //! holds it in the clear. A sealed object is a JSON string in Kubernetes' envelope format,
-//! `k8s:enc:aesgcm:v1:KEYNAME:` followed by the base64 of a 12-byte random nonce and the
-//! AES-256-GCM ciphertext of the object's JSON (tag included).
+//! `k8s:enc:PROVIDER:v1:KEYNAME:` followed by the base64 of a random nonce and the ciphertext
+//! of the object's JSON:
+//!
+//! | provider | cipher | nonce | the store key bound in |
+//! |---|---|---|---|
+//! | `aesgcm` | AES-256-GCM (ring), tag appended | 12 bytes | as additional data |
+//! | `secretbox` | XSalsa20-Poly1305 (NaCl's secretbox), tag prepended | 24 bytes | at the head of the plaintext (secretbox takes no additional data) |
 //!
 //! The whole object is sealed, metadata included: `kubectl apply` leaves a Secret's data in
 //! the `last-applied-configuration` annotation.
@@ -10,45 +15,104 @@
 //! As Kubernetes' EncryptionConfiguration: the first provider seals new writes, every provider
 //! opens what it recognises, and `identity` (no encryption) reads objects written before
 //! encryption was turned on. A member without the key a sealed object names stops with an
-//! error rather than serving it wrong.
+//! error rather than serving it wrong. The keys can be replaced while the store runs
+//! ([`Sealer::replace`]): key rotation adds a key everywhere, makes it the first, and rewrites
+//! every Secret, without a restart.
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use base64::Engine;
+use crypto_secretbox::aead::{Aead, KeyInit};
+use crypto_secretbox::XSalsa20Poly1305;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::Value;
 
 use crate::{Op, Proposal};
 
-const PREFIX: &str = "k8s:enc:aesgcm:v1:";
+const AESGCM: &str = "k8s:enc:aesgcm:v1:";
+const SECRETBOX: &str = "k8s:enc:secretbox:v1:";
+/// secretbox's nonce: XSalsa20's 24 bytes, random for each seal.
+const SECRETBOX_NONCE: usize = 24;
 /// Keys under this prefix hold Secrets (see [`crate::object_key`]).
 const SECRETS: &str = "secrets/";
 
 /// One provider of an EncryptionConfiguration, in order of preference.
+#[derive(Clone)]
 pub enum Provider {
     /// AES-256-GCM with a named 32-byte key.
     AesGcm { name: String, key: [u8; 32] },
+    /// XSalsa20-Poly1305 (NaCl secretbox) with a named 32-byte key.
+    SecretBox { name: String, key: [u8; 32] },
     /// No encryption: writes stay clear (if first), clear objects are read.
     Identity,
 }
 
-/// Seals and opens Secrets with the configured providers.
-pub struct Sealer {
-    /// The named keys, in the providers' order.
-    keys: Vec<(String, LessSafeKey)>,
+impl Provider {
+    /// The key's name, or `None` for `identity`.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Provider::AesGcm { name, .. } | Provider::SecretBox { name, .. } => Some(name),
+            Provider::Identity => None,
+        }
+    }
+}
+
+/// A named key, ready to seal and open (a handful per cluster: the size of ring's AES key
+/// schedule does not matter).
+#[allow(clippy::large_enum_variant)]
+enum Key {
+    AesGcm(LessSafeKey),
+    SecretBox(XSalsa20Poly1305),
+}
+
+impl Key {
+    fn prefix(&self) -> &'static str {
+        match self {
+            Key::AesGcm(_) => AESGCM,
+            Key::SecretBox(_) => SECRETBOX,
+        }
+    }
+}
+
+/// The keys in the providers' order, and whether new writes are sealed.
+struct Keyring {
+    keys: Vec<(String, Key)>,
     /// Whether new writes are sealed (the first provider is a key, not `identity`).
     seals: bool,
+}
+
+impl Keyring {
+    fn of(providers: Vec<Provider>) -> Keyring {
+        let seals = providers.first().is_some_and(|p| p.name().is_some());
+        let keys = providers
+            .into_iter()
+            .filter_map(|p| match p {
+                Provider::AesGcm { name, key } => UnboundKey::new(&AES_256_GCM, &key)
+                    .ok()
+                    .map(|k| (name, Key::AesGcm(LessSafeKey::new(k)))),
+                Provider::SecretBox { name, key } => {
+                    Some((name, Key::SecretBox(XSalsa20Poly1305::new(&key.into()))))
+                }
+                Provider::Identity => None,
+            })
+            .collect();
+        Keyring { keys, seals }
+    }
+}
+
+/// Seals and opens Secrets with the configured providers.
+pub struct Sealer {
+    ring: RwLock<Keyring>,
     rng: SystemRandom,
 }
 
 // Hand-written so no key material can reach a log line.
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.keys.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("Sealer")
-            .field("keys", &names)
-            .field("seals", &self.seals)
+            .field("keys", &self.key_names())
+            .field("seals", &self.keyring().seals)
             .finish()
     }
 }
@@ -58,6 +122,7 @@ impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Provider::AesGcm { name, .. } => write!(f, "AesGcm({name})"),
+            Provider::SecretBox { name, .. } => write!(f, "SecretBox({name})"),
             Provider::Identity => f.write_str("Identity"),
         }
     }
@@ -75,29 +140,35 @@ pub enum SealError {
 impl Sealer {
     /// No encryption at all (tests, and stores that are not a cluster's).
     pub fn identity() -> Arc<Sealer> {
+        Sealer::new(Vec::new())
+    }
+
+    pub fn new(providers: Vec<Provider>) -> Arc<Sealer> {
         Arc::new(Sealer {
-            keys: Vec::new(),
-            seals: false,
+            ring: RwLock::new(Keyring::of(providers)),
             rng: SystemRandom::new(),
         })
     }
 
-    pub fn new(providers: Vec<Provider>) -> Arc<Sealer> {
-        let seals = matches!(providers.first(), Some(Provider::AesGcm { .. }));
-        let keys = providers
-            .into_iter()
-            .filter_map(|p| match p {
-                Provider::AesGcm { name, key } => UnboundKey::new(&AES_256_GCM, &key)
-                    .ok()
-                    .map(|k| (name, LessSafeKey::new(k))),
-                Provider::Identity => None,
-            })
-            .collect();
-        Arc::new(Sealer {
-            keys,
-            seals,
-            rng: SystemRandom::new(),
-        })
+    fn keyring(&self) -> std::sync::RwLockReadGuard<'_, Keyring> {
+        // Nothing panics while holding the lock; carry on with the keys if something did.
+        self.ring.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes new providers from now on (key rotation). The caller makes sure they still open
+    /// everything the old ones sealed.
+    pub fn replace(&self, providers: Vec<Provider>) {
+        *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Keyring::of(providers);
+    }
+
+    /// The key names, in order; the first seals new writes if [`Sealer::seals`].
+    pub fn key_names(&self) -> Vec<String> {
+        self.keyring().keys.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Whether new writes are sealed.
+    pub fn seals(&self) -> bool {
+        self.keyring().seals
     }
 
     fn applies(key: &str) -> bool {
@@ -107,40 +178,63 @@ impl Sealer {
     /// The object as it goes to disk or into the log: sealed if it is a Secret and new writes
     /// are sealed, borrowed as it is otherwise (no copy on the hot path).
     pub fn seal<'a>(&self, key: &str, object: &'a Value) -> Cow<'a, Value> {
-        if !self.seals || !Self::applies(key) || object.is_string() {
+        if !Self::applies(key) || object.is_string() {
             return Cow::Borrowed(object);
         }
-        Cow::Owned(self.seal_now(key, object))
+        let ring = self.keyring();
+        if !ring.seals {
+            return Cow::Borrowed(object);
+        }
+        Cow::Owned(self.seal_now(&ring, key, object))
     }
 
-    fn seal_now(&self, key: &str, object: &Value) -> Value {
-        let Some((name, sealing)) = self.keys.first() else {
+    fn seal_now(&self, ring: &Keyring, key: &str, object: &Value) -> Value {
+        let Some((name, sealing)) = ring.keys.first() else {
             return object.clone();
         };
-        let mut nonce = [0u8; NONCE_LEN];
-        let mut data = match serde_json::to_vec(object) {
-            Ok(data) => data,
-            Err(_) => return object.clone(),
+        let Ok(data) = serde_json::to_vec(object) else {
+            return object.clone();
         };
-        if self.rng.fill(&mut nonce).is_err()
-            || sealing
-                .seal_in_place_append_tag(
-                    Nonce::assume_unique_for_key(nonce),
-                    Aad::from(key.as_bytes()),
-                    &mut data,
-                )
-                .is_err()
-        {
+        let blob = match sealing {
+            Key::AesGcm(aes) => {
+                let mut nonce = [0u8; NONCE_LEN];
+                let mut data = data;
+                self.rng.fill(&mut nonce).ok().and_then(|()| {
+                    aes.seal_in_place_append_tag(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(key.as_bytes()),
+                        &mut data,
+                    )
+                    .ok()?;
+                    let mut blob = nonce.to_vec();
+                    blob.extend_from_slice(&data);
+                    Some(blob)
+                })
+            }
+            Key::SecretBox(secretbox) => {
+                let mut nonce = [0u8; SECRETBOX_NONCE];
+                let mut plain = Vec::with_capacity(key.len() + 1 + data.len());
+                plain.extend_from_slice(key.as_bytes());
+                plain.push(0);
+                plain.extend_from_slice(&data);
+                self.rng.fill(&mut nonce).ok().and_then(|()| {
+                    let sealed = secretbox.encrypt(&nonce.into(), plain.as_slice()).ok()?;
+                    let mut blob = nonce.to_vec();
+                    blob.extend_from_slice(&sealed);
+                    Some(blob)
+                })
+            }
+        };
+        let prefix = sealing.prefix();
+        match blob {
+            Some(blob) => Value::String(format!(
+                "{prefix}{name}:{}",
+                base64::engine::general_purpose::STANDARD.encode(blob)
+            )),
             // Without randomness nothing can be sealed safely; the write fails loudly instead
             // of going to disk in the clear.
-            return Value::String(format!("{PREFIX}{name}:unsealable"));
+            None => Value::String(format!("{prefix}{name}:unsealable")),
         }
-        let mut blob = nonce.to_vec();
-        blob.extend_from_slice(&data);
-        Value::String(format!(
-            "{PREFIX}{name}:{}",
-            base64::engine::general_purpose::STANDARD.encode(blob)
-        ))
     }
 
     /// The object as memory holds it: opened if sealed, as it is otherwise. The key is bound
@@ -149,14 +243,18 @@ impl Sealer {
         let Some(text) = value.as_str() else {
             return Ok(value.clone());
         };
-        let Some(rest) = text.strip_prefix(PREFIX) else {
+        let Some((prefix, rest)) = [AESGCM, SECRETBOX]
+            .iter()
+            .find_map(|p| text.strip_prefix(p).map(|rest| (*p, rest)))
+        else {
             return Ok(value.clone());
         };
         let (name, encoded) = rest.split_once(':').unwrap_or((rest, ""));
-        let opening = self
+        let ring = self.keyring();
+        let opening = ring
             .keys
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, k)| n == name && k.prefix() == prefix)
             .map(|(_, k)| k)
             .ok_or_else(|| SealError::UnknownKey {
                 key: key.to_string(),
@@ -168,21 +266,40 @@ impl Sealer {
         let blob = base64::engine::general_purpose::STANDARD
             .decode(encoded)
             .map_err(|_| damaged())?;
-        if blob.len() < NONCE_LEN {
-            return Err(damaged());
+        match opening {
+            Key::AesGcm(aes) => {
+                if blob.len() < NONCE_LEN {
+                    return Err(damaged());
+                }
+                let (nonce, sealed) = blob.split_at(NONCE_LEN);
+                let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| damaged())?;
+                let mut sealed = sealed.to_vec();
+                let plain = aes
+                    .open_in_place(nonce, Aad::from(key.as_bytes()), &mut sealed)
+                    .map_err(|_| damaged())?;
+                serde_json::from_slice(plain).map_err(|_| damaged())
+            }
+            Key::SecretBox(secretbox) => {
+                if blob.len() < SECRETBOX_NONCE {
+                    return Err(damaged());
+                }
+                let (nonce, sealed) = blob.split_at(SECRETBOX_NONCE);
+                let nonce: [u8; SECRETBOX_NONCE] = nonce.try_into().map_err(|_| damaged())?;
+                let plain = secretbox
+                    .decrypt(&nonce.into(), sealed)
+                    .map_err(|_| damaged())?;
+                let data = plain
+                    .strip_prefix(key.as_bytes())
+                    .and_then(|rest| rest.strip_prefix(&[0]))
+                    .ok_or_else(damaged)?;
+                serde_json::from_slice(data).map_err(|_| damaged())
+            }
         }
-        let (nonce, sealed) = blob.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| damaged())?;
-        let mut sealed = sealed.to_vec();
-        let plain = opening
-            .open_in_place(nonce, Aad::from(key.as_bytes()), &mut sealed)
-            .map_err(|_| damaged())?;
-        serde_json::from_slice(plain).map_err(|_| damaged())
     }
 
     /// A proposal with its Secrets sealed (what goes into the Raft log).
     pub fn seal_proposal(&self, proposal: Proposal) -> Proposal {
-        if !self.seals {
+        if !self.seals() {
             return proposal;
         }
         let seal_op = |op: Op| match op {
@@ -298,6 +415,50 @@ mod tests {
         assert_eq!(*s.seal("pods/shop/p", &pod), pod);
         assert_eq!(s.open(key, &secret).expect("clear"), secret);
         assert_eq!(*Sealer::identity().seal(key, &secret), secret);
+    }
+
+    #[test]
+    fn secretbox_seals_too_and_keys_can_be_replaced_while_running() {
+        let secret = json!({"metadata": {"name": "till"}, "data": {"pin": "MTIzNA=="}});
+        let key = "secrets/shop/till";
+        let boxed = Provider::SecretBox {
+            name: "box1".into(),
+            key: [9; 32],
+        };
+        let s = Sealer::new(vec![boxed.clone(), Provider::Identity]);
+        let sealed = s.seal(key, &secret).into_owned();
+        let text = sealed.as_str().expect("a sealed string");
+        assert!(text.starts_with("k8s:enc:secretbox:v1:box1:"), "{text}");
+        assert!(!text.contains("MTIzNA"), "no clear data");
+        assert_eq!(s.open(key, &sealed).expect("opens"), secret);
+        assert!(
+            matches!(
+                s.open("secrets/shop/other", &sealed),
+                Err(SealError::Damaged { .. })
+            ),
+            "bound to its key"
+        );
+        // Rotation: an AES key first, the secretbox key kept to read what it sealed.
+        let aes = Provider::AesGcm {
+            name: "key2".into(),
+            key: [3; 32],
+        };
+        s.replace(vec![aes, boxed, Provider::Identity]);
+        assert_eq!(s.key_names(), vec!["key2", "box1"]);
+        assert_eq!(s.open(key, &sealed).expect("old seals still open"), secret);
+        let resealed = s.seal(key, &secret).into_owned();
+        assert!(resealed
+            .as_str()
+            .is_some_and(|t| t.starts_with("k8s:enc:aesgcm:v1:key2:")));
+        // A key name under the other provider's prefix is not that key.
+        let forged = Value::String(text.replace("secretbox:v1:box1", "aesgcm:v1:box1"));
+        assert!(matches!(
+            s.open(key, &forged),
+            Err(SealError::UnknownKey { .. })
+        ));
+        s.replace(vec![Provider::Identity]);
+        assert!(!s.seals());
+        assert_eq!(*s.seal(key, &secret), secret);
     }
 
     #[test]

@@ -138,6 +138,11 @@ struct Inner {
 }
 
 impl Store {
+    /// What seals Secrets in the log, the state and snapshots (its keys can be replaced).
+    pub fn sealer(&self) -> &Arc<Sealer> {
+        &self.inner.config.sealer
+    }
+
     /// Opens the member's storage and starts its Raft node. A pristine member does nothing until
     /// [`Store::initialize`] (first server) or a leader adds it (joining server).
     pub async fn open(config: StoreConfig, transport: PeerTransport) -> Result<Store, StoreError> {

@@ -27,7 +27,7 @@ async fn app() -> (App, tempfile::TempDir) {
         node_ca_cert_pem: String::new(),
         node_ca_key_pem: String::new(),
         service_account_key_pem: String::new(),
-        encryption_config: String::new(),
+        encryption_config: Default::default(),
     };
     let app = App::new(store, "admin".into(), secrets);
     ensure_system_namespaces(&app).await.expect("namespaces");

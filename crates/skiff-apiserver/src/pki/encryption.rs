@@ -16,7 +16,9 @@
 //!               secret: <base64 of 32 random bytes>
 //!       - identity: {}
 //! ```
-//! Putting `identity` first turns sealing of new writes off (reads still open sealed ones).
+//! Putting `identity` first turns sealing of new writes off (reads still open sealed ones);
+//! `secretbox` (XSalsa20-Poly1305) keys are written like `aesgcm` ones. `skiff secrets-encrypt
+//! rotate` rewrites this file on every server ([`crate::secrets_encryption`]).
 use std::path::Path;
 
 use base64::Engine;
@@ -48,15 +50,51 @@ pub fn write(path: &Path, text: &str) -> Result<(), PkiError> {
 }
 
 fn new_config() -> Result<String, PkiError> {
+    Ok(render(&[new_key("aesgcm", &[])?, Provider::Identity]))
+}
+
+/// A new random key for `provider` (`aesgcm` or `secretbox`), named for the time it was made
+/// and unlike any name in `taken`.
+pub fn new_key(provider: &str, taken: &[String]) -> Result<Provider, PkiError> {
     let mut key = [0u8; 32];
     ring::rand::SystemRandom::new()
         .fill(&mut key)
         .map_err(|_| PkiError::Random)?;
-    let name = format!("key-{}", jiff::Timestamp::now().strftime("%Y%m%d%H%M%S"));
-    Ok(format!(
-        "kind: EncryptionConfiguration\napiVersion: apiserver.config.k8s.io/v1\nresources:\n  - resources: [secrets]\n    providers:\n      - aesgcm:\n          keys:\n            - name: {name}\n              secret: {}\n      - identity: {{}}\n",
-        base64::engine::general_purpose::STANDARD.encode(key)
-    ))
+    let stamp = format!("key-{}", jiff::Timestamp::now().strftime("%Y%m%d%H%M%S"));
+    let name = (0..)
+        .map(|i| match i {
+            0 => stamp.clone(),
+            i => format!("{stamp}-{i}"),
+        })
+        .find(|n| !taken.contains(n))
+        .unwrap_or(stamp);
+    Ok(match provider {
+        "secretbox" => Provider::SecretBox { name, key },
+        _ => Provider::AesGcm { name, key },
+    })
+}
+
+/// The EncryptionConfiguration for `providers`, in order (each key its own provider entry, so
+/// the order of keys is the order of providers).
+pub fn render(providers: &[Provider]) -> String {
+    let mut text = String::from(
+        "kind: EncryptionConfiguration\napiVersion: apiserver.config.k8s.io/v1\nresources:\n  - resources: [secrets]\n    providers:\n",
+    );
+    for provider in providers {
+        let (kind, name, key) = match provider {
+            Provider::AesGcm { name, key } => ("aesgcm", name, key),
+            Provider::SecretBox { name, key } => ("secretbox", name, key),
+            Provider::Identity => {
+                text.push_str("      - identity: {}\n");
+                continue;
+            }
+        };
+        text.push_str(&format!(
+            "      - {kind}:\n          keys:\n            - name: {name}\n              secret: {}\n",
+            base64::engine::general_purpose::STANDARD.encode(key)
+        ));
+    }
+    text
 }
 
 /// The providers for `secrets` in an EncryptionConfiguration, in order.
@@ -88,15 +126,18 @@ pub fn parse(text: &str) -> Result<Vec<Provider>, String> {
     {
         if provider.get("identity").is_some() {
             providers.push(Provider::Identity);
-        } else if let Some(aes) = provider.get("aesgcm") {
-            for (j, key) in aes
+        } else if let Some((kind, keys)) = ["aesgcm", "secretbox"]
+            .iter()
+            .find_map(|kind| provider.get(*kind).map(|keys| (*kind, keys)))
+        {
+            for (j, key) in keys
                 .get("keys")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
                 .enumerate()
             {
-                let at = format!("providers[{i}].aesgcm.keys[{j}]");
+                let at = format!("providers[{i}].{kind}.keys[{j}]");
                 let name = key
                     .get("name")
                     .and_then(Value::as_str)
@@ -108,14 +149,15 @@ pub fn parse(text: &str) -> Result<Vec<Provider>, String> {
                     .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
                     .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
                     .ok_or(format!("{at}.secret: must be the base64 of 32 bytes"))?;
-                providers.push(Provider::AesGcm {
-                    name: name.to_string(),
-                    key: secret,
+                let name = name.to_string();
+                providers.push(match kind {
+                    "secretbox" => Provider::SecretBox { name, key: secret },
+                    _ => Provider::AesGcm { name, key: secret },
                 });
             }
         } else {
             return Err(format!(
-                "providers[{i}]: only aesgcm and identity are supported"
+                "providers[{i}]: only aesgcm, secretbox and identity are supported"
             ));
         }
     }
@@ -140,5 +182,21 @@ mod tests {
         assert!(parse(&bad)
             .expect_err("a short key")
             .contains("base64 of 32 bytes"));
+    }
+
+    #[test]
+    fn rendered_configurations_parse_back_in_order() {
+        let first = new_key("secretbox", &[]).expect("key");
+        let taken = vec![first.name().expect("named").to_string()];
+        let second = new_key("aesgcm", &taken).expect("key");
+        assert_ne!(second.name(), first.name(), "names are unique");
+        let text = render(&[first, second, Provider::Identity]);
+        let parsed = parse(&text).expect("parses");
+        assert!(matches!(parsed[0], Provider::SecretBox { .. }));
+        assert!(matches!(parsed[1], Provider::AesGcm { .. }));
+        assert!(matches!(parsed[2], Provider::Identity));
+        assert!(parse(&text.replace("secretbox", "kms"))
+            .expect_err("unknown provider")
+            .contains("only aesgcm, secretbox and identity"));
     }
 }
