@@ -495,3 +495,118 @@ fn requests_are_recorded_in_the_audit_log() {
         },
     );
 }
+
+/// `--audit-policy-file`: the first matching rule gives each request its level — `None` leaves
+/// it out, `Request` keeps the request's object, `RequestResponse` the response's too; a
+/// request no rule matches is not logged; a bad policy stops the server naming the field.
+#[test]
+fn an_audit_policy_decides_what_is_logged_and_how_much() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("audit.log");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitManagedFields: true
+rules:
+  - level: None
+    verbs: ["get"]
+    resources: [{group: "", resources: ["configmaps"]}]
+  - level: Request
+    verbs: ["create"]
+    resources: [{group: "", resources: ["configmaps"]}]
+  - level: RequestResponse
+    resources: [{group: "", resources: ["namespaces"]}]
+  - level: Metadata
+    resources: [{group: "", resources: ["pods"]}]
+"#,
+    )
+    .expect("policy");
+    let server = Server::start_with_flags(
+        &dir.path().join("s"),
+        &[
+            "--audit-log-path",
+            log.to_str().expect("utf-8"),
+            "--audit-policy-file",
+            policy.to_str().expect("utf-8"),
+        ],
+    );
+    let admin = server.wait_ready();
+    let (code, _) = admin.post(
+        "/api/v1/namespaces/default/configmaps",
+        &common::configmap("audited", "kept-in-the-log"),
+    );
+    assert_eq!(code, 201);
+    assert_eq!(
+        admin.get("/api/v1/namespaces/default/configmaps/audited").0,
+        200
+    );
+    assert_eq!(admin.get("/api/v1/namespaces/default").0, 200);
+    assert_eq!(admin.get("/api/v1/namespaces/default/pods").0, 200);
+    assert_eq!(admin.get("/api/v1/namespaces/default/secrets").0, 200);
+    let lines = eventually("the pods list in the log", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON lines"))
+            .collect();
+        lines
+            .iter()
+            .any(|e| e["objectRef"]["resource"] == "pods")
+            .then_some(lines)
+    });
+    let about = |resource: &str, verb: &str| -> Vec<&serde_json::Value> {
+        lines
+            .iter()
+            .filter(|e| e["objectRef"]["resource"] == resource && e["verb"] == verb)
+            .collect()
+    };
+    let created: Vec<_> = about("configmaps", "create")
+        .into_iter()
+        .filter(|e| e["requestObject"]["metadata"]["name"] == "audited")
+        .collect();
+    assert_eq!(created.len(), 1, "{lines:?}");
+    assert_eq!(created[0]["level"], "Request");
+    assert_eq!(
+        created[0]["requestObject"]["data"]["value"],
+        "kept-in-the-log"
+    );
+    assert!(created[0].get("responseObject").is_none());
+    assert!(about("configmaps", "get").is_empty(), "level None");
+    let namespace: Vec<_> = about("namespaces", "get")
+        .into_iter()
+        .filter(|e| e["objectRef"]["name"] == "default")
+        .collect();
+    assert_eq!(namespace[0]["level"], "RequestResponse");
+    assert_eq!(
+        namespace[0]["responseObject"]["metadata"]["name"],
+        "default"
+    );
+    assert!(
+        namespace[0]["responseObject"]["metadata"]
+            .get("managedFields")
+            .is_none(),
+        "omitManagedFields"
+    );
+    assert_eq!(about("pods", "list")[0]["level"], "Metadata");
+    assert!(about("secrets", "list").is_empty(), "no rule matched");
+    drop(admin);
+    drop(server);
+
+    std::fs::write(&policy, "kind: Policy\nrules:\n  - level: Loud\n").expect("bad policy");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("server")
+        .arg("--data-dir")
+        .arg(dir.path().join("s2"))
+        .args(["--listen", "127.0.0.1:0", "--disable-agent"])
+        .arg("--audit-log-path")
+        .arg(&log)
+        .arg("--audit-policy-file")
+        .arg(&policy)
+        .output()
+        .expect("skiff server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("rules[0].level"), "{stderr}");
+}

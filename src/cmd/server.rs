@@ -76,10 +76,15 @@ pub struct ServerArgs {
     /// Watches one user may have open at once (0: no cap); `system:masters` is not counted.
     #[arg(long, default_value_t = skiff_apiserver::app::DEFAULT_WATCHES_PER_USER)]
     pub max_watches_per_user: usize,
-    /// Write an audit log (Kubernetes' audit.k8s.io/v1 Events, Metadata level, one JSON line
-    /// per request) to this file. Off by default.
+    /// Write an audit log (Kubernetes' audit.k8s.io/v1 Events, one JSON line per request, at
+    /// Metadata level unless --audit-policy-file says otherwise) to this file. Off by default.
     #[arg(long)]
     pub audit_log_path: Option<PathBuf>,
+    /// Which requests the audit log keeps and how much of each: a Kubernetes audit.k8s.io/v1
+    /// Policy (levels None, Metadata, Request, RequestResponse). Without it, every request at
+    /// Metadata.
+    #[arg(long, requires = "audit_log_path")]
+    pub audit_policy_file: Option<PathBuf>,
     /// Rotate the audit log when it reaches this many megabytes.
     #[arg(long, default_value_t = 100)]
     pub audit_log_maxsize: u64,
@@ -225,13 +230,23 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     );
     app.agent_identity_pem = Some(agent_identity);
     if let Some(path) = &args.audit_log_path {
+        let policy = match &args.audit_policy_file {
+            Some(file) => {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("reading the audit policy {}", file.display()))?;
+                skiff_apiserver::audit::Policy::parse(&text)
+                    .map_err(|e| anyhow::anyhow!("the audit policy {}: {e}", file.display()))?
+            }
+            None => skiff_apiserver::audit::Policy::default(),
+        };
         app.audit = Some(
             skiff_apiserver::audit::AuditLog::start(skiff_apiserver::audit::AuditConfig {
                 path: path.clone(),
                 max_size_bytes: args.audit_log_maxsize.max(1) * 1024 * 1024,
                 max_backups: args.audit_log_maxbackup,
             })
-            .with_context(|| format!("opening the audit log {}", path.display()))?,
+            .with_context(|| format!("opening the audit log {}", path.display()))?
+            .with_policy(policy),
         );
     }
     app.cluster_cidr = ClusterCidr::parse(&args.cluster_cidr)

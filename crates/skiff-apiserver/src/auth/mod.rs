@@ -109,9 +109,30 @@ pub async fn middleware(State(app): State<Arc<App>>, request: Request, next: Nex
         .get(axum::http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let mut audit = Audit::default();
+    let mut audit = Audit {
+        policy: audit_log.as_ref().map(|log| log.policy.clone()),
+        ..Audit::default()
+    };
     let mut response = decide_and_run(&app, request, next, &path, &mut audit).await;
+    // Refused before the handler: the policy still decides whether that is logged.
+    if !audit.decided {
+        if let Some(policy) = audit.policy.clone() {
+            let nobody = UserInfo::default();
+            let user = audit.user.as_ref().unwrap_or(&nobody);
+            let (level, omit) = policy.level(user, audit.attributes.as_ref(), &path);
+            audit.level = level.min(crate::audit::Level::Metadata);
+            audit.omit_managed_fields = omit;
+        }
+    }
+    let audit_log = audit_log.filter(|_| audit.level != crate::audit::Level::None);
     if let Some(log) = audit_log {
+        let response_object = if audit.level == crate::audit::Level::RequestResponse {
+            let (captured, object) = capture_response(response).await;
+            response = captured;
+            object.map(|o| without_managed_fields(o, audit.omit_managed_fields))
+        } else {
+            None
+        };
         let audit_id = uuid::Uuid::new_v4().to_string();
         if let Ok(value) = audit_id.parse() {
             response.headers_mut().insert("audit-id", value);
@@ -129,18 +150,126 @@ pub async fn middleware(State(app): State<Arc<App>>, request: Request, next: Nex
             received,
             finished: jiff::Timestamp::now(),
             decision: audit.decision,
+            level: audit.level,
+            request_object: audit.request_object.take(),
+            response_object,
         });
     }
     response
 }
 
+/// The response's object for the audit log, when the response is a JSON document of known
+/// size (not a watch or a log stream); the response itself goes on unchanged.
+async fn capture_response(response: Response) -> (Response, Option<serde_json::Value>) {
+    use axum::body::HttpBody;
+    let json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    let small = response
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= crate::app::MAX_BODY_BYTES as u64);
+    if !json || !small {
+        return (response, None);
+    }
+    let (parts, body) = response.into_parts();
+    match axum::body::to_bytes(body, crate::app::MAX_BODY_BYTES).await {
+        Ok(bytes) => {
+            let object = serde_json::from_slice(&bytes).ok();
+            (
+                Response::from_parts(parts, axum::body::Body::from(bytes)),
+                object,
+            )
+        }
+        Err(_) => (Response::from_parts(parts, axum::body::Body::empty()), None),
+    }
+}
+
+/// The request's body for the audit log (level `Request` and above): read here, bounded like
+/// every body, and handed on to the handler unchanged.
+async fn capture_request(
+    request: Request,
+    audit: &mut Audit,
+) -> std::result::Result<Request, Response> {
+    if !matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH
+    ) {
+        return Ok(request);
+    }
+    let content_type = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, crate::app::MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            respond::error(ApiError::RequestEntityTooLarge(
+                "the request body is too large".into(),
+            ))
+        })?;
+    audit.request_object = skiff_api::decode::decode_body(&bytes, content_type.as_deref())
+        .ok()
+        .map(|o| without_managed_fields(o, audit.omit_managed_fields));
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+}
+
+fn without_managed_fields(mut object: serde_json::Value, omit: bool) -> serde_json::Value {
+    if omit {
+        if let Some(meta) = object
+            .get_mut("metadata")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            meta.remove("managedFields");
+        }
+    }
+    object
+}
+
+/// The level the policy gives this request, and its body when the level keeps it.
+async fn audit_level(
+    request: Request,
+    audit: &mut Audit,
+    path: &str,
+) -> std::result::Result<Request, Response> {
+    let Some(policy) = audit.policy.clone() else {
+        return Ok(request);
+    };
+    let nobody = UserInfo::default();
+    let user = audit
+        .impersonated
+        .as_ref()
+        .or(audit.user.as_ref())
+        .unwrap_or(&nobody);
+    let (level, omit) = policy.level(user, audit.attributes.as_ref(), path);
+    audit.decided = true;
+    audit.level = level;
+    audit.omit_managed_fields = omit;
+    if level >= crate::audit::Level::Request {
+        return capture_request(request, audit).await;
+    }
+    Ok(request)
+}
+
 /// What the audit log learns of a request on its way through.
 #[derive(Default)]
 struct Audit {
+    /// The log's policy; `None`: no audit log.
+    policy: Option<Arc<crate::audit::Policy>>,
     user: Option<UserInfo>,
     impersonated: Option<UserInfo>,
     attributes: Option<Attributes>,
     decision: &'static str,
+    level: crate::audit::Level,
+    /// Whether the policy has been asked (requests refused early have not).
+    decided: bool,
+    omit_managed_fields: bool,
+    request_object: Option<serde_json::Value>,
 }
 
 /// The token of an `Authorization: Bearer TOKEN` header. The scheme is case-insensitive (RFC
@@ -179,7 +308,10 @@ async fn decide_and_run(
         });
         return if allowed {
             audit.decision = "allow";
-            next.run(request).await
+            match audit_level(request, audit, path).await {
+                Ok(request) => next.run(request).await,
+                Err(refused) => refused,
+            }
         } else {
             respond::error(ApiError::Unauthorized)
         };
@@ -223,7 +355,10 @@ async fn decide_and_run(
         }
     };
     request.extensions_mut().insert(Requester(acting));
-    next.run(request).await
+    match audit_level(request, audit, path).await {
+        Ok(request) => next.run(request).await,
+        Err(refused) => refused,
+    }
 }
 
 /// Who calls a `/skiff/v1/` endpoint: another server (the cluster secret), a machine joining

@@ -1,7 +1,9 @@
-//! The audit log: one line of Kubernetes' `audit.k8s.io/v1` Event JSON per request, at the
-//! `Metadata` level (who, what, on which object, from where, with what result; never bodies),
-//! as kube-apiserver writes with `--audit-log-path`. Off unless `--audit-log-path` is given
-//! (an edge box's flash should not take a line per request unasked).
+//! The audit log: one line of Kubernetes' `audit.k8s.io/v1` Event JSON per request, as
+//! kube-apiserver writes with `--audit-log-path`: at the `Metadata` level (who, what, on which
+//! object, from where, with what result; never bodies), or as an `--audit-policy-file` says
+//! ([`policy`]: `None`, `Metadata`, `Request` with the request's object, `RequestResponse`
+//! with the response's too). Off unless `--audit-log-path` is given (an edge box's flash should
+//! not take a line per request unasked).
 //!
 //! Lines go through a channel to one writer thread, so a request never waits on the disk; the
 //! file is rotated at `--audit-log-maxsize` MiB, keeping `--audit-log-maxbackup` old files
@@ -18,6 +20,10 @@ use serde_json::{json, Value};
 use crate::auth::attributes::Attributes;
 use crate::auth::user::UserInfo;
 
+pub mod policy;
+
+pub use policy::{Level, Policy};
+
 /// Where the log goes and when it turns over.
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
@@ -31,6 +37,8 @@ pub struct AuditConfig {
 #[derive(Clone)]
 pub struct AuditLog {
     lines: mpsc::Sender<String>,
+    /// Which requests are logged, and how much of each.
+    pub policy: std::sync::Arc<Policy>,
 }
 
 impl AuditLog {
@@ -44,7 +52,16 @@ impl AuditLog {
         std::thread::Builder::new()
             .name("audit-log".into())
             .spawn(move || write_lines(config, file, received))?;
-        Ok(AuditLog { lines })
+        Ok(AuditLog {
+            lines,
+            policy: Default::default(),
+        })
+    }
+
+    /// The same log under `policy`.
+    pub fn with_policy(mut self, policy: Policy) -> AuditLog {
+        self.policy = std::sync::Arc::new(policy);
+        self
     }
 
     /// Records one finished request.
@@ -67,6 +84,11 @@ pub struct Event<'a> {
     pub received: jiff::Timestamp,
     pub finished: jiff::Timestamp,
     pub decision: &'static str,
+    pub level: Level,
+    /// The request's object (level `Request` and above, requests with a body).
+    pub request_object: Option<Value>,
+    /// The response's object (level `RequestResponse`, responses that are not streams).
+    pub response_object: Option<Value>,
 }
 
 impl Event<'_> {
@@ -85,7 +107,7 @@ impl Event<'_> {
         let mut event = json!({
             "kind": "Event",
             "apiVersion": "audit.k8s.io/v1",
-            "level": "Metadata",
+            "level": self.level.as_str(),
             "auditID": self.audit_id,
             "stage": "ResponseComplete",
             "requestURI": self.request_uri,
@@ -115,6 +137,12 @@ impl Event<'_> {
                 }
             }
             event["objectRef"] = object;
+        }
+        if let Some(object) = &self.request_object {
+            event["requestObject"] = object.clone();
+        }
+        if let Some(object) = &self.response_object {
+            event["responseObject"] = object.clone();
         }
         event
     }
@@ -211,6 +239,9 @@ mod tests {
                 received: now,
                 finished: now,
                 decision: "forbid",
+                level: Level::Metadata,
+                request_object: None,
+                response_object: None,
             });
         }
         drop(log);
