@@ -163,16 +163,8 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub use skiff_client::Kubeconfig;
-
 pub async fn run(args: MembersArgs) -> anyhow::Result<()> {
-    let path = args.kubeconfig.unwrap_or_else(|| {
-        args.data_dir
-            .unwrap_or_else(super::default_data_dir)
-            .join("kubeconfig.yaml")
-    });
-    let config = Kubeconfig::read(&path)?;
-    let client = Client::new(&config.server, &config.ca_pem, &config.token)?;
+    let client = super::admin_client(args.data_dir, args.kubeconfig)?;
     let answer: Value = match args.action {
         MembersAction::List => {
             client

@@ -5,9 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
-use skiff_client::{Client, Method};
-
-use super::members::Kubeconfig;
+use skiff_client::Method;
 
 #[derive(Args, Debug)]
 pub struct SecretsEncryptArgs {
@@ -35,13 +33,7 @@ pub enum SecretsEncryptAction {
 }
 
 pub async fn run(args: SecretsEncryptArgs) -> anyhow::Result<()> {
-    let path = args.kubeconfig.unwrap_or_else(|| {
-        args.data_dir
-            .unwrap_or_else(super::default_data_dir)
-            .join("kubeconfig.yaml")
-    });
-    let config = Kubeconfig::read(&path)?;
-    let client = Client::new(&config.server, &config.ca_pem, &config.token)?;
+    let client = super::admin_client(args.data_dir, args.kubeconfig)?;
     match args.action {
         SecretsEncryptAction::Status => {
             let status: Value = client
