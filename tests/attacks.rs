@@ -467,6 +467,72 @@ fn secrets_are_sealed_on_disk() {
     );
 }
 
+/// The certificate the agent's endpoint at `port` shows (PEM), read with `openssl s_client`
+/// (the handshake then fails for want of a client certificate, after the server's is seen).
+fn served_certificate(port: u64) -> Option<String> {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-showcerts",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let start = text.find("-----BEGIN CERTIFICATE-----")?;
+    let end = text[start..].find("-----END CERTIFICATE-----")? + start;
+    Some(format!("{}-----END CERTIFICATE-----\n", &text[start..end]))
+}
+
+/// Node serving certificates end (`--node-cert-validity`) and the agent renews its own before
+/// then, without a restart: the endpoint shows a new certificate, signed by the node CA, and
+/// never an expired one.
+#[test]
+fn agents_renew_their_serving_certificates_before_they_end() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start_with_flags(&dir.path().join("s1"), &["--node-cert-validity", "6s"]);
+    let admin = server.wait_ready();
+    let _agent = FakeAgent::start(&server, dir.path(), "edge-1");
+    let port = eventually("edge-1 registered", Duration::from_secs(30), || {
+        let (_, node) = admin.get("/api/v1/nodes/edge-1");
+        node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64()
+    });
+    let first = eventually("the first certificate", Duration::from_secs(30), || {
+        served_certificate(port)
+    });
+    let renewed = eventually("a renewed certificate", Duration::from_secs(30), || {
+        served_certificate(port).filter(|c| *c != first)
+    });
+    let node_ca = dir.path().join("node-ca.crt");
+    std::fs::copy(server.dir.join("tls").join("node-ca.crt"), &node_ca).expect("node CA");
+    let cert = dir.path().join("renewed.crt");
+    std::fs::write(&cert, &renewed).expect("write cert");
+    let verify = std::process::Command::new("openssl")
+        .args(["verify", "-no_check_time", "-CAfile"])
+        .arg(&node_ca)
+        .arg(&cert)
+        .output()
+        .expect("openssl verify");
+    assert!(
+        verify.status.success(),
+        "signed by the node CA: {}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    // Each certificate lasts what the server says, and the one served has not ended.
+    let dates = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-checkend", "0", "-in"])
+        .arg(&cert)
+        .output()
+        .expect("openssl x509");
+    assert!(
+        dates.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dates.stdout)
+    );
+}
+
 /// Every byte under `dir` (a stopped server's data dir), file by file.
 fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let mut files = Vec::new();

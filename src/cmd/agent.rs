@@ -267,16 +267,19 @@ pub async fn run_agent(
     // The HTTPS endpoint the API server proxies logs and exec to, with a certificate from
     // the cluster CA for the node's name and address.
     let endpoint_port = listener.local_addr()?.port();
-    let issued: serde_json::Value = client
-        .request_leader(
-            skiff_client::Method::POST,
-            &format!("/skiff/v1/nodes/{node_name}/certificate"),
-            Some(&serde_json::json!({"addresses": [node_ip]})),
-        )
+    let (cert, key, not_after) = serving_certificate(&client, &node_name, &node_ip)
         .await
         .context("getting the agent's serving certificate")?;
-    let cert = issued["cert"].as_str().unwrap_or_default().to_string();
-    let key = issued["key"].as_str().unwrap_or_default().to_string();
+    let tls = skiff_agent::server::tls(&cert, &key, &trust.cluster_ca)?;
+    tokio::spawn(renew_serving_certificate(
+        client.clone(),
+        node_name.clone(),
+        node_ip.clone(),
+        not_after,
+        tls.clone(),
+        trust.cluster_ca.clone(),
+        stop.clone(),
+    ));
     let serve_endpoint = |containerd: Option<Arc<ContainerdRuntime>>| {
         let endpoint = Arc::new(skiff_agent::server::AgentEndpoint {
             secret: trust.node_secret.clone(),
@@ -284,13 +287,11 @@ pub async fn run_agent(
             containerd,
         });
         let stop = stop.clone();
-        let (cert, key, ca) = (cert.clone(), key.clone(), trust.cluster_ca.clone());
+        let tls = tls.clone();
         let listener = listener.try_clone();
         tokio::spawn(async move {
             let result = match listener {
-                Ok(listener) => {
-                    skiff_agent::server::serve(endpoint, listener, &cert, &key, &ca, stop).await
-                }
+                Ok(listener) => skiff_agent::server::serve(endpoint, listener, tls, stop).await,
                 Err(e) => Err(skiff_agent::AgentError::Endpoint(e)),
             };
             if let Err(e) = result {
@@ -410,6 +411,69 @@ pub async fn run_agent(
             });
             skiff_agent::run(config, client, runtime, stop).await;
             Ok(())
+        }
+    }
+}
+
+/// A serving certificate for the agent's endpoint from the node CA: certificate, key, and
+/// its end in Unix seconds.
+async fn serving_certificate(
+    client: &Client,
+    node_name: &str,
+    node_ip: &str,
+) -> anyhow::Result<(String, String, i64)> {
+    let issued: serde_json::Value = client
+        .request_leader(
+            skiff_client::Method::POST,
+            &format!("/skiff/v1/nodes/{node_name}/certificate"),
+            Some(&serde_json::json!({"addresses": [node_ip]})),
+        )
+        .await?;
+    let field = |name: &str| issued[name].as_str().unwrap_or_default().to_string();
+    let not_after = issued["notAfter"].as_i64().unwrap_or(i64::MAX);
+    Ok((field("cert"), field("key"), not_after))
+}
+
+/// When a certificate ending at `not_after` is renewed: two thirds of the way through what
+/// is left (kubelet renews between 70 % and 90 % of a certificate's life), at the earliest in
+/// a second.
+fn renew_in(not_after: i64, now: i64) -> Duration {
+    let left = u64::try_from(not_after.saturating_sub(now)).unwrap_or(0);
+    Duration::from_secs(left * 2 / 3).max(Duration::from_secs(1))
+}
+
+/// Renews the endpoint's serving certificate before it ends, for as long as the agent runs,
+/// without a restart: the endpoint takes the new one for new connections. A failed renewal
+/// is tried again in 10 s.
+async fn renew_serving_certificate(
+    client: Client,
+    node_name: String,
+    node_ip: String,
+    mut not_after: i64,
+    tls: skiff_agent::server::RustlsConfig,
+    cluster_ca: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let pause = renew_in(not_after, jiff::Timestamp::now().as_second());
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match serving_certificate(&client, &node_name, &node_ip).await {
+            Ok((cert, key, end)) => {
+                match skiff_agent::server::renew(&tls, &cert, &key, &cluster_ca) {
+                    Ok(()) => {
+                        tracing::info!(not_after = end, "serving certificate renewed");
+                        not_after = end;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "the renewed certificate"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "renewing the serving certificate; again in 10 s");
+                not_after = jiff::Timestamp::now().as_second() + 15;
+            }
         }
     }
 }

@@ -97,6 +97,11 @@ pub struct ServerArgs {
     /// The scheduler's weight for spreading replicas of one owner across nodes.
     #[arg(long, default_value_t = 2)]
     pub spreading_weight: i64,
+    /// How long node agents' serving certificates (logs, exec) last, e.g. `8760h` (the
+    /// default, a year); each agent renews its own at about two thirds of that, without a
+    /// restart.
+    #[arg(long, value_parser = skiff_controllers::nodelifecycle::parse_duration)]
+    pub node_cert_validity: Option<Duration>,
     /// How long a node may send no heartbeat before it is NotReady, e.g. `12s` (the default;
     /// Kubernetes' kube-controller-manager flag of the same name, 50s there).
     #[arg(long, value_parser = skiff_controllers::nodelifecycle::parse_duration)]
@@ -223,6 +228,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     );
     app.services = services;
     app.pod_security = args.pod_security;
+    if let Some(validity) = args.node_cert_validity {
+        app.node_cert_validity = validity.max(Duration::from_secs(1));
+    }
     app.watch_caps = skiff_apiserver::inflight::WatchCaps::new(args.max_watches_per_user);
     app.inflight = skiff_apiserver::inflight::Inflight::new(
         args.max_requests_inflight,

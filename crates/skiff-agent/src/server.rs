@@ -20,6 +20,8 @@ use axum::Router;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+pub use axum_server::tls_rustls::RustlsConfig;
+
 use crate::containerd::exec::{ExecRequest, ExecSession};
 use crate::containerd::ContainerdRuntime;
 use crate::error::AgentError;
@@ -52,16 +54,9 @@ pub fn router(endpoint: Arc<AgentEndpoint>) -> Router {
 pub async fn serve(
     endpoint: Arc<AgentEndpoint>,
     listener: std::net::TcpListener,
-    cert_pem: &str,
-    key_pem: &str,
-    client_ca_pem: &str,
+    config: RustlsConfig,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
-    let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls_config(
-        cert_pem,
-        key_pem,
-        client_ca_pem,
-    )?));
     let handle = axum_server::Handle::new();
     let signal = handle.clone();
     tokio::spawn(async move {
@@ -72,6 +67,27 @@ pub async fn serve(
         .handle(handle)
         .serve(router(endpoint).into_make_service())
         .await?;
+    Ok(())
+}
+
+/// The endpoint's TLS with `cert_pem`, its certificate: [`renew`] swaps in another while it
+/// serves (connections already open keep the one they began with).
+pub fn tls(cert_pem: &str, key_pem: &str, client_ca_pem: &str) -> Result<RustlsConfig, AgentError> {
+    Ok(RustlsConfig::from_config(Arc::new(tls_config(
+        cert_pem,
+        key_pem,
+        client_ca_pem,
+    )?)))
+}
+
+/// A renewed certificate for new connections.
+pub fn renew(
+    config: &RustlsConfig,
+    cert_pem: &str,
+    key_pem: &str,
+    client_ca_pem: &str,
+) -> Result<(), AgentError> {
+    config.reload_from_config(Arc::new(tls_config(cert_pem, key_pem, client_ca_pem)?));
     Ok(())
 }
 

@@ -102,7 +102,14 @@ pub struct App {
     /// Where this member keeps its EncryptionConfiguration (`DATA_DIR/tls/encryption-config.yaml`);
     /// `None`: not on disk (unit tests), so keys cannot be rotated.
     pub encryption_config_path: Option<std::path::PathBuf>,
+    /// How long node agents' serving certificates last (`--node-cert-validity`); agents renew
+    /// them at about two thirds of that.
+    pub node_cert_validity: std::time::Duration,
 }
+
+/// A year, as kubelet's serving certificates from the cluster signer.
+pub const DEFAULT_NODE_CERT_VALIDITY: std::time::Duration =
+    std::time::Duration::from_secs(365 * 24 * 3600);
 
 impl App {
     pub fn new(store: Store, admin_token: String, cluster: ClusterSecrets) -> App {
@@ -122,6 +129,7 @@ impl App {
             pod_security: skiff_api::pod_security::Level::Baseline,
             service_account_key: None,
             encryption_config_path: None,
+            node_cert_validity: DEFAULT_NODE_CERT_VALIDITY,
             audit: None,
             agent_identity_pem: None,
             inflight: crate::inflight::Inflight::default(),

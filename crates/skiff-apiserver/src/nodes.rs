@@ -123,10 +123,10 @@ pub async fn certificate(
     }
     let mut sans = vec![name.clone()];
     sans.extend(request.addresses);
-    match crate::pki::issue_node_serving_cert(&ca, &sans) {
-        Ok((cert, key)) => respond::json(
+    match crate::pki::issue_node_serving_cert(&ca, &sans, app.node_cert_validity) {
+        Ok((cert, key, not_after)) => respond::json(
             StatusCode::OK,
-            &json!({"cert": cert, "key": key, "ca": app.cluster.node_ca_cert_pem}),
+            &json!({"cert": cert, "key": key, "ca": app.cluster.node_ca_cert_pem, "notAfter": not_after}),
         ),
         Err(e) => respond::error(ApiError::BadRequest(format!(
             "issuing a certificate for node {name}: {e}"

@@ -141,28 +141,38 @@ pub fn issue_server_cert(ca: &ClusterCa, sans: &[String]) -> Result<(String, Str
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ],
+        None,
     )
 }
 
 /// A node agent's serving certificate for `sans`, signed by the node CA: for serving only
-/// (no client use), so it opens no door of another component.
+/// (no client use), so it opens no door of another component. Valid for `valid_for` (the
+/// agent renews it before then); returns the certificate, its key and its end (Unix seconds).
 pub fn issue_node_serving_cert(
     node_ca: &ClusterCa,
     sans: &[String],
-) -> Result<(String, String), PkiError> {
-    issue(
+    valid_for: std::time::Duration,
+) -> Result<(String, String, i64), PkiError> {
+    let not_after = jiff::Timestamp::now().as_second()
+        + i64::try_from(valid_for.as_secs()).unwrap_or(i64::MAX / 2);
+    let (cert, key) = issue(
         node_ca,
         sans,
         "skiff-node",
         &[ExtendedKeyUsagePurpose::ServerAuth],
-    )
+        Some(not_after),
+    )?;
+    Ok((cert, key, not_after))
 }
 
+/// A certificate for `sans` signed by `ca`, valid until `not_after` (Unix seconds) or for
+/// [`SERVER_CERT_VALIDITY_YEARS`].
 fn issue(
     ca: &ClusterCa,
     sans: &[String],
     name: &str,
     usages: &[ExtendedKeyUsagePurpose],
+    not_after: Option<i64>,
 ) -> Result<(String, String), PkiError> {
     let sans = normalise_sans(sans);
     if sans.is_empty() {
@@ -182,6 +192,10 @@ fn issue(
     params.extended_key_usages = usages.to_vec();
     params.use_authority_key_identifier_extension = true;
     set_validity(&mut params, SERVER_CERT_VALIDITY_YEARS)?;
+    if let Some(end) = not_after {
+        params.not_after = rcgen::date_time_ymd(1970, 1, 1)
+            + std::time::Duration::from_secs(u64::try_from(end).unwrap_or(0));
+    }
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &ca.issuer()?)?;
     Ok((cert.pem(), key.serialize_pem()))
