@@ -232,6 +232,24 @@ fn a_taken_node_reaches_only_what_its_own_pods_need() {
         "another node's pod"
     );
 
+    // Tokens: only bound to a pod of its own, which runs as the account (NodeRestriction), so
+    // nothing it can carry elsewhere.
+    const TOKEN: &str = "/api/v1/namespaces/default/serviceaccounts/default/token";
+    let bound = |pod: &str| json!({"spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod}}});
+    let (code, refused) = node.post(TOKEN, &json!({"spec": {}}));
+    assert_eq!(code, 403, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not bound to a pod"),
+        "{refused}"
+    );
+    let (code, refused) = node.post(TOKEN, &bound("vault"));
+    assert_eq!(code, 403, "{refused}");
+    let (code, issued) = node.post(TOKEN, &bound("till"));
+    assert_eq!(code, 201, "{issued}");
+
     // Its certificate: only its own name, signed by the node CA, which clients of the API server
     // do not trust.
     let ask = |client: &Client, name: &str, address: &str| {

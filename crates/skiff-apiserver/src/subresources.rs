@@ -120,6 +120,10 @@ pub async fn serve(
             Counted::new("CREATE", "serviceaccounts/token"),
             crate::auth::service_accounts::token_request(
                 app,
+                parts
+                    .extensions
+                    .get::<crate::auth::Requester>()
+                    .map(|r| &r.0),
                 target,
                 content_type.as_deref(),
                 &bytes(body).await,

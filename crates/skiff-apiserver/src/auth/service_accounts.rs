@@ -180,6 +180,7 @@ fn uid_of(object: &Value) -> &str {
 /// `POST .../serviceaccounts/NAME/token`: a TokenRequest answered with a signed token.
 pub async fn token_request(
     app: &App,
+    user: Option<&crate::auth::user::UserInfo>,
     target: &Target,
     content_type: Option<&str>,
     body: &[u8],
@@ -196,10 +197,50 @@ pub async fn token_request(
     };
     let namespace = target.namespace.as_deref().unwrap_or("");
     let name = target.name.as_deref().unwrap_or("");
+    if let Some(node) = user.and_then(|u| u.node_name()) {
+        node_may_ask(app, node, namespace, name, &request)?;
+    }
     let (token, expires, mut answer) =
         issue(app, key, namespace, name, &request, jiff::Timestamp::now())?;
     answer["status"] = json!({"token": token, "expirationTimestamp": expires.to_string()});
     Ok(respond::json(StatusCode::CREATED, &answer))
+}
+
+/// NodeRestriction for tokens, as Kubernetes': a node asks only for tokens bound to a pod
+/// scheduled to it that runs as the account (what kubelet projects into its pods), never a
+/// free-standing token it could use elsewhere.
+fn node_may_ask(
+    view: &dyn View,
+    node: &str,
+    namespace: &str,
+    account: &str,
+    request: &Value,
+) -> Result<(), ApiError> {
+    let refuse = |why: &str| {
+        Err(ApiError::Forbidden(format!(
+            "serviceaccounts {account:?} is forbidden: node {node:?} {why}"
+        )))
+    };
+    let bound = request.pointer("/spec/boundObjectRef");
+    let kind = bound.and_then(|b| b.get("kind")).and_then(Value::as_str);
+    let pod_name = bound.and_then(|b| b.get("name")).and_then(Value::as_str);
+    let (Some("Pod"), Some(pod_name)) = (kind, pod_name) else {
+        return refuse("requested token not bound to a pod");
+    };
+    let Some(pod) = view.get(&object_key("pods", namespace, pod_name)) else {
+        return refuse("requested token bound to a pod that does not exist");
+    };
+    if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node) {
+        return refuse("requested token bound to a pod scheduled on a different node");
+    }
+    let runs_as = pod
+        .pointer("/spec/serviceAccountName")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    if runs_as != account {
+        return refuse("requested token bound to a pod with a different service account");
+    }
+    Ok(())
 }
 
 /// Signs a token for `namespace/name` as `request` (a TokenRequest) asks; the token, when it
@@ -404,5 +445,33 @@ mod tests {
         let wrong_uid =
             json!({"spec": {"boundObjectRef": {"kind": "Pod", "name": "till", "uid": "other"}}});
         assert!(issue(&view, &key, "shop", "robot", &wrong_uid, now).is_err());
+    }
+
+    #[test]
+    fn a_node_asks_only_for_tokens_of_its_own_pods() {
+        let view = FakeView::default()
+            .with(
+                "pods",
+                json!({"metadata": {"name": "till", "namespace": "shop"},
+                       "spec": {"nodeName": "edge-1", "serviceAccountName": "robot"}}),
+            )
+            .with(
+                "pods",
+                json!({"metadata": {"name": "vault", "namespace": "shop"},
+                       "spec": {"nodeName": "edge-2", "serviceAccountName": "robot"}}),
+            );
+        let bound = |pod: &str| json!({"spec": {"boundObjectRef": {"kind": "Pod", "name": pod}}});
+        assert!(node_may_ask(&view, "edge-1", "shop", "robot", &bound("till")).is_ok());
+        let cases = [
+            ("robot", json!({}), "not bound to a pod"),
+            ("robot", bound("vault"), "scheduled on a different node"),
+            ("robot", bound("gone"), "does not exist"),
+            ("admin", bound("till"), "a different service account"),
+        ];
+        for (account, request, words) in cases {
+            let err = node_may_ask(&view, "edge-1", "shop", account, &request).expect_err(words);
+            assert!(err.to_string().contains(words), "{err}");
+            assert_eq!(err.code(), 403);
+        }
     }
 }
