@@ -552,11 +552,11 @@ fn an_in_cluster_python_client_lists_pods_as_its_service_account() {
 }
 
 /// `securityContext` as the kernel sees it inside the container (/proc/self/status), a pids
-/// limit on every container, recursive read-only hostPath mounts, and `runAsNonRoot` refusing a
-/// root image with kubelet's words.
+/// limit on every pod (all its containers together), recursive read-only hostPath mounts, and
+/// `runAsNonRoot` refusing a root image with kubelet's words.
 #[test]
 fn security_contexts_reach_the_kernel_and_run_as_non_root_refuses_a_root_image() {
-    let cluster = Cluster::start(69, "x");
+    let cluster = Cluster::start_with(69, "x", &["--pod-max-pids", "48"]);
     cluster.allow_privileged_pods();
     // A host directory with a mount below it: read-only must reach the mount below too.
     let shared = cluster.dir.path().join("shared");
@@ -584,7 +584,6 @@ fn security_contexts_reach_the_kernel_and_run_as_non_root_refuses_a_root_image()
 
     let report = "busybox grep -E '^(Uid|CapEff|NoNewPrivs|Seccomp):' /proc/self/status; \
                   echo ports $(cat /proc/sys/net/ipv4/ip_unprivileged_port_start); \
-                  echo pids $(cat /sys/fs/cgroup/pids/pids.max); \
                   touch /shared/below/x 2>/dev/null && echo below writable || echo below read-only";
     let run = |name: &str, pod_sc: Value, sc: Value| {
         cluster.create_pod(json!({
@@ -625,7 +624,6 @@ fn security_contexts_reach_the_kernel_and_run_as_non_root_refuses_a_root_image()
     plain("NoNewPrivs: 0");
     plain("Seccomp: 0");
     plain("ports 1024");
-    plain("pids 4096");
     plain("below read-only");
 
     // Hardened: another user, no capabilities, no escalation, the default filter, a sysctl.
@@ -666,4 +664,66 @@ fn security_contexts_reach_the_kernel_and_run_as_non_root_refuses_a_root_image()
         .containers()
         .iter()
         .all(|id| !id.contains("rootless")));
+
+    // --pod-max-pids holds for the pod: the first container takes 31 of its 48 processes, so
+    // the second cannot start 30 more (with a limit per container both could).
+    let mount = json!([{"name": "flag", "mountPath": "/flag"}]);
+    cluster.create_pod(json!({
+        "metadata": {"name": "forks"},
+        "spec": {
+            "restartPolicy": "Never",
+            "volumes": [{"name": "flag", "emptyDir": {}}],
+            "containers": [
+                {"name": "first", "image": "skiff.local/web:1.0", "volumeMounts": mount,
+                 "command": ["sh", "-c", "for i in $(seq 30); do sleep 600 & done; \
+                     echo first forked; touch /flag/done; wait"]},
+                {"name": "second", "image": "skiff.local/web:1.0", "volumeMounts": mount,
+                 "command": ["sh", "-c", "until [ -e /flag/done ]; do sleep 0.2; done; \
+                     for i in $(seq 30); do sleep 600 & done; echo second forked; wait"]},
+            ]
+        }
+    }));
+    let uid = cluster.pod("forks")["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
+    let terminated = eventually(
+        "the second container fails",
+        Duration::from_secs(60),
+        || {
+            let statuses = cluster.pod("forks")["status"]["containerStatuses"].clone();
+            statuses
+                .as_array()?
+                .iter()
+                .find(|s| s["name"] == "second")
+                .map(|s| s["state"]["terminated"].clone())
+                .filter(|t| t.is_object())
+        },
+    );
+    assert_ne!(terminated["exitCode"], 0, "{terminated}");
+    let logs = |container: &str| {
+        let (_, out, err) = cluster.kubectl(&["logs", "forks", "-c", container]);
+        format!("{out}{err}")
+    };
+    assert!(logs("first").contains("first forked"), "{}", logs("first"));
+    let second = logs("second");
+    assert!(
+        second.contains("can't fork") && !second.contains("second forked"),
+        "{second}"
+    );
+    // The limit is on the pod's cgroup, which goes with the pod.
+    let pod_cgroup = format!("/sys/fs/cgroup/pids/skiff-skiff-test-x/pod{uid}");
+    assert_eq!(
+        std::fs::read_to_string(format!("{pod_cgroup}/pids.max"))
+            .expect("pids.max")
+            .trim(),
+        "48"
+    );
+    let (ok, _, err) = cluster.kubectl(&["delete", "pod", "forks", "--grace-period=1"]);
+    assert!(ok, "{err}");
+    eventually(
+        "the pod's cgroup is removed",
+        Duration::from_secs(30),
+        || (!std::path::Path::new(&pod_cgroup).exists()).then_some(()),
+    );
 }

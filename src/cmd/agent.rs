@@ -95,8 +95,9 @@ pub struct AgentOptions {
     /// subnet, VXLAN beyond it).
     #[arg(long, value_enum, default_value_t = PodNetworkKind::Auto)]
     pub pod_network: PodNetworkKind,
-    /// The most processes (threads included) each container may have; -1: no limit. kubelet's
-    /// default is no limit; skiff's is a bound, so a fork bomb in a pod cannot take the node.
+    /// The most processes (threads included) each pod may have, all its containers together;
+    /// -1: no limit. kubelet's default is no limit; skiff's is a bound, so a fork bomb in a pod
+    /// cannot take the node.
     #[arg(long, default_value_t = 4096, allow_negative_numbers = true)]
     pub pod_max_pids: i64,
     /// Give containers that name no seccomp profile the runtime's default filter (kubelet's

@@ -80,6 +80,11 @@ pub fn pack_image(data: &Path, tag: &str, page: &str) {
 impl Cluster {
     /// `n` picks the subnet (10.<n>.0.0/16) and names, distinct per test.
     pub fn start(n: u8, tag: &str) -> Cluster {
+        Cluster::start_with(n, tag, &[])
+    }
+
+    /// As [`Cluster::start`], with more flags for the server (and its agent).
+    pub fn start_with(n: u8, tag: &str, flags: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("s");
         pack_image(&data, "skiff.local/web:1.0", &format!("hello from {tag}\n"));
@@ -87,23 +92,23 @@ impl Cluster {
         let namespace = format!("skiff-test-{tag}");
         let cidr = format!("10.{n}.0.0/16");
         let service_cidr = format!("10.{}.0.0/16", n + 100);
-        let server = Server::start_with_agent(
-            &data,
-            &[
-                "--bridge",
-                &bridge,
-                "--containerd-namespace",
-                &namespace,
-                "--kubelet-port",
-                "0",
-                "--cluster-cidr",
-                &cidr,
-                "--service-cidr",
-                &service_cidr,
-                "--node-name",
-                &format!("node-{tag}"),
-            ],
-        );
+        let node_name = format!("node-{tag}");
+        let mut args = vec![
+            "--bridge",
+            &bridge,
+            "--containerd-namespace",
+            &namespace,
+            "--kubelet-port",
+            "0",
+            "--cluster-cidr",
+            &cidr,
+            "--service-cidr",
+            &service_cidr,
+            "--node-name",
+            &node_name,
+        ];
+        args.extend_from_slice(flags);
+        let server = Server::start_with_agent(&data, &args);
         let client = server.wait_ready();
         let cluster = Cluster {
             server,
@@ -319,6 +324,24 @@ impl Drop for Cluster {
                 let _ = Command::new("umount").args(["-l", target]).status();
             }
         }
+        // The test's cgroup parent (`skiff-<containerd namespace>`), in every v1 hierarchy.
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            for hierarchy in hierarchies.flatten() {
+                remove_cgroup_tree(&hierarchy.path().join(format!("skiff-{}", self.namespace)));
+            }
+        }
+    }
+}
+
+/// rmdir bottom-up (a cgroup directory goes once its children have and it has no process).
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&entry.path());
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
     }
 }
 

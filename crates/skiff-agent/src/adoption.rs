@@ -83,6 +83,7 @@ mod tests {
             pod_name: uid.into(),
             namespace: "default".into(),
             host_network: false,
+            pids_limit: None,
         };
         runtime.setup_sandbox(&pod).await.expect("sandbox");
     }

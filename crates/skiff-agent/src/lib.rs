@@ -33,6 +33,7 @@
 //! At start the agent lists what the runtime already runs: containers of pods that still exist
 //! are adopted by their workers (no restart); everything else is removed.
 pub mod adoption;
+pub mod cgroup;
 pub mod claims;
 pub mod containerd;
 pub mod dns;

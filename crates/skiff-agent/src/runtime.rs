@@ -38,6 +38,9 @@ pub struct SandboxConfig {
     pub pod_name: String,
     pub namespace: String,
     pub host_network: bool,
+    /// The most processes (threads included) all the pod's containers together may have
+    /// (`--pod-max-pids`; `None`: no limit).
+    pub pids_limit: Option<i64>,
 }
 
 /// The pod's network as the runtime set it up.
@@ -65,8 +68,6 @@ pub struct Resources {
     pub cpu_quota: Option<i64>,
     pub cpu_period: Option<u64>,
     pub memory_limit: Option<i64>,
-    /// The most processes (and threads) the container's cgroup may hold (`--pod-max-pids`).
-    pub pids_limit: Option<i64>,
 }
 
 /// What `securityContext` asks of a container, the pod's values merged in (the container's win).

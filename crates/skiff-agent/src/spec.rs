@@ -31,7 +31,7 @@ pub struct PodDirs<'a> {
 /// What the node allows and defaults for its pods (kubelet's flags of the same names).
 #[derive(Debug, Clone, Default)]
 pub struct PodPolicy {
-    /// `--pod-max-pids`: processes per container (`None`: unlimited).
+    /// `--pod-max-pids`: processes per pod, all its containers together (`None`: unlimited).
     pub max_pids: Option<i64>,
     /// `--seccomp-default`: `RuntimeDefault` for containers that name no profile.
     pub seccomp_default: bool,
@@ -132,10 +132,7 @@ pub fn container_config(
         env,
         working_dir: container.working_dir.clone().filter(|d| !d.is_empty()),
         mounts,
-        resources: Resources {
-            pids_limit: policy.max_pids,
-            ..resources(container)
-        },
+        resources: resources(container),
         security: security_of(pod, container, policy)?,
         run_as_user: security
             .and_then(|s| s.run_as_user)
@@ -357,7 +354,6 @@ pub fn resources(container: &Container) -> Resources {
         cpu_quota: cpu_limit.map(|m| (m * 100_000 / 1000).max(1_000)),
         cpu_period: cpu_limit.map(|_| 100_000),
         memory_limit,
-        pids_limit: None,
     }
 }
 
@@ -489,9 +485,6 @@ pub fn oci_spec(
     if let Some(limit) = r.memory_limit {
         // Swap equal to the limit: no swap beyond it, so exceeding the limit is an OOM kill.
         resources["memory"] = json!({"limit": limit, "swap": limit});
-    }
-    if let Some(limit) = r.pids_limit {
-        resources["pids"] = json!({ "limit": limit });
     }
 
     let mut linux = json!({
@@ -664,7 +657,6 @@ mod tests {
                 cpu_quota: Some(50_000),
                 cpu_period: Some(100_000),
                 memory_limit: Some(64 << 20),
-                pids_limit: None,
             }
         );
         let best_effort: Container = serde_json::from_value(json!({"name": "b"})).expect("c");
@@ -719,10 +711,7 @@ mod tests {
             ..Downward::default()
         };
         let spec = p.spec.as_ref().expect("spec");
-        let policy = PodPolicy {
-            max_pids: Some(100),
-            ..PodPolicy::default()
-        };
+        let policy = PodPolicy::default();
         let c = container_config(&p, &spec.containers[0], false, 2, &dirs, &downward, &policy)
             .expect("config");
         assert_eq!(
@@ -744,7 +733,8 @@ mod tests {
 
         let spec = oci_spec(&c, &ImageConfig::default(), "/skiff/u1/c").expect("spec");
         assert_eq!(spec["process"]["user"]["uid"], 1000);
-        assert_eq!(spec["linux"]["resources"]["pids"]["limit"], 100);
+        // The pids limit is the pod's (its cgroup), not each container's.
+        assert!(spec["linux"]["resources"].get("pids").is_none());
         // Kubernetes' defaults: no filter, privilege escalation allowed, /proc masked.
         assert!(spec["linux"].get("seccomp").is_none());
         assert_eq!(spec["process"]["noNewPrivileges"], false);

@@ -305,18 +305,30 @@ fn unmount_under(dir: &Path, report: &mut Report) {
 // ---- cgroups ----------------------------------------------------------------------------
 
 /// The cgroups of containers whose tasks containerd knew (their task dirs outlive a SIGKILL):
-/// `/skiff-<containerd namespace>/<container id>`, as skiff_agent::containerd names them.
+/// the `cgroupsPath` of each task's OCI spec, and the pod cgroups of the host's pods
+/// (`/skiff-<containerd namespace>/pod<uid>`, as skiff_agent::cgroup names them; a pod whose
+/// containers never started has one too).
 fn task_cgroups(hosts: &[Host]) -> Vec<String> {
     let mut found = Vec::new();
     for host in hosts {
         let containerd = host.agent_dir().join("containerd");
+        let mut namespaces = BTreeSet::from(["skiff".to_string()]);
         for base in ["state", "root"] {
             let tasks = containerd.join(base).join("io.containerd.runtime.v2.task");
             for ns in read_names(&tasks) {
                 for id in read_names(&tasks.join(&ns)) {
-                    found.push(format!("/skiff-{ns}/{id}"));
+                    let spec = std::fs::read(tasks.join(&ns).join(&id).join("config.json"));
+                    let path = spec
+                        .ok()
+                        .and_then(|s| serde_json::from_slice::<serde_json::Value>(&s).ok())
+                        .and_then(|s| s["linux"]["cgroupsPath"].as_str().map(str::to_string));
+                    found.push(path.unwrap_or_else(|| format!("/skiff-{ns}/{id}")));
                 }
+                namespaces.insert(ns);
             }
+        }
+        for uid in read_names(&host.agent_dir().join("pods")) {
+            found.extend(namespaces.iter().map(|ns| format!("/skiff-{ns}/pod{uid}")));
         }
     }
     found
@@ -346,13 +358,21 @@ fn cgroup_roots() -> Vec<PathBuf> {
         .collect()
 }
 
-/// rmdir of each container cgroup in every hierarchy (the shared parent `skiff-<ns>` stays:
-/// other skiffs on the machine use it). A cgroup is busy for a moment after its last
-/// process died, so each is tried for up to 3 s.
+/// rmdir of each container cgroup, then its pod's, in every hierarchy (the shared parent
+/// `skiff-<ns>` stays: other skiffs on the machine use it). A cgroup is busy for a moment
+/// after its last process died, so each is tried for up to 3 s.
 fn remove_cgroups(cgroups: &BTreeSet<String>, report: &mut Report) {
     let roots = cgroup_roots();
     let mut removed = 0;
-    for cgroup in cgroups.iter().filter(|c| procs::is_container_cgroup(c)) {
+    let mut all: BTreeSet<String> = cgroups.clone();
+    all.extend(cgroups.iter().filter_map(|c| procs::pod_cgroup(c)));
+    // Deepest first: a pod's cgroup goes once its containers' have.
+    let mut ordered: Vec<&String> = all
+        .iter()
+        .filter(|c| procs::is_container_cgroup(c))
+        .collect();
+    ordered.sort_by_key(|c| std::cmp::Reverse(c.matches('/').count()));
+    for cgroup in ordered {
         let mut any = false;
         for root in &roots {
             let path = root.join(cgroup.trim_start_matches('/'));
@@ -379,7 +399,7 @@ fn remove_cgroups(cgroups: &BTreeSet<String>, report: &mut Report) {
     if removed > 0 {
         report
             .done
-            .push(format!("removed {removed} container cgroups"));
+            .push(format!("removed {removed} container and pod cgroups"));
     }
 }
 

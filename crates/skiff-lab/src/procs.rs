@@ -211,8 +211,8 @@ pub fn kill_host(host: &Host, timeout: Duration) -> (Vec<ProcEntry>, Vec<ProcEnt
     }
 }
 
-/// The container cgroups (`/skiff-<containerd namespace>/<container id>`, see
-/// skiff_agent::containerd) the processes are in: runc would remove them on a clean stop;
+/// The container cgroups (`/skiff-<containerd namespace>/pod<uid>/<container id>`, see
+/// skiff_agent::cgroup) the processes are in: runc would remove them on a clean stop;
 /// after SIGKILL nobody does.
 pub fn container_cgroups(procs: &[ProcEntry]) -> BTreeSet<String> {
     procs
@@ -227,9 +227,26 @@ pub fn container_cgroups(procs: &[ProcEntry]) -> BTreeSet<String> {
         .collect()
 }
 
+/// A container's cgroup, or a pod's: `/skiff-<ns>/pod<uid>[/<id>]` (and agents before pod
+/// cgroups: `/skiff-<ns>/<id>`).
 pub fn is_container_cgroup(path: &str) -> bool {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    matches!(parts.as_slice(), [parent, id] if parent.starts_with("skiff-") && !id.is_empty())
+    match parts.as_slice() {
+        [parent, id] => parent.starts_with("skiff-") && !id.is_empty(),
+        [parent, pod, id] => {
+            parent.starts_with("skiff-") && pod.starts_with("pod") && !id.is_empty()
+        }
+        _ => false,
+    }
+}
+
+/// The pod cgroup a container cgroup is in (None for the older flat layout).
+pub fn pod_cgroup(path: &str) -> Option<String> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        [parent, pod, _] if is_container_cgroup(path) => Some(format!("/{parent}/{pod}")),
+        _ => None,
+    }
 }
 
 /// Starts the host's skiff, detached: its own session (a Ctrl-C meant for `lab up` does not
@@ -345,6 +362,15 @@ mod tests {
     #[test]
     fn container_cgroups_are_recognised() {
         assert!(is_container_cgroup("/skiff-skiff/0a1b2c3d4e5f-web-0"));
+        assert!(is_container_cgroup(
+            "/skiff-skiff/pod0a1b2c3d-4e5f/0a1b2c3d4e5f-web-0"
+        ));
+        assert_eq!(
+            pod_cgroup("/skiff-skiff/pod0a1b/0a1b-web-0").as_deref(),
+            Some("/skiff-skiff/pod0a1b")
+        );
+        assert_eq!(pod_cgroup("/skiff-skiff/0a1b-web-0"), None);
+        assert!(!is_container_cgroup("/skiff-skiff/x/0a1b-web-0"));
         assert!(!is_container_cgroup("/skiff-skiff"));
         assert!(!is_container_cgroup(
             "/user.slice/user-0.slice/session-1.scope"

@@ -34,6 +34,7 @@ use containerd_client::tonic::{Code, Request, Status};
 use jiff::Timestamp;
 use tokio::sync::Mutex;
 
+use crate::cgroup::PodCgroups;
 use crate::error::AgentError;
 use crate::logs::{self, LogWriter};
 use crate::network::NetworkConfig;
@@ -88,8 +89,8 @@ pub struct ContainerdRuntime {
     images: Mutex<HashMap<String, ResolvedImage>>,
     /// Containers whose output is being copied to their log file (attach once only).
     attached: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// The cgroup parent (cgroupfs, v1): every container's cgroup is `/<parent>/<id>`.
-    cgroup_parent: String,
+    /// Every pod's cgroup is `/skiff-<namespace>/pod<uid>`, its containers' below it.
+    cgroups: PodCgroups,
     /// 0: one shim per pod; N: pods share N shims (see [`shim_group`]).
     shim_groups: u32,
 }
@@ -114,7 +115,7 @@ impl ContainerdRuntime {
             fifo_dir: data_dir.join("fifo"),
             images: Mutex::new(HashMap::new()),
             attached: std::sync::Mutex::new(std::collections::HashSet::new()),
-            cgroup_parent: format!("skiff-{namespace}"),
+            cgroups: PodCgroups::new("/sys/fs/cgroup", &format!("skiff-{namespace}")),
             shim_groups: 0,
         })
     }
@@ -214,7 +215,7 @@ impl ContainerdRuntime {
         image: &ResolvedImage,
     ) -> Result<(), RuntimeError> {
         let t0 = std::time::Instant::now();
-        let cgroups_path = format!("/{}/{id}", self.cgroup_parent);
+        let cgroups_path = self.cgroups.container_path(&config.pod_uid, id);
         let mut spec =
             spec::oci_spec(config, &image.config, &cgroups_path).map_err(RuntimeError::Config)?;
         spec["annotations"] =
@@ -343,24 +344,6 @@ impl ContainerdRuntime {
         Ok((stdout, stderr))
     }
 
-    /// The exit state of a stopped task, and whether the kernel OOM-killed it (read from the
-    /// memory cgroup before the task is deleted, which removes the cgroup).
-    fn oom_killed(&self, id: &str) -> bool {
-        let path = format!(
-            "/sys/fs/cgroup/memory/{}/{id}/memory.oom_control",
-            self.cgroup_parent
-        );
-        std::fs::read_to_string(path)
-            .map(|text| {
-                text.lines().any(|l| {
-                    l.strip_prefix("oom_kill ")
-                        .and_then(|n| n.trim().parse::<u64>().ok())
-                        .is_some_and(|n| n > 0)
-                })
-            })
-            .unwrap_or(false)
-    }
-
     /// Signals every process of the container.
     async fn kill(&self, id: &str, signal: u32) -> Result<(), Status> {
         self.tasks()
@@ -401,7 +384,7 @@ impl ContainerdRuntime {
                     .as_ref()
                     .map(timestamp)
                     .unwrap_or_else(Timestamp::now),
-                oom_killed: self.oom_killed(id),
+                oom_killed: self.cgroups.oom_killed(id),
             },
             _ => ContainerState::Unknown,
         }
@@ -416,6 +399,9 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn setup_sandbox(&self, pod: &SandboxConfig) -> Result<Sandbox, RuntimeError> {
+        self.cgroups
+            .create(&pod.pod_uid, pod.pids_limit)
+            .map_err(|e| RuntimeError::Failed(format!("the pod's cgroup: {e}")))?;
         if pod.host_network {
             return Ok(Sandbox::default());
         }
@@ -427,7 +413,13 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn teardown_sandbox(&self, pod_uid: &str) -> Result<(), RuntimeError> {
-        self.network.teardown(pod_uid).await
+        self.network.teardown(pod_uid).await?;
+        // A finished pod's containers are kept (for logs) with their cgroups gone; one that
+        // still holds a process keeps the pod's cgroup until the pod's last teardown.
+        if let Err(e) = self.cgroups.remove(pod_uid) {
+            tracing::debug!(pod_uid, error = %e, "the pod's cgroup stays for now");
+        }
+        Ok(())
     }
 
     async fn start_container(&self, config: &ContainerConfig) -> Result<String, RuntimeError> {
@@ -461,7 +453,7 @@ impl Runtime for ContainerdRuntime {
                         .as_ref()
                         .map(timestamp)
                         .unwrap_or_else(Timestamp::now),
-                    oom_killed: self.oom_killed(id),
+                    oom_killed: self.cgroups.oom_killed(id),
                 })
             }
             Err(status) if status.code() == Code::NotFound => Ok(ContainerState::Exited {
@@ -584,7 +576,11 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn list_sandboxes(&self) -> Result<Vec<String>, RuntimeError> {
-        Ok(self.network.list())
+        let mut uids = self.network.list();
+        uids.extend(self.cgroups.list());
+        uids.sort();
+        uids.dedup();
+        Ok(uids)
     }
 
     async fn exec_sync(

@@ -30,6 +30,7 @@ impl<R: Runtime> Worker<R> {
             pod_name: self.pod.metadata.name.clone().unwrap_or_default(),
             namespace: self.pod.metadata.namespace.clone().unwrap_or_default(),
             host_network,
+            pids_limit: self.ctx.policy.max_pids,
         };
         let started = std::time::Instant::now();
         let mut sandbox = self.ctx.runtime.setup_sandbox(&config).await?;
