@@ -100,6 +100,10 @@ pub struct AgentOptions {
     /// cannot take the node.
     #[arg(long, default_value_t = 4096, allow_negative_numbers = true)]
     pub pod_max_pids: i64,
+    /// How often a running pod's ConfigMap, Secret, downward API and projected volumes are
+    /// brought up to date (kubelet's `--sync-frequency`), e.g. `60s`, `1m`.
+    #[arg(long, default_value = "1m", value_parser = skiff_controllers::nodelifecycle::parse_duration)]
+    pub sync_frequency: std::time::Duration,
     /// Give containers that name no seccomp profile the runtime's default filter (kubelet's
     /// `--seccomp-default`); without it they run unconfined, as in Kubernetes.
     #[arg(long)]
@@ -312,6 +316,7 @@ pub async fn run_agent(
         runtime_version,
         endpoint_port,
         pod_policy: options.pod_policy(&data_dir),
+        sync_frequency: options.sync_frequency,
     };
     let node = skiff_agent::node::register(&client, &config).await;
     let pod_cidr = node

@@ -63,6 +63,31 @@ pub async fn remove_leftovers<R: Runtime>(
     failures
 }
 
+/// Removes the directories (files, volumes: unmounted first) of the pods not in `present`
+/// under `pods_dir`; the ones that could not go, with why.
+pub fn remove_pod_dirs(
+    pods_dir: &std::path::Path,
+    present: &HashSet<String>,
+) -> Vec<(String, std::io::Error)> {
+    let mut failures = Vec::new();
+    let Ok(entries) = std::fs::read_dir(pods_dir) else {
+        return failures;
+    };
+    for entry in entries.flatten() {
+        let uid = entry.file_name().to_string_lossy().into_owned();
+        if present.contains(&uid) {
+            continue;
+        }
+        let dir = entry.path();
+        let removed =
+            crate::volumes::unmount_under(&dir).and_then(|()| std::fs::remove_dir_all(&dir));
+        if let Err(e) = removed {
+            failures.push((uid, e));
+        }
+    }
+    failures
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,7 +48,6 @@ pub mod plan;
 pub mod pod_status;
 pub mod podnet;
 pub mod probe;
-pub mod projected;
 pub mod proxy;
 pub mod resolv;
 pub mod runtime;
@@ -56,6 +55,7 @@ pub mod seccomp;
 pub mod server;
 pub mod service_view;
 pub mod spec;
+pub mod volumes;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -96,6 +96,8 @@ pub struct AgentConfig {
     pub pod_network: Option<podnet::PodNetConfig>,
     /// Pids limit, seccomp default and allowed sysctls for pods.
     pub pod_policy: spec::PodPolicy,
+    /// How often running pods' API-backed volumes are refreshed (kubelet's `--sync-frequency`).
+    pub sync_frequency: Duration,
 }
 
 /// How this node serves Services.
@@ -168,6 +170,7 @@ pub async fn run<R: Runtime>(
         node_ip: config.node_ip.clone(),
         data_dir: config.data_dir.clone(),
         policy: config.pod_policy.clone(),
+        sync_frequency: config.sync_frequency,
     });
 
     // What the runtime already has, by pod uid: adopted by workers or removed.
@@ -228,6 +231,11 @@ pub async fn run<R: Runtime>(
                     .await;
                     for failure in failures {
                         tracing::warn!(error = %failure, "a deleted pod's leftovers");
+                    }
+                    // Their files and in-memory volumes too.
+                    let pods_dir = ctx.data_dir.join("pods");
+                    for (uid, error) in adoption::remove_pod_dirs(&pods_dir, &present) {
+                        tracing::warn!(pod_uid = %uid, %error, "a deleted pod's files");
                     }
                 }
             }

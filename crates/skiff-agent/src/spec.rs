@@ -18,6 +18,7 @@ use skiff_api::quantity;
 use crate::env::{self, Downward};
 use crate::error::AgentError;
 use crate::runtime::{ContainerConfig, Mount, Resources, Seccomp, Security};
+use crate::volumes;
 
 /// What an image says about how to run it (entrypoint, cmd, env, working dir, user).
 pub use skiff_image::ImageConfig;
@@ -88,22 +89,37 @@ pub fn container_config(
                     mount.name
                 ))
             })?;
-        let host_path = if let Some(host) = &volume.host_path {
+        let volume_dir = if let Some(host) = &volume.host_path {
             std::path::PathBuf::from(&host.path)
-        } else if volume.empty_dir.is_some() || volume.projected.is_some() {
+        } else if volume.empty_dir.is_some() || volumes::from_api(volume) {
             dirs.pod_dir.join("volumes").join(&volume.name)
         } else {
             return Err(AgentError::ContainerConfig(format!(
-                "volume {}: only emptyDir, hostPath and projected volumes are supported",
+                "volume {}: only emptyDir, hostPath, configMap, secret, downwardAPI and \
+                 projected volumes are supported",
                 volume.name
             )));
+        };
+        let sub_path = match (&mount.sub_path, &mount.sub_path_expr) {
+            (Some(path), _) if !path.is_empty() => Some(path.clone()),
+            (_, Some(expr)) if !expr.is_empty() => Some(env::expand(expr, &env)),
+            _ => None,
+        };
+        let host_path = match sub_path {
+            Some(sub) => sub_path_on_node(&volume_dir, &sub).map_err(|e| {
+                AgentError::ContainerConfig(format!(
+                    "volumeMounts {} subPath {sub:?}: {e}",
+                    mount.name
+                ))
+            })?,
+            None => volume_dir,
         };
         mounts.push(Mount {
             host_path,
             container_path: mount.mount_path.clone(),
-            // Projected files are the API's, not the container's to change (kubelet mounts
+            // Files from the API are the API's, not the container's to change (kubelet mounts
             // them read-only too).
-            read_only: mount.read_only.unwrap_or(false) || volume.projected.is_some(),
+            read_only: mount.read_only.unwrap_or(false) || volumes::from_api(volume),
         });
     }
     // /etc/hosts and /etc/resolv.conf come from the pod dir, shared by its containers.
@@ -634,6 +650,43 @@ const ALL_CAPABILITIES: [&str; 41] = [
     "CAP_CHECKPOINT_RESTORE",
 ];
 
+/// Where a `subPath` of a volume is on the node: made (as a directory) if it is not there, as
+/// kubelet does, and resolved through symlinks, which must not lead out of the volume — a
+/// container could otherwise plant a link in a shared volume that takes the next container to
+/// the node's root. A file of a ConfigMap or Secret volume resolves into the version current at
+/// the start, so a `subPath` mount does not see later updates (as in Kubernetes).
+fn sub_path_on_node(volume: &Path, sub: &str) -> std::io::Result<std::path::PathBuf> {
+    if sub.starts_with('/') || sub.split('/').any(|part| part == "..") {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "must be a relative path without '..'",
+        ));
+    }
+    let volume = volume.canonicalize()?;
+    let inside = |path: &Path| -> std::io::Result<std::path::PathBuf> {
+        let resolved = path.canonicalize()?;
+        if resolved.starts_with(&volume) {
+            Ok(resolved)
+        } else {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("leads out of the volume (to {})", resolved.display()),
+            ))
+        }
+    };
+    let path = volume.join(sub);
+    if std::fs::symlink_metadata(&path).is_err() {
+        // What exists of it must be inside before anything is made below it.
+        let existing = path
+            .ancestors()
+            .find(|a| std::fs::symlink_metadata(a).is_ok())
+            .unwrap_or(&volume);
+        inside(existing)?;
+        std::fs::create_dir_all(&path)?;
+    }
+    inside(&path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -772,6 +825,35 @@ mod tests {
         .expect_err("nfs is not supported")
         .to_string();
         assert!(err.contains("volume cfg"), "{err}");
+    }
+
+    #[test]
+    fn sub_paths_stay_inside_their_volume() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let volume = root.path().join("v");
+        std::fs::create_dir_all(volume.join("data")).expect("dirs");
+        std::fs::write(volume.join("data/app.conf"), "x").expect("file");
+        std::os::unix::fs::symlink("data/app.conf", volume.join("app.conf")).expect("link");
+        std::os::unix::fs::symlink("/etc", volume.join("escape")).expect("link");
+        let volume = volume.canonicalize().expect("canonical");
+        // A link inside the volume resolves to its target (the version current now).
+        assert_eq!(
+            sub_path_on_node(&volume, "app.conf").expect("inside"),
+            volume.join("data/app.conf")
+        );
+        // Missing: made as a directory.
+        assert!(sub_path_on_node(&volume, "new/dir").expect("made").is_dir());
+        for bad in [
+            "escape",
+            "escape/passwd",
+            "escape/made",
+            "../v",
+            "/etc",
+            "data/../../x",
+        ] {
+            assert!(sub_path_on_node(&volume, bad).is_err(), "{bad}");
+        }
+        assert!(!Path::new("/etc/made").exists());
     }
 
     /// The container's security context (pod values under it) as a config, or the error.

@@ -18,6 +18,7 @@
 mod slot;
 mod start;
 mod stop;
+mod volumes;
 
 use slot::Slot;
 
@@ -52,6 +53,8 @@ pub struct NodeContext<R> {
     pub dns: Option<ClusterDns>,
     /// What the node allows and defaults for pods' security contexts and limits.
     pub policy: crate::spec::PodPolicy,
+    /// How often running pods' API-backed volumes are refreshed.
+    pub sync_frequency: Duration,
 }
 
 impl<R> NodeContext<R> {
@@ -104,6 +107,10 @@ struct Worker<R> {
     reported: Option<serde_json::Value>,
     message: Option<(String, String)>,
     wake_at: Option<Instant>,
+    /// The pod's volumes are made (their API-backed files last written at the instant).
+    volumes_synced: Option<Instant>,
+    /// Failed tries to make the volumes in a row (their retry backs off).
+    mount_failures: u32,
     /// A finished pod gave its IP back.
     network_released: bool,
     /// Deleting: the containers, their files and the network are gone.
@@ -160,6 +167,8 @@ impl<R: Runtime> Worker<R> {
             reported: None,
             message: None,
             wake_at: None,
+            volumes_synced: None,
+            mount_failures: 0,
             network_released: false,
             cleaned_up: false,
             delete_retry: Backoff::default(),
@@ -231,6 +240,10 @@ impl<R: Runtime> Worker<R> {
                     return Next::Continue;
                 }
             }
+        }
+        if !self.volumes_ready().await {
+            self.report().await;
+            return Next::Continue;
         }
         for start in run.start {
             self.start(start.index).await;

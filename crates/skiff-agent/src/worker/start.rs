@@ -40,41 +40,13 @@ impl<R: Runtime> Worker<R> {
         }
         self.write_pod_files(&sandbox, host_network)
             .map_err(|e| RuntimeError::Failed(format!("writing pod files: {e}")))?;
-        let volumes = self.ctx.pod_dir(&self.uid).join("volumes");
-        for volume in self
-            .pod
-            .spec
-            .iter()
-            .flat_map(|s| s.volumes.iter().flatten())
-        {
-            if volume.projected.is_some() {
-                crate::projected::write(
-                    &self.ctx.client,
-                    &self.pod,
-                    volume,
-                    &volumes.join(&volume.name),
-                )
-                .await
-                .map_err(|e| RuntimeError::Failed(format!("volume {}: {e}", volume.name)))?;
-            }
-        }
         Ok(sandbox)
     }
 
-    /// /etc/hosts and /etc/resolv.conf for the pod's containers, and emptyDir volumes.
+    /// /etc/hosts and /etc/resolv.conf for the pod's containers.
     fn write_pod_files(&self, sandbox: &Sandbox, host_network: bool) -> std::io::Result<()> {
         let dir = self.ctx.pod_dir(&self.uid);
         std::fs::create_dir_all(dir.join("volumes"))?;
-        for volume in self
-            .pod
-            .spec
-            .iter()
-            .flat_map(|s| s.volumes.iter().flatten())
-        {
-            if volume.empty_dir.is_some() {
-                std::fs::create_dir_all(dir.join("volumes").join(&volume.name))?;
-            }
-        }
         let name = self.pod.metadata.name.clone().unwrap_or_default();
         let hostname = self
             .pod

@@ -125,7 +125,10 @@ impl<R: Runtime> Worker<R> {
 }
 
 /// Removes a directory tree; one already gone is fine.
+/// Removes a pod's directory, unmounting its in-memory volumes first (removing through a
+/// mount would empty it and then fail).
 fn remove_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    crate::volumes::unmount_under(dir)?;
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,

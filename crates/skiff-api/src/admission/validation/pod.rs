@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::{Container, PodSpec, Probe};
+use k8s_openapi::api::core::v1::{Container, KeyToPath, PodSpec, Probe, Volume};
 
 use super::{non_negative, one_of, port_number};
 use crate::names;
@@ -32,6 +32,7 @@ pub(in crate::admission) fn pod_spec(spec: &PodSpec, path: &str) -> Vec<Cause> {
                 causes.push(Cause::invalid(&name_path, &go_quote(&volume.name), &msg));
             }
         }
+        causes.extend(self::volume(volume, &format!("{path}.volumes[{i}]")));
     }
 
     if spec.containers.is_empty() {
@@ -84,6 +85,142 @@ pub(in crate::admission) fn pod_spec(spec: &PodSpec, path: &str) -> Vec<Cause> {
                 ));
             }
         }
+    }
+    causes
+}
+
+/// A volume's source: one only, what it needs named, file modes and paths inside the volume.
+fn volume(volume: &Volume, path: &str) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let sources = serde_json::to_value(volume)
+        .ok()
+        .and_then(|v| v.as_object().map(|o| o.len().saturating_sub(1)))
+        .unwrap_or(0);
+    if sources > 1 {
+        causes.push(Cause::forbidden(
+            path,
+            "may not specify more than 1 volume type",
+        ));
+    }
+    if let Some(cm) = &volume.config_map {
+        let at = format!("{path}.configMap");
+        if cm.name.is_empty() {
+            causes.push(Cause::required(format!("{at}.name")));
+        }
+        causes.extend(file_mode(cm.default_mode, &format!("{at}.defaultMode")));
+        causes.extend(items(cm.items.as_deref(), &at));
+    }
+    if let Some(secret) = &volume.secret {
+        let at = format!("{path}.secret");
+        if secret.secret_name.as_deref().unwrap_or_default().is_empty() {
+            causes.push(Cause::required(format!("{at}.secretName")));
+        }
+        causes.extend(file_mode(secret.default_mode, &format!("{at}.defaultMode")));
+        causes.extend(items(secret.items.as_deref(), &at));
+    }
+    if let Some(downward) = &volume.downward_api {
+        let at = format!("{path}.downwardAPI");
+        causes.extend(file_mode(
+            downward.default_mode,
+            &format!("{at}.defaultMode"),
+        ));
+        for (j, item) in downward.items.iter().flatten().enumerate() {
+            let item_at = format!("{at}.items[{j}]");
+            causes.extend(local_non_reserved_path(
+                &item.path,
+                &format!("{item_at}.path"),
+            ));
+            causes.extend(file_mode(item.mode, &format!("{item_at}.mode")));
+        }
+    }
+    if let Some(projected) = &volume.projected {
+        let at = format!("{path}.projected");
+        causes.extend(file_mode(
+            projected.default_mode,
+            &format!("{at}.defaultMode"),
+        ));
+        for (j, source) in projected.sources.iter().flatten().enumerate() {
+            let source_at = format!("{at}.sources[{j}]");
+            if let Some(cm) = &source.config_map {
+                causes.extend(items(
+                    cm.items.as_deref(),
+                    &format!("{source_at}.configMap"),
+                ));
+            }
+            if let Some(secret) = &source.secret {
+                causes.extend(items(
+                    secret.items.as_deref(),
+                    &format!("{source_at}.secret"),
+                ));
+            }
+            if let Some(token) = &source.service_account_token {
+                causes.extend(local_non_reserved_path(
+                    &token.path,
+                    &format!("{source_at}.serviceAccountToken.path"),
+                ));
+            }
+        }
+    }
+    causes
+}
+
+/// The `items` of a ConfigMap or Secret source.
+fn items(items: Option<&[KeyToPath]>, path: &str) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    for (j, item) in items.into_iter().flatten().enumerate() {
+        let at = format!("{path}.items[{j}]");
+        if item.key.is_empty() {
+            causes.push(Cause::required(format!("{at}.key")));
+        }
+        causes.extend(local_non_reserved_path(&item.path, &format!("{at}.path")));
+        causes.extend(file_mode(item.mode, &format!("{at}.mode")));
+    }
+    causes
+}
+
+fn file_mode(mode: Option<i32>, path: &str) -> Option<Cause> {
+    mode.filter(|m| !(0..=0o777).contains(m)).map(|m| {
+        Cause::invalid(
+            path,
+            &m.to_string(),
+            "must be a number between 0 and 0777 (octal), both inclusive",
+        )
+    })
+}
+
+/// Kubernetes' `validateLocalDescendingPath`: relative, no `..` element.
+fn local_descending_path(value: &str, path: &str) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    if value.starts_with('/') {
+        causes.push(Cause::invalid(
+            path,
+            &go_quote(value),
+            "must be a relative path",
+        ));
+    }
+    if value.split('/').any(|part| part == "..") {
+        causes.push(Cause::invalid(
+            path,
+            &go_quote(value),
+            "must not contain '..'",
+        ));
+    }
+    causes
+}
+
+/// Kubernetes' `validateLocalNonReservedPath`: a descending path not starting with `..` (the
+/// atomic writer's own names).
+fn local_non_reserved_path(value: &str, path: &str) -> Vec<Cause> {
+    if value.is_empty() {
+        return vec![Cause::required(path)];
+    }
+    let mut causes = local_descending_path(value, path);
+    if value.starts_with("..") {
+        causes.push(Cause::invalid(
+            path,
+            &go_quote(value),
+            "must not start with '..'",
+        ));
     }
     causes
 }
@@ -166,6 +303,24 @@ fn container(c: &Container, path: &str, volumes: &BTreeSet<&str>) -> Vec<Cause> 
         }
         if mount.mount_path.is_empty() {
             causes.push(Cause::required(format!("{mount_path}.mountPath")));
+        }
+        let sub_path = mount.sub_path.as_deref().unwrap_or_default();
+        if !sub_path.is_empty() {
+            if mount
+                .sub_path_expr
+                .as_deref()
+                .is_some_and(|e| !e.is_empty())
+            {
+                causes.push(Cause::invalid(
+                    format!("{mount_path}.subPathExpr"),
+                    &go_quote(mount.sub_path_expr.as_deref().unwrap_or_default()),
+                    "subPathExpr and subPath are mutually exclusive",
+                ));
+            }
+            causes.extend(local_descending_path(
+                sub_path,
+                &format!("{mount_path}.subPath"),
+            ));
         }
     }
 
@@ -306,6 +461,26 @@ mod tests {
             (
                 json!({"volumes": [{"name": "data"}], "containers": [{"name": "w", "image": "a", "volumeMounts": [{"name": "data", "mountPath": "/d"}]}]}),
                 vec![],
+            ),
+            (
+                json!({"volumes": [
+                    {"name": "a", "configMap": {"name": "c", "defaultMode": 4096,
+                                               "items": [{"key": "k", "path": "../x"}, {"key": "", "path": "..data"}]}},
+                    {"name": "b", "secret": {}, "emptyDir": {}},
+                    {"name": "d", "downwardAPI": {"items": [{"path": "/abs", "fieldRef": {"fieldPath": "metadata.name"}}]}},
+                ], "containers": [{"name": "w", "image": "a",
+                    "volumeMounts": [{"name": "a", "mountPath": "/a", "subPath": "x/../../y"}]}]}),
+                vec![
+                    "spec.volumes[0].configMap.defaultMode: Invalid value: 4096: must be a number between 0 and 0777 (octal), both inclusive",
+                    "spec.volumes[0].configMap.items[0].path: Invalid value: \"../x\": must not contain '..'",
+                    "spec.volumes[0].configMap.items[0].path: Invalid value: \"../x\": must not start with '..'",
+                    "spec.volumes[0].configMap.items[1].key: Required value",
+                    "spec.volumes[0].configMap.items[1].path: Invalid value: \"..data\": must not start with '..'",
+                    "spec.volumes[1]: Forbidden: may not specify more than 1 volume type",
+                    "spec.volumes[1].secret.secretName: Required value",
+                    "spec.volumes[2].downwardAPI.items[0].path: Invalid value: \"/abs\": must be a relative path",
+                    "spec.containers[0].volumeMounts[0].subPath: Invalid value: \"x/../../y\": must not contain '..'",
+                ],
             ),
             (
                 json!({"containers": [{"name": "w", "image": "a", "livenessProbe": {"periodSeconds": 5}}]}),
