@@ -469,16 +469,26 @@ fn an_in_cluster_python_client_lists_pods_as_its_service_account() {
     .expect("script");
     cluster.allow_privileged_pods();
 
-    // The Service, its address the first of the service CIDR, pointing at the server.
-    let (code, svc) = cluster
-        .client
-        .get("/api/v1/namespaces/default/services/kubernetes");
-    assert_eq!(code, 200, "{svc}");
+    // The Service, its address the first of the service CIDR, pointing at the server (the
+    // leader makes both soon after it starts).
+    let svc = eventually("the kubernetes Service", Duration::from_secs(30), || {
+        let (code, svc) = cluster
+            .client
+            .get("/api/v1/namespaces/default/services/kubernetes");
+        (code == 200).then_some(svc)
+    });
     assert_eq!(svc["spec"]["clusterIP"], "10.168.0.1");
     assert_eq!(svc["spec"]["ports"][0]["port"], 443);
-    let (_, slice) = cluster
-        .client
-        .get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes");
+    let slice = eventually(
+        "the kubernetes EndpointSlice",
+        Duration::from_secs(30),
+        || {
+            let (code, slice) = cluster
+                .client
+                .get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes");
+            (code == 200).then_some(slice)
+        },
+    );
     let port = cluster
         .client
         .base
@@ -712,7 +722,12 @@ fn security_contexts_reach_the_kernel_and_run_as_non_root_refuses_a_root_image()
         "{second}"
     );
     // The limit is on the pod's cgroup, which goes with the pod.
-    let pod_cgroup = format!("/sys/fs/cgroup/pids/skiff-skiff-test-x/pod{uid}");
+    let pids_root = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "/sys/fs/cgroup" // v2: one tree
+    } else {
+        "/sys/fs/cgroup/pids" // v1: the pids controller's hierarchy
+    };
+    let pod_cgroup = format!("{pids_root}/skiff-skiff-test-x/pod{uid}");
     assert_eq!(
         std::fs::read_to_string(format!("{pod_cgroup}/pids.max"))
             .expect("pids.max")

@@ -257,6 +257,12 @@ impl Drop for Cluster {
             "--grace-period=1",
             "--timeout=60s",
         ]);
+        // A finished pod's object may go before its agent has removed the containers it kept
+        // for logs: wait for that, or stopping the server orphans their shims.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !self.containers().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
         self.server.stop();
         let pid_file = self.data().join("agent/containerd/containerd.pid");
         if let Ok(pid) = std::fs::read_to_string(pid_file) {

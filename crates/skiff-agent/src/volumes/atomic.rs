@@ -95,6 +95,11 @@ pub fn check_path(path: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether `dir` holds a version written before.
+pub fn has_version(dir: &Path) -> bool {
+    std::fs::symlink_metadata(dir.join(DATA)).is_ok()
+}
+
 /// The files of the current version, if there is one.
 fn current(dir: &Path) -> Option<Files> {
     let version = dir.join(std::fs::read_link(dir.join(DATA)).ok()?);
