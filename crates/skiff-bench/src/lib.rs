@@ -80,6 +80,13 @@ pub fn which(program: &str) -> Option<PathBuf> {
 /// Child processes killed when dropped.
 pub struct Children(Vec<Child>);
 
+impl Children {
+    /// The children's process ids.
+    pub fn pids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().map(Child::id)
+    }
+}
+
 impl Drop for Children {
     fn drop(&mut self) {
         for child in &mut self.0 {

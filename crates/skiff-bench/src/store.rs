@@ -99,6 +99,9 @@ struct Run {
     latencies: Vec<Duration>,
     /// (start since the run began, latency, client) of every write, in start order.
     timeline: Vec<(Duration, Duration, usize)>,
+    /// CPU time the server processes spent during the writes (user and system), where the
+    /// benchmark started them: a cost the machine's swings in speed hardly move.
+    server_cpu: Option<Duration>,
 }
 
 impl Run {
@@ -114,6 +117,12 @@ impl Run {
             .get(index)
             .map(|d| d.as_secs_f64() * 1000.0)
             .unwrap_or(0.0)
+    }
+
+    /// Microseconds of server CPU per write, where it was measured.
+    fn cpu_per_write(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        Some(cpu.as_secs_f64() * 1e6 / self.writes.max(1) as f64)
     }
 
     fn percentile(&self, p: usize) -> f64 {
@@ -291,10 +300,17 @@ async fn measure(bench: &StoreBench, placement: &Placement) -> anyhow::Result<()
             for target in ["api-rbac", "api-audit", "api-rbac-audit"] {
                 if let Some(run) = find(target) {
                     println!(
-                        "{members} member(s): {target} / api = {:.2}x throughput, p99 {:.2} ms vs {:.2} ms",
+                        "{members} member(s): {target} / api = {:.2}x throughput, p99 {:.2} ms vs {:.2} ms{}",
                         run.throughput() / admin.throughput(),
                         run.percentile(99),
-                        admin.percentile(99)
+                        admin.percentile(99),
+                        match (run.cpu_per_write(), admin.cpu_per_write()) {
+                            (Some(run), Some(admin)) => format!(
+                                ", server CPU {run:.0} vs {admin:.0} us/write ({:.2}x)",
+                                run / admin
+                            ),
+                            _ => String::new(),
+                        }
                     );
                 }
             }
@@ -368,6 +384,7 @@ where
         elapsed,
         latencies,
         timeline,
+        server_cpu: None,
     })
 }
 
@@ -524,9 +541,28 @@ async fn bench_api(bench: &StoreBench, members: usize, auth: ApiAuth) -> anyhow:
     if auth.rbac {
         token = rbac_writer(&exe, &dir.path().join("s0"), &urls[0], &ca, &token).await?;
     }
-    let run = api_writes(bench, members, auth.name, urls, &ca, &token).await;
+    let cpu_before = children_cpu(&children);
+    let mut run = api_writes(bench, members, auth.name, urls, &ca, &token).await;
+    if let (Ok(run), Some(before), Some(after)) = (&mut run, cpu_before, children_cpu(&children)) {
+        run.server_cpu = after.checked_sub(before);
+    }
     drop(children);
     run
+}
+
+/// The CPU time (user and system, from `/proc/PID/stat`) the children have used so far.
+fn children_cpu(children: &Children) -> Option<Duration> {
+    let ticks_per_second = 100.0; // USER_HZ, fixed at 100 by Linux's ABI
+    let mut total = 0.0;
+    for pid in children.pids() {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        total += (utime + stime) / ticks_per_second;
+    }
+    Some(Duration::from_secs_f64(total))
 }
 
 /// A user token that may write ConfigMaps in `default` through a RoleBinding to the default
