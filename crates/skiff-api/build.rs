@@ -13,6 +13,7 @@ const FILES: &[&str] = &[
     "k8s.io/api/rbac/v1/generated.proto",
     "k8s.io/api/authorization/v1/generated.proto",
     "k8s.io/api/authentication/v1/generated.proto",
+    "k8s.io/api/storage/v1/generated.proto",
 ];
 
 fn main() {

@@ -104,6 +104,10 @@ pub struct AgentOptions {
     /// brought up to date (kubelet's `--sync-frequency`), e.g. `60s`, `1m`.
     #[arg(long, default_value = "1m", value_parser = skiff_controllers::nodelifecycle::parse_duration)]
     pub sync_frequency: std::time::Duration,
+    /// Where this node keeps the volumes of the built-in `local-path` StorageClass (default:
+    /// `storage` in the data dir, as k3s's `/var/lib/rancher/k3s/storage`).
+    #[arg(long)]
+    pub local_path_dir: Option<PathBuf>,
     /// Give containers that name no seccomp profile the runtime's default filter (kubelet's
     /// `--seccomp-default`); without it they run unconfined, as in Kubernetes.
     #[arg(long)]
@@ -317,6 +321,10 @@ pub async fn run_agent(
         endpoint_port,
         pod_policy: options.pod_policy(&data_dir),
         sync_frequency: options.sync_frequency,
+        local_path_dir: options
+            .local_path_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("storage")),
     };
     let node = skiff_agent::node::register(&client, &config).await;
     let pod_cidr = node

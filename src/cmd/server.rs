@@ -717,6 +717,10 @@ async fn keep_system_namespaces(app: Arc<App>) {
                 Ok(()) => skiff_apiserver::auth::bootstrap::ensure_default_policy(&app).await,
                 Err(e) => Err(e),
             };
+            let made = match made {
+                Ok(()) => app::ensure_default_storage_class(&app).await,
+                Err(e) => Err(e),
+            };
             match made {
                 Ok(()) => return,
                 Err(e) => {

@@ -98,6 +98,8 @@ pub struct AgentConfig {
     pub pod_policy: spec::PodPolicy,
     /// How often running pods' API-backed volumes are refreshed (kubelet's `--sync-frequency`).
     pub sync_frequency: Duration,
+    /// Where this node keeps the volumes of the `local-path` StorageClass.
+    pub local_path_dir: PathBuf,
 }
 
 /// How this node serves Services.
@@ -118,6 +120,11 @@ pub async fn run<R: Runtime>(
     runtime: Arc<R>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    tokio::spawn(clean_local_path(
+        client.clone(),
+        config.local_path_dir.clone(),
+        shutdown.clone(),
+    ));
     let heartbeat = tokio::spawn(node::heartbeat_loop(
         client.clone(),
         config.node_name.clone(),
@@ -289,4 +296,16 @@ fn dispatch<R: Runtime>(
     }
     let adopted = leftovers.remove(&uid).unwrap_or_default();
     workers.insert(uid, worker::spawn(ctx.clone(), pod, adopted));
+}
+
+/// Every 10 s, removes the directories of released `local-path` volumes on this node
+/// ([`volumes::claims::clean_released`]), until shutdown.
+async fn clean_local_path(client: Client, dir: PathBuf, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        volumes::claims::clean_released(&client, &dir).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = crate::stopped(&mut shutdown) => return,
+        }
+    }
 }

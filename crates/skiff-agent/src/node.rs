@@ -93,6 +93,13 @@ pub fn node_object(config: &AgentConfig, now: jiff::Timestamp) -> Node {
         metadata: ObjectMeta {
             name: Some(config.node_name.clone()),
             labels: Some(labels),
+            annotations: Some(
+                [(
+                    crate::volumes::claims::LOCAL_PATH_DIR_ANNOTATION.to_string(),
+                    config.local_path_dir.display().to_string(),
+                )]
+                .into(),
+            ),
             ..ObjectMeta::default()
         },
         spec: Some(NodeSpec::default()),
@@ -174,8 +181,10 @@ pub async fn register(client: &Client, config: &AgentConfig) -> Node {
                 // An agent restart: the Node exists (with its pod CIDR); refresh what the
                 // machine reports.
                 Some(_) => {
-                    let labels =
-                        serde_json::json!({"metadata": {"labels": wanted.metadata.labels}});
+                    let labels = serde_json::json!({"metadata": {
+                        "labels": wanted.metadata.labels,
+                        "annotations": wanted.metadata.annotations,
+                    }});
                     client
                         .merge_patch::<Node>(None, name, None, &labels)
                         .await?;

@@ -91,12 +91,15 @@ pub fn container_config(
             })?;
         let volume_dir = if let Some(host) = &volume.host_path {
             std::path::PathBuf::from(&host.path)
-        } else if volume.empty_dir.is_some() || volumes::from_api(volume) {
+        } else if volume.empty_dir.is_some()
+            || volumes::from_api(volume)
+            || volume.persistent_volume_claim.is_some()
+        {
             dirs.pod_dir.join("volumes").join(&volume.name)
         } else {
             return Err(AgentError::ContainerConfig(format!(
-                "volume {}: only emptyDir, hostPath, configMap, secret, downwardAPI and \
-                 projected volumes are supported",
+                "volume {}: only emptyDir, hostPath, configMap, secret, downwardAPI, projected \
+                 and persistentVolumeClaim volumes are supported",
                 volume.name
             )));
         };
@@ -119,7 +122,12 @@ pub fn container_config(
             container_path: mount.mount_path.clone(),
             // Files from the API are the API's, not the container's to change (kubelet mounts
             // them read-only too).
-            read_only: mount.read_only.unwrap_or(false) || volumes::from_api(volume),
+            read_only: mount.read_only.unwrap_or(false)
+                || volumes::from_api(volume)
+                || volume
+                    .persistent_volume_claim
+                    .as_ref()
+                    .is_some_and(|c| c.read_only == Some(true)),
         });
     }
     // /etc/hosts and /etc/resolv.conf come from the pod dir, shared by its containers.

@@ -11,6 +11,7 @@
 //! - [`admission`]: a body to the object to store: type checks, unknown fields, defaults,
 //!   validation ([`admission::admit`]), and immutable fields on update.
 //! - [`quantity`]: resource quantities (`500m`, `1.5Gi`) as exact integers.
+//! - [`volumes`]: where a PersistentVolume may be used (its node affinity by hostname).
 //! - [`quota`]: ResourceQuota's arithmetic: what an object uses, scopes, what pods must declare.
 //! - [`patch`]: PATCH bodies (merge patch, JSON patch, strategic merge patch) applied to
 //!   stored objects.
@@ -25,5 +26,6 @@ pub mod quota;
 pub mod resources;
 pub mod selector;
 pub mod status;
+pub mod volumes;
 
 pub use status::{ApiError, Cause};

@@ -343,6 +343,28 @@ mod tests {
     }
 
     #[test]
+    fn storage_classes_and_claims_round_trip() {
+        let class = json!({"metadata": {"name": "fast"}, "provisioner": "example.com/disk",
+            "reclaimPolicy": "Retain", "volumeBindingMode": "WaitForFirstConsumer",
+            "allowVolumeExpansion": false, "parameters": {"type": "ssd"}});
+        let got = decode(&encode("storage.k8s.io/v1", "StorageClass", &class)).expect("class");
+        assert_eq!(got["apiVersion"], "storage.k8s.io/v1");
+        assert_eq!(got["provisioner"], "example.com/disk");
+        assert_eq!(got["volumeBindingMode"], "WaitForFirstConsumer");
+        assert_eq!(
+            got["allowVolumeExpansion"], false,
+            "a *bool set to false survives"
+        );
+        assert_eq!(got["parameters"]["type"], "ssd");
+        // prost-reflect's JSON mapping writes a Quantity as its message.
+        let claim = json!({"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": {"string": "1Gi"}}}}});
+        let got = decode(&encode("v1", "PersistentVolumeClaim", &claim)).expect("claim");
+        assert_eq!(got["spec"]["resources"]["requests"]["storage"], "1Gi");
+        assert_eq!(got["spec"]["accessModes"], json!(["ReadWriteOnce"]));
+    }
+
+    #[test]
     fn configmaps_and_secrets_round_trip() {
         let cm =
             json!({"metadata": {"name": "cfg", "namespace": ""}, "data": {"a": "1", "empty": ""}});

@@ -69,6 +69,7 @@ const COORDINATION: &str = "coordination.k8s.io";
 const RBAC: &str = "rbac.authorization.k8s.io";
 const AUTHORIZATION: &str = "authorization.k8s.io";
 const AUTHENTICATION: &str = "authentication.k8s.io";
+const STORAGE: &str = "storage.k8s.io";
 
 /// A stored resource of the RBAC group (no short names, categories or subresources).
 const fn rbac(
@@ -234,6 +235,32 @@ pub static RESOURCES: &[ResourceInfo] = &[
     ResourceInfo {
         group: CORE,
         version: "v1",
+        resource: "persistentvolumes",
+        singular: "persistentvolume",
+        kind: "PersistentVolume",
+        list_kind: "PersistentVolumeList",
+        namespaced: false,
+        short_names: &["pv"],
+        categories: &[],
+        subresources: &["status"],
+        field_selectors: &[],
+    },
+    ResourceInfo {
+        group: CORE,
+        version: "v1",
+        resource: "persistentvolumeclaims",
+        singular: "persistentvolumeclaim",
+        kind: "PersistentVolumeClaim",
+        list_kind: "PersistentVolumeClaimList",
+        namespaced: true,
+        short_names: &["pvc"],
+        categories: &[],
+        subresources: &["status"],
+        field_selectors: &[],
+    },
+    ResourceInfo {
+        group: CORE,
+        version: "v1",
         resource: "serviceaccounts",
         singular: "serviceaccount",
         kind: "ServiceAccount",
@@ -347,6 +374,19 @@ pub static RESOURCES: &[ResourceInfo] = &[
         "ClusterRoleBindingList",
         false,
     ),
+    ResourceInfo {
+        group: STORAGE,
+        version: "v1",
+        resource: "storageclasses",
+        singular: "storageclass",
+        kind: "StorageClass",
+        list_kind: "StorageClassList",
+        namespaced: false,
+        short_names: &["sc"],
+        categories: &[],
+        subresources: &[],
+        field_selectors: &[],
+    },
 ];
 
 /// Resources that only answer a question: a client `create`s one, the server fills in its
@@ -441,6 +481,7 @@ mod tests {
                 "discovery.k8s.io",
                 "coordination.k8s.io",
                 "rbac.authorization.k8s.io",
+                "storage.k8s.io",
                 "authorization.k8s.io",
                 "authentication.k8s.io"
             ]

@@ -6,7 +6,9 @@
 //! The API server embeds the file, so its own build does not pay for schemars (about two
 //! minutes of release build). Run `cargo run -p skiff-apiserver --example openapi-schemas`
 //! after changing the served types; `tests/openapi_schemas.rs` fails while the file is stale.
-use k8s_openapi::api::{apps, authentication, autoscaling, coordination, core, discovery, rbac};
+use k8s_openapi::api::{
+    apps, authentication, autoscaling, coordination, core, discovery, rbac, storage,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta;
 use serde_json::{json, Map, Value};
 
@@ -128,6 +130,9 @@ pub fn generate() -> String {
         core::v1::Secret,
         core::v1::ServiceAccount,
         core::v1::ResourceQuota,
+        core::v1::PersistentVolume,
+        core::v1::PersistentVolumeClaim,
+        storage::v1::StorageClass,
         authentication::v1::TokenRequest,
         core::v1::Event,
         apps::v1::Deployment,

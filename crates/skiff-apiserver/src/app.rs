@@ -542,6 +542,42 @@ pub fn empty(status: StatusCode) -> Response {
     (status, Body::empty()).into_response()
 }
 
+/// The provisioner of skiff's built-in StorageClass: a directory on the node the pod runs on.
+pub const LOCAL_PATH_PROVISIONER: &str = "skiff.dev/local-path";
+
+/// Creates the default StorageClass `local-path` if missing, as k3s ships one: volumes made
+/// on the node the scheduler picks for the first pod (WaitForFirstConsumer), deleted with
+/// their claims. Runs on the leader at start; an administrator may change which class is the
+/// default, and a deleted one comes back at the next start, as k3s's manifests do.
+pub async fn ensure_default_storage_class(app: &App) -> Result<(), ApiError> {
+    let key = skiff_store::object_key(crate::registry::storage::STORAGE_CLASSES, "", "local-path");
+    if app.store.get(&key).is_some() {
+        return Ok(());
+    }
+    let class = json!({
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {
+            "name": "local-path",
+            "uid": uuid::Uuid::new_v4().to_string(),
+            "creationTimestamp": objects::now(),
+            "annotations": {crate::registry::storage::DEFAULT_CLASS_ANNOTATION: "true"},
+        },
+        "provisioner": LOCAL_PATH_PROVISIONER,
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "WaitForFirstConsumer",
+    });
+    let result = app
+        .store
+        .propose_one(skiff_store::Op::Create { key, object: class })
+        .await
+        .map_err(respond::store_error)?;
+    match result {
+        Ok(_) | Err(skiff_store::OpError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
+}
+
 /// Creates the namespaces every Kubernetes cluster has, if missing. Runs on the leader at start.
 pub async fn ensure_system_namespaces(app: &App) -> Result<(), ApiError> {
     for name in crate::registry::namespaces::SYSTEM_NAMESPACES {

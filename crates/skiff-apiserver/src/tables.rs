@@ -27,12 +27,14 @@
 //! - `workloads`: Deployments and ReplicaSets.
 //! - `network`: Services, Endpoints and EndpointSlices.
 //! - `cluster`: Nodes, Namespaces, Events, ConfigMaps, Secrets, Leases and ResourceQuotas.
+//! - `storage`: PersistentVolumes, PersistentVolumeClaims and StorageClasses.
 //! - `docs`: the column descriptions.
 
 mod cluster;
 mod docs;
 mod network;
 mod pods;
+mod storage;
 mod workloads;
 
 use jiff::{SignedDuration, Timestamp};
@@ -327,6 +329,9 @@ fn printer_for(resource: &str) -> &'static Printer {
         "events" => &cluster::EVENTS,
         "leases.coordination.k8s.io" => &cluster::LEASES,
         "resourcequotas" => &cluster::RESOURCE_QUOTAS,
+        "persistentvolumes" => &storage::PERSISTENT_VOLUMES,
+        "persistentvolumeclaims" => &storage::PERSISTENT_VOLUME_CLAIMS,
+        "storageclasses.storage.k8s.io" => &storage::STORAGE_CLASSES,
         _ => &DEFAULT,
     }
 }

@@ -25,6 +25,8 @@
 //! - [`nodeipam`]: a pod CIDR for every Node.
 //! - [`endpoints`]: a Service's Endpoints and EndpointSlices, from the pods it selects.
 //! - [`servicelb`]: a LoadBalancer Service's addresses, from the Ready nodes.
+//! - [`volumes`]: PersistentVolumeClaims bound to PersistentVolumes, `local-path` volumes
+//!   provisioned on the scheduler's node, released volumes reclaimed, protection finalizers.
 //! - [`eventttl`]: Events expire after an hour.
 //! - [`serviceaccounts`]: every namespace's `default` ServiceAccount and `kube-root-ca.crt`.
 //! - [`clusterrole_aggregation`]: `admin`, `edit`, `view` and every ClusterRole with an
@@ -82,6 +84,7 @@ pub mod replicaset;
 pub mod runner;
 pub mod serviceaccounts;
 pub mod servicelb;
+pub mod volumes;
 pub mod workqueue;
 
 use std::fmt;
@@ -89,7 +92,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Node, ObjectReference, Pod, Service, ServiceAccount,
+    ConfigMap, Endpoints, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+    Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::ClusterRole;
@@ -141,6 +145,8 @@ pub enum Object {
     ClusterRole(Box<ClusterRole>),
     ServiceAccount(Box<ServiceAccount>),
     ConfigMap(Box<ConfigMap>),
+    PersistentVolume(Box<PersistentVolume>),
+    PersistentVolumeClaim(Box<PersistentVolumeClaim>),
     /// Any kind, with `apiVersion`, `kind` and `metadata` (the garbage collector's view).
     Dynamic(Value),
 }
@@ -214,6 +220,8 @@ impl Object {
             Object::ClusterRole(o) => serde_json::to_value(o),
             Object::ServiceAccount(o) => serde_json::to_value(o),
             Object::ConfigMap(o) => serde_json::to_value(o),
+            Object::PersistentVolume(o) => serde_json::to_value(o),
+            Object::PersistentVolumeClaim(o) => serde_json::to_value(o),
             Object::Dynamic(v) => return v.clone(),
         };
         // Serialising a k8s-openapi struct to a Value has no failure case (string keys, no
@@ -234,6 +242,8 @@ impl Object {
             Object::ClusterRole(o) => reference_to(&**o),
             Object::ServiceAccount(o) => reference_to(&**o),
             Object::ConfigMap(o) => reference_to(&**o),
+            Object::PersistentVolume(o) => reference_to(&**o),
+            Object::PersistentVolumeClaim(o) => reference_to(&**o),
             Object::Dynamic(v) => dynamic_reference(v),
         }
     }

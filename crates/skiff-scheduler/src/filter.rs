@@ -10,6 +10,7 @@
 //! | `NodeAffinity`      | NodeAffinity        | `nodeSelector` or required node affinity fails    |
 //! | `NodePorts`         | NodePorts           | a wanted host port is taken                       |
 //! | `NodeResourcesFit`  | NodeResourcesFit    | cpu, memory or pod slots would run out            |
+//! | `VolumeBinding`     | VolumeBinding       | a claim is missing or unbound (Immediate), or its volume is pinned to another node |
 //!
 //! Every stage runs, so an explain record lists *every* reason a node was refused, each with
 //! the numbers behind it (`Insufficient cpu: requested 500m, used 1800m, allocatable 2`). The
@@ -36,6 +37,7 @@ pub enum Stage {
     NodeAffinity,
     NodePorts,
     NodeResourcesFit,
+    VolumeBinding,
 }
 
 /// One reason a node cannot run a pod.
@@ -73,6 +75,21 @@ pub enum Rejection {
         used: i64,
         allocatable: i64,
     },
+    /// A claim the pod uses cannot be used anywhere yet (missing, or unbound and Immediate).
+    VolumeClaim {
+        message: String,
+    },
+    /// A ReadWriteOnce claim is in use by a pod on another node.
+    VolumeInUse {
+        claim: String,
+        pod: String,
+        node: String,
+    },
+    /// The claim's volume is pinned to other nodes.
+    VolumeNodeAffinity {
+        claim: String,
+        volume: String,
+    },
 }
 
 impl Rejection {
@@ -87,6 +104,9 @@ impl Rejection {
             Rejection::TooManyPods { .. } | Rejection::Insufficient { .. } => {
                 Stage::NodeResourcesFit
             }
+            Rejection::VolumeClaim { .. }
+            | Rejection::VolumeInUse { .. }
+            | Rejection::VolumeNodeAffinity { .. } => Stage::VolumeBinding,
         }
     }
 
@@ -107,6 +127,13 @@ impl Rejection {
             Rejection::TooManyPods { .. } => "Too many pods".into(),
             Rejection::Insufficient { resource, .. } => {
                 format!("Insufficient {}", resource.name()).into()
+            }
+            Rejection::VolumeClaim { message } => message.clone().into(),
+            Rejection::VolumeNodeAffinity { .. } => {
+                "node(s) had volume node affinity conflict".into()
+            }
+            Rejection::VolumeInUse { .. } => {
+                "node(s) unavailable: a ReadWriteOnce claim is in use on another node".into()
             }
         }
     }
@@ -138,6 +165,15 @@ impl fmt::Display for Rejection {
             Rejection::TooManyPods { allocatable } => {
                 write!(f, "Too many pods: all {allocatable} pod slots are taken")
             }
+            Rejection::VolumeClaim { message } => f.write_str(message),
+            Rejection::VolumeInUse { claim, pod, node } => write!(
+                f,
+                "claim {claim} is ReadWriteOnce and pod {pod} uses it on node {node}"
+            ),
+            Rejection::VolumeNodeAffinity { claim, volume } => write!(
+                f,
+                "volume {volume} of claim {claim} is on another node (its node affinity)"
+            ),
             Rejection::Insufficient {
                 resource,
                 requested,
@@ -166,6 +202,21 @@ pub struct PodConstraints<'a> {
     /// Whether the tolerations include the cordon taint, which lets the pod onto cordoned
     /// nodes (DaemonSet pods have it).
     tolerates_cordon: bool,
+    /// What the pod's claims require (see [`Volumes`]).
+    pub volumes: Volumes,
+}
+
+/// What a pod's PersistentVolumeClaims require of a node, worked out from the claims and
+/// volumes before filtering.
+#[derive(Debug, Clone, Default)]
+pub struct Volumes {
+    /// A claim that rules out every node, with Kubernetes' words.
+    pub blocked: Option<String>,
+    /// (claim, volume, the nodes it may be used on): for each bound claim whose volume is
+    /// pinned by hostname.
+    pub pinned: Vec<(String, String, Vec<String>)>,
+    /// (claim, pod, node): a ReadWriteOnce claim another pod already uses on that node.
+    pub in_use_on: Vec<(String, String, String)>,
 }
 
 /// One `nodeSelectorTerm`: every requirement must hold.
@@ -222,6 +273,7 @@ impl<'a> PodConstraints<'a> {
             required_terms,
             tolerations,
             tolerates_cordon: tolerations.iter().any(|t| tolerates(t, &cordon)),
+            volumes: Volumes::default(),
         }
     }
 }
@@ -274,6 +326,28 @@ pub fn check(pod: &PodConstraints, node: &NodeInfo, usage: &NodeUsage, out: &mut
         }
     }
     check_resources(pod.demand, node, usage, out);
+    if let Some(message) = &pod.volumes.blocked {
+        out.push(Rejection::VolumeClaim {
+            message: message.clone(),
+        });
+    }
+    for (claim, other, on) in &pod.volumes.in_use_on {
+        if **on != *node.name {
+            out.push(Rejection::VolumeInUse {
+                claim: claim.clone(),
+                pod: other.clone(),
+                node: on.clone(),
+            });
+        }
+    }
+    for (claim, volume, nodes) in &pod.volumes.pinned {
+        if !nodes.contains(&node.name.to_string()) {
+            out.push(Rejection::VolumeNodeAffinity {
+                claim: claim.clone(),
+                volume: volume.clone(),
+            });
+        }
+    }
 }
 
 /// `nodeSelector` (every pair must be a label of the node) and required node affinity (some

@@ -20,6 +20,7 @@
 //! - [`runner`]: the thin loop: watches, binds through the API, reports unschedulable pods.
 //! - `testing` (tests only): builders such as `pod("a").cpu("500m").on("node-1")`.
 
+pub mod claims;
 pub mod decision;
 pub mod filter;
 pub mod node;

@@ -8,7 +8,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
 use serde_json::json;
 use skiff_client::events::{object_ref, EventType, Recorder};
 use skiff_client::informer::Informers;
@@ -37,6 +38,35 @@ pub async fn run(
     let state = Arc::new(Mutex::new(Scheduler::new(weights)));
     let wake = Arc::new(Notify::new());
     let recorder = Recorder::new(client.clone(), "default-scheduler", None);
+
+    // Claims, volumes and classes: recomputed as a whole on any change (there are tens).
+    let claim_stores = (
+        informers.store::<PersistentVolumeClaim>(),
+        informers.store::<PersistentVolume>(),
+        informers.store::<StorageClass>(),
+    );
+    let refresh_claims = {
+        let (state, wake, stores) = (state.clone(), wake.clone(), claim_stores.clone());
+        Arc::new(move || {
+            let claims =
+                crate::claims::from_objects(&stores.0.list(), &stores.1.list(), &stores.2.list());
+            state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .set_claims(claims);
+            wake.notify_one();
+        })
+    };
+    let refresh = refresh_claims.clone();
+    claim_stores
+        .0
+        .on_change(move |_: &PersistentVolumeClaim| refresh());
+    let refresh = refresh_claims.clone();
+    claim_stores
+        .1
+        .on_change(move |_: &PersistentVolume| refresh());
+    let refresh = refresh_claims.clone();
+    claim_stores.2.on_change(move |_: &StorageClass| refresh());
 
     let mut pods = informers.store::<Pod>().subscribe();
     let mut nodes = informers.store::<Node>().subscribe();
@@ -99,7 +129,15 @@ pub async fn run(
                 async move {
                     match decision.node() {
                         Some(node) => {
-                            if let Err(e) = bind(&client, &pod, node, &decision).await {
+                            let waiting = state
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .claims_waiting_for(&pod);
+                            let bound = match select_node(&client, &pod, &waiting, node).await {
+                                Ok(()) => bind(&client, &pod, node, &decision).await,
+                                Err(e) => Err(e),
+                            };
+                            if let Err(e) = bound {
                                 tracing::debug!(pod = %decision.pod, error = %e, "binding failed; will retry");
                                 failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 state.lock().unwrap_or_else(|e| e.into_inner()).forget(&key);
@@ -171,6 +209,36 @@ async fn bind(
         }
         Err(e) => Err(e),
     }
+}
+
+/// Tells the provisioner where the pod goes: each claim that waits for its first consumer
+/// gets the `volume.kubernetes.io/selected-node` annotation (left alone once set).
+async fn select_node(
+    client: &Client,
+    pod: &Pod,
+    claims: &[String],
+    node: &str,
+) -> Result<(), skiff_client::Error> {
+    let ns = pod.metadata.namespace.as_deref();
+    for claim in claims {
+        let current = client.get::<PersistentVolumeClaim>(ns, claim).await?;
+        let selected = current
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::claims::SELECTED_NODE));
+        if selected.is_some() {
+            continue;
+        }
+        let patch = json!({"metadata": {
+            "resourceVersion": current.metadata.resource_version,
+            "annotations": {crate::claims::SELECTED_NODE: node},
+        }});
+        client
+            .merge_patch::<PersistentVolumeClaim>(ns, claim, None, &patch)
+            .await?;
+    }
+    Ok(())
 }
 
 /// `PodScheduled=False` with the message, and a FailedScheduling event — once per message.

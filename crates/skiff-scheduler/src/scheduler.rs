@@ -196,6 +196,8 @@ pub struct Scheduler {
     arrivals: u64,
     /// Per spreading group, how many of its pods each slot has.
     groups: HashMap<Group, HashMap<usize, u32>>,
+    /// The cluster's PersistentVolumeClaims, as scheduling sees them.
+    claims: crate::claims::Claims,
 }
 
 impl Scheduler {
@@ -212,7 +214,60 @@ impl Scheduler {
             parked: HashSet::new(),
             arrivals: 0,
             groups: HashMap::new(),
+            claims: crate::claims::Claims::new(),
         }
+    }
+
+    /// Where the pod's ReadWriteOnce and ReadWriteOncePod claims are in use by other pods
+    /// (placed or assumed): a ReadWriteOnce claim keeps the pod to that node, a
+    /// ReadWriteOncePod claim keeps it off every node (kube-scheduler's VolumeRestrictions).
+    fn exclusive_claims(&self, key: &PodKey, spec: &PodSpec, volumes: &mut filter::Volumes) {
+        for (claim, mode) in crate::claims::exclusive(&self.claims, &key.namespace, spec) {
+            let users =
+                self.pods.iter().filter(|(other, entry)| {
+                    *other != key
+                        && other.namespace == key.namespace
+                        && matches!(entry.state, PodState::OnNode { .. })
+                        && entry.pod.spec.as_ref().is_some_and(|s| {
+                            crate::claims::claim_names(s).any(|name| name == claim)
+                        })
+                });
+            for (other, entry) in users {
+                let PodState::OnNode { slot, .. } = entry.state else {
+                    continue;
+                };
+                if mode == "ReadWriteOncePod" {
+                    volumes.blocked.get_or_insert_with(|| {
+                        "node has pod using PersistentVolumeClaim with the same name and \
+                         ReadWriteOncePod access mode"
+                            .into()
+                    });
+                } else {
+                    volumes.in_use_on.push((
+                        claim.to_string(),
+                        other.name.clone(),
+                        self.slots[slot].name.to_string(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Takes the claims as they are now; a change may let parked pods go somewhere.
+    pub fn set_claims(&mut self, claims: crate::claims::Claims) {
+        if claims != self.claims {
+            self.claims = claims;
+            self.wake();
+        }
+    }
+
+    /// The claims of `pod` that wait for it to be placed (their class is
+    /// WaitForFirstConsumer).
+    pub fn claims_waiting_for(&self, pod: &Pod) -> Vec<String> {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        pod.spec.as_ref().map_or_else(Vec::new, |spec| {
+            crate::claims::waiting_for(&self.claims, namespace, spec)
+        })
     }
 
     pub fn weights(&self) -> Weights {
@@ -438,7 +493,9 @@ impl Scheduler {
     fn decide(&self, key: &PodKey, entry: &PodEntry) -> (Decision, Option<usize>) {
         let empty_spec = PodSpec::default();
         let spec = entry.pod.spec.as_ref().unwrap_or(&empty_spec);
-        let constraints = PodConstraints::new(spec, &entry.demand);
+        let mut constraints = PodConstraints::new(spec, &entry.demand);
+        constraints.volumes = crate::claims::requirements(&self.claims, &key.namespace, spec);
+        self.exclusive_claims(key, spec, &mut constraints.volumes);
         let siblings = entry.group.as_ref().and_then(|g| self.groups.get(g));
 
         // 1. Filter, and bin-pack what passes. Spreading needs the busiest feasible node

@@ -327,3 +327,64 @@ fn same_labels_in_another_namespace_are_not_siblings() {
     // No sibling anywhere, so spreading ties; bin-packing prefers the node already in use.
     assert_eq!(decide_all(&mut s), [placed("web", "a")]);
 }
+
+#[test]
+fn claims_keep_pods_to_their_volumes_node_and_exclusive_claims_to_one_user() {
+    use crate::claims::{Claim, ClaimState, Claims};
+    let mut s = with_nodes(vec![node("a"), node("b")]);
+    let claim = |nodes: Option<Vec<String>>, mode: &str| Claim {
+        state: ClaimState::Bound {
+            volume: "pv".into(),
+            nodes,
+        },
+        modes: vec![mode.to_string()],
+    };
+    let mut claims = Claims::new();
+    claims.insert(
+        ("default".into(), "pinned".into()),
+        claim(Some(vec!["b".into()]), "ReadWriteMany"),
+    );
+    claims.insert(
+        ("default".into(), "rwo".into()),
+        claim(None, "ReadWriteOnce"),
+    );
+    claims.insert(
+        ("default".into(), "rwop".into()),
+        claim(None, "ReadWriteOncePod"),
+    );
+    s.set_claims(claims);
+    // 1. A volume pinned to b takes the pod to b; a missing claim keeps it everywhere.
+    add(
+        &mut s,
+        vec![pod("p1").claim("pinned"), pod("p2").claim("gone")],
+    );
+    let batch = s.schedule_pending(10);
+    assert_eq!(batch[0].1.node(), Some("b"));
+    assert_eq!(
+        batch[1].1.message(),
+        Some("0/2 nodes are available: 2 persistentvolumeclaim \"gone\" not found.")
+    );
+    // 2. A ReadWriteOnce claim used on a keeps its next user on a.
+    s.upsert_pod(pod("w1").claim("rwo").on("a").build());
+    add(&mut s, vec![pod("w2").claim("rwo")]);
+    let batch = s.schedule_pending(10);
+    assert_eq!(batch[0].1.node(), Some("a"));
+    let refused = batch[0]
+        .1
+        .nodes
+        .iter()
+        .find(|n| &*n.node == "b")
+        .expect("b judged");
+    assert!(
+        matches!(&refused.verdict, Verdict::Rejected(r) if matches!(&r[0], Rejection::VolumeInUse { pod, node, .. } if pod == "w1" && node == "a")),
+        "{refused:?}"
+    );
+    // 3. A ReadWriteOncePod claim in use keeps a second pod off every node.
+    s.upsert_pod(pod("o1").claim("rwop").on("a").build());
+    add(&mut s, vec![pod("o2").claim("rwop")]);
+    let batch = s.schedule_pending(10);
+    assert_eq!(
+        batch[0].1.message(),
+        Some("0/2 nodes are available: 2 node has pod using PersistentVolumeClaim with the same name and ReadWriteOncePod access mode.")
+    );
+}

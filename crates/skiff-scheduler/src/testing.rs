@@ -46,6 +46,24 @@ impl PodBuilder {
         self
     }
 
+    /// A volume of the PersistentVolumeClaim `claim`.
+    pub fn claim(mut self, claim: &str) -> Self {
+        self.spec()
+            .volumes
+            .get_or_insert_with(Vec::new)
+            .push(k8s_openapi::api::core::v1::Volume {
+                name: claim.to_string(),
+                persistent_volume_claim: Some(
+                    k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
+                        claim_name: claim.to_string(),
+                        read_only: None,
+                    },
+                ),
+                ..Default::default()
+            });
+        self
+    }
+
     pub fn host_port(mut self, port: i32) -> Self {
         self.first()
             .ports

@@ -6,12 +6,14 @@
 //! | `configMap` | the node's disk | the ConfigMap's keys, through [`atomic`] |
 //! | `secret`, `projected`, `downwardAPI` | tmpfs: never on the node's disk | [`sources`], through [`atomic`] |
 //! | `hostPath` | the path itself | the node's |
+//! | `persistentVolumeClaim` | the claim's volume, bind-mounted ([`claims`]) | the volume's |
 //!
 //! The worker makes them before a pod's first container starts ([`prepare`], then [`sync`]),
 //! and refreshes the API-backed ones while the pod runs: [`sync`] again, which changes nothing
 //! unless the content did, and then swaps in the new version at once. Everything mounted under
 //! a pod's directory is unmounted before the directory is removed ([`unmount_under`]).
 pub mod atomic;
+pub mod claims;
 mod sources;
 
 use std::io;
@@ -88,6 +90,16 @@ pub async fn sync(
     };
     atomic::write(dir, &files)
         .map_err(|e| SourceError::Failed(format!("writing the volume's files: {e}")))
+}
+
+/// Whether something is mounted at `dir` itself (a bind mount from the same filesystem too).
+pub fn is_mounted(dir: &Path) -> io::Result<bool> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let dir = dir.to_string_lossy();
+    let dir = dir.trim_end_matches('/');
+    Ok(mount_points_under(&mountinfo, Path::new(dir))
+        .iter()
+        .any(|point| point == dir))
 }
 
 fn is_mount_point(dir: &Path) -> io::Result<bool> {

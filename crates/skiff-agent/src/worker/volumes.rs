@@ -51,10 +51,22 @@ impl<R: Runtime> Worker<R> {
             .iter()
             .flat_map(|s| s.volumes.iter().flatten())
         {
+            let dir = root.join(&volume.name);
+            if volume.persistent_volume_claim.is_some() {
+                volumes::claims::mount_claim(
+                    &self.ctx.client,
+                    &self.pod,
+                    volume,
+                    &dir,
+                    &self.ctx.node_name,
+                )
+                .await
+                .map_err(|e| failed_mount(volume, &e))?;
+                continue;
+            }
             if volume.empty_dir.is_none() && !volumes::from_api(volume) {
                 continue;
             }
-            let dir = root.join(&volume.name);
             volumes::prepare(&dir, volume).map_err(|e| failed_mount(volume, &e))?;
             match volumes::sync(&self.ctx.client, &self.pod, volume, &dir).await {
                 Ok(true) => {

@@ -12,10 +12,11 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentStrategy, ReplicaSet, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    ClientIPConfig, Container, EmptyDirVolumeSource, Endpoints, Namespace, Node, Pod, PodSpec,
-    Probe, Secret, Service, SessionAffinityConfig, Volume,
+    ClientIPConfig, Container, EmptyDirVolumeSource, Endpoints, Namespace, Node, PersistentVolume,
+    PersistentVolumeClaim, Pod, PodSpec, Probe, Secret, Service, SessionAffinityConfig, Volume,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 
@@ -338,6 +339,29 @@ pub(super) fn node(n: &mut Node) {
             status.allocatable = status.capacity.clone();
         }
     }
+}
+
+/// A PersistentVolume: kept after its claim goes unless it says otherwise (Kubernetes' default
+/// for volumes made by hand), a filesystem.
+pub(super) fn persistent_volume(pv: &mut PersistentVolume) {
+    let spec = pv.spec.get_or_insert_with(Default::default);
+    spec.persistent_volume_reclaim_policy
+        .get_or_insert_with(|| "Retain".into());
+    spec.volume_mode.get_or_insert_with(|| "Filesystem".into());
+}
+
+/// A PersistentVolumeClaim: a filesystem.
+pub(super) fn persistent_volume_claim(pvc: &mut PersistentVolumeClaim) {
+    let spec = pvc.spec.get_or_insert_with(Default::default);
+    spec.volume_mode.get_or_insert_with(|| "Filesystem".into());
+}
+
+/// A StorageClass: its volumes go with their claims, and claims bind at once.
+pub(super) fn storage_class(class: &mut StorageClass) {
+    class.reclaim_policy.get_or_insert_with(|| "Delete".into());
+    class
+        .volume_binding_mode
+        .get_or_insert_with(|| "Immediate".into());
 }
 
 #[cfg(test)]

@@ -7,11 +7,12 @@
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Event, Namespace, Node, Pod, ResourceQuota, Secret, Service,
-    ServiceAccount,
+    ConfigMap, Endpoints, Event, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
+    ResourceQuota, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -44,6 +45,9 @@ pub(super) enum Typed {
     RoleBinding(RoleBinding),
     ClusterRoleBinding(ClusterRoleBinding),
     ResourceQuota(ResourceQuota),
+    PersistentVolume(Box<PersistentVolume>),
+    PersistentVolumeClaim(PersistentVolumeClaim),
+    StorageClass(StorageClass),
 }
 
 /// Calls `$body` with the inner object bound to `$obj`, whatever the kind.
@@ -68,6 +72,9 @@ macro_rules! each_kind {
             Typed::RoleBinding($obj) => $body,
             Typed::ClusterRoleBinding($obj) => $body,
             Typed::ResourceQuota($obj) => $body,
+            Typed::PersistentVolume($obj) => $body,
+            Typed::PersistentVolumeClaim($obj) => $body,
+            Typed::StorageClass($obj) => $body,
         }
     };
 }
@@ -94,6 +101,9 @@ impl Typed {
             "RoleBinding" => Typed::RoleBinding(decode(info, body)?),
             "ClusterRoleBinding" => Typed::ClusterRoleBinding(decode(info, body)?),
             "ResourceQuota" => Typed::ResourceQuota(decode(info, body)?),
+            "PersistentVolume" => Typed::PersistentVolume(Box::new(decode(info, body)?)),
+            "PersistentVolumeClaim" => Typed::PersistentVolumeClaim(decode(info, body)?),
+            "StorageClass" => Typed::StorageClass(decode(info, body)?),
             other => {
                 return Err(ApiError::Internal(format!(
                     "skiff-api has no type for served kind {other}; add it to admission::typed"
@@ -135,6 +145,9 @@ impl Typed {
             Typed::ClusterRoleBinding(b) => {
                 rbac::default_binding(&mut b.role_ref, b.subjects.as_mut())
             }
+            Typed::PersistentVolume(pv) => defaults::persistent_volume(pv),
+            Typed::PersistentVolumeClaim(pvc) => defaults::persistent_volume_claim(pvc),
+            Typed::StorageClass(class) => defaults::storage_class(class),
             Typed::ConfigMap(_)
             | Typed::ServiceAccount(_)
             | Typed::Event(_)
@@ -183,6 +196,9 @@ impl Typed {
                 rbac::binding(&b.role_ref, b.subjects.as_deref(), false)
             }
             Typed::ResourceQuota(rq) => validation::quota::resource_quota(rq),
+            Typed::PersistentVolume(pv) => validation::storage::volume(pv),
+            Typed::PersistentVolumeClaim(pvc) => validation::storage::claim(pvc),
+            Typed::StorageClass(class) => validation::storage::storage_class(class),
             Typed::Namespace(_) | Typed::Node(_) | Typed::Event(_) | Typed::ServiceAccount(_) => {
                 Vec::new()
             }

@@ -68,6 +68,68 @@ pub fn validate_update(info: &ResourceInfo, old: &Value, new: &Value) -> Result<
                 ));
             }
         }
+        // A claim is a request that may have been answered: only its size may grow, and the
+        // binder may fill in the volume and the class it left open.
+        "PersistentVolumeClaim" => {
+            let mut old_spec = old.get("spec").cloned().unwrap_or_default();
+            let mut new_spec = new.get("spec").cloned().unwrap_or_default();
+            for spec in [&mut old_spec, &mut new_spec] {
+                if let Some(spec) = spec.as_object_mut() {
+                    spec.remove("resources");
+                }
+            }
+            for field in ["volumeName", "storageClassName"] {
+                let was = old_spec.get(field).and_then(Value::as_str).unwrap_or("");
+                if was.is_empty() {
+                    if let Some(spec) = old_spec.as_object_mut() {
+                        spec.remove(field);
+                    }
+                    if let Some(spec) = new_spec.as_object_mut() {
+                        spec.remove(field);
+                    }
+                }
+            }
+            if old_spec != new_spec {
+                causes.push(Cause::forbidden(
+                    "spec",
+                    "spec is immutable after creation except resources.requests and \
+                     volumeAttributesClassName for bound claims",
+                ));
+            }
+        }
+        // What a volume is and where it lives are facts about the disk.
+        "PersistentVolume" => {
+            for (field, pointer) in [
+                ("spec.persistentvolumesource", "/spec/hostPath"),
+                ("spec.persistentvolumesource", "/spec/local"),
+                ("spec.nodeAffinity", "/spec/nodeAffinity"),
+                ("spec.volumeMode", "/spec/volumeMode"),
+            ] {
+                if old.pointer(pointer) != new.pointer(pointer) {
+                    causes.push(Cause::forbidden(
+                        field,
+                        &format!("{field} is forbidden to update"),
+                    ));
+                }
+            }
+        }
+        "StorageClass" => {
+            if old.get("parameters") != new.get("parameters") {
+                causes.push(Cause::forbidden(
+                    "parameters",
+                    "updates to parameters are forbidden.",
+                ));
+            }
+            for field in ["provisioner", "reclaimPolicy", "volumeBindingMode"] {
+                let (was, now) = (
+                    text_at(old, &format!("/{field}")),
+                    text_at(new, &format!("/{field}")),
+                );
+                if was != now {
+                    causes.push(Cause::invalid(field, &go_quote(now), IMMUTABLE));
+                }
+            }
+        }
         _ => {}
     }
 

@@ -7,6 +7,7 @@
 //! | nodes | read all; create, update, patch and delete only its own (checked on the body by the Node strategy) |
 //! | pods | read all; update the status of, and delete, only pods bound to it; never create |
 //! | secrets, configmaps, persistentvolumeclaims | `get` one that a pod bound to it refers to |
+//! | persistentvolumes | `get` one bound to such a claim, or pinned to it by node affinity; `update`/`patch` only the finalizers of one pinned to it (checked on the body by the PersistentVolume strategy) |
 //! | serviceaccounts/token | create, for an account a pod bound to it runs as |
 //! | services, endpoints, endpointslices | read (it runs the Service proxy and DNS) |
 //! | events | create, update, patch |
@@ -50,6 +51,15 @@ pub fn decide(view: &dyn View, node: &str, request: &Attributes) -> Option<bool>
                     && !request.name.is_empty()
                     && referenced_by_pod_on(view, node, kind, &request.namespace, &request.name)
             }
+            ("", "persistentvolumes") => match verb {
+                _ if !sub.is_empty() || request.name.is_empty() => false,
+                "get" => {
+                    volume_pinned_to(view, node, &request.name)
+                        || volume_of_claim_on(view, node, &request.name)
+                }
+                "update" | "patch" => volume_pinned_to(view, node, &request.name),
+                _ => false,
+            },
             ("", "serviceaccounts") => {
                 verb == "create"
                     && sub == "token"
@@ -93,6 +103,41 @@ fn runs_as_on(view: &dyn View, node: &str, namespace: &str, account: &str) -> bo
                 .unwrap_or("default")
                 == account
         })
+}
+
+/// Whether the stored PersistentVolume `name` is pinned to `node` by its node affinity.
+fn volume_pinned_to(view: &dyn View, node: &str, name: &str) -> bool {
+    view.get(&object_key("persistentvolumes", "", name))
+        .is_some_and(|pv| crate::registry::storage::pinned_to(&pv, node))
+}
+
+/// Whether the PersistentVolume `name` is bound to a claim a pod bound to `node` uses.
+fn volume_of_claim_on(view: &dyn View, node: &str, name: &str) -> bool {
+    let Some(pv) = view.get(&object_key("persistentvolumes", "", name)) else {
+        return false;
+    };
+    let claim = |field: &str| {
+        pv.pointer(&format!("/spec/claimRef/{field}"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let (namespace, claim_name) = (claim("namespace"), claim("name"));
+    let bound_here = view
+        .get(&object_key(
+            "persistentvolumeclaims",
+            &namespace,
+            &claim_name,
+        ))
+        .is_some_and(|pvc| pvc.pointer("/spec/volumeName").and_then(Value::as_str) == Some(name));
+    bound_here
+        && referenced_by_pod_on(
+            view,
+            node,
+            "persistentvolumeclaims",
+            &namespace,
+            &claim_name,
+        )
 }
 
 /// Whether a pod in `namespace` bound to `node` refers to the `kind` object called `name`.

@@ -33,6 +33,8 @@
 //! - `rbac`: roles and bindings grant nothing their writer does not hold.
 //! - `nodes`: a node writes only its own Node.
 //! - `quotas`: a new ResourceQuota's status, counted.
+//! - `storage`: volumes and claims start Pending with their protection finalizers; claims get
+//!   the default StorageClass; a node lets go only of its own volumes.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -54,6 +56,7 @@ pub mod pods;
 pub mod quotas;
 pub mod rbac;
 pub mod services;
+pub mod storage;
 pub mod workloads;
 
 pub type Result<T> = std::result::Result<T, ApiError>;
@@ -222,6 +225,8 @@ static STRATEGIES: &[(&str, &dyn Strategy)] = &[
     ("replicasets.apps", &workloads::Workloads),
     ("nodes", &nodes::Nodes),
     ("resourcequotas", &quotas::Quotas),
+    ("persistentvolumes", &storage::Volumes),
+    ("persistentvolumeclaims", &storage::Claims),
     ("roles.rbac.authorization.k8s.io", &rbac::ROLES),
     ("clusterroles.rbac.authorization.k8s.io", &rbac::ROLES),
     ("rolebindings.rbac.authorization.k8s.io", &rbac::BINDINGS),

@@ -13,6 +13,7 @@
 //! - `config`: ConfigMaps and Secrets.
 //! - `quota`: ResourceQuotas.
 //! - `rbac`: Roles, ClusterRoles and their bindings.
+//! - `storage`: PersistentVolumes, PersistentVolumeClaims and StorageClasses.
 
 pub(super) mod apps;
 pub(super) mod config;
@@ -21,6 +22,7 @@ pub(super) mod pod;
 pub(super) mod quota;
 pub(super) mod rbac;
 pub(super) mod service;
+pub(super) mod storage;
 
 use std::collections::BTreeMap;
 
