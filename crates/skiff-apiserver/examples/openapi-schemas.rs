@@ -111,6 +111,12 @@ const PATCH_STRATEGIES: &[(&str, &str, &str, Option<&str>)] = &[
         "merge",
         Some("type"),
     ),
+    (
+        "io.k8s.api.apps.v1.StatefulSetStatus",
+        "conditions",
+        "merge",
+        Some("type"),
+    ),
 ];
 
 /// Every schema reachable from the types skiff serves, as pretty JSON.
@@ -137,6 +143,8 @@ pub fn generate() -> String {
         core::v1::Event,
         apps::v1::Deployment,
         apps::v1::ReplicaSet,
+        apps::v1::StatefulSet,
+        apps::v1::ControllerRevision,
         discovery::v1::EndpointSlice,
         coordination::v1::Lease,
         rbac::v1::Role,

@@ -64,6 +64,7 @@ pub static SUBRESOURCES: &[Subresource] = &[
     row("pods", "binding", Some("POST"), Served::Binding),
     row("deployments.apps", "scale", None, Served::Scale),
     row("replicasets.apps", "scale", None, Served::Scale),
+    row("statefulsets.apps", "scale", None, Served::Scale),
     row("serviceaccounts", "token", Some("POST"), Served::Token),
 ];
 

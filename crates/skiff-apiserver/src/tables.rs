@@ -319,6 +319,8 @@ fn printer_for(resource: &str) -> &'static Printer {
         "pods" => &pods::PODS,
         "deployments.apps" => &workloads::DEPLOYMENTS,
         "replicasets.apps" => &workloads::REPLICASETS,
+        "statefulsets.apps" => &workloads::STATEFULSETS,
+        "controllerrevisions.apps" => &workloads::CONTROLLER_REVISIONS,
         "services" => &network::SERVICES,
         "endpoints" => &network::ENDPOINTS,
         "endpointslices.discovery.k8s.io" => &network::ENDPOINTSLICES,

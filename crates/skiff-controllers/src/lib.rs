@@ -25,6 +25,8 @@
 //! - [`nodeipam`]: a pod CIDR for every Node.
 //! - [`endpoints`]: a Service's Endpoints and EndpointSlices, from the pods it selects.
 //! - [`servicelb`]: a LoadBalancer Service's addresses, from the Ready nodes.
+//! - [`statefulset`]: pods with stable names and claims, created and deleted in order, rolled
+//!   from the top ordinal, with ControllerRevisions for history.
 //! - [`volumes`]: PersistentVolumeClaims bound to PersistentVolumes, `local-path` volumes
 //!   provisioned on the scheduler's node, released volumes reclaimed, protection finalizers.
 //! - [`eventttl`]: Events expire after an hour.
@@ -84,13 +86,14 @@ pub mod replicaset;
 pub mod runner;
 pub mod serviceaccounts;
 pub mod servicelb;
+pub mod statefulset;
 pub mod volumes;
 pub mod workqueue;
 
 use std::fmt;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
     Service, ServiceAccount,
@@ -147,6 +150,8 @@ pub enum Object {
     ConfigMap(Box<ConfigMap>),
     PersistentVolume(Box<PersistentVolume>),
     PersistentVolumeClaim(Box<PersistentVolumeClaim>),
+    StatefulSet(Box<StatefulSet>),
+    ControllerRevision(Box<ControllerRevision>),
     /// Any kind, with `apiVersion`, `kind` and `metadata` (the garbage collector's view).
     Dynamic(Value),
 }
@@ -222,6 +227,8 @@ impl Object {
             Object::ConfigMap(o) => serde_json::to_value(o),
             Object::PersistentVolume(o) => serde_json::to_value(o),
             Object::PersistentVolumeClaim(o) => serde_json::to_value(o),
+            Object::StatefulSet(o) => serde_json::to_value(o),
+            Object::ControllerRevision(o) => serde_json::to_value(o),
             Object::Dynamic(v) => return v.clone(),
         };
         // Serialising a k8s-openapi struct to a Value has no failure case (string keys, no
@@ -244,6 +251,8 @@ impl Object {
             Object::ConfigMap(o) => reference_to(&**o),
             Object::PersistentVolume(o) => reference_to(&**o),
             Object::PersistentVolumeClaim(o) => reference_to(&**o),
+            Object::StatefulSet(o) => reference_to(&**o),
+            Object::ControllerRevision(o) => reference_to(&**o),
             Object::Dynamic(v) => dynamic_reference(v),
         }
     }
@@ -368,5 +377,35 @@ mod tests {
             event.to_string(),
             "event Normal SuccessfulDelete on Pod default/web-abc: Deleted pod: web-abc"
         );
+    }
+}
+
+/// Helpers shared by the controllers' table tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::Action;
+
+    /// Merges `patch` into `target`, objects key by key (a JSON merge patch without deletes).
+    pub fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
+        if let (Some(t), Some(p)) = (target.as_object_mut(), patch.as_object()) {
+            for (k, v) in p {
+                if v.is_object() && t.get(k).is_some_and(|x| x.is_object()) {
+                    merge(t.get_mut(k).expect("present"), v.clone());
+                } else {
+                    t.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+
+    /// A plan in words, without resource versions and uids.
+    pub fn words(plan: &[Action]) -> Vec<String> {
+        plan.iter()
+            .map(|a| {
+                let text = a.to_string();
+                let text = text.split(" at resourceVersion").next().unwrap_or("");
+                text.split(" (uid").next().unwrap_or("").to_string()
+            })
+            .collect()
     }
 }

@@ -25,6 +25,7 @@ use crate::nodelifecycle::NodeLifecycleController;
 use crate::replicaset::ReplicaSetController;
 use crate::serviceaccounts::ServiceAccountsController;
 use crate::servicelb::ServiceLbController;
+use crate::statefulset::StatefulSetController;
 use crate::volumes::VolumeController;
 
 type Spawn = fn(&Context, &Client, watch::Receiver<bool>) -> tokio::task::JoinHandle<()>;
@@ -50,6 +51,7 @@ pub async fn run(
         start(spawn::<ClusterRoleAggregationController>),
         start(spawn::<ServiceAccountsController>),
         start(spawn::<VolumeController>),
+        start(spawn::<StatefulSetController>),
         // Last: it reads every served kind, from the stores the others opened where it can.
         start(spawn::<GarbageCollector>),
     ];

@@ -654,20 +654,8 @@ mod tests {
             "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "local-path",
                 "resources": {"requests": {"storage": "1Gi"}}},
             "status": {"phase": "Pending"}});
-        json_patch(&mut value, extra);
+        crate::test_support::merge(&mut value, extra);
         serde_json::from_value(value).expect("claim")
-    }
-
-    fn json_patch(target: &mut serde_json::Value, patch: serde_json::Value) {
-        if let (Some(t), Some(p)) = (target.as_object_mut(), patch.as_object()) {
-            for (k, v) in p {
-                if v.is_object() && t.get(k).is_some_and(|x| x.is_object()) {
-                    json_patch(t.get_mut(k).expect("present"), v.clone());
-                } else {
-                    t.insert(k.clone(), v.clone());
-                }
-            }
-        }
     }
 
     fn node() -> Node {
@@ -676,16 +664,8 @@ mod tests {
         .expect("node")
     }
 
-    /// The plan in words, without resource versions and uids.
     fn plan(cluster: &Cluster<'_>) -> Vec<String> {
-        reconcile(cluster)
-            .iter()
-            .map(|a| {
-                let text = a.to_string();
-                let text = text.split(" at resourceVersion").next().unwrap_or("");
-                text.split(" (uid").next().unwrap_or("").to_string()
-            })
-            .collect()
+        crate::test_support::words(&reconcile(cluster))
     }
 
     #[test]

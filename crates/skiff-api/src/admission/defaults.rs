@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentStrategy, ReplicaSet, RollingUpdateDeployment,
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy,
+    StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     ClientIPConfig, Container, EmptyDirVolumeSource, Endpoints, Namespace, Node, PersistentVolume,
@@ -276,6 +278,34 @@ pub(super) fn replica_set(rs: &mut ReplicaSet) {
     default(&mut spec.replicas, 1);
     let template = spec.template.get_or_insert_with(Default::default);
     pod_spec(template.spec.get_or_insert_with(PodSpec::default));
+}
+
+/// A StatefulSet, as Kubernetes 1.33 defaults one: one replica, ordered, rolling updates from
+/// the top ordinal with no partition, claims kept, ten revisions.
+pub(super) fn stateful_set(sts: &mut StatefulSet) {
+    let spec = sts.spec.get_or_insert_with(Default::default);
+    default(&mut spec.replicas, 1);
+    default_str(&mut spec.pod_management_policy, "OrderedReady");
+    let strategy = spec
+        .update_strategy
+        .get_or_insert_with(StatefulSetUpdateStrategy::default);
+    default_str(&mut strategy.type_, "RollingUpdate");
+    if strategy.type_.as_deref() == Some("RollingUpdate") {
+        let rolling = strategy
+            .rolling_update
+            .get_or_insert_with(RollingUpdateStatefulSetStrategy::default);
+        default(&mut rolling.partition, 0);
+    }
+    default(&mut spec.revision_history_limit, 10);
+    let retention = spec
+        .persistent_volume_claim_retention_policy
+        .get_or_insert_with(StatefulSetPersistentVolumeClaimRetentionPolicy::default);
+    default_str(&mut retention.when_deleted, "Retain");
+    default_str(&mut retention.when_scaled, "Retain");
+    pod_spec(spec.template.spec.get_or_insert_with(PodSpec::default));
+    for claim in spec.volume_claim_templates.iter_mut().flatten() {
+        persistent_volume_claim(claim);
+    }
 }
 
 pub(super) fn namespace(ns: &mut Namespace) {

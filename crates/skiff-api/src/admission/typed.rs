@@ -4,7 +4,7 @@
 //! struct for its kind, which is where type errors surface (`spec.replicas: invalid type:
 //! string "two", expected i32`) and what defaulting and validation work on.
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
@@ -48,6 +48,8 @@ pub(super) enum Typed {
     PersistentVolume(Box<PersistentVolume>),
     PersistentVolumeClaim(PersistentVolumeClaim),
     StorageClass(StorageClass),
+    StatefulSet(Box<StatefulSet>),
+    ControllerRevision(ControllerRevision),
 }
 
 /// Calls `$body` with the inner object bound to `$obj`, whatever the kind.
@@ -75,6 +77,8 @@ macro_rules! each_kind {
             Typed::PersistentVolume($obj) => $body,
             Typed::PersistentVolumeClaim($obj) => $body,
             Typed::StorageClass($obj) => $body,
+            Typed::StatefulSet($obj) => $body,
+            Typed::ControllerRevision($obj) => $body,
         }
     };
 }
@@ -104,6 +108,8 @@ impl Typed {
             "PersistentVolume" => Typed::PersistentVolume(Box::new(decode(info, body)?)),
             "PersistentVolumeClaim" => Typed::PersistentVolumeClaim(decode(info, body)?),
             "StorageClass" => Typed::StorageClass(decode(info, body)?),
+            "StatefulSet" => Typed::StatefulSet(Box::new(decode(info, body)?)),
+            "ControllerRevision" => Typed::ControllerRevision(decode(info, body)?),
             other => {
                 return Err(ApiError::Internal(format!(
                     "skiff-api has no type for served kind {other}; add it to admission::typed"
@@ -148,6 +154,8 @@ impl Typed {
             Typed::PersistentVolume(pv) => defaults::persistent_volume(pv),
             Typed::PersistentVolumeClaim(pvc) => defaults::persistent_volume_claim(pvc),
             Typed::StorageClass(class) => defaults::storage_class(class),
+            Typed::StatefulSet(sts) => defaults::stateful_set(sts),
+            Typed::ControllerRevision(_) => {}
             Typed::ConfigMap(_)
             | Typed::ServiceAccount(_)
             | Typed::Event(_)
@@ -199,6 +207,8 @@ impl Typed {
             Typed::PersistentVolume(pv) => validation::storage::volume(pv),
             Typed::PersistentVolumeClaim(pvc) => validation::storage::claim(pvc),
             Typed::StorageClass(class) => validation::storage::storage_class(class),
+            Typed::StatefulSet(sts) => validation::apps::stateful_set(sts, selector_given),
+            Typed::ControllerRevision(_) => Vec::new(),
             Typed::Namespace(_) | Typed::Node(_) | Typed::Event(_) | Typed::ServiceAccount(_) => {
                 Vec::new()
             }

@@ -68,6 +68,34 @@ pub fn validate_update(info: &ResourceInfo, old: &Value, new: &Value) -> Result<
                 ));
             }
         }
+        // A StatefulSet's identity (which pods, which claims, which Service names them) is
+        // fixed; how many, what they run and how they are updated may change.
+        "StatefulSet" => {
+            let mutable = [
+                "replicas",
+                "ordinals",
+                "template",
+                "updateStrategy",
+                "revisionHistoryLimit",
+                "persistentVolumeClaimRetentionPolicy",
+                "minReadySeconds",
+            ];
+            let fixed = |object: &Value| {
+                let mut spec = object.get("spec").cloned().unwrap_or_default();
+                if let Some(spec) = spec.as_object_mut() {
+                    spec.retain(|k, _| !mutable.contains(&k.as_str()));
+                }
+                spec
+            };
+            if fixed(old) != fixed(new) {
+                causes.push(Cause::forbidden(
+                    "spec",
+                    "updates to statefulset spec for fields other than 'replicas', 'ordinals', \
+                     'template', 'updateStrategy', 'revisionHistoryLimit', \
+                     'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+                ));
+            }
+        }
         // A claim is a request that may have been answered: only its size may grow, and the
         // binder may fill in the volume and the class it left open.
         "PersistentVolumeClaim" => {

@@ -223,6 +223,7 @@ static STRATEGIES: &[(&str, &dyn Strategy)] = &[
     ("leases.coordination.k8s.io", &leases::Leases),
     ("deployments.apps", &workloads::Workloads),
     ("replicasets.apps", &workloads::Workloads),
+    ("statefulsets.apps", &workloads::Workloads),
     ("nodes", &nodes::Nodes),
     ("resourcequotas", &quotas::Quotas),
     ("persistentvolumes", &storage::Volumes),

@@ -84,3 +84,5 @@ pub const SC_RECLAIM_POLICY: &str = "reclaimPolicy controls the reclaimPolicy fo
 pub const SC_BINDING_MODE: &str = "volumeBindingMode indicates how PersistentVolumeClaims should be provisioned and bound.  When unset, VolumeBindingImmediate is used. This field is only honored by servers that enable the VolumeScheduling feature.";
 pub const SC_EXPANSION: &str =
     "allowVolumeExpansion shows whether the storage class allow volume expand.";
+pub const REVISION_CONTROLLER: &str = "Controller of the revision.";
+pub const REVISION: &str = "Revision indicates the revision of the state represented by Data.";

@@ -1,4 +1,4 @@
-//! Deployments and ReplicaSets: desired against current and ready replicas, and with `-o wide`
+//! Deployments, ReplicaSets, StatefulSets and ControllerRevisions. Deployments and ReplicaSets: desired against current and ready replicas, and with `-o wide`
 //! the pod template's containers and images and the selector.
 
 use jiff::Timestamp;
@@ -77,6 +77,64 @@ fn workload_cells(
         selector.into(),
     ]);
     cells
+}
+
+pub(super) const STATEFULSETS: Printer = Printer::new(
+    &[
+        NAME,
+        column("Ready", "string", docs::READY_PODS),
+        AGE,
+        CONTAINERS,
+        IMAGES,
+    ],
+    statefulset_cells,
+);
+
+fn statefulset_cells(sts: &Value, now: Timestamp) -> Vec<Value> {
+    let (containers, images) = container_cells(sts);
+    vec![
+        name(sts),
+        format!("{}/{}", int_at(sts, "/status/readyReplicas"), replicas(sts)).into(),
+        age(sts, now).into(),
+        containers.into(),
+        images.into(),
+    ]
+}
+
+pub(super) const CONTROLLER_REVISIONS: Printer = Printer::new(
+    &[
+        NAME,
+        column("Controller", "string", docs::REVISION_CONTROLLER),
+        column("Revision", "integer", docs::REVISION),
+        AGE,
+    ],
+    revision_cells,
+);
+
+fn revision_cells(revision: &Value, now: Timestamp) -> Vec<Value> {
+    let controller = array_at(revision, "/metadata/ownerReferences")
+        .iter()
+        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        .map(|r| {
+            let group = str_at(r, "/apiVersion")
+                .split_once('/')
+                .map_or("", |(g, _)| g)
+                .to_string();
+            let kind = str_at(r, "/kind").to_lowercase();
+            let kind = if group.is_empty() {
+                kind
+            } else {
+                format!("{kind}.{group}")
+            };
+            format!("{kind}/{}", str_at(r, "/name"))
+        })
+        .unwrap_or_else(|| "<none>".into());
+    vec![
+        name(revision),
+        controller.into(),
+        int_at(revision, "/revision").into(),
+        age(revision, now).into(),
+    ]
 }
 
 /// `spec.replicas`, which defaults to 1.

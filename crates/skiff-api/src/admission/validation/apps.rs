@@ -1,14 +1,14 @@
 //! Deployments and ReplicaSets: a selector, a pod template it must select, and (for
 //! Deployments) a rollout strategy.
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentStrategy, ReplicaSet};
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStrategy, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaimVolumeSource, PodTemplateSpec, Volume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as K8sLabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{
     annotations, go_label_selector, go_string_map, int_or_string, label_selector, labels,
-    non_negative, pod,
+    non_negative, one_of, pod, storage,
 };
 use crate::names;
 use crate::selector::LabelSelector;
@@ -64,6 +64,127 @@ pub(in crate::admission) fn replica_set(rs: &ReplicaSet, selector_given: bool) -
         spec.min_ready_seconds.map(i64::from),
         "spec.minReadySeconds",
     ));
+    causes
+}
+
+/// A StatefulSet: the selector and template rules of every workload, its policies, and its
+/// claim templates (each a claim, named so that `<name>-<set>-<ordinal>` is a valid name).
+pub(in crate::admission) fn stateful_set(sts: &StatefulSet, selector_given: bool) -> Vec<Cause> {
+    let spec = sts.spec.clone().unwrap_or_default();
+    let mut causes = Vec::new();
+    causes.extend(non_negative(spec.replicas.map(i64::from), "spec.replicas"));
+    // The pods get a volume per claim template, which their containers mount by name.
+    let mut template = spec.template.clone();
+    let pod_spec = template.spec.get_or_insert_with(Default::default);
+    for claim in spec.volume_claim_templates.iter().flatten() {
+        let name = claim.metadata.name.clone().unwrap_or_default();
+        let volumes = pod_spec.volumes.get_or_insert_with(Vec::new);
+        if !name.is_empty() && !volumes.iter().any(|v| v.name == name) {
+            volumes.push(Volume {
+                name: name.clone(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: name,
+                    read_only: None,
+                }),
+                ..Volume::default()
+            });
+        }
+    }
+    causes.extend(selector_and_template(
+        &spec.selector,
+        selector_given,
+        &template,
+    ));
+    causes.extend(one_of(
+        spec.pod_management_policy.as_deref(),
+        "spec.podManagementPolicy",
+        &["OrderedReady", "Parallel"],
+    ));
+    let strategy = spec.update_strategy.clone().unwrap_or_default();
+    causes.extend(one_of(
+        strategy.type_.as_deref(),
+        "spec.updateStrategy.type",
+        &["OnDelete", "RollingUpdate"],
+    ));
+    if let Some(rolling) = &strategy.rolling_update {
+        if strategy.type_.as_deref() == Some("OnDelete") {
+            causes.push(Cause::invalid(
+                "spec.updateStrategy.rollingUpdate",
+                "",
+                "only allowed for updateStrategy 'RollingUpdate'",
+            ));
+        }
+        causes.extend(non_negative(
+            rolling.partition.map(i64::from),
+            "spec.updateStrategy.rollingUpdate.partition",
+        ));
+        if let Some(max) = &rolling.max_unavailable {
+            causes.extend(int_or_percent(
+                max,
+                "spec.updateStrategy.rollingUpdate.maxUnavailable",
+            ));
+            if amount(max) == 0 {
+                causes.push(Cause::invalid(
+                    "spec.updateStrategy.rollingUpdate.maxUnavailable",
+                    &int_or_string(max),
+                    "must be greater than 0",
+                ));
+            }
+        }
+    }
+    causes.extend(non_negative(
+        spec.min_ready_seconds.map(i64::from),
+        "spec.minReadySeconds",
+    ));
+    causes.extend(non_negative(
+        spec.revision_history_limit.map(i64::from),
+        "spec.revisionHistoryLimit",
+    ));
+    if let Some(retention) = &spec.persistent_volume_claim_retention_policy {
+        for (value, field) in [
+            (&retention.when_deleted, "whenDeleted"),
+            (&retention.when_scaled, "whenScaled"),
+        ] {
+            causes.extend(one_of(
+                value.as_deref(),
+                &format!("spec.persistentVolumeClaimRetentionPolicy.{field}"),
+                &["Delete", "Retain"],
+            ));
+        }
+    }
+    let volumes: Vec<String> = spec
+        .template
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .map(|v| v.name.clone())
+        .collect();
+    for (i, claim) in spec.volume_claim_templates.iter().flatten().enumerate() {
+        let path = format!("spec.volumeClaimTemplates[{i}]");
+        let name = claim.metadata.name.clone().unwrap_or_default();
+        if name.is_empty() {
+            causes.push(Cause::required(format!("{path}.metadata.name")));
+        } else {
+            for msg in names::dns1123_label(&name) {
+                causes.push(Cause::invalid(
+                    format!("{path}.metadata.name"),
+                    &crate::status::go_quote(&name),
+                    &msg,
+                ));
+            }
+            // The template's pod gets a volume of this name: one in the template too is the
+            // same name used twice.
+            if volumes.contains(&name) {
+                causes.push(Cause::duplicate(format!("{path}.metadata.name"), &name));
+            }
+        }
+        match &claim.spec {
+            None => causes.push(Cause::required(format!("{path}.spec"))),
+            Some(claim_spec) => {
+                causes.extend(storage::claim_spec(claim_spec, &format!("{path}.spec")))
+            }
+        }
+    }
     causes
 }
 

@@ -2,7 +2,9 @@
 //! `pkg/apis/core/validation` and `pkg/apis/storage/validation`): access modes, sizes, one
 //! volume source, reclaim policies and binding modes, with Kubernetes' field paths and words.
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec};
+use k8s_openapi::api::core::v1::{
+    PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeSpec,
+};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
@@ -35,26 +37,35 @@ const SOURCES: &[&str] = &["hostPath", "local"];
 
 /// A claim: what it asks for and how it may be used.
 pub(in crate::admission) fn claim(pvc: &PersistentVolumeClaim) -> Vec<Cause> {
-    let Some(spec) = &pvc.spec else {
-        return vec![Cause::required("spec")];
-    };
-    let mut causes = access_modes(spec.access_modes.as_deref(), "spec.accessModes");
+    match &pvc.spec {
+        None => vec![Cause::required("spec")],
+        Some(spec) => claim_spec(spec, "spec"),
+    }
+}
+
+/// A claim's spec at `path` (`spec`, or a StatefulSet's `spec.volumeClaimTemplates[0].spec`).
+pub(in crate::admission) fn claim_spec(spec: &PersistentVolumeClaimSpec, path: &str) -> Vec<Cause> {
+    let mut causes = access_modes(spec.access_modes.as_deref(), &format!("{path}.accessModes"));
     causes.extend(storage_size(
         spec.resources
             .as_ref()
             .and_then(|r| r.requests.as_ref())
             .and_then(|r| r.get("storage")),
-        "spec.resources[storage]",
+        &format!("{path}.resources[storage]"),
     ));
     if let Some(selector) = &spec.selector {
-        causes.extend(label_selector(selector, "spec.selector"));
+        causes.extend(label_selector(selector, &format!("{path}.selector")));
     }
     causes.extend(class_name(
         spec.storage_class_name.as_deref(),
-        "spec.storageClassName",
+        &format!("{path}.storageClassName"),
     ));
     if let Some(mode) = spec.volume_mode.as_deref() {
-        causes.extend(one_of(Some(mode), "spec.volumeMode", VOLUME_MODES));
+        causes.extend(one_of(
+            Some(mode),
+            &format!("{path}.volumeMode"),
+            VOLUME_MODES,
+        ));
     }
     causes
 }
