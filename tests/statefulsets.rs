@@ -160,6 +160,11 @@ fn stateful_pods_keep_their_names_claims_and_data() {
     );
 
     // A rolling update replaces web-2, then web-1, then web-0.
+    let first = cluster
+        .client
+        .get("/apis/apps/v1/namespaces/default/statefulsets/web")
+        .1["status"]["updateRevision"]
+        .clone();
     let uids: Vec<String> = (0..3).map(|i| uid(&cluster, &format!("web-{i}"))).collect();
     apply(&cluster, stateful_set("two"));
     let mut order: Vec<usize> = Vec::new();
@@ -185,6 +190,32 @@ fn stateful_pods_keep_their_names_claims_and_data() {
     assert_eq!(sts["status"]["updatedReplicas"], 3, "{sts}");
     let (ok, out, err) = cluster.kubectl(&["rollout", "history", "statefulset/web"]);
     assert!(ok && out.contains('1') && out.contains('2'), "{out}{err}");
+
+    // Undo: back to the first template, which becomes revision 3.
+    let (ok, out, err) = cluster.kubectl(&["rollout", "undo", "statefulset/web"]);
+    assert!(ok, "{out}{err}");
+    eventually(
+        "the first revision rolled out again",
+        Duration::from_secs(180),
+        || {
+            let sts = cluster
+                .client
+                .get("/apis/apps/v1/namespaces/default/statefulsets/web")
+                .1;
+            let status = &sts["status"];
+            (status["updateRevision"] == first
+                && status["currentRevision"] == first
+                && status["readyReplicas"] == 3)
+                .then_some(())
+        },
+    );
+    let greeting = cluster.pod("web-0")["spec"]["containers"][0]["env"][0]["value"].clone();
+    assert_eq!(greeting, "one");
+    let (_, out, _) = cluster.kubectl(&["rollout", "history", "statefulset/web"]);
+    assert!(
+        out.contains('3') && !out.lines().any(|l| l.trim_start().starts_with("1 ")),
+        "{out}"
+    );
 
     // Deleting the set takes its pods and keeps its claims.
     let (ok, _, err) = cluster.kubectl(&["delete", "statefulset", "web", "--wait=true"]);

@@ -202,7 +202,7 @@ fn the_seed_claim_is_provisioned_where_its_pod_runs_and_keeps_data_across_pods()
 }
 
 #[test]
-fn bad_claims_get_kubernetes_errors() {
+fn volumes_made_by_hand_bind_and_bad_claims_get_kubernetes_errors() {
     let cluster = Cluster::start(74, "q");
     let post = |body: Value| {
         cluster
@@ -245,6 +245,61 @@ fn bad_claims_get_kubernetes_errors() {
         },
     );
     assert_eq!(claim(&cluster, "fast")["status"]["phase"], "Pending");
+
+    // Volumes made by hand: the smallest that fits is bound, a claim may name its volume, and
+    // a released volume with the default Retain policy is kept, Released.
+    let host = tempfile::tempdir().expect("tempdir");
+    let volume = |name: &str, size: &str| {
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+            "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "manual",
+                "hostPath": {"path": host.path().join(name).to_str().expect("utf-8")}}})
+    };
+    for (name, size) in [
+        ("static-big", "5Gi"),
+        ("static-small", "1Gi"),
+        ("static-named", "5Gi"),
+    ] {
+        let (code, body) = cluster
+            .client
+            .post("/api/v1/persistentvolumes", &volume(name, size));
+        assert_eq!(code, 201, "{body}");
+        assert_eq!(body["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+    }
+    let claim_body = |name: &str, volume: Option<&str>| {
+        let mut claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
+                "resources": {"requests": {"storage": "500Mi"}}}});
+        if let Some(volume) = volume {
+            claim["spec"]["volumeName"] = json!(volume);
+        }
+        claim
+    };
+    assert_eq!(post(claim_body("small", None)).0, 201);
+    assert_eq!(post(claim_body("named", Some("static-named"))).0, 201);
+    let bound_to = |name: &str| {
+        eventually(&format!("{name} Bound"), Duration::from_secs(30), || {
+            let c = claim(&cluster, name);
+            (c["status"]["phase"] == "Bound").then(|| c["spec"]["volumeName"].clone())
+        })
+    };
+    assert_eq!(
+        bound_to("small"),
+        "static-small",
+        "the smallest volume that fits"
+    );
+    assert_eq!(bound_to("named"), "static-named");
+    let (ok, _, err) = cluster.kubectl(&["delete", "pvc", "small", "--wait=true"]);
+    assert!(ok, "{err}");
+    eventually("static-small Released", Duration::from_secs(30), || {
+        let (_, pv) = cluster.client.get("/api/v1/persistentvolumes/static-small");
+        (pv["status"]["phase"] == "Released").then_some(())
+    });
+    let (_, out, _) = cluster.kubectl(&["get", "pv", "static-small"]);
+    assert!(out.contains("Released") && out.contains("Retain"), "{out}");
+    let (_, pv) = cluster.client.get("/api/v1/persistentvolumes/static-big");
+    assert_eq!(pv["status"]["phase"], "Available", "{pv}");
 
     // A StorageClass may not change its provisioner.
     let (ok, _, err) = cluster.kubectl(&[

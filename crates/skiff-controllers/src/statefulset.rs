@@ -12,9 +12,9 @@
 //!    everything happens at once.
 //! 3. **Scale down**: the highest ordinal first; `OrderedReady` one at a time and only while the
 //!    others are Ready. Claims stay (`whenScaled: Retain`) unless the policy says `Delete`.
-//! 4. **Rolling update** (`RollingUpdate`): once every pod is Ready, the highest ordinal at or
-//!    above `partition` that is not at the update revision is deleted; it comes back at the
-//!    new one. One at a time, from the top. `OnDelete`: pods change only when someone deletes
+//! 4. **Rolling update** (`RollingUpdate`): the highest ordinals at or above `partition` that
+//!    are not at the update revision are deleted, as many as `maxUnavailable` (1) allows with
+//!    the pods already unavailable counted; they come back at the new one. From the top. `OnDelete`: pods change only when someone deletes
 //!    them.
 //! 5. **Status**: replicas, ready, available, current and updated counts, both revisions; the
 //!    current revision becomes the update revision once every pod runs it.
@@ -23,12 +23,15 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, StatefulSet, StatefulSetStatus, StatefulSetUpdateStrategy,
+};
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::json;
 use skiff_client::informer::{key_of, Store};
 
@@ -225,14 +228,29 @@ pub fn reconcile(sts: &StatefulSet, view: &View<'_>, now: Timestamp) -> Vec<Acti
         }
     }
 
-    // 4. Rolling update, from the top, one pod at a time, once every pod is Ready.
-    let complete = by_ordinal.len() == replicas as usize && condemned.is_empty();
-    if rolling && !busy && complete && all_ready {
-        let stale = by_ordinal
+    // 4. Rolling update, from the top: as many pods at a time as `maxUnavailable` allows (1
+    //    by default) counting those already unavailable, so with the default one pod is
+    //    replaced once every pod is Ready.
+    if rolling && condemned.is_empty() {
+        let unavailable = (0..replicas)
+            .filter(|o| {
+                by_ordinal
+                    .get(o)
+                    .is_none_or(|p| !ready(p) || p.metadata.deletion_timestamp.is_some())
+            })
+            .count();
+        let budget = max_unavailable(&strategy, replicas).saturating_sub(unavailable);
+        let stale: Vec<&Pod> = by_ordinal
             .range(partition..replicas)
             .rev()
-            .find(|(_, pod)| revision_of(pod) != Some(update_revision.as_str()));
-        if let Some((_, pod)) = stale {
+            .map(|(_, pod)| *pod)
+            .filter(|pod| {
+                pod.metadata.deletion_timestamp.is_none()
+                    && revision_of(pod) != Some(update_revision.as_str())
+            })
+            .take(budget)
+            .collect();
+        for pod in stale {
             delete_pod(&mut plan, sts, pod);
         }
     }
@@ -298,6 +316,24 @@ pub fn reconcile(sts: &StatefulSet, view: &View<'_>, now: Timestamp) -> Vec<Acti
         });
     }
     plan
+}
+
+/// How many pods a rolling update may have unavailable at once: `maxUnavailable` (a number,
+/// or a percentage of the replicas rounded up), at least 1.
+fn max_unavailable(strategy: &StatefulSetUpdateStrategy, replicas: i32) -> usize {
+    let value = strategy
+        .rolling_update
+        .as_ref()
+        .and_then(|r| r.max_unavailable.clone());
+    let n = match value {
+        None => 1,
+        Some(IntOrString::Int(n)) => n,
+        Some(IntOrString::String(text)) => {
+            let percent: i64 = text.trim_end_matches('%').parse().unwrap_or(0);
+            ((i64::from(replicas) * percent + 99) / 100) as i32
+        }
+    };
+    n.max(1) as usize
 }
 
 /// Deletes one of the set's pods, with the event Kubernetes records.
@@ -700,5 +736,16 @@ mod tests {
             !plan.iter().any(|w| w.starts_with("delete Pod")),
             "{plan:?}"
         );
+        // maxUnavailable 2: web-2 and web-1 go together.
+        let set = sts(
+            3,
+            json!({"spec": {"updateStrategy": {"rollingUpdate": {"maxUnavailable": 2}}}}),
+        );
+        let plan = plan_for(&set, &pods, &[]);
+        let deleted: Vec<&String> = plan
+            .iter()
+            .filter(|w| w.starts_with("delete Pod"))
+            .collect();
+        assert_eq!(deleted, ["delete Pod shop/web-2", "delete Pod shop/web-1"]);
     }
 }

@@ -196,14 +196,6 @@ fn plan_claim(
         .classes
         .iter()
         .find(|c| name_of(&c.metadata) == class_name);
-    if !class_name.is_empty() && class.is_none() {
-        plan.push(Action::warning_event(
-            here,
-            "ProvisioningFailed",
-            format!("storageclass.storage.k8s.io {class_name:?} not found"),
-        ));
-        return;
-    }
     let wait_for_consumer = class
         .and_then(|c| c.volume_binding_mode.as_deref())
         .is_some_and(|m| m == "WaitForFirstConsumer");
@@ -222,7 +214,8 @@ fn plan_claim(
         return;
     }
 
-    // An Available volume that fits.
+    // An Available volume that fits (a class need not exist for volumes made by hand to
+    // carry its name).
     if let Some(volume) = best_fit(
         cluster.volumes,
         claim,
@@ -235,6 +228,14 @@ fn plan_claim(
             taken.spec.get_or_insert_with(Default::default).claim_ref = Some(reference_to(claim));
             plan.push(Action::Update(Object::PersistentVolume(Box::new(taken))));
         }
+        return;
+    }
+    if !class_name.is_empty() && class.is_none() {
+        plan.push(Action::warning_event(
+            here,
+            "ProvisioningFailed",
+            format!("storageclass.storage.k8s.io {class_name:?} not found"),
+        ));
         return;
     }
 
