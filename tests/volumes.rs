@@ -52,7 +52,8 @@ fn is_tmpfs(dir: &Path) -> bool {
 /// file has its item's mode on a tmpfs.
 #[test]
 fn config_map_updates_reach_a_running_pod_whole_and_secrets_stay_in_memory() {
-    let cluster = Cluster::start_with(71, "v", &["--sync-frequency", "1s"]);
+    // The default --sync-frequency (1 min): changes arrive through watches and pod updates.
+    let cluster = Cluster::start(71, "v");
     let configmap = |n: u32| {
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app"},
                "data": {"a": n.to_string(), "b": n.to_string(), "c": format!("version {n}")}})
@@ -159,7 +160,7 @@ fn config_map_updates_reach_a_running_pod_whole_and_secrets_stay_in_memory() {
 /// empty directory.
 #[test]
 fn a_pod_waits_for_its_config_map_and_starts_when_it_appears() {
-    let cluster = Cluster::start_with(72, "m", &["--sync-frequency", "1s"]);
+    let cluster = Cluster::start(72, "m");
     cluster.create_pod(json!({
         "metadata": {"name": "waiter"},
         "spec": {

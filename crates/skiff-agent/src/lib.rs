@@ -35,6 +35,7 @@
 pub mod adoption;
 pub mod cgroup;
 pub mod claims;
+pub mod config_watch;
 pub mod containerd;
 pub mod dns;
 pub mod env;
@@ -167,7 +168,11 @@ pub async fn run<R: Runtime>(
         Some(dns) => start_dns(dns, services.clone()).await,
         None => None,
     };
+    let (config_changes, _) = tokio::sync::broadcast::channel(256);
+    let mut config_watches =
+        config_watch::ConfigWatches::new(client.clone(), config_changes.clone());
     let ctx = Arc::new(NodeContext {
+        config_changes,
         services,
         dns,
         runtime: runtime.clone(),
@@ -247,6 +252,13 @@ pub async fn run<R: Runtime>(
                 }
             }
         }
+        // Watch what the pods' volumes are filled from, and nothing else.
+        let wanted: std::collections::BTreeSet<config_watch::Ref> = workers
+            .values()
+            .filter_map(|w| w.pod.borrow().as_ref().map(config_watch::refs_of))
+            .flatten()
+            .collect();
+        config_watches.set(&wanted);
     }
     heartbeat.abort();
 }

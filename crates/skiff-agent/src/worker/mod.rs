@@ -55,6 +55,8 @@ pub struct NodeContext<R> {
     pub policy: crate::spec::PodPolicy,
     /// How often running pods' API-backed volumes are refreshed.
     pub sync_frequency: Duration,
+    /// Changes of the ConfigMaps and Secrets the node's pods use ([`crate::config_watch`]).
+    pub config_changes: tokio::sync::broadcast::Sender<crate::config_watch::Ref>,
 }
 
 impl<R> NodeContext<R> {
@@ -109,6 +111,9 @@ struct Worker<R> {
     wake_at: Option<Instant>,
     /// The pod's volumes are made (their API-backed files last written at the instant).
     volumes_synced: Option<Instant>,
+    /// Changes of ConfigMaps and Secrets on this node; those of this pod's volumes make them
+    /// be written again at once.
+    config_changes: tokio::sync::broadcast::Receiver<crate::config_watch::Ref>,
     /// Failed tries to make the volumes in a row (their retry backs off).
     mount_failures: u32,
     /// A finished pod gave its IP back.
@@ -156,6 +161,7 @@ impl<R: Runtime> Worker<R> {
             }
         }
         Worker {
+            config_changes: ctx.config_changes.subscribe(),
             ctx,
             pod,
             uid,
@@ -186,7 +192,16 @@ impl<R: Runtime> Worker<R> {
                 changed = updates.changed() => {
                     let latest = updates.borrow_and_update().clone();
                     match (changed, latest) {
-                        (Ok(()), Some(pod)) => self.pod = pod,
+                        (Ok(()), Some(pod)) => {
+                            // New labels or annotations reach downward API files at once, as
+                            // kubelet renders them again on every pod update.
+                            let meta_changed = pod.metadata.labels != self.pod.metadata.labels
+                                || pod.metadata.annotations != self.pod.metadata.annotations;
+                            if meta_changed && self.volumes_synced.is_some() {
+                                self.volumes_synced = None;
+                            }
+                            self.pod = pod;
+                        }
                         // The pod is gone from the store (force-deleted): clean up and stop.
                         (Ok(()), None) => {
                             self.terminate(Duration::ZERO).await;
@@ -198,6 +213,18 @@ impl<R: Runtime> Worker<R> {
                     }
                 }
                 Some((id, state)) = self.exits.1.recv() => self.on_exit(&id, state),
+                change = self.config_changes.recv() => {
+                    use tokio::sync::broadcast::error::RecvError;
+                    let ours = match change {
+                        Ok(r) => crate::config_watch::refs_of(&self.pod).contains(&r),
+                        // Missed some: assume one was ours.
+                        Err(RecvError::Lagged(_)) => true,
+                        Err(RecvError::Closed) => false,
+                    };
+                    if ours && self.volumes_synced.is_some() {
+                        self.volumes_synced = None;
+                    }
+                }
                 Some((id, update)) = self.probes.1.recv() => self.on_probe(&id, update),
                 _ = sleep_until(wake) => {}
             }

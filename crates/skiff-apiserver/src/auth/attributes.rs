@@ -8,6 +8,7 @@
 //! | `POST /api/v1/namespaces/a/pods/web/exec` | `create` | `pods`, subresource `exec` | `a` |
 //! | `DELETE /api/v1/namespaces/a/pods` | `deletecollection` | `pods` | `a` |
 //! | `GET /api/v1/namespaces/a` | `get` | `namespaces`, name `a` | `a` |
+//! | `GET /api/v1/namespaces/a/secrets?watch=1&fieldSelector=metadata.name=s` | `watch` | `secrets`, name `s` | `a` |
 //! | `GET /healthz` | `get` | (path `/healthz`) | |
 
 use axum::http::Method;
@@ -49,7 +50,14 @@ impl Attributes {
             Method::DELETE => "deletecollection",
             _ => "",
         };
-        let name = target.name.clone().unwrap_or_default();
+        // A list or watch of one object by `fieldSelector=metadata.name=NAME` is about that
+        // object, as in Kubernetes: kubelet watches each ConfigMap and Secret its pods use
+        // that way, and may do so only for those.
+        let name = match (&target.name, verb) {
+            (Some(name), _) => name.clone(),
+            (None, "list" | "watch") => single_name(params.field_selector.as_deref()),
+            (None, _) => String::new(),
+        };
         // A namespace is inside itself: a RoleBinding in `a` may grant reading namespace `a`.
         let namespace = match &target.namespace {
             Some(ns) => ns.clone(),
@@ -169,6 +177,22 @@ impl Attributes {
     }
 }
 
+/// The name a field selector picks when it is exactly `metadata.name=NAME` (or `==`), else "".
+fn single_name(selector: Option<&str>) -> String {
+    let Some(selector) = selector.map(str::trim) else {
+        return String::new();
+    };
+    if selector.contains(',') {
+        return String::new();
+    }
+    selector
+        .strip_prefix("metadata.name==")
+        .or_else(|| selector.strip_prefix("metadata.name="))
+        .filter(|name| !name.is_empty() && !name.contains('='))
+        .unwrap_or("")
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +215,19 @@ mod tests {
         );
         let a = attributes(Method::GET, "/api/v1/pods", Some("watch=true"));
         assert_eq!((a.verb.as_str(), a.namespace.as_str()), ("watch", ""));
+        // One object by a field selector: the request is about that object.
+        let a = attributes(
+            Method::GET,
+            "/api/v1/namespaces/a/secrets",
+            Some("watch=1&fieldSelector=metadata.name%3Dkey"),
+        );
+        assert_eq!((a.verb.as_str(), a.name.as_str()), ("watch", "key"));
+        let a = attributes(
+            Method::GET,
+            "/api/v1/namespaces/a/secrets",
+            Some("fieldSelector=metadata.name%3Dkey,type%3DOpaque"),
+        );
+        assert_eq!((a.verb.as_str(), a.name.as_str()), ("list", ""));
         let a = attributes(
             Method::DELETE,
             "/apis/apps/v1/namespaces/a/deployments/web",

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | nodes | read all; create, update, patch and delete only its own (checked on the body by the Node strategy) |
 //! | pods | read all; update the status of, and delete, only pods bound to it; never create |
-//! | secrets, configmaps, persistentvolumeclaims | `get` one that a pod bound to it refers to |
+//! | secrets, configmaps, persistentvolumeclaims | `get` one that a pod bound to it refers to, or `list`/`watch` it alone (`fieldSelector=metadata.name=NAME`) |
 //! | persistentvolumes | `get` one bound to such a claim, or pinned to it by node affinity; `update`/`patch` only the finalizers of one pinned to it (checked on the body by the PersistentVolume strategy) |
 //! | serviceaccounts/token | create, for an account a pod bound to it runs as |
 //! | services, endpoints, endpointslices | read (it runs the Service proxy and DNS) |
@@ -46,7 +46,7 @@ pub fn decide(view: &dyn View, node: &str, request: &Attributes) -> Option<bool>
                 _ => false,
             },
             ("", kind @ ("secrets" | "configmaps" | "persistentvolumeclaims")) => {
-                verb == "get"
+                reads
                     && sub.is_empty()
                     && !request.name.is_empty()
                     && referenced_by_pod_on(view, node, kind, &request.namespace, &request.name)
@@ -254,6 +254,15 @@ mod tests {
         assert_eq!(
             may("get", "", "configmaps", "shop", "till-config"),
             Some(true)
+        );
+        // Watching one object by name (kubelet's change detection), not another node's.
+        assert_eq!(
+            may("watch", "", "configmaps", "shop", "till-config"),
+            Some(true)
+        );
+        assert_eq!(
+            may("watch", "", "secrets", "shop", "vault-key"),
+            Some(false)
         );
         assert_eq!(
             may("get", "", "secrets", "shop", "vault-key"),
