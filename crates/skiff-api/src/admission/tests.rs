@@ -31,7 +31,7 @@ spec:
         - containerPort: 3000
 ";
 
-/// Every other seed manifest whose kind skiff serves (the HPA and the PVC are not served yet).
+/// Every other seed manifest whose kind skiff serves (the HPA is not served yet).
 const SERVED_SEEDS: &[(&str, &str)] = &[
     (
         "seed-000-service-loadbalancer.yaml",
@@ -152,6 +152,21 @@ spec:
         port: 8080
       initialDelaySeconds: 10
       periodSeconds: 5
+",
+    ),
+    (
+        "seed-003-pvc.yaml",
+        "\
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: my-app-pvc
+spec:
+  accessModes:
+  - ReadWriteOnce
+  resources:
+    requests:
+      storage: 1Gi
 ",
     ),
     (
@@ -578,4 +593,84 @@ fn kubectl_style_bodies_have_no_unknown_fields() {
     let admitted = admit(info("Deployment"), body, FieldValidation::Warn).expect("admitted");
     assert!(admitted.warnings.is_empty(), "{:?}", admitted.warnings);
     assert_eq!(admitted.object["spec"]["strategy"]["type"], "RollingUpdate");
+}
+
+#[test]
+fn volumes_claims_and_classes_are_checked_like_kubernetes() {
+    let problems = |kind: &str, object: Value| -> Vec<String> {
+        match admit(info(kind), object, FieldValidation::Strict) {
+            Ok(_) => Vec::new(),
+            Err(ApiError::Invalid { causes, .. }) => causes
+                .iter()
+                .map(|c| format!("{}: {}", c.field, c.message))
+                .collect(),
+            Err(other) => panic!("{other:?}"),
+        }
+    };
+    let pv = |spec: Value| json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv"}, "spec": spec});
+    assert_eq!(
+        problems(
+            "PersistentVolume",
+            pv(json!({"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"]}))
+        ),
+        ["spec: Required value: must specify a volume type"]
+    );
+    assert_eq!(
+        problems(
+            "PersistentVolume",
+            pv(
+                json!({"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "local": {"path": "/mnt/disk"}})
+            )
+        ),
+        ["spec.nodeAffinity: Required value: Local volume requires node affinity"]
+    );
+    assert_eq!(
+        problems(
+            "PersistentVolume",
+            pv(
+                json!({"capacity": {"storage": "0"}, "accessModes": ["ReadWriteOncePod", "ReadOnlyMany"],
+            "hostPath": {"path": "data"}, "nfs": {"server": "x", "path": "/"}})
+            )
+        ),
+        [
+            "spec.accessModes: Forbidden: may not use ReadWriteOncePod with other access modes",
+            "spec.capacity[storage]: Invalid value: \"0\": must be greater than zero",
+            "spec: Forbidden: may not specify more than 1 volume type",
+            "spec.hostPath.path: Invalid value: \"data\": must be an absolute path",
+        ]
+    );
+    let admitted = admit(
+        info("PersistentVolume"),
+        pv(json!({"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "hostPath": {"path": "/data"}})),
+        FieldValidation::Strict,
+    )
+    .expect("a hostPath volume");
+    assert_eq!(
+        admitted.object["spec"]["persistentVolumeReclaimPolicy"],
+        "Retain"
+    );
+    let class = |extra: Value| {
+        let mut class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": "fast"}, "provisioner": "example.com/disk"});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            class[k] = v.clone();
+        }
+        class
+    };
+    let admitted = admit(
+        info("StorageClass"),
+        class(json!({})),
+        FieldValidation::Strict,
+    )
+    .expect("a class");
+    assert_eq!(admitted.object["reclaimPolicy"], "Delete");
+    assert_eq!(admitted.object["volumeBindingMode"], "Immediate");
+    assert_eq!(
+        problems("StorageClass", class(json!({"reclaimPolicy": "Recycle", "volumeBindingMode": "Later"}))),
+        [
+            "reclaimPolicy: Unsupported value: \"Recycle\": supported values: \"Delete\", \"Retain\"",
+            "volumeBindingMode: Unsupported value: \"Later\": supported values: \"Immediate\", \"WaitForFirstConsumer\"",
+        ]
+    );
 }

@@ -273,6 +273,38 @@ mod tests {
                 vec![r#"spec.clusterIP: Invalid value: "10.96.0.11": field is immutable"#],
             ),
             ("Service", object("s", json!({"clusterIP": "10.96.0.10"})), object("s", json!({})), vec![]),
+            // A claim may grow and be bound; nothing else of it changes.
+            (
+                "PersistentVolumeClaim",
+                object("c", json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}})),
+                object("c", json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}},
+                    "volumeName": "pv1", "storageClassName": "local-path"})),
+                vec![],
+            ),
+            (
+                "PersistentVolumeClaim",
+                object("c", json!({"accessModes": ["ReadWriteOnce"], "volumeName": "pv1"})),
+                object("c", json!({"accessModes": ["ReadWriteMany"], "volumeName": "pv2"})),
+                vec!["spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims"],
+            ),
+            (
+                "PersistentVolume",
+                object("v", json!({"hostPath": {"path": "/a"}})),
+                object("v", json!({"hostPath": {"path": "/"}, "claimRef": {"name": "c"}})),
+                vec!["spec.persistentvolumesource: Forbidden: spec.persistentvolumesource is forbidden to update"],
+            ),
+            (
+                "StatefulSet",
+                object("s", json!({"replicas": 1, "serviceName": "web"})),
+                object("s", json!({"replicas": 3, "serviceName": "web"})),
+                vec![],
+            ),
+            (
+                "StatefulSet",
+                object("s", json!({"serviceName": "web"})),
+                object("s", json!({"serviceName": "other"})),
+                vec!["'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"],
+            ),
         ];
         for (kind, old, new, want) in cases {
             match validate_update(info(kind), &old, &new) {
