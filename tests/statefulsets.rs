@@ -90,6 +90,13 @@ fn stateful_pods_keep_their_names_claims_and_data() {
     );
     let (_, out, _) = cluster.kubectl(&["get", "statefulset", "web"]);
     assert!(out.contains("3/3"), "{out}");
+    // Settled: the controller writes nothing more (no status churn).
+    let version = |path: &str| cluster.client.get(path).1["metadata"]["resourceVersion"].clone();
+    let sts_path = "/apis/apps/v1/namespaces/default/statefulsets/web";
+    let claim_path = "/api/v1/namespaces/default/persistentvolumeclaims/data-web-0";
+    let before = (version(sts_path), version(claim_path));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(before, (version(sts_path), version(claim_path)));
 
     // Ordered: web-0 was created first and web-2 last.
     let created = |pod: &str| {
