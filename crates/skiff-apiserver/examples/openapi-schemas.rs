@@ -112,6 +112,12 @@ const PATCH_STRATEGIES: &[(&str, &str, &str, Option<&str>)] = &[
         Some("type"),
     ),
     (
+        "io.k8s.api.apps.v1.DaemonSetStatus",
+        "conditions",
+        "merge",
+        Some("type"),
+    ),
+    (
         "io.k8s.api.apps.v1.StatefulSetStatus",
         "conditions",
         "merge",
@@ -145,6 +151,7 @@ pub fn generate() -> String {
         apps::v1::ReplicaSet,
         apps::v1::StatefulSet,
         apps::v1::ControllerRevision,
+        apps::v1::DaemonSet,
         discovery::v1::EndpointSlice,
         coordination::v1::Lease,
         rbac::v1::Role,

@@ -320,6 +320,7 @@ fn printer_for(resource: &str) -> &'static Printer {
         "deployments.apps" => &workloads::DEPLOYMENTS,
         "replicasets.apps" => &workloads::REPLICASETS,
         "statefulsets.apps" => &workloads::STATEFULSETS,
+        "daemonsets.apps" => &workloads::DAEMONSETS,
         "controllerrevisions.apps" => &workloads::CONTROLLER_REVISIONS,
         "services" => &network::SERVICES,
         "endpoints" => &network::ENDPOINTS,

@@ -88,6 +88,7 @@ async fn apply(
             uid,
             propagation,
             unless_owner_exists,
+            grace_period_seconds,
         } => {
             for owner in unless_owner_exists {
                 if owner_exists(client, owner).await? {
@@ -109,6 +110,7 @@ async fn apply(
                     }
                     .to_string()
                 }),
+                grace_period_seconds: *grace_period_seconds,
                 ..DeleteOptions::default()
             };
             let url = object_url(client, object)?;

@@ -23,8 +23,11 @@
 //! - [`gc`]: ownerReferences garbage collection (background, foreground, orphan), over every
 //!   kind the API serves.
 //! - [`nodeipam`]: a pod CIDR for every Node.
+//! - [`podgc`]: pods of nodes that no longer exist are removed (after a 40 s quarantine).
 //! - [`endpoints`]: a Service's Endpoints and EndpointSlices, from the pods it selects.
 //! - [`servicelb`]: a LoadBalancer Service's addresses, from the Ready nodes.
+//! - [`daemonset`]: a pod on every node that should run one, following nodes as they come and
+//!   go, rolled within `maxUnavailable` or `maxSurge`.
 //! - [`statefulset`]: pods with stable names and claims, created and deleted in order, rolled
 //!   from the top ordinal, with ControllerRevisions for history.
 //! - [`volumes`]: PersistentVolumeClaims bound to PersistentVolumes, `local-path` volumes
@@ -72,6 +75,7 @@ pub mod apply;
 pub mod child_names;
 pub mod clusterrole_aggregation;
 pub mod controller;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod eventttl;
@@ -81,8 +85,10 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod owners;
 pub mod pod_rank;
+pub mod podgc;
 pub mod pods;
 pub mod replicaset;
+pub mod revisions;
 pub mod runner;
 pub mod serviceaccounts;
 pub mod servicelb;
@@ -93,7 +99,9 @@ pub mod workqueue;
 use std::fmt;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
     Service, ServiceAccount,
@@ -126,6 +134,9 @@ pub enum Action {
         /// The garbage collector's check: delete only if none of these owners exists when
         /// asked for live (the stores may be behind the API). Empty for any other delete.
         unless_owner_exists: Vec<ObjectReference>,
+        /// `gracePeriodSeconds`: `Some(0)` removes a pod at once, without its node (the pod
+        /// garbage collector's for pods of nodes that are gone); `None` leaves it to the pod.
+        grace_period_seconds: Option<i64>,
     },
     /// Record an Event (`kubectl describe` shows it).
     Event(EventNote),
@@ -152,6 +163,7 @@ pub enum Object {
     PersistentVolumeClaim(Box<PersistentVolumeClaim>),
     StatefulSet(Box<StatefulSet>),
     ControllerRevision(Box<ControllerRevision>),
+    DaemonSet(Box<DaemonSet>),
     /// Any kind, with `apiVersion`, `kind` and `metadata` (the garbage collector's view).
     Dynamic(Value),
 }
@@ -207,6 +219,27 @@ impl Action {
             object: reference,
             propagation,
             unless_owner_exists: Vec::new(),
+            grace_period_seconds: None,
+        }
+    }
+
+    /// Deletes the object `reference` names at once (grace period 0), guarded by its uid.
+    pub fn force_delete(reference: ObjectReference) -> Action {
+        match Action::delete(reference, None) {
+            Action::Delete {
+                object,
+                uid,
+                propagation,
+                unless_owner_exists,
+                ..
+            } => Action::Delete {
+                object,
+                uid,
+                propagation,
+                unless_owner_exists,
+                grace_period_seconds: Some(0),
+            },
+            other => other,
         }
     }
 }
@@ -229,6 +262,7 @@ impl Object {
             Object::PersistentVolumeClaim(o) => serde_json::to_value(o),
             Object::StatefulSet(o) => serde_json::to_value(o),
             Object::ControllerRevision(o) => serde_json::to_value(o),
+            Object::DaemonSet(o) => serde_json::to_value(o),
             Object::Dynamic(v) => return v.clone(),
         };
         // Serialising a k8s-openapi struct to a Value has no failure case (string keys, no
@@ -253,6 +287,7 @@ impl Object {
             Object::PersistentVolumeClaim(o) => reference_to(&**o),
             Object::StatefulSet(o) => reference_to(&**o),
             Object::ControllerRevision(o) => reference_to(&**o),
+            Object::DaemonSet(o) => reference_to(&**o),
             Object::Dynamic(v) => dynamic_reference(v),
         }
     }

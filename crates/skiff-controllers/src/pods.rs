@@ -79,6 +79,23 @@ fn ready_condition(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodConditio
         .find(|c| c.type_ == "Ready")
 }
 
+/// A pass again when the first of `pods` that is Ready but not yet available becomes so
+/// (no watch event marks the moment `minReadySeconds` have passed).
+pub fn recheck_when_available<'a>(
+    pods: impl IntoIterator<Item = &'a Pod>,
+    min_ready_seconds: i32,
+    now: Timestamp,
+) -> Option<crate::Action> {
+    let seconds = pods
+        .into_iter()
+        .filter_map(|p| seconds_until_available(p, min_ready_seconds, now))
+        .min_by(f64::total_cmp)?;
+    Some(crate::Action::RequeueAfter {
+        after: crate::wait_for(seconds),
+        why: format!("a pod becomes available after minReadySeconds ({min_ready_seconds}s)"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

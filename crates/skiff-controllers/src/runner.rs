@@ -16,12 +16,14 @@ use tokio::sync::watch;
 use crate::clusterrole_aggregation::ClusterRoleAggregationController;
 use crate::controller::{spawn, Context};
 pub use crate::controller::{Config, Heartbeats};
+use crate::daemonset::DaemonSetController;
 use crate::deployment::DeploymentController;
 use crate::endpoints::EndpointsController;
 use crate::eventttl::EventTtlController;
 use crate::gc::GarbageCollector;
 use crate::nodeipam::NodeIpamController;
 use crate::nodelifecycle::NodeLifecycleController;
+use crate::podgc::PodGc;
 use crate::replicaset::ReplicaSetController;
 use crate::serviceaccounts::ServiceAccountsController;
 use crate::servicelb::ServiceLbController;
@@ -52,6 +54,8 @@ pub async fn run(
         start(spawn::<ServiceAccountsController>),
         start(spawn::<VolumeController>),
         start(spawn::<StatefulSetController>),
+        start(spawn::<DaemonSetController>),
+        start(spawn::<PodGc>),
         // Last: it reads every served kind, from the stores the others opened where it can.
         start(spawn::<GarbageCollector>),
     ];

@@ -30,25 +30,20 @@ use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use serde_json::json;
 use skiff_client::informer::{key_of, Store};
 
 use crate::controller::{Context, Controller};
 use crate::deployment::hash::template_hash;
 use crate::expectations::{self, Expected};
 use crate::workqueue::WorkQueue;
-use crate::{owners, pods, reference_to, wait_for, Action, Object};
+use crate::{owners, pods, reference_to, revisions, Action, Object};
 
-/// The pod label naming the revision a pod was made from.
-pub const REVISION_LABEL: &str = "controller-revision-hash";
+pub use crate::revisions::REVISION_LABEL;
 /// The pod label with the pod's own name, so a Service can select one member.
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 /// The pod label with the pod's ordinal.
 pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
-/// The hash label on a ControllerRevision.
-const HASH_LABEL: &str = "controller.kubernetes.io/hash";
 
 /// What one pass of a StatefulSet sees: objects of its namespace.
 pub struct View<'a> {
@@ -71,13 +66,13 @@ pub fn reconcile(sts: &StatefulSet, view: &View<'_>, now: Timestamp) -> Vec<Acti
     let here = reference_to(sts);
 
     // 1. Revisions.
-    let mut owned_revisions: Vec<&ControllerRevision> = view
-        .revisions
-        .iter()
-        .filter(|r| owners::controller_of(&r.metadata).is_some_and(|o| o.uid == uid))
-        .collect();
-    owned_revisions.sort_by_key(|r| r.revision);
-    let newest = owned_revisions.last().map_or(0, |r| r.revision);
+    let owner = revisions::Owner {
+        reference: owners::controller_ref(sts),
+        namespace: sts.metadata.namespace.clone(),
+        labels: spec.selector.match_labels.clone().unwrap_or_default(),
+        uid: &uid,
+    };
+    let owned_revisions = revisions::owned(&owner, view.revisions);
     // The count is part of the hash from the first pass on (a set without a status hashes
     // as one whose count is 0), so the hash does not change when the first status is written.
     let hash = template_hash(
@@ -90,21 +85,13 @@ pub fn reconcile(sts: &StatefulSet, view: &View<'_>, now: Timestamp) -> Vec<Acti
         ),
     );
     let update_revision = format!("{name}-{hash}");
-    match owned_revisions
-        .iter()
-        .find(|r| r.metadata.name.as_deref() == Some(&update_revision))
-    {
-        None => plan.push(Action::Create(Object::ControllerRevision(Box::new(
-            revision_for(sts, &spec.template, &update_revision, &hash, newest + 1),
-        )))),
-        // Back to an older template (a rollback): it becomes the newest revision again.
-        Some(existing) if existing.revision < newest => {
-            let mut bumped = (*existing).clone();
-            bumped.revision = newest + 1;
-            plan.push(Action::Update(Object::ControllerRevision(Box::new(bumped))));
-        }
-        Some(_) => {}
-    }
+    plan.extend(revisions::ensure_newest(
+        &owner,
+        &owned_revisions,
+        &spec.template,
+        &update_revision,
+        &hash,
+    ));
     let status = sts.status.clone().unwrap_or_default();
     let current_revision = status
         .current_revision
@@ -114,7 +101,7 @@ pub fn reconcile(sts: &StatefulSet, view: &View<'_>, now: Timestamp) -> Vec<Acti
     let current_template = owned_revisions
         .iter()
         .find(|r| r.metadata.name.as_deref() == Some(&current_revision))
-        .and_then(|r| template_of(r));
+        .and_then(|r| revisions::template_of(r));
 
     // 2. The pods we own, by ordinal.
     let mut by_ordinal: BTreeMap<i32, &Pod> = BTreeMap::new();
@@ -246,7 +233,7 @@ pub fn reconcile(sts: &StatefulSet, view: &View<'_>, now: Timestamp) -> Vec<Acti
             .map(|(_, pod)| *pod)
             .filter(|pod| {
                 pod.metadata.deletion_timestamp.is_none()
-                    && revision_of(pod) != Some(update_revision.as_str())
+                    && revisions::of_pod(pod) != Some(update_revision.as_str())
             })
             .take(budget)
             .collect();
@@ -263,7 +250,7 @@ pub fn reconcile(sts: &StatefulSet, view: &View<'_>, now: Timestamp) -> Vec<Acti
         .collect();
     let count = |f: &dyn Fn(&Pod) -> bool| active.iter().filter(|p| f(p)).count() as i32;
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
-    let updated = count(&|p| revision_of(p) == Some(update_revision.as_str()));
+    let updated = count(&|p| revisions::of_pod(p) == Some(update_revision.as_str()));
     let ready_count = count(&|p| pods::is_ready(p));
     let done = updated == replicas && ready_count == replicas && active.len() as i32 == replicas;
     let new_current = if done {
@@ -275,7 +262,9 @@ pub fn reconcile(sts: &StatefulSet, view: &View<'_>, now: Timestamp) -> Vec<Acti
         replicas: active.len() as i32,
         ready_replicas: Some(ready_count),
         available_replicas: Some(count(&|p| pods::is_available(p, min_ready, now))),
-        current_replicas: Some(count(&|p| revision_of(p) == Some(new_current.as_str()))),
+        current_replicas: Some(count(&|p| {
+            revisions::of_pod(p) == Some(new_current.as_str())
+        })),
         updated_replicas: Some(updated),
         current_revision: Some(new_current),
         update_revision: Some(update_revision.clone()),
@@ -292,29 +281,24 @@ pub fn reconcile(sts: &StatefulSet, view: &View<'_>, now: Timestamp) -> Vec<Acti
     }
 
     // 6. History.
-    let limit = spec.revision_history_limit.unwrap_or(10).max(0) as usize;
     let in_use = |r: &ControllerRevision| {
         let n = r.metadata.name.as_deref();
         n == Some(current_revision.as_str())
             || n == Some(update_revision.as_str())
-            || by_ordinal.values().any(|p| revision_of(p) == n)
+            || by_ordinal.values().any(|p| revisions::of_pod(p) == n)
     };
-    let old: Vec<&&ControllerRevision> = owned_revisions.iter().filter(|r| !in_use(r)).collect();
-    for revision in old.iter().take(old.len().saturating_sub(limit)) {
-        plan.push(Action::delete(reference_to(**revision), None));
-    }
+    plan.extend(revisions::prune(
+        &owned_revisions,
+        in_use,
+        spec.revision_history_limit.unwrap_or(10),
+    ));
 
     // A ready pod becomes available after minReadySeconds: no event marks that moment.
-    let next = active
-        .iter()
-        .filter_map(|p| pods::seconds_until_available(p, min_ready, now))
-        .min_by(f64::total_cmp);
-    if let Some(seconds) = next {
-        plan.push(Action::RequeueAfter {
-            after: wait_for(seconds),
-            why: format!("a pod becomes available after minReadySeconds ({min_ready}s)"),
-        });
-    }
+    plan.extend(pods::recheck_when_available(
+        active.iter().copied(),
+        min_ready,
+        now,
+    ));
     plan
 }
 
@@ -348,45 +332,6 @@ fn delete_pod(plan: &mut Vec<Action>, sts: &StatefulSet, pod: &Pod) {
             name_of(&sts.metadata)
         ),
     ));
-}
-
-/// The ControllerRevision of `template`: its data puts the template back when applied as a
-/// strategic merge patch (what `kubectl rollout undo` does).
-fn revision_for(
-    sts: &StatefulSet,
-    template: &PodTemplateSpec,
-    name: &str,
-    hash: &str,
-    revision: i64,
-) -> ControllerRevision {
-    let mut labels = sts
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.match_labels.clone())
-        .unwrap_or_default();
-    labels.insert(HASH_LABEL.into(), hash.into());
-    let mut template = serde_json::to_value(template).unwrap_or_default();
-    template["$patch"] = json!("replace");
-    ControllerRevision {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: sts.metadata.namespace.clone(),
-            labels: Some(labels),
-            owner_references: Some(vec![owners::controller_ref(sts)]),
-            ..ObjectMeta::default()
-        },
-        data: Some(RawExtension(json!({"spec": {"template": template}}))),
-        revision,
-    }
-}
-
-/// The template a revision holds.
-fn template_of(revision: &ControllerRevision) -> Option<PodTemplateSpec> {
-    let mut template = revision.data.as_ref()?.0.pointer("/spec/template")?.clone();
-    if let Some(map) = template.as_object_mut() {
-        map.remove("$patch");
-    }
-    serde_json::from_value(template).ok()
 }
 
 /// Pod `<set>-<ordinal>` from `template`: its labels plus the pod's name, index and revision,
@@ -503,14 +448,6 @@ fn ordinal_of(set: &str, pod: &Pod) -> Option<i32> {
         .filter(|n: &i32| *n >= 0)
 }
 
-fn revision_of(pod: &Pod) -> Option<&str> {
-    pod.metadata
-        .labels
-        .as_ref()?
-        .get(REVISION_LABEL)
-        .map(String::as_str)
-}
-
 fn name_of(meta: &ObjectMeta) -> String {
     meta.name.clone().unwrap_or_default()
 }
@@ -590,6 +527,7 @@ impl Controller for StatefulSetController {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn now() -> Timestamp {
         "2026-12-04T12:00:00Z".parse().expect("time")

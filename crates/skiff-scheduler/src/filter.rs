@@ -306,18 +306,7 @@ pub fn check(pod: &PodConstraints, node: &NodeInfo, usage: &NodeUsage, out: &mut
     if node.unschedulable && !pod.tolerates_cordon {
         out.push(Rejection::Unschedulable);
     }
-    if let Some(taint) = node
-        .taints
-        .iter()
-        .find(|taint| !pod.tolerations.iter().any(|t| tolerates(t, taint)))
-    {
-        out.push(Rejection::UntoleratedTaint {
-            key: taint.key.clone(),
-            value: taint.value.clone().unwrap_or_default(),
-            effect: taint.effect.clone(),
-        });
-    }
-    check_affinity(pod, node, out);
+    check_placement(pod, node, out);
     for wanted in &pod.demand.host_ports {
         if let Some(taken) = usage.host_ports.keys().find(|p| p.conflicts_with(wanted)) {
             out.push(Rejection::HostPortInUse {
@@ -348,6 +337,36 @@ pub fn check(pod: &PodConstraints, node: &NodeInfo, usage: &NodeUsage, out: &mut
             });
         }
     }
+}
+
+/// Taints and node affinity: whether the pod may go to the node at all, whatever it holds.
+fn check_placement(pod: &PodConstraints, node: &NodeInfo, out: &mut Vec<Rejection>) {
+    if let Some(taint) = node
+        .taints
+        .iter()
+        .find(|taint| !pod.tolerations.iter().any(|t| tolerates(t, taint)))
+    {
+        out.push(Rejection::UntoleratedTaint {
+            key: taint.key.clone(),
+            value: taint.value.clone().unwrap_or_default(),
+            effect: taint.effect.clone(),
+        });
+    }
+    check_affinity(pod, node, out);
+}
+
+/// Why a pod with `spec` may not go to `node` by its taints, node selector and required node
+/// affinity, leaving out what the node holds (the DaemonSet controller's question: should a
+/// daemon pod run there at all?).
+pub fn placement_rejections(
+    spec: &PodSpec,
+    node: &k8s_openapi::api::core::v1::Node,
+) -> Vec<Rejection> {
+    let demand = PodDemand::default();
+    let pod = PodConstraints::new(spec, &demand);
+    let mut out = Vec::new();
+    check_placement(&pod, &NodeInfo::of(node), &mut out);
+    out
 }
 
 /// `nodeSelector` (every pair must be a label of the node) and required node affinity (some

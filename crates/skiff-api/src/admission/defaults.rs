@@ -9,9 +9,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentStrategy, ReplicaSet, RollingUpdateDeployment,
-    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy,
-    StatefulSetUpdateStrategy,
+    DaemonSet, DaemonSetUpdateStrategy, Deployment, DeploymentStrategy, ReplicaSet,
+    RollingUpdateDaemonSet, RollingUpdateDeployment, RollingUpdateStatefulSetStrategy, StatefulSet,
+    StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     ClientIPConfig, Container, EmptyDirVolumeSource, Endpoints, Namespace, Node, PersistentVolume,
@@ -306,6 +306,25 @@ pub(super) fn stateful_set(sts: &mut StatefulSet) {
     for claim in spec.volume_claim_templates.iter_mut().flatten() {
         persistent_volume_claim(claim);
     }
+}
+
+/// A DaemonSet, as Kubernetes defaults one: rolling updates one node at a time, no surge, ten
+/// revisions.
+pub(super) fn daemon_set(ds: &mut DaemonSet) {
+    let spec = ds.spec.get_or_insert_with(Default::default);
+    let strategy = spec
+        .update_strategy
+        .get_or_insert_with(DaemonSetUpdateStrategy::default);
+    default_str(&mut strategy.type_, "RollingUpdate");
+    if strategy.type_.as_deref() == Some("RollingUpdate") {
+        let rolling = strategy
+            .rolling_update
+            .get_or_insert_with(RollingUpdateDaemonSet::default);
+        default(&mut rolling.max_unavailable, IntOrString::Int(1));
+        default(&mut rolling.max_surge, IntOrString::Int(0));
+    }
+    default(&mut spec.revision_history_limit, 10);
+    pod_spec(spec.template.spec.get_or_insert_with(PodSpec::default));
 }
 
 pub(super) fn namespace(ns: &mut Namespace) {

@@ -4,7 +4,9 @@
 //! struct for its kind, which is where type errors surface (`spec.replicas: invalid type:
 //! string "two", expected i32`) and what defaulting and validation work on.
 
-use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
@@ -50,6 +52,7 @@ pub(super) enum Typed {
     StorageClass(StorageClass),
     StatefulSet(Box<StatefulSet>),
     ControllerRevision(ControllerRevision),
+    DaemonSet(Box<DaemonSet>),
 }
 
 /// Calls `$body` with the inner object bound to `$obj`, whatever the kind.
@@ -79,6 +82,7 @@ macro_rules! each_kind {
             Typed::StorageClass($obj) => $body,
             Typed::StatefulSet($obj) => $body,
             Typed::ControllerRevision($obj) => $body,
+            Typed::DaemonSet($obj) => $body,
         }
     };
 }
@@ -110,6 +114,7 @@ impl Typed {
             "StorageClass" => Typed::StorageClass(decode(info, body)?),
             "StatefulSet" => Typed::StatefulSet(Box::new(decode(info, body)?)),
             "ControllerRevision" => Typed::ControllerRevision(decode(info, body)?),
+            "DaemonSet" => Typed::DaemonSet(Box::new(decode(info, body)?)),
             other => {
                 return Err(ApiError::Internal(format!(
                     "skiff-api has no type for served kind {other}; add it to admission::typed"
@@ -156,6 +161,7 @@ impl Typed {
             Typed::StorageClass(class) => defaults::storage_class(class),
             Typed::StatefulSet(sts) => defaults::stateful_set(sts),
             Typed::ControllerRevision(_) => {}
+            Typed::DaemonSet(ds) => defaults::daemon_set(ds),
             Typed::ConfigMap(_)
             | Typed::ServiceAccount(_)
             | Typed::Event(_)
@@ -209,6 +215,7 @@ impl Typed {
             Typed::StorageClass(class) => validation::storage::storage_class(class),
             Typed::StatefulSet(sts) => validation::apps::stateful_set(sts, selector_given),
             Typed::ControllerRevision(_) => Vec::new(),
+            Typed::DaemonSet(ds) => validation::apps::daemon_set(ds, selector_given),
             Typed::Namespace(_) | Typed::Node(_) | Typed::Event(_) | Typed::ServiceAccount(_) => {
                 Vec::new()
             }

@@ -32,7 +32,7 @@ pub fn validate_update(info: &ResourceInfo, old: &Value, new: &Value) -> Result<
     }
 
     match info.kind {
-        "Deployment" | "ReplicaSet" => {
+        "Deployment" | "ReplicaSet" | "DaemonSet" => {
             let (old_selector, new_selector) = (selector_at(old), selector_at(new));
             if old_selector != new_selector {
                 causes.push(Cause::invalid(

@@ -224,6 +224,7 @@ static STRATEGIES: &[(&str, &dyn Strategy)] = &[
     ("deployments.apps", &workloads::Workloads),
     ("replicasets.apps", &workloads::Workloads),
     ("statefulsets.apps", &workloads::Workloads),
+    ("daemonsets.apps", &workloads::Workloads),
     ("nodes", &nodes::Nodes),
     ("resourcequotas", &quotas::Quotas),
     ("persistentvolumes", &storage::Volumes),

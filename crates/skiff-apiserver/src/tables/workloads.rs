@@ -101,6 +101,50 @@ fn statefulset_cells(sts: &Value, now: Timestamp) -> Vec<Value> {
     ]
 }
 
+pub(super) const DAEMONSETS: Printer = Printer::new(
+    &[
+        NAME,
+        column("Desired", "integer", docs::DS_DESIRED),
+        column("Current", "integer", docs::DS_CURRENT),
+        column("Ready", "integer", docs::DS_READY),
+        column("Up-to-date", "integer", docs::DS_UPDATED),
+        column("Available", "integer", docs::DS_AVAILABLE),
+        column("Node Selector", "string", docs::DS_NODE_SELECTOR),
+        AGE,
+        CONTAINERS,
+        IMAGES,
+        wide("Selector", "string", docs::DEPLOY_SELECTOR),
+    ],
+    daemonset_cells,
+);
+
+fn daemonset_cells(ds: &Value, now: Timestamp) -> Vec<Value> {
+    let (containers, images) = container_cells(ds);
+    let node_selector = ds
+        .pointer("/spec/template/spec/nodeSelector")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    vec![
+        name(ds),
+        int_at(ds, "/status/desiredNumberScheduled").into(),
+        int_at(ds, "/status/currentNumberScheduled").into(),
+        int_at(ds, "/status/numberReady").into(),
+        int_at(ds, "/status/updatedNumberScheduled").into(),
+        int_at(ds, "/status/numberAvailable").into(),
+        or_none(node_selector).into(),
+        age(ds, now).into(),
+        containers.into(),
+        images.into(),
+        selector_string(ds.pointer("/spec/selector")).into(),
+    ]
+}
+
 pub(super) const CONTROLLER_REVISIONS: Printer = Printer::new(
     &[
         NAME,

@@ -1,7 +1,9 @@
 //! Deployments and ReplicaSets: a selector, a pod template it must select, and (for
 //! Deployments) a rollout strategy.
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentStrategy, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{
+    DaemonSet, Deployment, DeploymentStrategy, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaimVolumeSource, PodTemplateSpec, Volume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as K8sLabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -132,13 +134,9 @@ pub(in crate::admission) fn stateful_set(sts: &StatefulSet, selector_given: bool
             }
         }
     }
-    causes.extend(non_negative(
-        spec.min_ready_seconds.map(i64::from),
-        "spec.minReadySeconds",
-    ));
-    causes.extend(non_negative(
-        spec.revision_history_limit.map(i64::from),
-        "spec.revisionHistoryLimit",
+    causes.extend(ready_and_history(
+        spec.min_ready_seconds,
+        spec.revision_history_limit,
     ));
     if let Some(retention) = &spec.persistent_volume_claim_retention_policy {
         for (value, field) in [
@@ -185,6 +183,55 @@ pub(in crate::admission) fn stateful_set(sts: &StatefulSet, selector_given: bool
             }
         }
     }
+    causes
+}
+
+/// A DaemonSet: the workload rules, and an update strategy that can make progress.
+pub(in crate::admission) fn daemon_set(ds: &DaemonSet, selector_given: bool) -> Vec<Cause> {
+    let spec = ds.spec.clone().unwrap_or_default();
+    let mut causes = selector_and_template(&spec.selector, selector_given, &spec.template);
+    let strategy = spec.update_strategy.clone().unwrap_or_default();
+    causes.extend(one_of(
+        strategy.type_.as_deref(),
+        "spec.updateStrategy.type",
+        &["OnDelete", "RollingUpdate"],
+    ));
+    if let Some(rolling) = &strategy.rolling_update {
+        let path = "spec.updateStrategy.rollingUpdate";
+        let unavailable = rolling
+            .max_unavailable
+            .clone()
+            .unwrap_or(IntOrString::Int(1));
+        let surge = rolling.max_surge.clone().unwrap_or(IntOrString::Int(0));
+        causes.extend(int_or_percent(
+            &unavailable,
+            &format!("{path}.maxUnavailable"),
+        ));
+        causes.extend(int_or_percent(&surge, &format!("{path}.maxSurge")));
+        if amount(&unavailable) == 0 && amount(&surge) == 0 {
+            causes.push(Cause::invalid(
+                format!("{path}.maxUnavailable"),
+                &int_or_string(&unavailable),
+                "may not be 0 when `maxSurge` is 0",
+            ));
+        }
+    }
+    causes.extend(ready_and_history(
+        spec.min_ready_seconds,
+        spec.revision_history_limit,
+    ));
+    causes
+}
+
+/// `minReadySeconds` and `revisionHistoryLimit`, neither negative.
+fn ready_and_history(min_ready: Option<i32>, history: Option<i32>) -> Vec<Cause> {
+    let mut causes: Vec<Cause> = non_negative(min_ready.map(i64::from), "spec.minReadySeconds")
+        .into_iter()
+        .collect();
+    causes.extend(non_negative(
+        history.map(i64::from),
+        "spec.revisionHistoryLimit",
+    ));
     causes
 }
 
