@@ -14,6 +14,8 @@ const FILES: &[&str] = &[
     "k8s.io/api/authorization/v1/generated.proto",
     "k8s.io/api/authentication/v1/generated.proto",
     "k8s.io/api/storage/v1/generated.proto",
+    "k8s.io/api/scheduling/v1alpha3/generated.proto",
+    "k8s.io/api/batch/v1/generated.proto",
 ];
 
 fn main() {

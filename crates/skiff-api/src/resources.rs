@@ -70,6 +70,7 @@ const RBAC: &str = "rbac.authorization.k8s.io";
 const AUTHORIZATION: &str = "authorization.k8s.io";
 const AUTHENTICATION: &str = "authentication.k8s.io";
 const STORAGE: &str = "storage.k8s.io";
+const BATCH: &str = "batch";
 
 /// A stored resource of the RBAC group (no short names, categories or subresources).
 const fn rbac(
@@ -426,6 +427,19 @@ pub static RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         field_selectors: &[],
     },
+    ResourceInfo {
+        group: BATCH,
+        version: "v1",
+        resource: "jobs",
+        singular: "job",
+        kind: "Job",
+        list_kind: "JobList",
+        namespaced: true,
+        short_names: &[],
+        categories: &["all"],
+        subresources: &["status"],
+        field_selectors: &[],
+    },
 ];
 
 /// Resources that only answer a question: a client `create`s one, the server fills in its
@@ -521,6 +535,7 @@ mod tests {
                 "coordination.k8s.io",
                 "rbac.authorization.k8s.io",
                 "storage.k8s.io",
+                "batch",
                 "authorization.k8s.io",
                 "authentication.k8s.io"
             ]

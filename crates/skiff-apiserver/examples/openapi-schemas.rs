@@ -7,7 +7,7 @@
 //! minutes of release build). Run `cargo run -p skiff-apiserver --example openapi-schemas`
 //! after changing the served types; `tests/openapi_schemas.rs` fails while the file is stale.
 use k8s_openapi::api::{
-    apps, authentication, autoscaling, coordination, core, discovery, rbac, storage,
+    apps, authentication, autoscaling, batch, coordination, core, discovery, rbac, storage,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta;
 use serde_json::{json, Map, Value};
@@ -112,6 +112,12 @@ const PATCH_STRATEGIES: &[(&str, &str, &str, Option<&str>)] = &[
         Some("type"),
     ),
     (
+        "io.k8s.api.batch.v1.JobStatus",
+        "conditions",
+        "merge",
+        Some("type"),
+    ),
+    (
         "io.k8s.api.apps.v1.DaemonSetStatus",
         "conditions",
         "merge",
@@ -152,6 +158,7 @@ pub fn generate() -> String {
         apps::v1::StatefulSet,
         apps::v1::ControllerRevision,
         apps::v1::DaemonSet,
+        batch::v1::Job,
         discovery::v1::EndpointSlice,
         coordination::v1::Lease,
         rbac::v1::Role,

@@ -321,6 +321,7 @@ fn printer_for(resource: &str) -> &'static Printer {
         "replicasets.apps" => &workloads::REPLICASETS,
         "statefulsets.apps" => &workloads::STATEFULSETS,
         "daemonsets.apps" => &workloads::DAEMONSETS,
+        "jobs.batch" => &workloads::JOBS,
         "controllerrevisions.apps" => &workloads::CONTROLLER_REVISIONS,
         "services" => &network::SERVICES,
         "endpoints" => &network::ENDPOINTS,

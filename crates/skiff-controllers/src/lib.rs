@@ -26,6 +26,8 @@
 //! - [`podgc`]: pods of nodes that no longer exist are removed (after a 40 s quarantine).
 //! - [`endpoints`]: a Service's Endpoints and EndpointSlices, from the pods it selects.
 //! - [`servicelb`]: a LoadBalancer Service's addresses, from the Ready nodes.
+//! - [`job`]: pods run to completion (`completions`, `parallelism`, Indexed), retried with
+//!   back-off up to `backoffLimit`, `activeDeadlineSeconds`, `podFailurePolicy`, TTL.
 //! - [`daemonset`]: a pod on every node that should run one, following nodes as they come and
 //!   go, rolled within `maxUnavailable` or `maxSurge`.
 //! - [`statefulset`]: pods with stable names and claims, created and deleted in order, rolled
@@ -81,6 +83,7 @@ pub mod endpoints;
 pub mod eventttl;
 pub mod expectations;
 pub mod gc;
+pub mod job;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod owners;
@@ -102,6 +105,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
     Service, ServiceAccount,
@@ -164,6 +168,7 @@ pub enum Object {
     StatefulSet(Box<StatefulSet>),
     ControllerRevision(Box<ControllerRevision>),
     DaemonSet(Box<DaemonSet>),
+    Job(Box<Job>),
     /// Any kind, with `apiVersion`, `kind` and `metadata` (the garbage collector's view).
     Dynamic(Value),
 }
@@ -263,6 +268,7 @@ impl Object {
             Object::StatefulSet(o) => serde_json::to_value(o),
             Object::ControllerRevision(o) => serde_json::to_value(o),
             Object::DaemonSet(o) => serde_json::to_value(o),
+            Object::Job(o) => serde_json::to_value(o),
             Object::Dynamic(v) => return v.clone(),
         };
         // Serialising a k8s-openapi struct to a Value has no failure case (string keys, no
@@ -288,6 +294,7 @@ impl Object {
             Object::StatefulSet(o) => reference_to(&**o),
             Object::ControllerRevision(o) => reference_to(&**o),
             Object::DaemonSet(o) => reference_to(&**o),
+            Object::Job(o) => reference_to(&**o),
             Object::Dynamic(v) => dynamic_reference(v),
         }
     }

@@ -21,6 +21,7 @@ use crate::deployment::DeploymentController;
 use crate::endpoints::EndpointsController;
 use crate::eventttl::EventTtlController;
 use crate::gc::GarbageCollector;
+use crate::job::JobController;
 use crate::nodeipam::NodeIpamController;
 use crate::nodelifecycle::NodeLifecycleController;
 use crate::podgc::PodGc;
@@ -56,6 +57,7 @@ pub async fn run(
         start(spawn::<StatefulSetController>),
         start(spawn::<DaemonSetController>),
         start(spawn::<PodGc>),
+        start(spawn::<JobController>),
         // Last: it reads every served kind, from the stores the others opened where it can.
         start(spawn::<GarbageCollector>),
     ];

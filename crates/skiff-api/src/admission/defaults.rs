@@ -13,12 +13,14 @@ use k8s_openapi::api::apps::v1::{
     RollingUpdateDaemonSet, RollingUpdateDeployment, RollingUpdateStatefulSetStrategy, StatefulSet,
     StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetUpdateStrategy,
 };
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     ClientIPConfig, Container, EmptyDirVolumeSource, Endpoints, Namespace, Node, PersistentVolume,
     PersistentVolumeClaim, Pod, PodSpec, Probe, Secret, Service, SessionAffinityConfig, Volume,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 
@@ -324,6 +326,51 @@ pub(super) fn daemon_set(ds: &mut DaemonSet) {
         default(&mut rolling.max_surge, IntOrString::Int(0));
     }
     default(&mut spec.revision_history_limit, 10);
+    pod_spec(spec.template.spec.get_or_insert_with(PodSpec::default));
+}
+
+/// The labels that tie a Job's pods to it, and its selector of them, when it chose none.
+pub const JOB_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
+pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+
+/// A Job, as Kubernetes defaults one: one pod at a time, one completion unless it is a work
+/// queue (parallelism without completions), six retries, non-indexed; and, unless it says
+/// `manualSelector: true`, a selector of its own uid with the labels on its template
+/// (Kubernetes' Job strategy does this before validation, and so does the server here: the
+/// uid is decided before admission).
+pub(super) fn job(job: &mut Job) {
+    let uid = job.metadata.uid.clone().unwrap_or_default();
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let spec = job.spec.get_or_insert_with(Default::default);
+    if spec.completions.is_none() && spec.parallelism.is_none() {
+        spec.completions = Some(1);
+    }
+    default(&mut spec.parallelism, 1);
+    default(&mut spec.backoff_limit, 6);
+    default_str(&mut spec.completion_mode, "NonIndexed");
+    default(&mut spec.suspend, false);
+    default(&mut spec.manual_selector, false);
+    default_str(&mut spec.pod_replacement_policy, "TerminatingOrFailed");
+    if spec.manual_selector != Some(true) && spec.selector.is_none() && !uid.is_empty() {
+        spec.selector = Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(JOB_UID_LABEL.to_string(), uid.clone())])),
+            match_expressions: None,
+        });
+        let labels = spec
+            .template
+            .metadata
+            .get_or_insert_with(Default::default)
+            .labels
+            .get_or_insert_with(BTreeMap::new);
+        for (key, value) in [
+            (JOB_UID_LABEL, &uid),
+            (JOB_NAME_LABEL, &name),
+            ("controller-uid", &uid),
+            ("job-name", &name),
+        ] {
+            labels.insert(key.to_string(), value.clone());
+        }
+    }
     pod_spec(spec.template.spec.get_or_insert_with(PodSpec::default));
 }
 

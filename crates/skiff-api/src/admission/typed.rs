@@ -7,6 +7,7 @@
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
@@ -53,6 +54,7 @@ pub(super) enum Typed {
     StatefulSet(Box<StatefulSet>),
     ControllerRevision(ControllerRevision),
     DaemonSet(Box<DaemonSet>),
+    Job(Box<Job>),
 }
 
 /// Calls `$body` with the inner object bound to `$obj`, whatever the kind.
@@ -83,6 +85,7 @@ macro_rules! each_kind {
             Typed::StatefulSet($obj) => $body,
             Typed::ControllerRevision($obj) => $body,
             Typed::DaemonSet($obj) => $body,
+            Typed::Job($obj) => $body,
         }
     };
 }
@@ -115,6 +118,7 @@ impl Typed {
             "StatefulSet" => Typed::StatefulSet(Box::new(decode(info, body)?)),
             "ControllerRevision" => Typed::ControllerRevision(decode(info, body)?),
             "DaemonSet" => Typed::DaemonSet(Box::new(decode(info, body)?)),
+            "Job" => Typed::Job(Box::new(decode(info, body)?)),
             other => {
                 return Err(ApiError::Internal(format!(
                     "skiff-api has no type for served kind {other}; add it to admission::typed"
@@ -162,6 +166,7 @@ impl Typed {
             Typed::StatefulSet(sts) => defaults::stateful_set(sts),
             Typed::ControllerRevision(_) => {}
             Typed::DaemonSet(ds) => defaults::daemon_set(ds),
+            Typed::Job(job) => defaults::job(job),
             Typed::ConfigMap(_)
             | Typed::ServiceAccount(_)
             | Typed::Event(_)
@@ -216,6 +221,8 @@ impl Typed {
             Typed::StatefulSet(sts) => validation::apps::stateful_set(sts, selector_given),
             Typed::ControllerRevision(_) => Vec::new(),
             Typed::DaemonSet(ds) => validation::apps::daemon_set(ds, selector_given),
+            // A Job's selector is the server's unless it says `manualSelector`.
+            Typed::Job(job) => validation::batch::job(job),
             Typed::Namespace(_) | Typed::Node(_) | Typed::Event(_) | Typed::ServiceAccount(_) => {
                 Vec::new()
             }

@@ -68,6 +68,23 @@ pub fn validate_update(info: &ResourceInfo, old: &Value, new: &Value) -> Result<
                 ));
             }
         }
+        // What a Job runs, and how many times, is fixed once it has started.
+        "Job" => {
+            for (field, pointer) in [
+                ("spec.selector", "/spec/selector"),
+                ("spec.template", "/spec/template"),
+                ("spec.completions", "/spec/completions"),
+                ("spec.completionMode", "/spec/completionMode"),
+            ] {
+                if old.pointer(pointer) != new.pointer(pointer) {
+                    let shown = new
+                        .pointer(pointer)
+                        .map(Value::to_string)
+                        .unwrap_or_default();
+                    causes.push(Cause::invalid(field, &shown, IMMUTABLE));
+                }
+            }
+        }
         // A StatefulSet's identity (which pods, which claims, which Service names them) is
         // fixed; how many, what they run and how they are updated may change.
         "StatefulSet" => {

@@ -62,6 +62,9 @@ pub async fn create(
             );
         }
     }
+    // The uid is the server's, decided before admission: a Job's generated selector names it.
+    let uid = uuid::Uuid::new_v4().to_string();
+    metadata_of(&mut body)?.insert("uid".into(), Value::from(uid.clone()));
     let admitted = admission::admit(info, body, validation)?;
     let mut object = admitted.object;
     let mut warnings = admitted.warnings;
@@ -98,7 +101,7 @@ pub async fn create(
         meta.remove("namespace");
     }
     // What only the server decides. resourceVersion and generation are set by the store's apply.
-    meta.insert("uid".into(), Value::from(uuid::Uuid::new_v4().to_string()));
+    meta.insert("uid".into(), Value::from(uid));
     meta.insert("creationTimestamp".into(), Value::from(now()));
     for server_owned in [
         "resourceVersion",

@@ -225,6 +225,7 @@ static STRATEGIES: &[(&str, &dyn Strategy)] = &[
     ("replicasets.apps", &workloads::Workloads),
     ("statefulsets.apps", &workloads::Workloads),
     ("daemonsets.apps", &workloads::Workloads),
+    ("jobs.batch", &workloads::Workloads),
     ("nodes", &nodes::Nodes),
     ("resourcequotas", &quotas::Quotas),
     ("persistentvolumes", &storage::Volumes),

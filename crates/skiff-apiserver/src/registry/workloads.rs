@@ -1,4 +1,4 @@
-//! The Deployment, ReplicaSet, StatefulSet and DaemonSet strategy: a new workload starts without a status, so one
+//! The Deployment, ReplicaSet, StatefulSet, DaemonSet and Job strategy: a new workload starts without a status, so one
 //! created from another cluster's `-o yaml` output does not claim replicas that do not exist;
 //! a pod template its namespace's Pod Security level would refuse earns a warning.
 //! Their controllers (skiff-controllers) write the status from then on.

@@ -92,3 +92,8 @@ pub const DS_READY: &str = "numberReady is the number of nodes that should be ru
 pub const DS_UPDATED: &str = "The total number of nodes that are running updated daemon pod";
 pub const DS_AVAILABLE: &str = "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available (ready for at least spec.minReadySeconds)";
 pub const DS_NODE_SELECTOR: &str = "NodeSelector is a selector which must be true for the pod to fit on a node. Selector which must match a node's labels for the pod to be scheduled on that node. More info: https://kubernetes.io/docs/concepts/configuration/assign-pod-node/";
+pub const JOB_STATUS: &str = "Status of the job.";
+pub const JOB_COMPLETIONS: &str =
+    "The number of successfully completed pods and the desired number of completions.";
+pub const JOB_DURATION: &str = "Time required to complete the job.";
+pub const JOB_SELECTOR: &str = "A label query over pods that should match the pod count. Normally, the system sets this field for you. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors";

@@ -145,6 +145,73 @@ fn daemonset_cells(ds: &Value, now: Timestamp) -> Vec<Value> {
     ]
 }
 
+pub(super) const JOBS: Printer = Printer::new(
+    &[
+        NAME,
+        column("Status", "string", docs::JOB_STATUS),
+        column("Completions", "string", docs::JOB_COMPLETIONS),
+        column("Duration", "string", docs::JOB_DURATION),
+        AGE,
+        CONTAINERS,
+        IMAGES,
+        wide("Selector", "string", docs::JOB_SELECTOR),
+    ],
+    job_cells,
+);
+
+/// kubectl's Job row: its state from the conditions, `succeeded/completions` (or
+/// `succeeded/1 of parallelism` for a work queue), how long it ran.
+fn job_cells(job: &Value, now: Timestamp) -> Vec<Value> {
+    let (containers, images) = container_cells(job);
+    let condition = |kind: &str| {
+        array_at(job, "/status/conditions")
+            .iter()
+            .any(|c| str_at(c, "/type") == kind && str_at(c, "/status") == "True")
+    };
+    let status = if condition("Failed") {
+        "Failed"
+    } else if condition("Complete") {
+        "Complete"
+    } else if condition("Suspended") {
+        "Suspended"
+    } else if condition("FailureTarget") {
+        "FailureTarget"
+    } else if condition("SuccessCriteriaMet") {
+        "SuccessCriteriaMet"
+    } else {
+        "Running"
+    };
+    let succeeded = int_at(job, "/status/succeeded");
+    let completions = match job.pointer("/spec/completions").and_then(Value::as_i64) {
+        Some(n) => format!("{succeeded}/{n}"),
+        None => format!(
+            "{succeeded}/1 of {}",
+            job.pointer("/spec/parallelism")
+                .and_then(Value::as_i64)
+                .unwrap_or(1)
+        ),
+    };
+    let started = str_at(job, "/status/startTime");
+    let finished = str_at(job, "/status/completionTime")
+        .parse::<Timestamp>()
+        .ok();
+    let duration = if started.is_empty() {
+        String::new()
+    } else {
+        super::since(started, finished.unwrap_or(now))
+    };
+    vec![
+        name(job),
+        status.into(),
+        completions.into(),
+        duration.into(),
+        age(job, now).into(),
+        containers.into(),
+        images.into(),
+        selector_string(job.pointer("/spec/selector")).into(),
+    ]
+}
+
 pub(super) const CONTROLLER_REVISIONS: Printer = Printer::new(
     &[
         NAME,

@@ -9,13 +9,15 @@
 //! - this file: object metadata, labels, annotations, label selectors, Go-style printing.
 //! - `pod`: pod specs, for Pods and for pod templates.
 //! - `service`: Services, Endpoints and EndpointSlices.
-//! - `apps`: Deployments and ReplicaSets.
+//! - `apps`: Deployments, ReplicaSets, StatefulSets and DaemonSets.
+//! - `batch`: Jobs.
 //! - `config`: ConfigMaps and Secrets.
 //! - `quota`: ResourceQuotas.
 //! - `rbac`: Roles, ClusterRoles and their bindings.
 //! - `storage`: PersistentVolumes, PersistentVolumeClaims and StorageClasses.
 
 pub(super) mod apps;
+pub(super) mod batch;
 pub(super) mod config;
 pub(super) mod coordination;
 pub(super) mod pod;
