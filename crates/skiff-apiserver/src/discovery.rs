@@ -418,7 +418,7 @@ mod tests {
         }
         assert!(api_resource_list("apps", "v2").is_none());
         assert!(api_group("").is_none());
-        assert!(api_group("batch").is_none());
+        assert!(api_group("policy").is_none());
         assert_eq!(api_versions("10.0.0.1:6443")["versions"], json!(["v1"]));
     }
 
