@@ -541,7 +541,7 @@ mod tests {
             let parsed: Value = serde_json::from_str(&served.json).expect("valid JSON");
             assert_eq!(Some(parsed), document(&format!("/{path}")));
         }
-        assert!(document("apis/batch/v1").is_none());
+        assert!(document("apis/policy/v1").is_none());
         // Stable: rebuilding the document gives the same bytes, hence the same hash.
         assert_eq!(
             build_document("", "v1").to_string(),

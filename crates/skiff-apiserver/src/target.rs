@@ -75,8 +75,8 @@ pub fn parse(path: &str) -> Result<Option<Target>, ApiError> {
             name: tail.first().map(|s| s.to_string()),
             subresource: tail.get(1).map(|s| s.to_string()),
         },
-        // `/apis/batch/v1/namespaces/a/jobs` where the group has no namespaces of its own: the
-        // resource that is missing is `jobs`, not `namespaces`.
+        // `/apis/policy/v1/namespaces/a/poddisruptionbudgets` where the group has no namespaces of its own: the
+        // resource that is missing is `poddisruptionbudgets`, not `namespaces`.
         (["namespaces", _, resource, ..], None) if find("namespaces").is_none() => {
             return Err(not_found(resource));
         }
@@ -165,8 +165,10 @@ mod tests {
             "pods are not in apps, and the message names them"
         );
         assert_eq!(
-            parse("/apis/batch/v1/namespaces/a/jobs"),
-            Err(ApiError::NoSuchPath("jobs in batch/v1".into()))
+            parse("/apis/policy/v1/namespaces/a/poddisruptionbudgets"),
+            Err(ApiError::NoSuchPath(
+                "poddisruptionbudgets in policy/v1".into()
+            ))
         );
         assert!(
             parse("/api/v1/pods/web").is_err(),
