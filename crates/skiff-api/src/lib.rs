@@ -11,6 +11,7 @@
 //! - [`admission`]: a body to the object to store: type checks, unknown fields, defaults,
 //!   validation ([`admission::admit`]), and immutable fields on update.
 //! - [`quantity`]: resource quantities (`500m`, `1.5Gi`) as exact integers.
+//! - [`schedule`]: CronJob schedules and their time zones.
 //! - [`volumes`]: where a PersistentVolume may be used (its node affinity by hostname).
 //! - [`quota`]: ResourceQuota's arithmetic: what an object uses, scopes, what pods must declare.
 //! - [`patch`]: PATCH bodies (merge patch, JSON patch, strategic merge patch) applied to
@@ -24,6 +25,7 @@ pub mod protobuf;
 pub mod quantity;
 pub mod quota;
 pub mod resources;
+pub mod schedule;
 pub mod selector;
 pub mod status;
 pub mod volumes;

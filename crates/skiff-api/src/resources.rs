@@ -440,6 +440,19 @@ pub static RESOURCES: &[ResourceInfo] = &[
         subresources: &["status"],
         field_selectors: &[],
     },
+    ResourceInfo {
+        group: BATCH,
+        version: "v1",
+        resource: "cronjobs",
+        singular: "cronjob",
+        kind: "CronJob",
+        list_kind: "CronJobList",
+        namespaced: true,
+        short_names: &["cj"],
+        categories: &["all"],
+        subresources: &["status"],
+        field_selectors: &[],
+    },
 ];
 
 /// Resources that only answer a question: a client `create`s one, the server fills in its

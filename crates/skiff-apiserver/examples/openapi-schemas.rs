@@ -159,6 +159,7 @@ pub fn generate() -> String {
         apps::v1::ControllerRevision,
         apps::v1::DaemonSet,
         batch::v1::Job,
+        batch::v1::CronJob,
         discovery::v1::EndpointSlice,
         coordination::v1::Lease,
         rbac::v1::Role,

@@ -322,6 +322,7 @@ fn printer_for(resource: &str) -> &'static Printer {
         "statefulsets.apps" => &workloads::STATEFULSETS,
         "daemonsets.apps" => &workloads::DAEMONSETS,
         "jobs.batch" => &workloads::JOBS,
+        "cronjobs.batch" => &workloads::CRONJOBS,
         "controllerrevisions.apps" => &workloads::CONTROLLER_REVISIONS,
         "services" => &network::SERVICES,
         "endpoints" => &network::ENDPOINTS,

@@ -26,6 +26,8 @@
 //! - [`podgc`]: pods of nodes that no longer exist are removed (after a 40 s quarantine).
 //! - [`endpoints`]: a Service's Endpoints and EndpointSlices, from the pods it selects.
 //! - [`servicelb`]: a LoadBalancer Service's addresses, from the Ready nodes.
+//! - [`cronjob`]: a Job at each slot of the schedule (in its time zone), once per slot
+//!   whoever leads, with `concurrencyPolicy`, `startingDeadlineSeconds` and history limits.
 //! - [`job`]: pods run to completion (`completions`, `parallelism`, Indexed), retried with
 //!   back-off up to `backoffLimit`, `activeDeadlineSeconds`, `podFailurePolicy`, TTL.
 //! - [`daemonset`]: a pod on every node that should run one, following nodes as they come and
@@ -77,6 +79,7 @@ pub mod apply;
 pub mod child_names;
 pub mod clusterrole_aggregation;
 pub mod controller;
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -105,7 +108,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
     Service, ServiceAccount,
@@ -169,6 +172,7 @@ pub enum Object {
     ControllerRevision(Box<ControllerRevision>),
     DaemonSet(Box<DaemonSet>),
     Job(Box<Job>),
+    CronJob(Box<CronJob>),
     /// Any kind, with `apiVersion`, `kind` and `metadata` (the garbage collector's view).
     Dynamic(Value),
 }
@@ -269,6 +273,7 @@ impl Object {
             Object::ControllerRevision(o) => serde_json::to_value(o),
             Object::DaemonSet(o) => serde_json::to_value(o),
             Object::Job(o) => serde_json::to_value(o),
+            Object::CronJob(o) => serde_json::to_value(o),
             Object::Dynamic(v) => return v.clone(),
         };
         // Serialising a k8s-openapi struct to a Value has no failure case (string keys, no
@@ -295,6 +300,7 @@ impl Object {
             Object::ControllerRevision(o) => reference_to(&**o),
             Object::DaemonSet(o) => reference_to(&**o),
             Object::Job(o) => reference_to(&**o),
+            Object::CronJob(o) => reference_to(&**o),
             Object::Dynamic(v) => dynamic_reference(v),
         }
     }

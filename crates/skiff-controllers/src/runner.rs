@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::clusterrole_aggregation::ClusterRoleAggregationController;
 use crate::controller::{spawn, Context};
 pub use crate::controller::{Config, Heartbeats};
+use crate::cronjob::CronJobController;
 use crate::daemonset::DaemonSetController;
 use crate::deployment::DeploymentController;
 use crate::endpoints::EndpointsController;
@@ -58,6 +59,7 @@ pub async fn run(
         start(spawn::<DaemonSetController>),
         start(spawn::<PodGc>),
         start(spawn::<JobController>),
+        start(spawn::<CronJobController>),
         // Last: it reads every served kind, from the stores the others opened where it can.
         start(spawn::<GarbageCollector>),
     ];

@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::{
     RollingUpdateDaemonSet, RollingUpdateDeployment, RollingUpdateStatefulSetStrategy, StatefulSet,
     StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetUpdateStrategy,
 };
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
     ClientIPConfig, Container, EmptyDirVolumeSource, Endpoints, Namespace, Node, PersistentVolume,
     PersistentVolumeClaim, Pod, PodSpec, Probe, Secret, Service, SessionAffinityConfig, Volume,
@@ -372,6 +372,26 @@ pub(super) fn job(job: &mut Job) {
         }
     }
     pod_spec(spec.template.spec.get_or_insert_with(PodSpec::default));
+}
+
+/// A CronJob, as Kubernetes defaults one: runs may overlap, three successful and one failed
+/// Job kept; its Job template gets a Job's defaults (but no selector: each Job makes its own).
+pub(super) fn cron_job(cj: &mut CronJob) {
+    let spec = cj.spec.get_or_insert_with(Default::default);
+    default_str(&mut spec.concurrency_policy, "Allow");
+    default(&mut spec.suspend, false);
+    default(&mut spec.successful_jobs_history_limit, 3);
+    default(&mut spec.failed_jobs_history_limit, 1);
+    let job = spec.job_template.spec.get_or_insert_with(Default::default);
+    if job.completions.is_none() && job.parallelism.is_none() {
+        job.completions = Some(1);
+    }
+    default(&mut job.parallelism, 1);
+    default(&mut job.backoff_limit, 6);
+    default_str(&mut job.completion_mode, "NonIndexed");
+    default(&mut job.suspend, false);
+    default_str(&mut job.pod_replacement_policy, "TerminatingOrFailed");
+    pod_spec(job.template.spec.get_or_insert_with(PodSpec::default));
 }
 
 pub(super) fn namespace(ns: &mut Namespace) {

@@ -7,7 +7,7 @@
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
@@ -55,6 +55,7 @@ pub(super) enum Typed {
     ControllerRevision(ControllerRevision),
     DaemonSet(Box<DaemonSet>),
     Job(Box<Job>),
+    CronJob(Box<CronJob>),
 }
 
 /// Calls `$body` with the inner object bound to `$obj`, whatever the kind.
@@ -86,6 +87,7 @@ macro_rules! each_kind {
             Typed::ControllerRevision($obj) => $body,
             Typed::DaemonSet($obj) => $body,
             Typed::Job($obj) => $body,
+            Typed::CronJob($obj) => $body,
         }
     };
 }
@@ -119,6 +121,7 @@ impl Typed {
             "ControllerRevision" => Typed::ControllerRevision(decode(info, body)?),
             "DaemonSet" => Typed::DaemonSet(Box::new(decode(info, body)?)),
             "Job" => Typed::Job(Box::new(decode(info, body)?)),
+            "CronJob" => Typed::CronJob(Box::new(decode(info, body)?)),
             other => {
                 return Err(ApiError::Internal(format!(
                     "skiff-api has no type for served kind {other}; add it to admission::typed"
@@ -167,6 +170,7 @@ impl Typed {
             Typed::ControllerRevision(_) => {}
             Typed::DaemonSet(ds) => defaults::daemon_set(ds),
             Typed::Job(job) => defaults::job(job),
+            Typed::CronJob(cj) => defaults::cron_job(cj),
             Typed::ConfigMap(_)
             | Typed::ServiceAccount(_)
             | Typed::Event(_)
@@ -223,6 +227,7 @@ impl Typed {
             Typed::DaemonSet(ds) => validation::apps::daemon_set(ds, selector_given),
             // A Job's selector is the server's unless it says `manualSelector`.
             Typed::Job(job) => validation::batch::job(job),
+            Typed::CronJob(cj) => validation::batch::cron_job(cj),
             Typed::Namespace(_) | Typed::Node(_) | Typed::Event(_) | Typed::ServiceAccount(_) => {
                 Vec::new()
             }

@@ -226,6 +226,7 @@ static STRATEGIES: &[(&str, &dyn Strategy)] = &[
     ("statefulsets.apps", &workloads::Workloads),
     ("daemonsets.apps", &workloads::Workloads),
     ("jobs.batch", &workloads::Workloads),
+    ("cronjobs.batch", &workloads::Workloads),
     ("nodes", &nodes::Nodes),
     ("resourcequotas", &quotas::Quotas),
     ("persistentvolumes", &storage::Volumes),

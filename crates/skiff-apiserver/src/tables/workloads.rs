@@ -212,6 +212,53 @@ fn job_cells(job: &Value, now: Timestamp) -> Vec<Value> {
     ]
 }
 
+pub(super) const CRONJOBS: Printer = Printer::new(
+    &[
+        NAME,
+        column("Schedule", "string", docs::CJ_SCHEDULE),
+        column("TimeZone", "string", docs::CJ_TIME_ZONE),
+        column("Suspend", "boolean", docs::CJ_SUSPEND),
+        column("Active", "integer", docs::CJ_ACTIVE),
+        column("Last Schedule", "date", docs::CJ_LAST_SCHEDULE),
+        AGE,
+        CONTAINERS,
+        IMAGES,
+        wide("Selector", "string", docs::JOB_SELECTOR),
+    ],
+    cronjob_cells,
+);
+
+fn cronjob_cells(cj: &Value, now: Timestamp) -> Vec<Value> {
+    let (containers, images) = containers_at(cj, "/spec/jobTemplate/spec/template/spec/containers");
+    let last = str_at(cj, "/status/lastScheduleTime");
+    vec![
+        name(cj),
+        str_at(cj, "/spec/schedule").into(),
+        or_none(str_at(cj, "/spec/timeZone").to_string()).into(),
+        // kube-apiserver's printBoolPtr: `True`, `False`, or `<unset>`.
+        match cj.pointer("/spec/suspend").and_then(Value::as_bool) {
+            Some(true) => "True",
+            Some(false) => "False",
+            None => "<unset>",
+        }
+        .into(),
+        (array_at(cj, "/status/active").len() as i64).into(),
+        if last.is_empty() {
+            "<none>".to_string()
+        } else {
+            super::since(last, now)
+        }
+        .into(),
+        age(cj, now).into(),
+        containers.into(),
+        images.into(),
+        or_none(selector_string(
+            cj.pointer("/spec/jobTemplate/spec/selector"),
+        ))
+        .into(),
+    ]
+}
+
 pub(super) const CONTROLLER_REVISIONS: Printer = Printer::new(
     &[
         NAME,
@@ -258,7 +305,12 @@ fn replicas(object: &Value) -> i64 {
 
 /// The names and the images of a workload's pod template, each joined with commas.
 pub(super) fn container_cells(workload: &Value) -> (String, String) {
-    let containers = array_at(workload, "/spec/template/spec/containers");
+    containers_at(workload, "/spec/template/spec/containers")
+}
+
+/// The names and the images of the containers at `pointer`, each joined with commas.
+fn containers_at(object: &Value, pointer: &str) -> (String, String) {
+    let containers = array_at(object, pointer);
     let join = |field: &str| {
         containers
             .iter()

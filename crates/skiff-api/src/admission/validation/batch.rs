@@ -2,7 +2,7 @@
 //! end (`OnFailure` or `Never`), counts that are not negative, and a failure policy on exit
 //! codes.
 
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 
 use super::{
     annotations, go_label_selector, go_string_map, label_selector, labels, non_negative, one_of,
@@ -102,6 +102,65 @@ pub(in crate::admission) fn job(job: &Job) -> Vec<Cause> {
     if !matches!(restart, "OnFailure" | "Never") {
         causes.push(Cause::not_supported(
             "spec.template.spec.restartPolicy",
+            restart,
+            &["OnFailure", "Never"],
+        ));
+    }
+    causes
+}
+
+/// A CronJob: a schedule that parses, a time zone that exists, a policy, history limits, and a
+/// Job template whose pods end.
+pub(in crate::admission) fn cron_job(cj: &CronJob) -> Vec<Cause> {
+    let spec = cj.spec.clone().unwrap_or_default();
+    let mut causes = Vec::new();
+    if spec.schedule.trim().is_empty() {
+        causes.push(Cause::required("spec.schedule"));
+    } else if let Err(e) = crate::schedule::Schedule::parse(&spec.schedule) {
+        causes.push(Cause::invalid(
+            "spec.schedule",
+            &crate::status::go_quote(&spec.schedule),
+            &e,
+        ));
+    }
+    if let Err(e) = crate::schedule::zone(spec.time_zone.as_deref()) {
+        causes.push(Cause::invalid(
+            "spec.timeZone",
+            &crate::status::go_quote(spec.time_zone.as_deref().unwrap_or("")),
+            &e,
+        ));
+    }
+    causes.extend(one_of(
+        spec.concurrency_policy.as_deref(),
+        "spec.concurrencyPolicy",
+        &["Allow", "Forbid", "Replace"],
+    ));
+    for (value, path) in [
+        (
+            spec.starting_deadline_seconds,
+            "spec.startingDeadlineSeconds",
+        ),
+        (
+            spec.successful_jobs_history_limit.map(i64::from),
+            "spec.successfulJobsHistoryLimit",
+        ),
+        (
+            spec.failed_jobs_history_limit.map(i64::from),
+            "spec.failedJobsHistoryLimit",
+        ),
+    ] {
+        causes.extend(non_negative(value, path));
+    }
+    let job = spec.job_template.spec.clone().unwrap_or_default();
+    let pod_spec = job.template.spec.clone().unwrap_or_default();
+    causes.extend(pod::pod_spec(
+        &pod_spec,
+        "spec.jobTemplate.spec.template.spec",
+    ));
+    let restart = pod_spec.restart_policy.as_deref().unwrap_or("");
+    if !matches!(restart, "OnFailure" | "Never") {
+        causes.push(Cause::not_supported(
+            "spec.jobTemplate.spec.template.spec.restartPolicy",
             restart,
             &["OnFailure", "Never"],
         ));
