@@ -6,8 +6,8 @@ use std::process::{Child, Command, Stdio};
 
 use super::{Client, Server};
 
-/// A FAKE agent process (runs nothing; simulates a node).
-pub struct FakeAgent(Child);
+/// A FAKE agent process (runs nothing; simulates a node) and its data dir.
+pub struct FakeAgent(Child, std::path::PathBuf);
 
 impl FakeAgent {
     pub fn start(server: &Server, dir: &std::path::Path, name: &str) -> FakeAgent {
@@ -30,7 +30,7 @@ impl FakeAgent {
             .stderr(log)
             .spawn()
             .expect("skiff agent");
-        FakeAgent(child)
+        FakeAgent(child, dir.join(name))
     }
 
     pub fn kill(&mut self) {
@@ -40,8 +40,21 @@ impl FakeAgent {
 }
 
 impl Drop for FakeAgent {
+    /// Stops the agent and unmounts what it mounted (pods' in-memory volumes are real tmpfs
+    /// mounts even on a simulated node), deepest first, so its directory can go.
     fn drop(&mut self) {
         self.kill();
+        let dir = self.1.display().to_string();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = mountinfo
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(4))
+            .filter(|point| point.starts_with(&format!("{dir}/")))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for point in points {
+            let _ = Command::new("umount").args(["-l", point]).status();
+        }
     }
 }
 

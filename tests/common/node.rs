@@ -242,10 +242,11 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         // Pods first (the agent stops and removes their containers), then the server, whose
         // SIGTERM also stops its containerd; then what the agent set up on the host.
-        // Workloads first, or their ReplicaSets would recreate the pods deleted next.
+        // Workloads first, or their controllers would recreate the pods deleted next (a test
+        // that failed half-way leaves them behind).
         let _ = self.kubectl(&[
             "delete",
-            "deployments,replicasets",
+            "deployments,replicasets,statefulsets,daemonsets,cronjobs,jobs",
             "--all",
             "--cascade=orphan",
             "--timeout=30s",
