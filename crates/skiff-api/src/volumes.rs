@@ -1,6 +1,22 @@
 //! Facts about PersistentVolumes that the scheduler, the controllers, the node agent and the
-//! Node authorizer all need, so they read a volume's node affinity the same way.
+//! Node authorizer all need, so they read a volume's node affinity the same way and name the
+//! same annotations and finalizers.
 use k8s_openapi::api::core::v1::PersistentVolume;
+
+/// The provisioner of skiff's built-in StorageClass `local-path`.
+pub const LOCAL_PATH_PROVISIONER: &str = "skiff.dev/local-path";
+/// Kept on a provisioned local-path volume until its node has removed the directory.
+pub const LOCAL_PATH_FINALIZER: &str = "skiff.dev/local-path";
+/// The Node annotation that says where the node keeps its local-path volumes.
+pub const LOCAL_PATH_DIR_ANNOTATION: &str = "skiff.dev/local-path-dir";
+/// Who provisioned a volume (Kubernetes' annotation).
+pub const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+/// Set by the scheduler on a WaitForFirstConsumer claim: the node its first pod goes to.
+pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+/// A claim a pod uses is not removed (StorageObjectInUseProtection).
+pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
+/// A bound volume is not removed.
+pub const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
 
 /// The node label a local volume is pinned by.
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";

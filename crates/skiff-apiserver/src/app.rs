@@ -542,8 +542,7 @@ pub fn empty(status: StatusCode) -> Response {
     (status, Body::empty()).into_response()
 }
 
-/// The provisioner of skiff's built-in StorageClass: a directory on the node the pod runs on.
-pub const LOCAL_PATH_PROVISIONER: &str = "skiff.dev/local-path";
+pub use skiff_api::volumes::LOCAL_PATH_PROVISIONER;
 
 /// Creates the default StorageClass `local-path` if missing, as k3s ships one: volumes made
 /// on the node the scheduler picks for the first pod (WaitForFirstConsumer), deleted with

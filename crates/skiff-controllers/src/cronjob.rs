@@ -115,6 +115,7 @@ pub fn reconcile(cj: &CronJob, jobs: &[Job], now: Timestamp) -> Vec<Action> {
             // A slot run before (perhaps by another leader whose status write was lost).
             wanted.last_schedule_time = Some(Time(at));
         } else if spec.suspend == Some(true) {
+            // Suspended: the slot passes unrun, and runs if resumed in time.
         } else if too_late {
             plan.push(Action::warning_event(
                 here.clone(),

@@ -34,7 +34,7 @@ use crate::controller::{Context, Controller};
 use crate::deployment::hash::template_hash;
 use crate::expectations::{self, Expected};
 use crate::workqueue::WorkQueue;
-use crate::{owners, pods, reference_to, revisions, Action, Object};
+use crate::{name_of, owners, pods, reference_to, revisions, Action, Object};
 
 pub use crate::revisions::REVISION_LABEL;
 
@@ -156,22 +156,18 @@ pub fn reconcile(
                 surge_candidates.push(node);
             }
             [_] => {}
-            // Two: during a surge, the old one goes once the new one is Ready; otherwise the
-            // newest stays.
+            // Several: during a surge, the others go once an up-to-date one is Ready, and none
+            // while it starts; otherwise the first stays.
             many => {
-                let new_ready = many.iter().any(|p| up_to_date(p) && ready(p));
-                let mut extra: Vec<&Pod> = if new_ready {
-                    many.iter().copied().filter(|p| !up_to_date(p)).collect()
-                } else if many.iter().any(|p| up_to_date(p)) {
-                    Vec::new() // the surge pod is starting
-                } else {
-                    many[1..].to_vec()
+                let keep = match many.iter().find(|p| up_to_date(p) && ready(p)) {
+                    Some(new) => Some(*new),
+                    None if many.iter().any(|p| up_to_date(p)) => None,
+                    None => Some(many[0]),
                 };
-                if new_ready && extra.is_empty() {
-                    extra = many[1..].to_vec();
-                }
-                for pod in extra {
-                    delete_pod(&mut plan, ds, pod);
+                if let Some(keep) = keep {
+                    for pod in many.iter().filter(|p| p.metadata.uid != keep.metadata.uid) {
+                        delete_pod(&mut plan, ds, pod);
+                    }
                 }
             }
         }
@@ -387,10 +383,6 @@ fn delete_pod(plan: &mut Vec<Action>, ds: &DaemonSet, pod: &Pod) {
         "SuccessfulDelete",
         format!("Deleted pod: {}", name_of(&pod.metadata)),
     ));
-}
-
-fn name_of(meta: &ObjectMeta) -> String {
-    meta.name.clone().unwrap_or_default()
 }
 
 /// The controller: one key per DaemonSet, woken by it, its pods and revisions, and by any node

@@ -234,21 +234,12 @@ impl Action {
 
     /// Deletes the object `reference` names at once (grace period 0), guarded by its uid.
     pub fn force_delete(reference: ObjectReference) -> Action {
-        match Action::delete(reference, None) {
-            Action::Delete {
-                object,
-                uid,
-                propagation,
-                unless_owner_exists,
-                ..
-            } => Action::Delete {
-                object,
-                uid,
-                propagation,
-                unless_owner_exists,
-                grace_period_seconds: Some(0),
-            },
-            other => other,
+        Action::Delete {
+            uid: reference.uid.clone().unwrap_or_default(),
+            object: reference,
+            propagation: None,
+            unless_owner_exists: Vec::new(),
+            grace_period_seconds: Some(0),
         }
     }
 }
@@ -304,6 +295,11 @@ impl Object {
             Object::Dynamic(v) => dynamic_reference(v),
         }
     }
+}
+
+/// An object's name (`""` when it has none yet).
+pub(crate) fn name_of(meta: &ObjectMeta) -> String {
+    meta.name.clone().unwrap_or_default()
 }
 
 /// A reference to a typed object, for events, deletes and owner links.

@@ -37,7 +37,7 @@ use crate::controller::{Context, Controller};
 use crate::deployment::hash::template_hash;
 use crate::expectations::{self, Expected};
 use crate::workqueue::WorkQueue;
-use crate::{owners, pods, reference_to, revisions, Action, Object};
+use crate::{name_of, owners, pods, reference_to, revisions, Action, Object};
 
 pub use crate::revisions::REVISION_LABEL;
 /// The pod label with the pod's own name, so a Service can select one member.
@@ -446,10 +446,6 @@ fn ordinal_of(set: &str, pod: &Pod) -> Option<i32> {
         .parse()
         .ok()
         .filter(|n: &i32| *n >= 0)
-}
-
-fn name_of(meta: &ObjectMeta) -> String {
-    meta.name.clone().unwrap_or_default()
 }
 
 /// The controller: one key per StatefulSet, woken by it and by its pods and revisions.

@@ -34,18 +34,12 @@ use skiff_client::informer::Store;
 
 use crate::controller::{Context, Controller, EVERYTHING};
 use crate::workqueue::WorkQueue;
-use crate::{reference_to, Action, Object};
+use crate::{name_of, reference_to, Action, Object};
 
-/// The provisioner name of the built-in StorageClass.
-pub const LOCAL_PATH_PROVISIONER: &str = "skiff.dev/local-path";
-/// Set by the scheduler on a WaitForFirstConsumer claim: the node its first pod goes to.
-pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
-pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
-pub const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
-/// Kept on a provisioned volume until its node has removed the directory.
-pub const LOCAL_PATH_FINALIZER: &str = "skiff.dev/local-path";
-pub const LOCAL_PATH_DIR_ANNOTATION: &str = "skiff.dev/local-path-dir";
-const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+pub use skiff_api::volumes::{
+    LOCAL_PATH_DIR_ANNOTATION, LOCAL_PATH_FINALIZER, LOCAL_PATH_PROVISIONER, PROVISIONED_BY,
+    PVC_PROTECTION, PV_PROTECTION, SELECTED_NODE,
+};
 const BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
 
 /// What one pass sees.
@@ -552,10 +546,6 @@ fn phase_of_volume(volume: &PersistentVolume) -> &str {
         .as_ref()
         .and_then(|s| s.phase.as_deref())
         .unwrap_or("Pending")
-}
-
-fn name_of(meta: &ObjectMeta) -> String {
-    meta.name.clone().unwrap_or_default()
 }
 
 fn has(meta: &ObjectMeta, finalizer: &str) -> bool {

@@ -10,8 +10,7 @@ use k8s_openapi::api::storage::v1::StorageClass;
 
 use crate::filter::Volumes;
 
-/// The annotation that tells the provisioner which node a claim's first pod went to.
-pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+pub use skiff_api::volumes::SELECTED_NODE;
 
 /// One claim, as scheduling sees it: its state and its access modes.
 #[derive(Debug, Clone, PartialEq)]

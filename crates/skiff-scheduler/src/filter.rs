@@ -330,7 +330,7 @@ pub fn check(pod: &PodConstraints, node: &NodeInfo, usage: &NodeUsage, out: &mut
         }
     }
     for (claim, volume, nodes) in &pod.volumes.pinned {
-        if !nodes.contains(&node.name.to_string()) {
+        if !nodes.iter().any(|n| **n == *node.name) {
             out.push(Rejection::VolumeNodeAffinity {
                 claim: claim.clone(),
                 volume: volume.clone(),

@@ -16,13 +16,7 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, V
 use nix::mount::{mount, MsFlags};
 use skiff_client::Client;
 
-/// The finalizer the persistent-volume controller puts on the volumes it provisions in a
-/// node's local-path directory; the node removes it after removing the directory.
-pub const LOCAL_PATH_FINALIZER: &str = "skiff.dev/local-path";
-/// The annotation on a Node that says where its local-path volumes live.
-pub const LOCAL_PATH_DIR_ANNOTATION: &str = "skiff.dev/local-path-dir";
-/// The annotation naming who provisioned a volume (Kubernetes' own).
-pub const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+pub use skiff_api::volumes::{LOCAL_PATH_DIR_ANNOTATION, LOCAL_PATH_FINALIZER, PROVISIONED_BY};
 
 /// Mounts the volume of `volume`'s claim at `dir` (already mounted: nothing to do); the error
 /// is the event's text.

@@ -16,8 +16,7 @@ use skiff_store::key_prefix;
 use super::{set_status, Result, Strategy, View};
 use crate::auth::user::UserInfo;
 
-pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
-pub const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
+pub use skiff_api::volumes::{PVC_PROTECTION, PV_PROTECTION};
 /// The annotation that makes a StorageClass the one claims without a class get.
 pub const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";
 pub const STORAGE_CLASSES: &str = "storageclasses.storage.k8s.io";
