@@ -104,6 +104,10 @@ pub struct AgentOptions {
     /// brought up to date (kubelet's `--sync-frequency`), e.g. `60s`, `1m`.
     #[arg(long, default_value = "1m", value_parser = skiff_controllers::nodelifecycle::parse_duration)]
     pub sync_frequency: std::time::Duration,
+    /// How often the agent measures its containers' and the node's CPU and memory (served at
+    /// `/stats/summary` and `/metrics/cadvisor`), e.g. `15s` (metrics-server's resolution).
+    #[arg(long, default_value = "15s", value_parser = skiff_controllers::nodelifecycle::parse_duration)]
+    pub metrics_interval: std::time::Duration,
     /// Where this node keeps the volumes of the built-in `local-path` StorageClass (default:
     /// `storage` in the data dir, as k3s's `/var/lib/rancher/k3s/storage`).
     #[arg(long)]
@@ -289,11 +293,14 @@ pub async fn run_agent(
         trust.cluster_ca.clone(),
         stop.clone(),
     ));
+    // The agent's sampler publishes its measurements here; the endpoint serves the latest.
+    let (stats_tx, stats_rx) = skiff_agent::stats::channel();
     let serve_endpoint = |containerd: Option<Arc<ContainerdRuntime>>| {
         let endpoint = Arc::new(skiff_agent::server::AgentEndpoint {
             secret: trust.node_secret.clone(),
             data_dir: data_dir.clone(),
             containerd,
+            stats: stats_rx.clone(),
         });
         let stop = stop.clone();
         let tls = tls.clone();
@@ -321,6 +328,7 @@ pub async fn run_agent(
         endpoint_port,
         pod_policy: options.pod_policy(&data_dir),
         sync_frequency: options.sync_frequency,
+        metrics_interval: options.metrics_interval,
         local_path_dir: options
             .local_path_dir
             .clone()
@@ -344,7 +352,7 @@ pub async fn run_agent(
             let prefix = prefix.rsplit_once('.').map(|(p, _)| p).unwrap_or(prefix);
             let runtime = Arc::new(FakeRuntime::new(prefix));
             serve_endpoint(None);
-            skiff_agent::run(config, client, runtime, stop).await;
+            skiff_agent::run(config, client, runtime, stats_tx, stop).await;
             Ok(())
         }
         RuntimeKind::Containerd => {
@@ -423,7 +431,7 @@ pub async fn run_agent(
                     domain: "cluster.local".into(),
                 }),
             });
-            skiff_agent::run(config, client, runtime, stop).await;
+            skiff_agent::run(config, client, runtime, stats_tx, stop).await;
             Ok(())
         }
     }

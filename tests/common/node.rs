@@ -23,9 +23,9 @@ pub struct Cluster {
 }
 
 /// The busybox applets the test images link.
-const APPLETS: [&str; 19] = [
+const APPLETS: [&str; 20] = [
     "sh", "httpd", "echo", "cat", "sleep", "wget", "head", "tr", "env", "ls", "true", "false",
-    "seq", "kill", "id", "touch", "rm", "nslookup", "hostname",
+    "seq", "kill", "id", "touch", "rm", "nslookup", "hostname", "printf",
 ];
 
 /// A rootfs with busybox and a web page, packed with `skiff image pack` into the agent's
@@ -46,6 +46,20 @@ pub fn pack_image(data: &Path, tag: &str, page: &str) {
     // What probes ask for (seed-002's /healthz and /ready): remove them to fail the probe.
     std::fs::write(rootfs.join("var/www/healthz"), "ok\n").expect("healthz");
     std::fs::write(rootfs.join("var/www/ready"), "ok\n").expect("ready");
+    // A page that costs CPU (busybox httpd runs CGI scripts): load for the autoscaler tests,
+    // as Kubernetes' HPA walkthrough uses php-apache.
+    let cgi = rootfs.join("var/www/cgi-bin");
+    std::fs::create_dir_all(&cgi).expect("cgi-bin");
+    std::fs::write(
+        cgi.join("burn"),
+        "#!/bin/sh\ni=0\nwhile [ $i -lt 50000 ]; do i=$((i+1)); done\nprintf 'Content-Type: text/plain\\r\\n\\r\\nburnt %s\\n' $i\n",
+    )
+    .expect("burn");
+    std::fs::set_permissions(
+        cgi.join("burn"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod burn");
     let images = data.join("agent").join("images");
     std::fs::create_dir_all(&images).expect("images dir");
     let out = images.join(format!("{}.tar", tag.replace(['/', ':'], "_")));
@@ -246,7 +260,7 @@ impl Drop for Cluster {
         // that failed half-way leaves them behind).
         let _ = self.kubectl(&[
             "delete",
-            "deployments,replicasets,statefulsets,daemonsets,cronjobs,jobs",
+            "horizontalpodautoscalers,deployments,replicasets,statefulsets,daemonsets,cronjobs,jobs",
             "--all",
             "--cascade=orphan",
             "--timeout=30s",

@@ -24,9 +24,8 @@ impl PodCgroups {
         }
     }
 
-    /// v2: one tree with every controller; v1: a directory per controller.
     fn unified(&self) -> bool {
-        self.root.join("cgroup.controllers").exists()
+        is_unified(&self.root)
     }
 
     /// The pod's cgroup as a path in the hierarchy (a prefix of its containers' `cgroupsPath`).
@@ -37,6 +36,12 @@ impl PodCgroups {
     /// The container's `cgroupsPath` for runc.
     pub fn container_path(&self, pod_uid: &str, id: &str) -> String {
         format!("{}/{id}", self.pod_path(pod_uid))
+    }
+
+    /// What the container's cgroup has used so far (CPU and memory), from its files in either
+    /// layout; `None` when it has no cgroup (gone, or not made by runc yet).
+    pub fn usage(&self, pod_uid: &str, id: &str) -> Option<crate::stats::CgroupUsage> {
+        crate::stats::cgroupfs::read_cgroup(&self.root, &self.container_path(pod_uid, id))
     }
 
     /// The pod's directory in the pids controller's hierarchy.
@@ -144,6 +149,13 @@ impl PodCgroups {
             })
             .unwrap_or_default()
     }
+}
+
+/// Whether the cgroup filesystem at `root` is v2 (one tree with every controller) rather than
+/// v1 (a directory per controller). A hybrid machine mounts v1 at `/sys/fs/cgroup` and v2 at
+/// `/sys/fs/cgroup/unified`: its root counts as v1, which is where runc puts the controllers.
+pub(crate) fn is_unified(root: &Path) -> bool {
+    root.join("cgroup.controllers").exists()
 }
 
 fn enable_pids(dir: &Path) -> io::Result<()> {

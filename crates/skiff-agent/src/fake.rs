@@ -1,6 +1,7 @@
 //! A FAKE runtime, for unit tests and for simulating many nodes on one machine
 //! (`skiff agent --runtime fake`). It runs nothing: "containers" start at once, run until
-//! stopped, and pods get made-up IPs. Never use it to run real workloads.
+//! stopped, and pods get made-up IPs. Never use it to run real workloads. It keeps the default
+//! [`Runtime::usage`] (no cgroups, nothing measured), so simulated nodes report no pod metrics.
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};

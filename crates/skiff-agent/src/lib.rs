@@ -17,7 +17,10 @@
 //! - [`pod_status`]: pod status as Kubernetes computes it (pure).
 //! - [`logs`]: container log files (CRI format, rotation) and reading them back.
 //! - [`node`]: registering the Node, heartbeats.
-//! - [`server`]: the agent's HTTPS endpoint (logs, exec) for the API server.
+//! - [`server`]: the agent's HTTPS endpoint for the API server: logs, exec, and the
+//!   measurements ([`stats`]: containers' CPU and memory from their cgroups, the node's from
+//!   `/proc`, the proxy's request rates; sampled every `--metrics-interval`, served as kubelet's
+//!   `/stats/summary` and as Prometheus text).
 //! - [`claims`]: one skiff per machine (the bridge and the pod range are ours).
 //! - [`service_view`], [`proxy`], [`dns`], [`probe`]: the Service snapshot, the service proxy, the
 //!   node's DNS server, and container probes.
@@ -56,6 +59,7 @@ pub mod seccomp;
 pub mod server;
 pub mod service_view;
 pub mod spec;
+pub mod stats;
 pub mod volumes;
 pub mod worker;
 
@@ -101,6 +105,9 @@ pub struct AgentConfig {
     pub sync_frequency: Duration,
     /// Where this node keeps the volumes of the `local-path` StorageClass.
     pub local_path_dir: PathBuf,
+    /// How often containers' and the node's usage is measured ([`stats`]; 15 s by default,
+    /// [`stats::DEFAULT_INTERVAL`]).
+    pub metrics_interval: Duration,
 }
 
 /// How this node serves Services.
@@ -112,13 +119,15 @@ pub struct ServicesConfig {
     pub dns: Option<ClusterDns>,
 }
 
-/// Runs the agent (its Node registered with [`node::register`]) until `shutdown` turns true.
+/// Runs the agent (its Node registered with [`node::register`]) until `shutdown` turns true,
+/// publishing its measurements on `stats` (the endpoint holds the receiver).
 /// Containers keep running after it returns (an agent restart adopts them). It cannot fail:
 /// what goes wrong is logged, and retried where retrying helps.
 pub async fn run<R: Runtime>(
     config: AgentConfig,
     client: Client,
     runtime: Arc<R>,
+    stats: stats::SampleSender,
     mut shutdown: watch::Receiver<bool>,
 ) {
     tokio::spawn(clean_local_path(
@@ -145,15 +154,18 @@ pub async fn run<R: Runtime>(
     }
 
     // Services: one snapshot of Services/EndpointSlices for the proxy, DNS and pod env.
-    let services = match &config.services {
+    // The proxy counts what it forwards into `requests`; the sampler reads the counts.
+    let (services, requests) = match &config.services {
         Some(services_config) => {
             let snapshots = service_view::spawn(&informers, shutdown.clone());
+            let requests = Arc::new(stats::RequestCounter::default());
             tokio::spawn(proxy::run(
                 services_config.proxy_chain.clone(),
                 snapshots.clone(),
+                requests.clone(),
                 shutdown.clone(),
             ));
-            snapshots
+            (snapshots, Some(requests))
         }
         // No services on this node: nothing to wait for.
         None => {
@@ -161,9 +173,16 @@ pub async fn run<R: Runtime>(
                 synced: true,
                 ..service_view::Snapshot::default()
             };
-            watch::channel(Arc::new(nothing)).1
+            (watch::channel(Arc::new(nothing)).1, None)
         }
     };
+    tokio::spawn(stats::run(
+        runtime.clone(),
+        stats::Sampler::new(&config.node_name, "/proc", requests),
+        config.metrics_interval,
+        stats,
+        shutdown.clone(),
+    ));
     let dns = match config.services.as_ref().and_then(|s| s.dns.clone()) {
         Some(dns) => start_dns(dns, services.clone()).await,
         None => None,

@@ -241,4 +241,13 @@ pub trait Runtime: Send + Sync + 'static {
         command: &[String],
         timeout: std::time::Duration,
     ) -> impl Future<Output = Result<(i32, String), RuntimeError>> + Send;
+
+    /// What the running container has used so far (CPU time, memory), read from its cgroup
+    /// for the metrics sampler ([`crate::stats`]): a few small files, so not async. `None`
+    /// when the runtime cannot say. The default says nothing: the fake runtime runs no
+    /// processes, so simulated nodes report no pod metrics.
+    fn usage(&self, container: &ContainerRecord) -> Option<crate::stats::ContainerUsage> {
+        let _ = container;
+        None
+    }
 }

@@ -1,11 +1,13 @@
 //! The agent's own HTTPS endpoint (kubelet's port 10250): what the API server proxies
-//! `kubectl logs` (and `kubectl exec`) to.
+//! `kubectl logs` (and `kubectl exec`) to, and where it reads the node's measurements
+//! ([`crate::stats`]) at kubelet's paths: `/stats/summary` (JSON), `/metrics/cadvisor` (also
+//! `/metrics`) and `/metrics/resource` (Prometheus text).
 //!
 //! The certificate is signed by the node CA (asked from `/skiff/v1/nodes/NAME/certificate` at
 //! start), so the API server can verify it. Callers must present a client certificate from
 //! the cluster CA, which only servers hold (nodes' certificates come from the node CA), and the
-//! node secret as a bearer token: another node cannot read this node's logs or exec into its
-//! pods, whatever it holds.
+//! node secret as a bearer token: another node cannot read this node's logs or metrics, or
+//! exec into its pods, whatever it holds.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +28,7 @@ use crate::containerd::exec::{ExecRequest, ExecSession};
 use crate::containerd::ContainerdRuntime;
 use crate::error::AgentError;
 use crate::logs::{self, LogOptions};
+use crate::stats::{self, prometheus};
 
 /// What the endpoint needs.
 pub struct AgentEndpoint {
@@ -35,6 +38,8 @@ pub struct AgentEndpoint {
     pub data_dir: PathBuf,
     /// The runtime exec runs in (None with the fake runtime: no processes to exec into).
     pub containerd: Option<Arc<crate::containerd::ContainerdRuntime>>,
+    /// The latest measurements, published by the agent's sampler (`None` before the first).
+    pub stats: stats::SampleReceiver,
 }
 
 /// The routes of the agent endpoint.
@@ -45,6 +50,10 @@ pub fn router(endpoint: Arc<AgentEndpoint>) -> Router {
             get(container_logs),
         )
         .route("/exec/{namespace}/{pod}/{container}", get(exec))
+        .route("/stats/summary", get(stats_summary))
+        .route("/metrics/cadvisor", get(metrics_cadvisor))
+        .route("/metrics", get(metrics_cadvisor))
+        .route("/metrics/resource", get(metrics_resource))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(endpoint)
 }
@@ -254,6 +263,57 @@ async fn container_logs(
         .header(header::CONTENT_TYPE, "text/plain")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// `render` of the latest sample, if the caller may see it and there is one.
+fn with_sample(
+    endpoint: &AgentEndpoint,
+    headers: &HeaderMap,
+    render: impl FnOnce(&stats::Sample) -> Response,
+) -> Response {
+    if !authorized(endpoint, headers) {
+        return error(StatusCode::UNAUTHORIZED, "Unauthorized".into());
+    }
+    // Cloned out so the channel is not held while rendering.
+    let latest = endpoint.stats.borrow().clone();
+    match latest {
+        Some(sample) => render(&sample),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no measurements yet: the first sample is taken when the agent starts".into(),
+        ),
+    }
+}
+
+/// kubelet's Summary API: the latest sample as JSON.
+async fn stats_summary(State(endpoint): State<Arc<AgentEndpoint>>, headers: HeaderMap) -> Response {
+    with_sample(&endpoint, &headers, |sample| {
+        axum::Json(&sample.summary).into_response()
+    })
+}
+
+fn prometheus_text(text: String) -> Response {
+    ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], text).into_response()
+}
+
+/// cAdvisor's container metrics (`/metrics/cadvisor`, and `/metrics`).
+async fn metrics_cadvisor(
+    State(endpoint): State<Arc<AgentEndpoint>>,
+    headers: HeaderMap,
+) -> Response {
+    with_sample(&endpoint, &headers, |sample| {
+        prometheus_text(prometheus::cadvisor(sample))
+    })
+}
+
+/// kubelet's resource metrics (`/metrics/resource`).
+async fn metrics_resource(
+    State(endpoint): State<Arc<AgentEndpoint>>,
+    headers: HeaderMap,
+) -> Response {
+    with_sample(&endpoint, &headers, |sample| {
+        prometheus_text(prometheus::resource(sample))
+    })
 }
 
 /// `kubectl exec` over WebSocket, subprotocol `v5.channel.k8s.io` (or v4): binary frames
@@ -513,5 +573,70 @@ mod tests {
         assert_eq!(attempts_of(&pod, "side"), [0]);
         assert_eq!(pod_log_dir(dir.path(), "ns", "web"), Some(pod));
         assert_eq!(pod_log_dir(dir.path(), "ns", "we"), None);
+    }
+
+    fn endpoint(stats: stats::SampleReceiver) -> Arc<AgentEndpoint> {
+        Arc::new(AgentEndpoint {
+            secret: "s3cret".into(),
+            data_dir: PathBuf::from("/nonexistent"),
+            containerd: None,
+            stats,
+        })
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let value = format!("Bearer {token}").parse().expect("header value");
+        headers.insert(header::AUTHORIZATION, value);
+        headers
+    }
+
+    async fn body(response: Response) -> (StatusCode, String) {
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn measurements_need_the_node_secret_and_a_first_sample() {
+        let (tx, rx) = stats::channel();
+        let endpoint = endpoint(rx);
+        let ask = |token: &str| {
+            let (endpoint, headers) = (endpoint.clone(), bearer(token));
+            async move {
+                [
+                    body(stats_summary(State(endpoint.clone()), headers.clone()).await).await,
+                    body(metrics_cadvisor(State(endpoint.clone()), headers.clone()).await).await,
+                    body(metrics_resource(State(endpoint), headers).await).await,
+                ]
+            }
+        };
+        for (status, _) in ask("wrong").await {
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+        }
+        for (status, text) in ask("s3cret").await {
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert!(text.contains("no measurements yet"), "{text}");
+        }
+
+        let mut sample = stats::Sample::default();
+        sample.summary.node.node_name = "n1".into();
+        sample.machine_memory_bytes = Some(2048);
+        tx.send_replace(Some(Arc::new(sample)));
+        let [summary, cadvisor, resource] = ask("s3cret").await;
+        assert_eq!(summary.0, StatusCode::OK);
+        let json: serde_json::Value = serde_json::from_str(&summary.1).expect("json");
+        assert_eq!(json["node"]["nodeName"], "n1");
+        assert_eq!(json["pods"], serde_json::json!([]));
+        assert_eq!(cadvisor.0, StatusCode::OK);
+        assert!(
+            cadvisor.1.contains("\nmachine_memory_bytes 2048\n"),
+            "{}",
+            cadvisor.1
+        );
+        assert_eq!(resource.0, StatusCode::OK);
+        assert!(resource.1.contains("scrape_error 0"), "{}", resource.1);
     }
 }

@@ -71,6 +71,7 @@ const AUTHORIZATION: &str = "authorization.k8s.io";
 const AUTHENTICATION: &str = "authentication.k8s.io";
 const STORAGE: &str = "storage.k8s.io";
 const BATCH: &str = "batch";
+const AUTOSCALING: &str = "autoscaling";
 
 /// A stored resource of the RBAC group (no short names, categories or subresources).
 const fn rbac(
@@ -453,7 +454,111 @@ pub static RESOURCES: &[ResourceInfo] = &[
         subresources: &["status"],
         field_selectors: &[],
     },
+    // Stored as autoscaling/v2; v1 and v2beta2 are served from it ([`ALSO_SERVED`]).
+    horizontal_pod_autoscalers("v2"),
 ];
+
+/// The HorizontalPodAutoscaler resource in one of its versions.
+const fn horizontal_pod_autoscalers(version: &'static str) -> ResourceInfo {
+    ResourceInfo {
+        group: AUTOSCALING,
+        version,
+        resource: "horizontalpodautoscalers",
+        singular: "horizontalpodautoscaler",
+        kind: "HorizontalPodAutoscaler",
+        list_kind: "HorizontalPodAutoscalerList",
+        namespaced: true,
+        short_names: &["hpa"],
+        categories: &["all"],
+        subresources: &["status"],
+        field_selectors: &[],
+    }
+}
+
+/// Other versions of resources in [`RESOURCES`]: served, converted to and from the stored
+/// version by [`crate::versions`], never stored. Discovery lists them after the stored version,
+/// which stays the group's preferred one. autoscaling/v2beta2 left Kubernetes in 1.26, but
+/// manifests (and the documents skiff was specified from) still use it.
+pub static ALSO_SERVED: &[ResourceInfo] = &[
+    horizontal_pod_autoscalers("v1"),
+    horizontal_pod_autoscalers("v2beta2"),
+];
+
+/// Resources measured rather than stored: what the agents sampled, served from the API
+/// servers' memory and never written to the Raft log (metrics-server's `metrics.k8s.io`, and
+/// `custom.metrics.k8s.io` with the service proxies' request rates). Read-only: `get` and
+/// `list`. The custom metrics resources name their metric as a subresource
+/// (`pods/*/requests_per_second`).
+pub static MEASURED: &[ResourceInfo] = &[
+    measured(
+        METRICS,
+        "v1beta1",
+        "nodes",
+        "NodeMetrics",
+        "NodeMetricsList",
+        false,
+        &[],
+    ),
+    measured(
+        METRICS,
+        "v1beta1",
+        "pods",
+        "PodMetrics",
+        "PodMetricsList",
+        true,
+        &[],
+    ),
+    measured(
+        CUSTOM_METRICS,
+        "v1beta2",
+        "pods",
+        "MetricValueList",
+        "MetricValueList",
+        true,
+        &[crate::metrics::REQUESTS_PER_SECOND],
+    ),
+    measured(
+        CUSTOM_METRICS,
+        "v1beta2",
+        "services",
+        "MetricValueList",
+        "MetricValueList",
+        true,
+        &[crate::metrics::REQUESTS_PER_SECOND],
+    ),
+];
+
+const METRICS: &str = "metrics.k8s.io";
+const CUSTOM_METRICS: &str = "custom.metrics.k8s.io";
+
+const fn measured(
+    group: &'static str,
+    version: &'static str,
+    resource: &'static str,
+    kind: &'static str,
+    list_kind: &'static str,
+    namespaced: bool,
+    subresources: &'static [&'static str],
+) -> ResourceInfo {
+    ResourceInfo {
+        group,
+        version,
+        resource,
+        singular: "",
+        kind,
+        list_kind,
+        namespaced,
+        short_names: &[],
+        categories: &[],
+        subresources,
+        field_selectors: &[],
+    }
+}
+
+/// Whether `info` is one of the [`MEASURED`] resources.
+pub fn is_measured(info: &ResourceInfo) -> bool {
+    MEASURED.contains(info)
+}
 
 /// Resources that only answer a question: a client `create`s one, the server fills in its
 /// `status` and sends it back, and nothing is stored (`kubectl auth can-i`, `kubectl auth
@@ -501,9 +606,25 @@ pub fn is_review(info: &ResourceInfo) -> bool {
     REVIEWS.contains(info)
 }
 
-/// Every resource discovery shows: the stored ones, then the reviews.
+/// Every resource discovery shows: the stored ones, their other versions, the reviews, then
+/// the measured ones.
 pub fn served() -> impl Iterator<Item = &'static ResourceInfo> {
-    RESOURCES.iter().chain(REVIEWS.iter())
+    RESOURCES
+        .iter()
+        .chain(ALSO_SERVED.iter())
+        .chain(REVIEWS.iter())
+        .chain(MEASURED.iter())
+}
+
+/// The stored version of a served resource (`info` itself unless it is in [`ALSO_SERVED`]).
+pub fn stored_version(info: &'static ResourceInfo) -> &'static ResourceInfo {
+    if !ALSO_SERVED.contains(info) {
+        return info;
+    }
+    RESOURCES
+        .iter()
+        .find(|r| r.group == info.group && r.resource == info.resource)
+        .unwrap_or(info)
 }
 
 /// The resource served at `/{group}/{version}/{resource}`, if any.
@@ -549,10 +670,23 @@ mod tests {
                 "rbac.authorization.k8s.io",
                 "storage.k8s.io",
                 "batch",
+                "autoscaling",
                 "authorization.k8s.io",
-                "authentication.k8s.io"
+                "authentication.k8s.io",
+                "metrics.k8s.io",
+                "custom.metrics.k8s.io",
             ]
         );
+        // Other versions are served from the stored one.
+        let v1 = find("autoscaling", "v1", "horizontalpodautoscalers").expect("v1 served");
+        assert_eq!(stored_version(v1).version, "v2");
+        assert!(std::ptr::eq(
+            stored_version(stored_version(v1)),
+            stored_version(v1)
+        ));
+        assert!(is_measured(
+            find("metrics.k8s.io", "v1beta1", "pods").expect("measured")
+        ));
         assert!(is_review(
             find("authorization.k8s.io", "v1", "selfsubjectaccessreviews").expect("served")
         ));

@@ -167,6 +167,8 @@ pub fn generate() -> String {
         rbac::v1::RoleBinding,
         rbac::v1::ClusterRoleBinding,
         autoscaling::v1::Scale,
+        autoscaling::v1::HorizontalPodAutoscaler,
+        autoscaling::v2::HorizontalPodAutoscaler,
         meta::v1::Status,
         meta::v1::DeleteOptions,
         meta::v1::Patch,

@@ -85,6 +85,8 @@ pub struct App {
     pub cluster_cidr: String,
     /// How this server reaches agents for logs and exec.
     pub agents: crate::pod_streams::AgentClients,
+    /// The agents' latest measurements (`kubectl top`, the HPA), in memory only.
+    pub measurements: crate::measurements::Measurements,
     /// The Pod Security level enforced in namespaces that do not set one (`--pod-security`).
     pub pod_security: skiff_api::pod_security::Level,
     /// This server's certificate and key (PEM), shown to agents, which let in only callers
@@ -126,6 +128,7 @@ impl App {
             services: crate::service_ips::ServiceNetwork::default(),
             cluster_cidr: crate::cluster_network::DEFAULT_CLUSTER_CIDR.to_string(),
             agents: Default::default(),
+            measurements: Default::default(),
             pod_security: skiff_api::pod_security::Level::Baseline,
             service_account_key: None,
             encryption_config_path: None,
@@ -410,6 +413,10 @@ async fn resource_request(State(app): State<Arc<App>>, request: Request) -> Resp
         };
         return Counted::new(verb, target.info.resource).on(result.unwrap_or_else(respond::error));
     }
+    if skiff_api::resources::is_measured(target.info) {
+        let result = crate::measurements::serve(&app, &target, &params, verb).await;
+        return Counted::new(verb, target.info.resource).on(result.unwrap_or_else(respond::error));
+    }
     // Reads may be answered as a Table: server-side printing for `kubectl get`.
     let table = match verb {
         "WATCH" | "LIST" | "GET" => tables::requested(
@@ -446,7 +453,16 @@ async fn resource_request(State(app): State<Arc<App>>, request: Request) -> Resp
             parts.method
         ))),
     };
-    Counted::new(verb, target.info.resource).on(result.unwrap_or_else(respond::error))
+    let response = result.unwrap_or_else(respond::error);
+    let response = match verb {
+        // Watches convert each event themselves ([`watch`]).
+        "WATCH" => response,
+        _ if skiff_api::versions::converts(target.served) => {
+            respond::in_version(target.served, response).await
+        }
+        _ => response,
+    };
+    Counted::new(verb, target.info.resource).on(response)
 }
 
 /// The default of `--max-watches-per-user`: an agent opens about ten, kubectl one or two.

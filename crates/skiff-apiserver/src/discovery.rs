@@ -36,6 +36,8 @@ pub const RESOURCE_VERBS: &[&str] = &[
 pub fn verbs_of(r: &ResourceInfo) -> &'static [&'static str] {
     if resources::is_review(r) {
         &["create"]
+    } else if resources::is_measured(r) {
+        &["get", "list"]
     } else {
         RESOURCE_VERBS
     }
@@ -71,6 +73,8 @@ pub fn subresource(resource: &ResourceInfo, name: &'static str) -> SubresourceIn
             verbs: &["get", "patch", "update"],
         },
         "log" => own_kind(&["get"]),
+        // A custom metric of every object of the resource.
+        _ if resources::is_measured(resource) => own_kind(&["get"]),
         "token" => SubresourceInfo {
             name,
             group: "authentication.k8s.io",
@@ -396,16 +400,16 @@ mod tests {
             }
             let list = api_resource_list(group, version).expect("served group-version");
             for entry in list["resources"].as_array().expect("resources") {
-                entries.push((group, entry.clone()));
+                entries.push((group, version, entry.clone()));
             }
         }
         for r in resources::served() {
             let matching: Vec<_> = entries
                 .iter()
-                .filter(|(g, e)| *g == r.group && e["name"] == r.resource)
+                .filter(|(g, v, e)| *g == r.group && *v == r.version && e["name"] == r.resource)
                 .collect();
             assert_eq!(matching.len(), 1, "{}", r.resource);
-            let entry = &matching[0].1;
+            let entry = &matching[0].2;
             assert_eq!(entry["namespaced"], r.namespaced);
             assert_eq!(
                 entry.get("shortNames").cloned().unwrap_or(json!([])),
@@ -413,7 +417,7 @@ mod tests {
             );
             for sub in r.subresources {
                 let name = format!("{}/{sub}", r.resource);
-                assert!(entries.iter().any(|(_, e)| e["name"] == name), "{name}");
+                assert!(entries.iter().any(|(_, _, e)| e["name"] == name), "{name}");
             }
         }
         assert!(api_resource_list("apps", "v2").is_none());

@@ -10,6 +10,8 @@
 //!   legacy, generated from `skiff_api::resources::RESOURCES`.
 //! - [`openapi`]: the `/openapi/v3` index and per-group-version documents.
 //! - [`metrics`]: Prometheus metrics for requests, Raft and watches.
+//! - [`measurements`]: `metrics.k8s.io` and `custom.metrics.k8s.io`, fetched from the agents
+//!   when asked and kept in memory only.
 //! - [`app`]: shared state, the router, serving over TLS (API and Raft on one port).
 //! - [`audit`]: the audit log (`audit.k8s.io/v1` Events, Metadata level, rotated).
 //! - [`inflight`]: limits on requests in flight (429 over them), with a share kept for the system.
@@ -42,6 +44,7 @@ pub mod cluster_network;
 pub mod discovery;
 pub mod inflight;
 pub mod kubernetes_service;
+pub mod measurements;
 pub mod metrics;
 pub mod nodes;
 pub mod objects;

@@ -32,7 +32,7 @@ pub struct AgentClients {
 }
 
 /// The HTTPS client for every agent.
-fn agent_client(app: &App) -> Result<&reqwest::Client> {
+pub(crate) fn agent_client(app: &App) -> Result<&reqwest::Client> {
     if let Some(client) = app.agents.http.get() {
         return Ok(client);
     }
@@ -200,6 +200,15 @@ pub(crate) fn agent_url(app: &App, pod: &Value, name: &str) -> Result<String> {
         resource: "nodes".into(),
         name: node_name.into(),
     })?;
+    node_agent_url(&node)
+}
+
+/// `https://IP:PORT` of the agent of `node` (its InternalIP and kubelet endpoint port).
+pub(crate) fn node_agent_url(node: &Value) -> Result<String> {
+    let node_name = node
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let address = node
         .pointer("/status/addresses")
         .and_then(Value::as_array)

@@ -110,3 +110,39 @@ pub fn store_error(e: StoreError) -> ApiError {
         other => ApiError::Internal(other.to_string()),
     }
 }
+
+/// A response about objects of the stored version, rewritten for a client of `served`
+/// ([`skiff_api::versions`]): an object or each item of a list is converted; a Table, a
+/// Status or a failure passes as it is.
+pub async fn in_version(served: &'static ResourceInfo, response: Response) -> Response {
+    if !response.status().is_success() {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return error(ApiError::Internal("reading a response to convert".into()));
+    };
+    let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
+    if kind == served.list_kind {
+        if let Some(items) = value.get_mut("items").and_then(Value::as_array_mut) {
+            for item in items.iter_mut() {
+                *item = skiff_api::versions::from_stored(served, item);
+            }
+        }
+        value["apiVersion"] = Value::from(served.api_version());
+    } else if kind == served.kind {
+        value = skiff_api::versions::from_stored(served, &value);
+    }
+    let mut converted = json(parts.status, &value);
+    for (name, header_value) in parts.headers.iter() {
+        if name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
+            converted
+                .headers_mut()
+                .append(name.clone(), header_value.clone());
+        }
+    }
+    converted
+}

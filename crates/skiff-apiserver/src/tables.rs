@@ -323,6 +323,7 @@ fn printer_for(resource: &str) -> &'static Printer {
         "daemonsets.apps" => &workloads::DAEMONSETS,
         "jobs.batch" => &workloads::JOBS,
         "cronjobs.batch" => &workloads::CRONJOBS,
+        "horizontalpodautoscalers.autoscaling" => &workloads::HORIZONTAL_POD_AUTOSCALERS,
         "controllerrevisions.apps" => &workloads::CONTROLLER_REVISIONS,
         "services" => &network::SERVICES,
         "endpoints" => &network::ENDPOINTS,

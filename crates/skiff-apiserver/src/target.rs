@@ -20,7 +20,12 @@ use skiff_api::status::ApiError;
 /// What a resource request addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// The resource, in the version it is stored in.
     pub info: &'static ResourceInfo,
+    /// The version the request addressed: `info` itself unless the path named another served
+    /// version (autoscaling/v1), whose bodies are converted at the edges
+    /// ([`skiff_api::versions`]).
+    pub served: &'static ResourceInfo,
     /// The namespace in the path; `None` for cluster-scoped resources and all-namespace lists.
     pub namespace: Option<String>,
     pub name: Option<String>,
@@ -70,7 +75,8 @@ pub fn parse(path: &str) -> Result<Option<Target>, ApiError> {
     };
     let target = match (rest, namespaced_collection) {
         (["namespaces", ns, _, tail @ ..], Some(info)) if tail.len() <= 2 => Target {
-            info,
+            info: resources::stored_version(info),
+            served: info,
             namespace: Some(ns.to_string()),
             name: tail.first().map(|s| s.to_string()),
             subresource: tail.get(1).map(|s| s.to_string()),
@@ -87,7 +93,8 @@ pub fn parse(path: &str) -> Result<Option<Target>, ApiError> {
                 return Err(not_found(resource));
             }
             Target {
-                info,
+                info: resources::stored_version(info),
+                served: info,
                 namespace: None,
                 name: tail.first().map(|s| s.to_string()),
                 subresource: tail.get(1).map(|s| s.to_string()),

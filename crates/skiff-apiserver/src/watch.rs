@@ -61,7 +61,8 @@ pub fn watch(
         prefix,
         filter,
         kind: target.info.kind,
-        api_version: target.info.api_version(),
+        api_version: target.served.api_version(),
+        served: skiff_api::versions::converts(target.served).then_some(target.served),
         bookmarks: params.bookmarks(),
         tables: table.map(|options| WatchTables::new(resource.clone(), options)),
     };
@@ -137,6 +138,9 @@ struct Watcher {
     kind: &'static str,
     api_version: String,
     bookmarks: bool,
+    /// Set when the client watches another version than the stored one: each object is
+    /// converted to it.
+    served: Option<&'static skiff_api::resources::ResourceInfo>,
     /// Set when the client asked for Tables: turns each object into a one-row Table.
     tables: Option<WatchTables>,
 }
@@ -144,9 +148,12 @@ struct Watcher {
 impl Watcher {
     /// One event line, the object printed as a Table row if the client asked for Tables.
     fn event(&mut self, kind: &str, object: &Value) -> Bytes {
-        match &mut self.tables {
-            Some(tables) => event_line(kind, &tables.event_object(object)),
-            None => event_line(kind, object),
+        match (&mut self.tables, self.served) {
+            (Some(tables), _) => event_line(kind, &tables.event_object(object)),
+            (None, Some(served)) => {
+                event_line(kind, &skiff_api::versions::from_stored(served, object))
+            }
+            (None, None) => event_line(kind, object),
         }
     }
 
@@ -168,10 +175,10 @@ impl Watcher {
             (EventKind::Deleted, true, _) => "DELETED",
             _ => return None,
         };
-        Some(match self.tables {
-            Some(_) => self.event(kind, &event.object),
+        Some(match (&self.tables, self.served) {
+            (Some(_), _) | (None, Some(_)) => self.event(kind, &event.object),
             // The same bytes for every watcher of this change: encoded once.
-            None => encoded_event_line(kind, event.object_json()),
+            (None, None) => encoded_event_line(kind, event.object_json()),
         })
     }
 

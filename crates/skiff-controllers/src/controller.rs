@@ -57,6 +57,8 @@ pub struct Config {
 pub struct Context {
     pub informers: Informers,
     pub config: Config,
+    /// For what the stores do not hold (the HPA's metrics).
+    pub client: Client,
 }
 
 /// A controller: the stores it reads, the keys their changes wake, and one pass per key.

@@ -86,6 +86,7 @@ pub mod endpoints;
 pub mod eventttl;
 pub mod expectations;
 pub mod gc;
+pub mod hpa;
 pub mod job;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -108,6 +109,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
@@ -173,6 +175,7 @@ pub enum Object {
     DaemonSet(Box<DaemonSet>),
     Job(Box<Job>),
     CronJob(Box<CronJob>),
+    HorizontalPodAutoscaler(Box<HorizontalPodAutoscaler>),
     /// Any kind, with `apiVersion`, `kind` and `metadata` (the garbage collector's view).
     Dynamic(Value),
 }
@@ -265,6 +268,7 @@ impl Object {
             Object::DaemonSet(o) => serde_json::to_value(o),
             Object::Job(o) => serde_json::to_value(o),
             Object::CronJob(o) => serde_json::to_value(o),
+            Object::HorizontalPodAutoscaler(o) => serde_json::to_value(o),
             Object::Dynamic(v) => return v.clone(),
         };
         // Serialising a k8s-openapi struct to a Value has no failure case (string keys, no
@@ -292,6 +296,7 @@ impl Object {
             Object::DaemonSet(o) => reference_to(&**o),
             Object::Job(o) => reference_to(&**o),
             Object::CronJob(o) => reference_to(&**o),
+            Object::HorizontalPodAutoscaler(o) => reference_to(&**o),
             Object::Dynamic(v) => dynamic_reference(v),
         }
     }

@@ -22,6 +22,7 @@ use crate::deployment::DeploymentController;
 use crate::endpoints::EndpointsController;
 use crate::eventttl::EventTtlController;
 use crate::gc::GarbageCollector;
+use crate::hpa::HorizontalPodAutoscalerController;
 use crate::job::JobController;
 use crate::nodeipam::NodeIpamController;
 use crate::nodelifecycle::NodeLifecycleController;
@@ -42,7 +43,11 @@ pub async fn run(
     config: Config,
     mut stop: watch::Receiver<bool>,
 ) {
-    let ctx = Context { informers, config };
+    let ctx = Context {
+        informers,
+        config,
+        client: client.clone(),
+    };
     let start = |spawn: Spawn| spawn(&ctx, &client, stop.clone());
     let loops: Vec<tokio::task::JoinHandle<()>> = vec![
         start(spawn::<ReplicaSetController>),
@@ -60,6 +65,7 @@ pub async fn run(
         start(spawn::<PodGc>),
         start(spawn::<JobController>),
         start(spawn::<CronJobController>),
+        start(spawn::<HorizontalPodAutoscalerController>),
         // Last: it reads every served kind, from the stores the others opened where it can.
         start(spawn::<GarbageCollector>),
     ];

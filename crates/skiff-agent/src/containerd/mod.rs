@@ -591,6 +591,16 @@ impl Runtime for ContainerdRuntime {
     ) -> Result<(i32, String), RuntimeError> {
         self.exec_to_end(id, command, timeout).await
     }
+
+    fn usage(&self, container: &ContainerRecord) -> Option<crate::stats::ContainerUsage> {
+        let usage = self.cgroups.usage(&container.pod_uid, &container.id)?;
+        Some(crate::stats::ContainerUsage {
+            cgroup: self
+                .cgroups
+                .container_path(&container.pod_uid, &container.id),
+            usage,
+        })
+    }
 }
 
 fn timestamp(t: &prost_types::Timestamp) -> Timestamp {

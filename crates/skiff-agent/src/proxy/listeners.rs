@@ -80,7 +80,10 @@ async fn relay_tcp(mut inbound: TcpStream, client: SocketAddr, shared: Arc<Share
             return;
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint)).await {
-            Ok(Ok(stream)) => break (stream, endpoint),
+            Ok(Ok(stream)) => {
+                shared.requests.forwarded(endpoint.ip());
+                break (stream, endpoint);
+            }
             Ok(Err(e)) => {
                 tracing::debug!(%endpoint, error = %e, "endpoint refused; trying another")
             }
@@ -144,6 +147,7 @@ async fn open_udp_session(
         .await
         .ok()?;
     upstream.connect(endpoint).await.ok()?;
+    shared.requests.forwarded(endpoint.ip());
     let upstream = Arc::new(upstream);
     if let Ok(mut s) = sessions.lock() {
         s.insert(client, upstream.clone());
@@ -166,6 +170,7 @@ async fn open_udp_session(
 mod tests {
     use super::*;
     use crate::proxy::balancer::{Backend, Balancer, Policy};
+    use crate::stats::RequestCounter;
     use std::collections::HashSet;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -182,6 +187,14 @@ mod tests {
     }
 
     fn shared(backends: Vec<SocketAddr>, drain: Duration) -> Arc<Shared> {
+        shared_counted(backends, drain, &Arc::default())
+    }
+
+    fn shared_counted(
+        backends: Vec<SocketAddr>,
+        drain: Duration,
+        counter: &Arc<RequestCounter>,
+    ) -> Arc<Shared> {
         let mut balancer = Balancer::new(Policy::RoundRobin, None);
         balancer.update(
             Policy::RoundRobin,
@@ -199,6 +212,7 @@ mod tests {
             live: tokio::sync::watch::channel(backends.into_iter().collect::<HashSet<_>>()).0,
             drain,
             admission: crate::proxy::limits::Admission::new(crate::proxy::limits::DEFAULT),
+            requests: counter.tally("default", "web"),
         })
     }
 
@@ -220,9 +234,9 @@ mod tests {
             let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             l.local_addr().expect("addr")
         };
-        let (port, task) = start("tcp", 0, shared(vec![a, dead, b], DRAIN_TEST))
-            .await
-            .expect("listen");
+        let counter = Arc::default();
+        let shared = shared_counted(vec![a, dead, b], DRAIN_TEST, &counter);
+        let (port, task) = start("tcp", 0, shared).await.expect("listen");
         let mut answers = Vec::new();
         for _ in 0..6 {
             answers.push(ask(port).await);
@@ -231,6 +245,11 @@ mod tests {
         let a_count = answers.iter().filter(|x| *x == "a").count();
         let b_count = answers.iter().filter(|x| *x == "b").count();
         assert_eq!((a_count, b_count), (3, 3), "{answers:?}");
+        // Six connections forwarded (the refusals are not counted), all to 127.0.0.1.
+        let totals = counter.totals();
+        let web = ("default".to_string(), "web".to_string());
+        assert_eq!(totals.services.get(&web), Some(&6));
+        assert_eq!(totals.endpoints.get(&a.ip()), Some(&6));
     }
 
     const DRAIN_TEST: Duration = Duration::from_millis(200);
@@ -276,9 +295,9 @@ mod tests {
                 let _ = echo.send_to(&reply, from).await;
             }
         });
-        let (port, task) = start("udp", 0, shared(vec![echo_addr], DRAIN_TEST))
-            .await
-            .expect("listen");
+        let counter = Arc::default();
+        let shared = shared_counted(vec![echo_addr], DRAIN_TEST, &counter);
+        let (port, task) = start("udp", 0, shared).await.expect("listen");
         let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         client.connect(("127.0.0.1", port)).await.expect("connect");
         client.send(b"ping").await.expect("send");
@@ -289,5 +308,7 @@ mod tests {
             .expect("recv");
         task.abort();
         assert_eq!(&buf[..n], b"echo:ping");
+        // One session, counted once.
+        assert_eq!(counter.totals().endpoints.get(&echo_addr.ip()), Some(&1));
     }
 }

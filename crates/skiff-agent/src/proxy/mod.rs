@@ -17,6 +17,9 @@
 //! Connections to an endpoint that leaves are drained: they go on for [`DRAIN`] and are then
 //! closed; new connections never go to it.
 //!
+//! Each connection forwarded to an endpoint (and each new UDP session) is counted by Service
+//! and by endpoint address ([`crate::stats::RequestCounter`]): the node's request rates.
+//!
 //! This costs a copy through user space per byte (measured in docs/benchmarks.md) and buys
 //! what the kernel's DNAT cannot do: retrying a refused connection on another endpoint,
 //! weighted and random choice, and a design a reader can follow in three files.
@@ -36,6 +39,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::service_view::Snapshot;
+use crate::stats::{RequestCounter, ServiceTally};
 use balancer::{Backend, Balancer, Policy, POLICY_ANNOTATION};
 use iptables::Redirect;
 
@@ -225,6 +229,8 @@ pub(crate) struct Shared {
     pub(crate) drain: Duration,
     /// Connections (or UDP sessions) held, bounded per port and per client.
     pub(crate) admission: Arc<limits::Admission>,
+    /// Where forwarded connections are counted (the Service's tally, shared by its ports).
+    pub(crate) requests: ServiceTally,
 }
 
 struct Running {
@@ -248,10 +254,12 @@ impl Drop for Running {
     }
 }
 
-/// Keeps listeners and redirect rules in step with the snapshots until `shutdown`.
+/// Keeps listeners and redirect rules in step with the snapshots until `shutdown`, counting
+/// what it forwards in `requests`.
 pub async fn run(
     chain: String,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    requests: Arc<RequestCounter>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut running: BTreeMap<PortKey, Running> = BTreeMap::new();
@@ -270,7 +278,7 @@ pub async fn run(
         for problem in problems {
             tracing::warn!("{problem}");
         }
-        reconcile(&mut running, desired).await;
+        reconcile(&mut running, desired, &requests).await;
         let mut redirects: Vec<Redirect> = running
             .iter()
             .filter_map(|(key, r)| {
@@ -300,7 +308,11 @@ pub async fn run(
 }
 
 /// Starts, updates and stops listeners so that `running` matches `desired`.
-async fn reconcile(running: &mut BTreeMap<PortKey, Running>, desired: Vec<DesiredPort>) {
+async fn reconcile(
+    running: &mut BTreeMap<PortKey, Running>,
+    desired: Vec<DesiredPort>,
+    requests: &Arc<RequestCounter>,
+) {
     let wanted: HashSet<PortKey> = desired.iter().map(|d| d.key.clone()).collect();
     running.retain(|key, _| wanted.contains(key));
     for port in desired {
@@ -320,6 +332,7 @@ async fn reconcile(running: &mut BTreeMap<PortKey, Running>, desired: Vec<Desire
                     live: watch::channel(HashSet::new()).0,
                     drain: DRAIN,
                     admission: limits::Admission::new(limits::DEFAULT),
+                    requests: requests.tally(&port.key.namespace, &port.key.service),
                 });
                 running.insert(
                     port.key.clone(),

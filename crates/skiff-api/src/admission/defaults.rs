@@ -13,6 +13,10 @@ use k8s_openapi::api::apps::v1::{
     RollingUpdateDaemonSet, RollingUpdateDeployment, RollingUpdateStatefulSetStrategy, StatefulSet,
     StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetUpdateStrategy,
 };
+use k8s_openapi::api::autoscaling::v2::{
+    HPAScalingPolicy, HPAScalingRules, HorizontalPodAutoscaler, MetricSpec, MetricTarget,
+    ResourceMetricSource,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
     ClientIPConfig, Container, EmptyDirVolumeSource, Endpoints, Namespace, Node, PersistentVolume,
@@ -392,6 +396,57 @@ pub(super) fn cron_job(cj: &mut CronJob) {
     default(&mut job.suspend, false);
     default_str(&mut job.pod_replacement_policy, "TerminatingOrFailed");
     pod_spec(job.template.spec.get_or_insert_with(PodSpec::default));
+}
+
+/// A HorizontalPodAutoscaler, as autoscaling/v2 defaults one: at least one replica, 80 % CPU
+/// when no metric is given, and — when `behavior` is given at all — every rule it leaves out
+/// filled with the defaults the controller would use (scale up at once by up to 4 pods or 100 %
+/// per 15 s, whichever is more; scale down after a 300 s window by up to 100 % per 15 s).
+pub(super) fn horizontal_pod_autoscaler(hpa: &mut HorizontalPodAutoscaler) {
+    let spec = hpa.spec.get_or_insert_with(Default::default);
+    default(&mut spec.min_replicas, 1);
+    if spec.metrics.as_ref().is_none_or(Vec::is_empty) {
+        spec.metrics = Some(vec![MetricSpec {
+            type_: "Resource".into(),
+            resource: Some(ResourceMetricSource {
+                name: "cpu".into(),
+                target: MetricTarget {
+                    type_: "Utilization".into(),
+                    average_utilization: Some(80),
+                    ..Default::default()
+                },
+            }),
+            ..Default::default()
+        }]);
+    }
+    if let Some(behavior) = spec.behavior.as_mut() {
+        let up = behavior.scale_up.get_or_insert_with(Default::default);
+        scaling_rules(up, 0, || {
+            vec![policy("Pods", 4, 15), policy("Percent", 100, 15)]
+        });
+        let down = behavior.scale_down.get_or_insert_with(Default::default);
+        scaling_rules(down, 300, || vec![policy("Percent", 100, 15)]);
+    }
+}
+
+fn scaling_rules(
+    rules: &mut HPAScalingRules,
+    window: i32,
+    policies: impl Fn() -> Vec<HPAScalingPolicy>,
+) {
+    default(&mut rules.stabilization_window_seconds, window);
+    default_str(&mut rules.select_policy, "Max");
+    if rules.policies.as_ref().is_none_or(Vec::is_empty) {
+        rules.policies = Some(policies());
+    }
+}
+
+fn policy(type_: &str, value: i32, period_seconds: i32) -> HPAScalingPolicy {
+    HPAScalingPolicy {
+        type_: type_.into(),
+        value,
+        period_seconds,
+    }
 }
 
 pub(super) fn namespace(ns: &mut Namespace) {

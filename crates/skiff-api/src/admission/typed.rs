@@ -7,6 +7,7 @@
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -56,6 +57,7 @@ pub(super) enum Typed {
     DaemonSet(Box<DaemonSet>),
     Job(Box<Job>),
     CronJob(Box<CronJob>),
+    HorizontalPodAutoscaler(Box<HorizontalPodAutoscaler>),
 }
 
 /// Calls `$body` with the inner object bound to `$obj`, whatever the kind.
@@ -88,6 +90,7 @@ macro_rules! each_kind {
             Typed::DaemonSet($obj) => $body,
             Typed::Job($obj) => $body,
             Typed::CronJob($obj) => $body,
+            Typed::HorizontalPodAutoscaler($obj) => $body,
         }
     };
 }
@@ -122,6 +125,9 @@ impl Typed {
             "DaemonSet" => Typed::DaemonSet(Box::new(decode(info, body)?)),
             "Job" => Typed::Job(Box::new(decode(info, body)?)),
             "CronJob" => Typed::CronJob(Box::new(decode(info, body)?)),
+            "HorizontalPodAutoscaler" => {
+                Typed::HorizontalPodAutoscaler(Box::new(decode(info, body)?))
+            }
             other => {
                 return Err(ApiError::Internal(format!(
                     "skiff-api has no type for served kind {other}; add it to admission::typed"
@@ -171,6 +177,7 @@ impl Typed {
             Typed::DaemonSet(ds) => defaults::daemon_set(ds),
             Typed::Job(job) => defaults::job(job),
             Typed::CronJob(cj) => defaults::cron_job(cj),
+            Typed::HorizontalPodAutoscaler(hpa) => defaults::horizontal_pod_autoscaler(hpa),
             Typed::ConfigMap(_)
             | Typed::ServiceAccount(_)
             | Typed::Event(_)
@@ -228,6 +235,9 @@ impl Typed {
             // A Job's selector is the server's unless it says `manualSelector`.
             Typed::Job(job) => validation::batch::job(job),
             Typed::CronJob(cj) => validation::batch::cron_job(cj),
+            Typed::HorizontalPodAutoscaler(hpa) => {
+                validation::autoscaling::horizontal_pod_autoscaler(hpa)
+            }
             Typed::Namespace(_) | Typed::Node(_) | Typed::Event(_) | Typed::ServiceAccount(_) => {
                 Vec::new()
             }

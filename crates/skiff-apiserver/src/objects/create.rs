@@ -10,6 +10,7 @@ use skiff_api::admission::{self, FieldValidation};
 use skiff_api::decode;
 use skiff_api::patch;
 use skiff_api::status::ApiError;
+use skiff_api::versions;
 use skiff_store::{object_key, Op, OpError};
 
 use super::{get_fresh, lost_races, metadata_of, now, write_with_claims, Result, CONFLICT_RETRIES};
@@ -44,7 +45,7 @@ pub async fn create(
     }
     let validation = FieldValidation::parse(params.field_validation.as_deref())?;
     let dry_run = params.is_dry_run()?;
-    let mut body = decode::decode_object(body, content_type)?;
+    let mut body = versions::to_stored(target.served, decode::decode_object(body, content_type)?)?;
     // generateName first, so admission validates (and defaults from) the final name.
     let body_meta = metadata_of(&mut body)?;
     if body_meta

@@ -14,6 +14,7 @@ use skiff_api::admission::{self, FieldValidation};
 use skiff_api::decode;
 use skiff_api::patch;
 use skiff_api::status::ApiError;
+use skiff_api::versions;
 use skiff_store::{revision_of, Op, OpError};
 
 use super::delete::finalizers_of;
@@ -40,7 +41,7 @@ pub async fn update(
     check_subresource(target)?;
     let name = name_of(target)?.to_string();
     let validation = FieldValidation::parse(params.field_validation.as_deref())?;
-    let body = decode::decode_object(body, content_type)?;
+    let body = versions::to_stored(target.served, decode::decode_object(body, content_type)?)?;
     let body_name = body
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -96,7 +97,10 @@ pub async fn patch(
     }
     let manager = params.manager();
     write_with_retries(app, user, target, params, &name, None, |current| {
-        let patched = patch::apply_patch(current, body, &content_type)?;
+        // The patch is against the object in the client's version.
+        let served = versions::from_stored(target.served, current);
+        let patched = patch::apply_patch(&served, body, &content_type)?;
+        let patched = versions::to_stored(target.served, patched)?;
         let mut admitted = admission::admit(target.info, patched, validation)?;
         patch::apply::record_update(Some(current), &mut admitted.object, &manager, &now());
         Ok(admitted)
@@ -121,7 +125,8 @@ async fn server_side_apply(
         ));
     };
     let mut config = decode::decode_object(body, Some("application/apply-patch+yaml"))?;
-    config = admission::with_type_meta(target.info, config)?;
+    config = admission::with_type_meta(target.served, config)?;
+    config = versions::to_stored(target.served, config)?;
     let body_name = config
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -142,8 +147,10 @@ async fn server_side_apply(
     if get_fresh(app, &target.key()).await?.is_none() && target.subresource.is_none() {
         let created = patch::apply::apply(None, &config, &manager, params.force(), &now())
             .map_err(conflict)?;
+        // `created` is in the stored version already.
         let collection = Target {
             name: None,
+            served: target.info,
             ..target.clone()
         };
         let bytes = serde_json::to_vec(&created)

@@ -259,6 +259,139 @@ fn cronjob_cells(cj: &Value, now: Timestamp) -> Vec<Value> {
     ]
 }
 
+pub(super) const HORIZONTAL_POD_AUTOSCALERS: Printer = Printer::new(
+    &[
+        NAME,
+        column("Reference", "string", docs::HPA_REFERENCE),
+        column("Targets", "string", docs::HPA_TARGETS),
+        column("MinPods", "string", docs::HPA_MIN_PODS),
+        column("MaxPods", "integer", docs::HPA_MAX_PODS),
+        column("Replicas", "integer", docs::HPA_REPLICAS),
+        AGE,
+    ],
+    hpa_cells,
+);
+
+fn hpa_cells(hpa: &Value, now: Timestamp) -> Vec<Value> {
+    let target = hpa.pointer("/spec/scaleTargetRef");
+    let field = |f: &str| {
+        target
+            .and_then(|t| t.get(f))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    };
+    vec![
+        name(hpa),
+        format!("{}/{}", field("kind"), field("name")).into(),
+        hpa_targets(
+            array_at(hpa, "/spec/metrics"),
+            array_at(hpa, "/status/currentMetrics"),
+        )
+        .into(),
+        hpa.pointer("/spec/minReplicas")
+            .and_then(Value::as_i64)
+            .map_or_else(|| "<unset>".to_string(), |n| n.to_string())
+            .into(),
+        hpa.pointer("/spec/maxReplicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            .into(),
+        hpa.pointer("/status/currentReplicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            .into(),
+        age(hpa, now).into(),
+    ]
+}
+
+/// The TARGETS cell as kube-apiserver prints it: `current/target` per metric, `<unknown>` for a
+/// current value not yet measured, the first two metrics and `+ N more...`.
+fn hpa_targets(specs: &[Value], statuses: &[Value]) -> String {
+    const SHOWN: usize = 2;
+    if specs.is_empty() {
+        return "<none>".into();
+    }
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+    let unknown = || "<unknown>".to_string();
+    let mut cells = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let status = statuses.get(i);
+        let current = |source: &str, field: &str| {
+            text(status.and_then(|s| s.pointer(&format!("/{source}/current/{field}"))))
+                .unwrap_or_else(unknown)
+        };
+        let target = |source: &str, field: &str| {
+            text(spec.pointer(&format!("/{source}/target/{field}"))).unwrap_or_default()
+        };
+        let cell = match spec.get("type").and_then(Value::as_str).unwrap_or("") {
+            source @ ("External" | "Object") => {
+                let source = if source == "External" {
+                    "external"
+                } else {
+                    "object"
+                };
+                if spec
+                    .pointer(&format!("/{source}/target/averageValue"))
+                    .is_some()
+                {
+                    format!(
+                        "{}/{} (avg)",
+                        current(source, "averageValue"),
+                        target(source, "averageValue")
+                    )
+                } else {
+                    format!("{}/{}", current(source, "value"), target(source, "value"))
+                }
+            }
+            "Pods" => format!(
+                "{}/{}",
+                current("pods", "averageValue"),
+                target("pods", "averageValue")
+            ),
+            kind @ ("Resource" | "ContainerResource") => {
+                let source = if kind == "Resource" {
+                    "resource"
+                } else {
+                    "containerResource"
+                };
+                let resource = text(spec.pointer(&format!("/{source}/name"))).unwrap_or_default();
+                if spec
+                    .pointer(&format!("/{source}/target/averageValue"))
+                    .is_some()
+                {
+                    format!(
+                        "{resource}: {}/{}",
+                        current(source, "averageValue"),
+                        target(source, "averageValue")
+                    )
+                } else {
+                    let percent =
+                        |v: Option<&Value>| v.and_then(Value::as_i64).map(|p| format!("{p}%"));
+                    let now =
+                        percent(status.and_then(|s| {
+                            s.pointer(&format!("/{source}/current/averageUtilization"))
+                        }))
+                        .unwrap_or_else(unknown);
+                    let wanted =
+                        percent(spec.pointer(&format!("/{source}/target/averageUtilization")))
+                            .unwrap_or_else(|| "<auto>".into());
+                    format!("{resource}: {now}/{wanted}")
+                }
+            }
+            _ => "<unknown type>".into(),
+        };
+        cells.push(cell);
+    }
+    let more = cells.len().saturating_sub(SHOWN);
+    cells.truncate(SHOWN);
+    let shown = cells.join(", ");
+    if more > 0 {
+        format!("{shown} + {more} more...")
+    } else {
+        shown
+    }
+}
+
 pub(super) const CONTROLLER_REVISIONS: Printer = Printer::new(
     &[
         NAME,

@@ -17,6 +17,7 @@
 //! - `storage`: PersistentVolumes, PersistentVolumeClaims and StorageClasses.
 
 pub(super) mod apps;
+pub(super) mod autoscaling;
 pub(super) mod batch;
 pub(super) mod config;
 pub(super) mod coordination;
