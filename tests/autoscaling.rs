@@ -143,6 +143,32 @@ fn autoscalers_follow_cpu_and_requests_up_and_down() {
     });
     let (ok, out, err) = cluster.kubectl(&["top", "nodes"]);
     assert!(ok && out.contains("node-h"), "{out}{err}");
+    // The agent's Prometheus text, through the API server's node proxy (as a Prometheus set
+    // up for Kubernetes scrapes cAdvisor's figures), with cAdvisor's names and labels.
+    let (ok, out, err) = cluster.kubectl(&[
+        "get",
+        "--raw",
+        "/api/v1/nodes/node-h/proxy/metrics/cadvisor",
+    ]);
+    assert!(ok, "{err}");
+    for series in [
+        "container_cpu_usage_seconds_total{",
+        "container_memory_working_set_bytes{",
+        "machine_memory_bytes ",
+    ] {
+        assert!(out.contains(series), "{series} missing from:\n{out}");
+    }
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("container_cpu_usage_seconds_total{")
+                && l.contains(r#"container="my-app""#)
+                && l.contains(r#"namespace="default""#)
+                && l.contains(r#"pod="my-app-"#)),
+        "{out}"
+    );
+    // Only the measurements: the agent's other paths are not reachable this way.
+    let (ok, _, err) = cluster.kubectl(&["get", "--raw", "/api/v1/nodes/node-h/proxy/pods"]);
+    assert!(!ok && err.contains("NotFound"), "{err}");
 
     let running = load(&ip, "/cgi-bin/burn");
     let busy = eventually(
@@ -164,6 +190,19 @@ fn autoscalers_follow_cpu_and_requests_up_and_down() {
         },
     );
     assert!(busy.contains("my-app"), "{busy}");
+    // Memory is measured too (busybox httpd's working set is well under 1Mi, which `top`
+    // rounds to 0Mi, so look at the raw figures).
+    let (_, metrics) = cluster
+        .client
+        .get("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods?labelSelector=app%3Dmy-app");
+    let items = metrics["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 3, "{metrics}");
+    for pod in &items {
+        let memory = pod["containers"][0]["usage"]["memory"]
+            .as_str()
+            .unwrap_or("0");
+        assert!(memory.ends_with("Ki") && memory != "0Ki", "{metrics}");
+    }
     eventually(
         "the HPA scales up under load",
         Duration::from_secs(120),
@@ -202,7 +241,10 @@ fn autoscalers_follow_cpu_and_requests_up_and_down() {
             "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "counter"},
                 "minReplicas": 1, "maxReplicas": 4,
                 "metrics": [{"type": "Pods", "pods": {"metric": {"name": "requests_per_second"},
-                    "target": {"type": "AverageValue", "averageValue": "2"}}}],
+                    "target": {"type": "AverageValue", "averageValue": "2"}}},
+                    {"type": "Object", "object": {"metric": {"name": "requests_per_second"},
+                        "describedObject": {"apiVersion": "v1", "kind": "Service", "name": "counter"},
+                        "target": {"type": "Value", "value": "1k"}}}],
                 "behavior": {"scaleDown": {"stabilizationWindowSeconds": 15}}}}),
     );
     let running = load(&ip, "/");
@@ -225,6 +267,26 @@ fn autoscalers_follow_cpu_and_requests_up_and_down() {
         Duration::from_secs(120),
         || (replicas(&cluster, "counter") > 1).then_some(()),
     );
+    // The Object metric (the Service's own rate) is measured too; its target is far away.
+    let (_, hpa) = cluster
+        .client
+        .get("/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/counter");
+    let object = hpa["status"]["currentMetrics"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["type"] == "Object").cloned())
+        .unwrap_or_default();
+    assert_eq!(
+        object["object"]["describedObject"]["name"], "counter",
+        "{hpa}"
+    );
+    assert!(
+        object["object"]["current"]["value"]
+            .as_str()
+            .is_some_and(|v| v != "0"),
+        "{hpa}"
+    );
+    let (_, out, _) = cluster.kubectl(&["get", "hpa", "counter"]);
+    assert!(out.contains("/1k"), "{out}");
     running.store(false, Ordering::Relaxed);
     eventually(
         "the request HPA scales back down",

@@ -365,6 +365,42 @@ mod tests {
     }
 
     #[test]
+    fn autoscalers_round_trip_in_both_versions() {
+        // What `kubectl autoscale` sends (v1), and a v2 object with every metric source skiff
+        // serves.
+        let v1 = json!({"metadata": {"name": "web"}, "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 60}});
+        let got = decode(&encode("autoscaling/v1", "HorizontalPodAutoscaler", &v1)).expect("v1");
+        assert_eq!(got["spec"]["targetCPUUtilizationPercentage"], 60);
+        assert_eq!(got["spec"]["scaleTargetRef"]["kind"], "Deployment");
+        let v2 = json!({"metadata": {"name": "web"}, "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "maxReplicas": 10,
+            "metrics": [
+                {"type": "Resource", "resource": {"name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": 80}}},
+                {"type": "Pods", "pods": {"metric": {"name": "requests_per_second"},
+                    "target": {"type": "AverageValue", "averageValue": {"string": "2"}}}}],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0,
+                "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}}}});
+        let got = decode(&encode("autoscaling/v2", "HorizontalPodAutoscaler", &v2)).expect("v2");
+        assert_eq!(
+            got["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            80
+        );
+        assert_eq!(
+            got["spec"]["metrics"][1]["pods"]["target"]["averageValue"],
+            "2"
+        );
+        assert_eq!(
+            got["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"], 0,
+            "a *int32 set to 0 survives"
+        );
+        assert!(got["spec"].get("minReplicas").is_none());
+    }
+
+    #[test]
     fn configmaps_and_secrets_round_trip() {
         let cm =
             json!({"metadata": {"name": "cfg", "namespace": ""}, "data": {"a": "1", "empty": ""}});

@@ -192,7 +192,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         namespaced: false,
         short_names: &["no"],
         categories: &[],
-        subresources: &["status"],
+        subresources: &["status", "proxy"],
         field_selectors: &["spec.unschedulable"],
     },
     ResourceInfo {

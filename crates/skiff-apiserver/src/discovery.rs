@@ -87,6 +87,11 @@ pub fn subresource(resource: &ResourceInfo, name: &'static str) -> SubresourceIn
             verbs: &["create"],
             ..own_kind(&[])
         },
+        "proxy" => SubresourceInfo {
+            kind: "NodeProxyOptions",
+            verbs: &["get"],
+            ..own_kind(&[])
+        },
         "exec" => SubresourceInfo {
             kind: "PodExecOptions",
             verbs: &["create", "get"],

@@ -42,16 +42,19 @@ const DEFAULT_WINDOW_SECONDS: f64 = 15.0;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-/// The latest round of summaries, by node name.
+/// Every node's summary of one round, by node name.
+type Round = Arc<HashMap<String, Summary>>;
+
+/// The latest round of summaries, and when it was fetched.
 #[derive(Default)]
 pub struct Measurements {
-    latest: Mutex<Option<(Instant, Arc<HashMap<String, Summary>>)>>,
+    latest: Mutex<Option<(Instant, Round)>>,
     /// Held while a round runs, so concurrent requests wait for it instead of starting theirs.
     round: tokio::sync::Mutex<()>,
 }
 
 impl Measurements {
-    fn fresh(&self) -> Option<Arc<HashMap<String, Summary>>> {
+    fn fresh(&self) -> Option<Round> {
         let latest = self.latest.lock().ok()?;
         latest
             .as_ref()
@@ -61,7 +64,7 @@ impl Measurements {
 }
 
 /// Every Ready node's summary, from the last round if it is fresh, else from a new one.
-pub async fn summaries(app: &App) -> Arc<HashMap<String, Summary>> {
+pub async fn summaries(app: &App) -> Round {
     if let Some(summaries) = app.measurements.fresh() {
         return summaries;
     }
@@ -112,11 +115,20 @@ fn is_ready(node: &Value) -> bool {
 }
 
 async fn fetch(app: &App, node: &Value) -> Result<Summary> {
-    let url = format!(
-        "{}/stats/summary",
-        crate::pod_streams::node_agent_url(node)?
-    );
-    let response = crate::pod_streams::agent_client(app)?
+    let (_, bytes) = agent_get(app, node, "/stats/summary").await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::ServiceUnavailable(format!("the node's summary: {e}")))
+}
+
+/// The largest answer taken from an agent: a summary or the Prometheus text of 110 pods is well
+/// under 1 MiB.
+const MAX_AGENT_ANSWER: usize = 8 << 20;
+
+/// GETs `path` from the node's agent with the server's node credentials; its content type and
+/// body (at most [`MAX_AGENT_ANSWER`], read as it arrives).
+async fn agent_get(app: &App, node: &Value, path: &str) -> Result<(String, Vec<u8>)> {
+    let url = format!("{}{path}", crate::pod_streams::node_agent_url(node)?);
+    let mut response = crate::pod_streams::agent_client(app)?
         .get(&url)
         .bearer_auth(&app.node_secret)
         .send()
@@ -128,18 +140,59 @@ async fn fetch(app: &App, node: &Value) -> Result<Summary> {
             response.status()
         )));
     }
-    // A summary of 110 pods is well under 1 MiB; more is not an agent's answer.
-    let bytes = response
-        .bytes()
+    let content_type = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|e| ApiError::ServiceUnavailable(format!("reading the summary: {e}")))?;
-    if bytes.len() > 8 << 20 {
-        return Err(ApiError::ServiceUnavailable(
-            "the summary is too large".into(),
-        ));
+        .map_err(|e| ApiError::ServiceUnavailable(format!("reading the agent's answer: {e}")))?
+    {
+        if body.len() + chunk.len() > MAX_AGENT_ANSWER {
+            return Err(ApiError::ServiceUnavailable(
+                "the agent's answer is too large".into(),
+            ));
+        }
+        body.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::ServiceUnavailable(format!("the node's summary: {e}")))
+    Ok((content_type, body))
+}
+
+/// The agent paths `nodes/NAME/proxy/...` reaches. Kubernetes proxies any path to kubelet;
+/// skiff's agent endpoint also serves logs and exec, which have their own, narrower
+/// authorization (`pods/log`, `pods/exec`), so the proxy reaches only the measurements.
+const PROXIED: &[&str] = &[
+    "/metrics",
+    "/metrics/cadvisor",
+    "/metrics/resource",
+    "/stats/summary",
+];
+
+/// `GET /api/v1/nodes/NAME/proxy/PATH` for the paths in [`PROXIED`]: the agent's answer as it
+/// gave it (Prometheus text or JSON).
+pub async fn node_proxy(app: &App, target: &Target) -> Result<Response> {
+    let path = target.proxy_path.as_deref().unwrap_or("/");
+    if !PROXIED.contains(&path) {
+        return Err(ApiError::NoSuchPath(format!(
+            "{path} through the node proxy (skiff's node proxy serves {})",
+            PROXIED.join(", ")
+        )));
+    }
+    let name = target.name.as_deref().unwrap_or("");
+    let node = app
+        .store
+        .get(&target.key())
+        .ok_or_else(|| not_found(target, name))?;
+    let (content_type, body) = agent_get(app, &node, path).await?;
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(axum::http::header::CONTENT_TYPE, content_type)
+        .body(axum::body::Body::from(body))
+        .map_err(|e| ApiError::Internal(format!("the proxied answer: {e}")))
 }
 
 /// Serves a GET of a measured resource (`target.info` is one of
@@ -195,7 +248,7 @@ pub fn cpu_quantity(nano_cores: u64) -> String {
 
 /// Bytes as metrics-server writes them: whole KiB when they divide (`2048Ki`), bytes otherwise.
 pub fn memory_quantity(bytes: u64) -> String {
-    if bytes % 1024 == 0 && bytes > 0 {
+    if bytes.is_multiple_of(1024) && bytes > 0 {
         format!("{}Ki", bytes / 1024)
     } else {
         bytes.to_string()
@@ -205,7 +258,7 @@ pub fn memory_quantity(bytes: u64) -> String {
 /// A rate in thousandths, the way Kubernetes prints a milli-quantity (`2500m`, `3`).
 pub fn rate_quantity(per_second: f64) -> String {
     let milli = (per_second * 1000.0).round().max(0.0) as u64;
-    if milli % 1000 == 0 {
+    if milli.is_multiple_of(1000) {
         (milli / 1000).to_string()
     } else {
         format!("{milli}m")

@@ -3,8 +3,9 @@
 //! Most subresources are the object itself (`status`, which [`crate::objects`] serves). These
 //! are not: a pod's log and exec streams come from its node's agent ([`crate::pod_streams`]), a
 //! binding assigns a pod to a node ([`crate::binding`]), `scale` is a view of a workload's
-//! replica count ([`crate::scale`]), and a ServiceAccount's `token` is signed by
-//! [`crate::auth::service_accounts`]. [`SUBRESOURCES`] says which requests go where; a request
+//! replica count ([`crate::scale`]), a ServiceAccount's `token` is signed by
+//! [`crate::auth::service_accounts`], and a node's `proxy` reads its agent's measurements
+//! ([`crate::measurements`]). [`SUBRESOURCES`] says which requests go where; a request
 //! it does not match goes to the generic verbs.
 use std::sync::Arc;
 
@@ -32,6 +33,9 @@ pub enum Served {
     Scale,
     /// `POST .../serviceaccounts/NAME/token`: a signed token for the account.
     Token,
+    /// `GET /api/v1/nodes/NAME/proxy/PATH`: the node agent's measurements (Prometheus text,
+    /// the Summary API), as a Prometheus configured for Kubernetes scrapes them.
+    NodeProxy,
 }
 
 /// One row: requests for `subresource` of `resource` (qualified), with `method` (`None`: any).
@@ -66,6 +70,7 @@ pub static SUBRESOURCES: &[Subresource] = &[
     row("replicasets.apps", "scale", None, Served::Scale),
     row("statefulsets.apps", "scale", None, Served::Scale),
     row("serviceaccounts", "token", Some("POST"), Served::Token),
+    row("nodes", "proxy", Some("GET"), Served::NodeProxy),
 ];
 
 /// The module that serves `method` on `target`, if it is one of [`SUBRESOURCES`].
@@ -113,6 +118,10 @@ pub async fn serve(
             let response = crate::pod_streams::exec(app, target, request).await;
             return (Counted::new("CONNECT", "pods/exec"), or_error(response));
         }
+        Served::NodeProxy => (
+            Counted::new("GET", "nodes/proxy"),
+            crate::measurements::node_proxy(app, target).await,
+        ),
         Served::Binding => (
             Counted::new("CREATE", "pods/binding"),
             crate::binding::serve(app, target, &bytes(body).await).await,
@@ -192,6 +201,12 @@ mod tests {
                 Method::GET,
                 Some(Served::Scale),
             ),
+            (
+                "/api/v1/nodes/n1/proxy/metrics/cadvisor".into(),
+                Method::GET,
+                Some(Served::NodeProxy),
+            ),
+            ("/api/v1/nodes/n1/proxy/metrics".into(), Method::POST, None),
         ];
         for (path, method, expected) in cases {
             assert_eq!(route(&target(&path), &method), expected, "{method} {path}");

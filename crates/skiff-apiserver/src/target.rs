@@ -30,6 +30,8 @@ pub struct Target {
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub subresource: Option<String>,
+    /// For `nodes/NAME/proxy/PATH`: `/PATH`, what is asked of the node's agent.
+    pub proxy_path: Option<String>,
 }
 
 impl Target {
@@ -80,11 +82,24 @@ pub fn parse(path: &str) -> Result<Option<Target>, ApiError> {
             namespace: Some(ns.to_string()),
             name: tail.first().map(|s| s.to_string()),
             subresource: tail.get(1).map(|s| s.to_string()),
+            proxy_path: None,
         },
         // `/apis/policy/v1/namespaces/a/poddisruptionbudgets` where the group has no namespaces of its own: the
         // resource that is missing is `poddisruptionbudgets`, not `namespaces`.
         (["namespaces", _, resource, ..], None) if find("namespaces").is_none() => {
             return Err(not_found(resource));
+        }
+        // `/api/v1/nodes/NAME/proxy/metrics/cadvisor`: the rest of the path is the agent's.
+        (["nodes", name, "proxy", path @ ..], _) if group.is_empty() && !path.is_empty() => {
+            let info = find("nodes").ok_or_else(|| not_found("nodes"))?;
+            Target {
+                info,
+                served: info,
+                namespace: None,
+                name: Some(name.to_string()),
+                subresource: Some("proxy".into()),
+                proxy_path: Some(format!("/{}", path.join("/"))),
+            }
         }
         ([resource, tail @ ..], _) if tail.len() <= 2 => {
             let info = find(resource).ok_or_else(|| not_found(resource))?;
@@ -98,6 +113,7 @@ pub fn parse(path: &str) -> Result<Option<Target>, ApiError> {
                 namespace: None,
                 name: tail.first().map(|s| s.to_string()),
                 subresource: tail.get(1).map(|s| s.to_string()),
+                proxy_path: None,
             }
         }
         _ => return Err(not_found(rest.first().copied().unwrap_or(""))),

@@ -7,6 +7,9 @@
 //!    Running and Ready; p50 and p99;
 //! 2. a burst: M pods created at once; the time until the last is Running;
 //! 3. RSS of the agent (and of its containerd and shims) idle and with the burst running;
+//!    then the agent's CPU over a steady spell with the burst's pods running, while the API's
+//!    `metrics.k8s.io` pod list is read every 15 s, as the HPA controller does (the cost of
+//!    measuring: the agent samples its cgroups and answers the API server's summary fetch);
 //! 4. a rolling update, and the service proxy's cost ([`crate::proxy`]).
 use std::collections::HashMap;
 use std::path::Path;
@@ -37,6 +40,10 @@ pub struct PodBench {
     /// Passed to the agent: pods share this many shims (0: one shim per pod).
     #[arg(long, default_value_t = 0)]
     shim_groups: u32,
+    /// Seconds of the steady spell after the burst, with its pods running, over which the
+    /// agent's CPU time is measured (0: skip it).
+    #[arg(long, default_value_t = 60)]
+    steady_seconds: u64,
     /// Seconds of each concurrent phase of the service proxy benchmark (0: skip it).
     #[arg(long, default_value_t = 5)]
     proxy_seconds: u64,
@@ -98,6 +105,27 @@ fn rss_mib(pid: u32) -> f64 {
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
+}
+
+/// CPU time (user and system) a process has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command (which may hold spaces) in parentheses: utime and
+            // stime are the 12th and 13th of them.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let mut fields = rest.split(' ').skip(11);
+            let user: u64 = fields.next()?.parse().ok()?;
+            let system: u64 = fields.next()?.parse().ok()?;
+            Some(user + system)
+        })
+        .unwrap_or(0);
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
 }
 
 /// Total RSS of the containerd shims whose command line mentions `namespace`.
@@ -316,6 +344,43 @@ async fn measure(
         "RSS idle: agent {idle_agent:.1} MiB, containerd {idle_containerd:.1} MiB; with {} pods: agent {busy_agent:.1} MiB, containerd {busy_containerd:.1} MiB, {shims} shims {shims_rss:.0} MiB",
         burst.len()
     );
+    if bench.steady_seconds > 0 {
+        let spell = Duration::from_secs(bench.steady_seconds);
+        let (cpu_before, started) = (cpu_time(agent_pid), Instant::now());
+        // (reads, answered, pods in the last answer)
+        let mut reads = (0, 0, 0);
+        while started.elapsed() < spell {
+            let read: Result<serde_json::Value, _> = client
+                .request(
+                    skiff_client::Method::GET,
+                    &format!("{}/apis/metrics.k8s.io/v1beta1/pods", client.server()),
+                    &[],
+                    None,
+                )
+                .await;
+            reads.0 += 1;
+            if let Ok(list) = read {
+                reads.1 += 1;
+                reads.2 = list["items"].as_array().map_or(0, Vec::len);
+            }
+            tokio::time::sleep(
+                Duration::from_secs(15).min(spell.saturating_sub(started.elapsed())),
+            )
+            .await;
+        }
+        let used = cpu_time(agent_pid).saturating_sub(cpu_before);
+        println!(
+            "steady {} s with {} pods: agent CPU {:.1} ms/s ({:.2} % of a core), RSS {:.1} MiB; metrics.k8s.io read {} times, {} answered, {} pods in the last",
+            bench.steady_seconds,
+            burst.len(),
+            used.as_secs_f64() * 1000.0 / started.elapsed().as_secs_f64(),
+            used.as_secs_f64() * 100.0 / started.elapsed().as_secs_f64(),
+            rss_mib(agent_pid),
+            reads.0,
+            reads.1,
+            reads.2,
+        );
+    }
     if bench.rollout > 0 {
         delete_all(client).await?;
         rolling_update(client, bench.rollout).await?;

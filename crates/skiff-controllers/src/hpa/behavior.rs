@@ -268,36 +268,24 @@ fn scale_up_limit(
     rules: Option<&HPAScalingRules>,
     now: Timestamp,
 ) -> i32 {
-    let select = rules
-        .and_then(|r| r.select_policy.as_deref())
-        .unwrap_or("Max");
-    if select == "Disabled" {
-        return current;
-    }
-    let default_policies = [("Pods", 4, 15), ("Percent", 100, 15)];
-    let policies: Vec<(String, i32, i32)> = match rules.and_then(|r| r.policies.as_ref()) {
-        Some(policies) if !policies.is_empty() => policies
-            .iter()
-            .map(|p| (p.type_.clone(), p.value, p.period_seconds))
-            .collect(),
-        _ => default_policies
-            .iter()
-            .map(|(t, v, p)| (t.to_string(), *v, *p))
-            .collect(),
-    };
-    let proposals = policies.iter().map(|(type_, value, period)| {
-        let start = current - changed_within(&history.scale_ups, *period, now)
-            + changed_within(&history.scale_downs, *period, now);
-        if type_ == "Pods" {
-            start + value
-        } else {
-            (f64::from(start) * (1.0 + f64::from(*value) / 100.0)).ceil() as i32
-        }
-    });
-    if select == "Min" {
-        proposals.min().unwrap_or(current)
-    } else {
-        proposals.max().unwrap_or(current)
+    let proposals = proposals(
+        current,
+        history,
+        rules,
+        now,
+        &[("Pods", 4, 15), ("Percent", 100, 15)],
+        |start, type_, value| {
+            if type_ == "Pods" {
+                start + value
+            } else {
+                (f64::from(start) * (1.0 + f64::from(value) / 100.0)).ceil() as i32
+            }
+        },
+    );
+    match (proposals, select_policy(rules)) {
+        (None, _) => current,
+        (Some(p), "Min") => p.into_iter().min().unwrap_or(current),
+        (Some(p), _) => p.into_iter().max().unwrap_or(current),
     }
 }
 
@@ -309,34 +297,65 @@ fn scale_down_limit(
     rules: Option<&HPAScalingRules>,
     now: Timestamp,
 ) -> i32 {
-    let select = rules
-        .and_then(|r| r.select_policy.as_deref())
-        .unwrap_or("Max");
-    if select == "Disabled" {
-        return current;
+    let proposals = proposals(
+        current,
+        history,
+        rules,
+        now,
+        &[("Percent", 100, 15)],
+        |start, type_, value| {
+            if type_ == "Pods" {
+                start - value
+            } else {
+                (f64::from(start) * (1.0 - f64::from(value) / 100.0)) as i32
+            }
+        },
+    );
+    // `Max` allows the biggest change: the fewest replicas.
+    match (proposals, select_policy(rules)) {
+        (None, _) => current,
+        (Some(p), "Min") => p.into_iter().max().unwrap_or(current),
+        (Some(p), _) => p.into_iter().min().unwrap_or(current),
     }
-    let policies: Vec<(String, i32, i32)> = match rules.and_then(|r| r.policies.as_ref()) {
+}
+
+fn select_policy(rules: Option<&HPAScalingRules>) -> &str {
+    rules
+        .and_then(|r| r.select_policy.as_deref())
+        .unwrap_or("Max")
+}
+
+/// What each policy (or each of `defaults` where the rules name none) allows: `step` of the
+/// replicas at the start of its period (now's, less the changes made within it). None when the
+/// direction is `Disabled`.
+fn proposals(
+    current: i32,
+    history: &History,
+    rules: Option<&HPAScalingRules>,
+    now: Timestamp,
+    defaults: &[(&str, i32, i32)],
+    step: impl Fn(i32, &str, i32) -> i32,
+) -> Option<Vec<i32>> {
+    if select_policy(rules) == "Disabled" {
+        return None;
+    }
+    let policies: Vec<(&str, i32, i32)> = match rules.and_then(|r| r.policies.as_ref()) {
         Some(policies) if !policies.is_empty() => policies
             .iter()
-            .map(|p| (p.type_.clone(), p.value, p.period_seconds))
+            .map(|p| (p.type_.as_str(), p.value, p.period_seconds))
             .collect(),
-        _ => vec![("Percent".to_string(), 100, 15)],
+        _ => defaults.to_vec(),
     };
-    let proposals = policies.iter().map(|(type_, value, period)| {
-        let start = current - changed_within(&history.scale_ups, *period, now)
-            + changed_within(&history.scale_downs, *period, now);
-        if type_ == "Pods" {
-            start - value
-        } else {
-            (f64::from(start) * (1.0 - f64::from(*value) / 100.0)) as i32
-        }
-    });
-    // `Max` allows the biggest change: the fewest replicas.
-    if select == "Min" {
-        proposals.max().unwrap_or(current)
-    } else {
-        proposals.min().unwrap_or(current)
-    }
+    Some(
+        policies
+            .into_iter()
+            .map(|(type_, value, period)| {
+                let start = current - changed_within(&history.scale_ups, period, now)
+                    + changed_within(&history.scale_downs, period, now);
+                step(start, type_, value)
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]

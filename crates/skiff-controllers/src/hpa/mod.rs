@@ -158,7 +158,7 @@ pub fn reconcile(
                     name,
                     status: metric_status,
                 } => {
-                    metric_statuses.push(metric_status);
+                    metric_statuses.push(*metric_status);
                     if best.as_ref().is_none_or(|(r, _)| replicas > *r) {
                         best = Some((replicas, name));
                     }
@@ -242,23 +242,21 @@ pub fn reconcile(
     }
 
     // 4. Scale and report.
-    if rescale && desired != current {
-        if set_replicas(&mut target_object, desired) {
-            plan.push(Action::Update(target_object));
-            plan.push(Action::normal_event(
-                here,
-                "SuccessfulRescale",
-                format!("New size: {desired}; reason: {reason}"),
-            ));
-            history.record_scale(current, desired, now);
-            status.last_scale_time = Some(Time(now));
-            set(
-                "AbleToScale",
-                true,
-                "SucceededRescale",
-                format!("the HPA controller was able to update the target scale to {desired}"),
-            );
-        }
+    if rescale && desired != current && set_replicas(&mut target_object, desired) {
+        plan.push(Action::Update(target_object));
+        plan.push(Action::normal_event(
+            here,
+            "SuccessfulRescale",
+            format!("New size: {desired}; reason: {reason}"),
+        ));
+        history.record_scale(current, desired, now);
+        status.last_scale_time = Some(Time(now));
+        set(
+            "AbleToScale",
+            true,
+            "SucceededRescale",
+            format!("the HPA controller was able to update the target scale to {desired}"),
+        );
     }
     status.current_replicas = Some(current);
     status.desired_replicas = desired;
@@ -333,7 +331,7 @@ enum Proposal {
         replicas: i32,
         /// How the event names it (`cpu resource utilization (percentage of request)`).
         name: String,
-        status: MetricStatus,
+        status: Box<MetricStatus>,
     },
     /// `message` is the event's; `wrapped` names the metric, as the condition shows it.
     Failed {
@@ -484,7 +482,7 @@ fn propose(
             Proposal::Computed {
                 replicas,
                 name,
-                status,
+                status: Box::new(status),
             }
         }
         "Pods" => {
@@ -517,7 +515,7 @@ fn propose(
                 Ok((replicas, average)) => Proposal::Computed {
                     replicas,
                     name: format!("pods metric {name}"),
-                    status: MetricStatus {
+                    status: Box::new(MetricStatus {
                         type_: "Pods".into(),
                         pods: Some(PodsMetricStatus {
                             metric: MetricIdentifier {
@@ -530,7 +528,7 @@ fn propose(
                             },
                         }),
                         ..Default::default()
-                    },
+                    }),
                 },
                 Err(e) => failed(
                     "FailedGetPodsMetric",
@@ -588,7 +586,7 @@ fn propose(
             Proposal::Computed {
                 replicas,
                 name: format!("{} metric {name}", described.kind),
-                status: MetricStatus {
+                status: Box::new(MetricStatus {
                     type_: "Object".into(),
                     object: Some(ObjectMetricStatus {
                         metric: MetricIdentifier {
@@ -599,7 +597,7 @@ fn propose(
                         current: current_value,
                     }),
                     ..Default::default()
-                },
+                }),
             }
         }
         other => failed(

@@ -34,6 +34,27 @@ pub const TOLERANCE: f64 = 0.1;
 /// For this long after a pod starts, its CPU samples are taken only once it is Ready and a
 /// whole window has passed since (`--horizontal-pod-autoscaler-cpu-initialization-period`).
 pub const CPU_INITIALIZATION_PERIOD: SignedDuration = SignedDuration::from_secs(300);
+/// The samples the ratio is computed from: of the target's pods, neither ignored nor unready.
+fn counted(
+    pods: &[Pod],
+    samples: &BTreeMap<String, Sample>,
+    groups: &Groups,
+) -> Result<BTreeMap<String, Sample>, String> {
+    let counted: BTreeMap<String, Sample> = samples
+        .iter()
+        .filter(|(pod, _)| {
+            pods.iter().any(|p| &name(p) == *pod)
+                && !groups.ignored.contains(*pod)
+                && !groups.unready.contains(*pod)
+        })
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    if counted.is_empty() {
+        return Err("did not receive metrics for targeted pods (pods might be unready)".into());
+    }
+    Ok(counted)
+}
+
 /// A pod that turned unready within this long of starting is taken as never having been ready
 /// (`--horizontal-pod-autoscaler-initial-readiness-delay`).
 pub const INITIAL_READINESS_DELAY: SignedDuration = SignedDuration::from_secs(30);
@@ -200,18 +221,7 @@ pub fn resource_utilization(
         return Err("no pods returned by selector while calculating replica count".into());
     }
     let groups = group(pods, samples, resource == "cpu", now);
-    let mut samples: BTreeMap<String, Sample> = samples
-        .iter()
-        .filter(|(pod, _)| {
-            pods.iter().any(|p| &name(p) == *pod)
-                && !groups.ignored.contains(*pod)
-                && !groups.unready.contains(*pod)
-        })
-        .map(|(k, v)| (k.clone(), *v))
-        .collect();
-    if samples.is_empty() {
-        return Err("did not receive metrics for targeted pods (pods might be unready)".into());
-    }
+    let mut samples = counted(pods, samples, &groups)?;
     let requests = requests(pods, resource, container)?;
     let (ratio, utilization, average) = utilization_ratio(&samples, &requests, target)?;
     let computed = |replicas| Computed {
@@ -288,18 +298,7 @@ pub fn average_value(
         return Err("the target value must be positive".into());
     }
     let groups = group(pods, samples, cpu, now);
-    let mut samples: BTreeMap<String, Sample> = samples
-        .iter()
-        .filter(|(pod, _)| {
-            pods.iter().any(|p| &name(p) == *pod)
-                && !groups.ignored.contains(*pod)
-                && !groups.unready.contains(*pod)
-        })
-        .map(|(k, v)| (k.clone(), *v))
-        .collect();
-    if samples.is_empty() {
-        return Err("did not receive metrics for targeted pods (pods might be unready)".into());
-    }
+    let mut samples = counted(pods, samples, &groups)?;
     let ratio_of = |samples: &BTreeMap<String, Sample>| {
         let total: i64 = samples.values().map(|s| s.value).sum();
         let average = total / samples.len() as i64;
